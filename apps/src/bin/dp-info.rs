@@ -1,0 +1,2 @@
+//! Prints the detected hardware, the plan for each profile and every backend probe.
+fn main() {}
