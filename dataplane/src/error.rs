@@ -90,7 +90,10 @@ impl Error {
 
     /// An I/O error with the context it happened in.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

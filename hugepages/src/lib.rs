@@ -9,6 +9,7 @@
 
 mod error;
 pub mod sync;
+pub mod system;
 
 pub use error::Error;
 

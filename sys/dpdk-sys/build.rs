@@ -18,14 +18,22 @@ fn main() {
             .cargo_metadata(false)
             .env_metadata(false)
             .probe("libdpdk")
-            .map_err(|e| format!("pkg-config found no usable libdpdk (>= 22.11): {}", first_line(&e.to_string())))
+            .map_err(|e| {
+                format!(
+                    "pkg-config found no usable libdpdk (>= 22.11): {}",
+                    first_line(&e.to_string())
+                )
+            })
     };
 
     match found {
         Ok(lib) => {
             println!("cargo::rustc-cfg=dpdk_available");
             println!("cargo::rustc-env=DPDK_SYS_VERSION={}", lib.version);
-            println!("cargo::rustc-env=DPDK_SYS_REASON=found libdpdk {} through pkg-config", lib.version);
+            println!(
+                "cargo::rustc-env=DPDK_SYS_REASON=found libdpdk {} through pkg-config",
+                lib.version
+            );
         }
         Err(reason) => {
             if std::env::var_os("CARGO_FEATURE_REQUIRE").is_some() {

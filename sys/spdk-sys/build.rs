@@ -18,14 +18,22 @@ fn main() {
             .cargo_metadata(false)
             .env_metadata(false)
             .probe("spdk_nvme")
-            .map_err(|e| format!("pkg-config found no usable spdk_nvme (>= 22.01): {}", first_line(&e.to_string())))
+            .map_err(|e| {
+                format!(
+                    "pkg-config found no usable spdk_nvme (>= 22.01): {}",
+                    first_line(&e.to_string())
+                )
+            })
     };
 
     match found {
         Ok(lib) => {
             println!("cargo::rustc-cfg=spdk_available");
             println!("cargo::rustc-env=SPDK_SYS_VERSION={}", lib.version);
-            println!("cargo::rustc-env=SPDK_SYS_REASON=found spdk_nvme {} through pkg-config", lib.version);
+            println!(
+                "cargo::rustc-env=SPDK_SYS_REASON=found spdk_nvme {} through pkg-config",
+                lib.version
+            );
         }
         Err(reason) => {
             if std::env::var_os("CARGO_FEATURE_REQUIRE").is_some() {
