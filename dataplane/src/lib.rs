@@ -7,6 +7,8 @@
 
 mod error;
 pub mod lcore;
+pub mod profile;
+pub mod require;
 pub mod ring;
 pub mod topology;
 
