@@ -1,15 +1,20 @@
 //! Hugepage memory for data-plane applications.
 //!
-//! A `Region` is a mapped span of hugepages (or, when none can be had, 4 KiB
-//! pages with transparent-hugepage advice, and the reason says so); every
-//! byte of it has an IOVA. A `Mempool` carves fixed-size objects out of
-//! regions and hands them out in bulk with a per-lcore cache, rte_mempool's
-//! model; an `Mbuf` is the packet buffer built on it.
+//! - [`region`]: a [`Region`](region::Region) is a mapped span of hugepages
+//!   (anonymous `MAP_HUGETLB` or a hugetlbfs file, optionally bound to a
+//!   NUMA node), or, when none can be had, 4 KiB pages with
+//!   transparent-hugepage advice, and the reason says so. Every byte of it
+//!   has an IOVA (physical address with privilege, else virtual).
+//! - [`system`]: what the kernel offers (hugepage pools, hugetlbfs mounts).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod region;
 pub mod sync;
 pub mod system;
+
+#[cfg(test)]
+mod test_support;
 
 pub use error::Error;
 

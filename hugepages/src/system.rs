@@ -1,6 +1,7 @@
 //! What the running kernel offers: hugepage pools by size and NUMA node, and
 //! hugetlbfs mounts. Read from sysfs and procfs, which every Linux has; a
 //! missing file means "none", never an error.
+#![deny(unsafe_code)]
 
 use crate::NumaNode;
 use serde::Serialize;
@@ -133,10 +134,11 @@ pub fn parse_list(s: &str) -> Vec<u32> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
-                    if a <= b && b - a < 1 << 20 {
-                        out.extend(a..=b);
-                    }
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>())
+                    && a <= b
+                    && b - a < 1 << 20
+                {
+                    out.extend(a..=b);
                 }
             }
             None => out.extend(part.parse::<u32>().ok()),
