@@ -77,7 +77,7 @@ pub fn detect() -> (Option<HwlocInfo>, Probe) {
     match load() {
         Ok(info) => {
             let reason = format!(
-                "libhwloc: {} PUs, {} cores, {} packages, {} NUMA nodes, {} L3 domains, {} PCI devices",
+                "libhwloc: {} PUs, {} cores, {} package(s), {} NUMA node(s), {} L3 domain(s), {} PCI devices",
                 info.pus,
                 info.cores,
                 info.packages,
