@@ -5,15 +5,22 @@
 //!   NUMA node), or, when none can be had, 4 KiB pages with
 //!   transparent-hugepage advice, and the reason says so. Every byte of it
 //!   has an IOVA (physical address with privilege, else virtual).
+//! - [`mempool`]: a [`Mempool`](mempool::Mempool) carves fixed-size objects
+//!   out of regions and hands them out in bulk through per-lcore caches in
+//!   front of a lock-free shared store, `rte_mempool`'s model.
+//! - [`slot`]: which lcore cache a thread owns.
 //! - [`system`]: what the kernel offers (hugepage pools, hugetlbfs mounts).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod mempool;
 pub mod region;
+pub mod slot;
+mod stack;
 pub mod sync;
 pub mod system;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod test_support;
 
 pub use error::Error;

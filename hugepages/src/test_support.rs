@@ -33,7 +33,7 @@ pub(crate) fn hugepage_region(builder: RegionBuilder) -> Option<Region> {
             Some(r)
         }
         Err(e) => {
-            skip("hugepages", &format!("no hugepages: {e}"));
+            skip("hugepages", &e.to_string());
             None
         }
     }
