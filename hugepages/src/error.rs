@@ -1,8 +1,9 @@
 //! The control-path error of the `hugepages` crate.
 //!
 //! The hot path (mempool get/put, mbuf mutators) does not use this type: it
-//! returns [`PoolExhausted`](crate::mempool::PoolExhausted), which is
-//! `Copy` and carries no heap data.
+//! returns [`PoolExhausted`](crate::mempool::PoolExhausted) or
+//! [`MbufError`](crate::mbuf::MbufError), which are `Copy` and carry no heap
+//! data.
 #![deny(unsafe_code)]
 
 use crate::NumaNode;

@@ -9,10 +9,27 @@
 //!   out of regions and hands them out in bulk through per-lcore caches in
 //!   front of a lock-free shared store, `rte_mempool`'s model.
 //! - [`slot`]: which lcore cache a thread owns.
+//! - [`mbuf`]: the [`Mbuf`](mbuf::Mbuf) packet buffer, laid out like DPDK's
+//!   `rte_mbuf` so that the DPDK backend can hand out real ones behind the
+//!   same API.
 //! - [`system`]: what the kernel offers (hugepage pools, hugetlbfs mounts).
+//!
+//! ```
+//! use hugepages::mbuf::{MbufPool, MbufPoolConfig};
+//!
+//! // An lcore thread claims a cache slot; others may skip this.
+//! let _slot = hugepages::slot::claim()?;
+//! let pool = MbufPool::new(MbufPoolConfig { count: 1024, cache_size: 64, ..Default::default() })?;
+//! let mut burst = Vec::with_capacity(32);
+//! pool.alloc_bulk(32, &mut burst).expect("32 free mbufs");
+//! hugepages::mbuf::Mbuf::free_bulk(burst.drain(..));
+//! assert_eq!(pool.in_use(), 0);
+//! # Ok::<(), hugepages::Error>(())
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod mbuf;
 pub mod mempool;
 pub mod region;
 pub mod slot;
