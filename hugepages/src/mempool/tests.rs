@@ -470,7 +470,7 @@ fn randomized_stress() {
     let (threads, iters, count) = if cfg!(miri) {
         (3, 40, 64)
     } else {
-        (6, 4_000, 1024)
+        (6, 20_000, 1024)
     };
     let p = pool(count, 64, 16);
     let seed: u64 = rand::rng().random();
