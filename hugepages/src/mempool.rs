@@ -794,7 +794,7 @@ impl Mempool {
     /// # Errors
     ///
     /// [`PoolExhausted`] when fewer than `out.len()` objects are free;
-    /// nothing was taken and `out` is unspecified.
+    /// nothing was taken and `out` is unchanged.
     #[inline]
     pub fn get_bulk(&self, out: &mut [*mut u8]) -> Result<(), PoolExhausted> {
         self.core().get_bulk(out)
