@@ -41,7 +41,6 @@ fn main() {
             }
             println!("cargo::rustc-env=DPDK_SYS_VERSION=");
             println!("cargo::rustc-env=DPDK_SYS_REASON={reason}");
-            println!("cargo::warning=dpdk-sys builds empty: {reason}");
         }
     }
 }

@@ -1,0 +1,410 @@
+//! The ring shared by both sides and the four position protocols
+//! (single/multi producer × single/multi consumer), after DPDK's
+//! `rte_ring_core.h` and `rte_ring_c11_pvt.h`.
+//!
+//! Positions are free-running `usize` counters; a slot is `pos & mask`.
+//! Each side has a `head` (the next position a thread may reserve) and a
+//! `tail` (everything before it is published to the other side):
+//!
+//! ```text
+//!        cons.tail      cons.head        prod.tail      prod.head
+//!            |  being read  |  readable     | being written |  free ...
+//! ```
+//!
+//! A single-threaded side needs no reservation: it keeps its head in its
+//! handle and only publishes its tail. A multi-threaded side reserves with a
+//! CAS on its head, fills its slots, then waits for the threads that
+//! reserved before it to publish and publishes in turn, so that tails only
+//! ever move over fully written (or fully read) slots.
+//!
+//! Synchronisation, one edge per direction: a producer's `Release` store of
+//! `prod.tail` pairs with a consumer's `Acquire` load of it (the slot writes
+//! are visible before the consumer reads them); a consumer's `Release` store
+//! of `cons.tail` pairs with a producer's `Acquire` load of it (the slot reads
+//! are finished before a producer overwrites the slots).
+
+use core::mem::MaybeUninit;
+use crossbeam_utils::CachePadded;
+use hugepages::sync::{AtomicUsize, Ordering, UnsafeCell, spin_loop};
+
+use super::transfer::{Sink, Source};
+
+/// One slot. Under `cfg(not(loom))` the wrapper is `repr(transparent)` all
+/// the way down, so a run of slots has the layout of a run of `T`.
+pub(crate) type Slot<T> = UnsafeCell<MaybeUninit<T>>;
+
+/// One side's pair of positions, alone on its cache line(s) as in
+/// `struct rte_ring_headtail`.
+#[derive(Debug)]
+pub(crate) struct HeadTail {
+    /// Next position to reserve; used only when the side is multi-threaded.
+    pub(crate) head: AtomicUsize,
+    /// Everything before this position is published to the other side.
+    pub(crate) tail: AtomicUsize,
+}
+
+/// How many items a reservation asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Exactly this many, or none (`*_bulk`).
+    Exactly(usize),
+    /// As many as possible up to this many (`*_burst`).
+    UpTo(usize),
+}
+
+impl Want {
+    #[inline(always)]
+    fn grant(self, room: usize) -> usize {
+        match self {
+            Want::Exactly(n) if n <= room => n,
+            Want::Exactly(_) => 0,
+            Want::UpTo(n) => n.min(room),
+        }
+    }
+}
+
+/// The state both sides share.
+#[derive(Debug)]
+pub(crate) struct Shared<T> {
+    pub(crate) prod: CachePadded<HeadTail>,
+    pub(crate) cons: CachePadded<HeadTail>,
+    /// Read-only after construction; behind its own padding so that the
+    /// written lines above never share a line with it.
+    ro: CachePadded<ReadOnly<T>>,
+}
+
+#[derive(Debug)]
+struct ReadOnly<T> {
+    slots: Box<[Slot<T>]>,
+    mask: usize,
+    /// Live producer and consumer handles, for `is_abandoned`.
+    producers: AtomicUsize,
+    consumers: AtomicUsize,
+}
+
+/// A single-threaded side's private view: its own position and a possibly
+/// stale bound derived from the other side's tail. Stale is safe: the other
+/// side only ever moves forward, so a stale bound under-reports room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Local {
+    /// This side's position (its head and, after each operation, its tail).
+    pub(crate) pos: usize,
+    /// Producer: `cons.tail + capacity` as last seen. Consumer: `prod.tail`
+    /// as last seen. Either way: positions before it may be used.
+    pub(crate) limit: usize,
+}
+
+impl<T> Shared<T> {
+    /// A ring of `capacity` slots; the caller has checked it is a power of two.
+    pub(crate) fn new(capacity: usize) -> Self {
+        debug_assert!(capacity.is_power_of_two());
+        let slots = (0..capacity)
+            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .collect();
+        Shared {
+            prod: CachePadded::new(HeadTail {
+                head: AtomicUsize::new(0),
+                tail: AtomicUsize::new(0),
+            }),
+            cons: CachePadded::new(HeadTail {
+                head: AtomicUsize::new(0),
+                tail: AtomicUsize::new(0),
+            }),
+            ro: CachePadded::new(ReadOnly {
+                slots,
+                mask: capacity - 1,
+                producers: AtomicUsize::new(1),
+                consumers: AtomicUsize::new(1),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.ro.mask + 1
+    }
+
+    pub(crate) fn handles(&self, producer: bool) -> &AtomicUsize {
+        if producer {
+            &self.ro.producers
+        } else {
+            &self.ro.consumers
+        }
+    }
+
+    // ---- producer side ----------------------------------------------------
+
+    /// Local view for a new single producer.
+    pub(crate) fn sp_local(&self) -> Local {
+        Local {
+            pos: 0,
+            limit: self.capacity(),
+        }
+    }
+
+    /// Single producer: how many of `want` fit, refreshing the cached bound
+    /// only when the cached one is too small.
+    #[inline(always)]
+    pub(crate) fn sp_reserve(&self, local: &mut Local, want: Want) -> usize {
+        let n = match want {
+            Want::Exactly(n) | Want::UpTo(n) => n,
+        };
+        if local.limit.wrapping_sub(local.pos) < n {
+            // Acquire: pairs with the consumer's Release store of `cons.tail`
+            // in `publish`; its reads of these slots are done.
+            local.limit = self
+                .cons
+                .tail
+                .load(Ordering::Acquire)
+                .wrapping_add(self.capacity());
+        }
+        want.grant(local.limit.wrapping_sub(local.pos))
+    }
+
+    /// Multi producer: reserve up to `want` slots with a CAS on `prod.head`.
+    /// Returns the first reserved position and the count (0: no room).
+    #[inline]
+    pub(crate) fn mp_reserve(&self, want: Want) -> (usize, usize) {
+        let cap = self.capacity();
+        let mut head = self.prod.head.load(Ordering::Relaxed);
+        loop {
+            // Acquire: pairs with the consumers' Release store of `cons.tail`;
+            // their reads of the slots we may reuse are done.
+            let cons_tail = self.cons.tail.load(Ordering::Acquire);
+            let used = head.wrapping_sub(cons_tail);
+            if used > cap {
+                // `head` was read before consumers moved past it: a stale
+                // pair (DPDK orders these loads with a fence instead). Reload.
+                head = self.prod.head.load(Ordering::Relaxed);
+                spin_loop();
+                continue;
+            }
+            let n = want.grant(cap - used);
+            if n == 0 {
+                return (head, 0);
+            }
+            // Relaxed: the CAS only claims positions. Slot contents are
+            // ordered by the tail stores, not by `head`; a successful CAS
+            // means `head` was current, so `cap - used` under-reports room.
+            match self.prod.head.compare_exchange_weak(
+                head,
+                head.wrapping_add(n),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return (head, n),
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    // ---- consumer side ----------------------------------------------------
+
+    /// Local view for a new single consumer.
+    pub(crate) fn sc_local(&self) -> Local {
+        Local { pos: 0, limit: 0 }
+    }
+
+    /// Single consumer: how many of `want` are readable.
+    #[inline(always)]
+    pub(crate) fn sc_reserve(&self, local: &mut Local, want: Want) -> usize {
+        let n = match want {
+            Want::Exactly(n) | Want::UpTo(n) => n,
+        };
+        if local.limit.wrapping_sub(local.pos) < n {
+            // Acquire: pairs with the producer's Release store of
+            // `prod.tail`; the slot writes before it are visible.
+            local.limit = self.prod.tail.load(Ordering::Acquire);
+        }
+        want.grant(local.limit.wrapping_sub(local.pos))
+    }
+
+    /// Multi consumer: reserve up to `want` items with a CAS on `cons.head`.
+    #[inline]
+    pub(crate) fn mc_reserve(&self, want: Want) -> (usize, usize) {
+        let cap = self.capacity();
+        let mut head = self.cons.head.load(Ordering::Relaxed);
+        loop {
+            // Acquire: pairs with the producers' Release store of `prod.tail`.
+            let prod_tail = self.prod.tail.load(Ordering::Acquire);
+            let avail = prod_tail.wrapping_sub(head);
+            if avail > cap {
+                // Stale `head` (other consumers moved on): reload.
+                head = self.cons.head.load(Ordering::Relaxed);
+                spin_loop();
+                continue;
+            }
+            let n = want.grant(avail);
+            if n == 0 {
+                return (head, 0);
+            }
+            // Relaxed: as in `mp_reserve`, the CAS only claims positions.
+            match self.cons.head.compare_exchange_weak(
+                head,
+                head.wrapping_add(n),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return (head, n),
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    // ---- publishing -------------------------------------------------------
+
+    /// Single-threaded side: publish everything before `new`.
+    #[inline(always)]
+    pub(crate) fn publish_single(side: &HeadTail, new: usize) {
+        // Release: the slot writes (producer) or reads (consumer) before
+        // this store happen-before the other side's Acquire load of it.
+        side.tail.store(new, Ordering::Release);
+    }
+
+    /// Multi-threaded side: wait for the threads that reserved before `old`
+    /// to publish, then publish `old..new`. As in rte_ring's default mode a
+    /// thread preempted between reserving and publishing holds up the ones
+    /// behind it; lcores are pinned one per core, which keeps that rare.
+    #[inline]
+    pub(crate) fn publish_multi(side: &HeadTail, old: usize, new: usize) {
+        // Acquire: pairs with the previous thread's Release store below, so
+        // its slot accesses happen-before ours and, through our Release
+        // store, before the other side's Acquire. (A plain store does not
+        // extend a release sequence, so Relaxed here would lose that edge.)
+        while side.tail.load(Ordering::Acquire) != old {
+            spin_loop();
+        }
+        side.tail.store(new, Ordering::Release);
+    }
+
+    // ---- moving items -----------------------------------------------------
+
+    /// Moves `n` items out of `src` into the slots starting at `pos`.
+    ///
+    /// # Safety
+    /// The caller has reserved `pos..pos + n` for writing, `n <= src.remaining()`.
+    #[inline(always)]
+    pub(crate) unsafe fn write_slots<S: Source<T>>(&self, pos: usize, n: usize, src: &mut S) {
+        let idx = pos & self.ro.mask;
+        let first = n.min(self.capacity() - idx);
+        #[cfg(not(loom))]
+        {
+            let base = self.slot_base();
+            // `idx + first <= capacity` and `n - first <= idx` (the wrapped
+            // part ends before the first part starts, as `n <= capacity`):
+            // both ranges are in bounds, reserved to us, and disjoint.
+            let at = base.wrapping_add(idx);
+            // SAFETY: `at..at + first` is in bounds and ours; `first <= n`
+            // items are left in `src`.
+            unsafe { src.move_to(at, first) };
+            // SAFETY: `base..base + (n - first)` likewise, for the rest.
+            unsafe { src.move_to(base, n - first) };
+        }
+        #[cfg(loom)]
+        for i in 0..n {
+            let _ = first;
+            self.ro.slots[(pos.wrapping_add(i)) & self.ro.mask].with_mut(|p| {
+                // SAFETY: the slot is reserved to us; one item is left in `src`.
+                unsafe { src.move_to(p.cast::<T>(), 1) }
+            });
+        }
+    }
+
+    /// Moves the `n` items in the slots starting at `pos` into `dst`.
+    ///
+    /// # Safety
+    /// The caller has reserved `pos..pos + n` for reading (they hold
+    /// published items) and `n <= dst.spare()`.
+    #[inline(always)]
+    pub(crate) unsafe fn read_slots<D: Sink<T>>(&self, pos: usize, n: usize, dst: &mut D) {
+        let idx = pos & self.ro.mask;
+        let first = n.min(self.capacity() - idx);
+        #[cfg(not(loom))]
+        {
+            let base = self.slot_base();
+            // The same two ranges as in `write_slots`; they hold published
+            // items that become logically uninitialised once moved out.
+            let at = base.wrapping_add(idx);
+            // SAFETY: `at..at + first` is in bounds, ours and initialised;
+            // `dst` has room for `n >= first`.
+            unsafe { dst.move_from(at, first) };
+            // SAFETY: `base..base + (n - first)` likewise, for the rest.
+            unsafe { dst.move_from(base, n - first) };
+        }
+        #[cfg(loom)]
+        for i in 0..n {
+            let _ = first;
+            self.ro.slots[(pos.wrapping_add(i)) & self.ro.mask].with(|p| {
+                // SAFETY: the slot is reserved to us and initialised.
+                unsafe { dst.move_from(p.cast::<T>(), 1) }
+            });
+        }
+    }
+
+    /// Writes one item into the slot at `pos`.
+    ///
+    /// # Safety
+    /// The caller has reserved `pos` for writing.
+    #[inline(always)]
+    pub(crate) unsafe fn write_one(&self, pos: usize, value: T) {
+        let slot = self.slot(pos);
+        // SAFETY: the slot is reserved to us; nobody else touches it until
+        // we publish.
+        slot.with_mut(|p| unsafe { p.cast::<T>().write(value) });
+    }
+
+    /// Moves the item out of the slot at `pos`.
+    ///
+    /// # Safety
+    /// The caller has reserved `pos` for reading; it holds a published item.
+    #[inline(always)]
+    pub(crate) unsafe fn read_one(&self, pos: usize) -> T {
+        let slot = self.slot(pos);
+        // SAFETY: the slot is reserved to us and initialised; moving out
+        // leaves it logically uninitialised, which the positions record.
+        slot.with(|p| unsafe { p.cast::<T>().read() })
+    }
+
+    #[inline(always)]
+    fn slot(&self, pos: usize) -> &Slot<T> {
+        let idx = pos & self.ro.mask;
+        debug_assert!(idx < self.ro.slots.len());
+        // SAFETY: `idx <= mask < slots.len()`.
+        unsafe { self.ro.slots.get_unchecked(idx) }
+    }
+
+    /// The slots as a raw run of `T`.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn slot_base(&self) -> *mut T {
+        // `Slot<T>` is `repr(transparent)` over `MaybeUninit<T>`, and the
+        // cells grant mutation through a shared reference.
+        self.ro.slots.as_ptr().cast_mut().cast::<T>()
+    }
+
+    /// Items published and not yet consumed, as seen now.
+    pub(crate) fn len(&self) -> usize {
+        let cons = self.cons.tail.load(Ordering::Acquire);
+        let prod = self.prod.tail.load(Ordering::Acquire);
+        prod.wrapping_sub(cons).min(self.capacity())
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        if !core::mem::needs_drop::<T>() {
+            return;
+        }
+        // Every handle is gone (this is the last Arc), so every reservation
+        // was published and the positions are final. Arc's drop already
+        // synchronised with the other handles' drops.
+        let mut pos = self.cons.tail.load(Ordering::Relaxed);
+        let end = self.prod.tail.load(Ordering::Relaxed);
+        while pos != end {
+            // SAFETY: `cons.tail..prod.tail` holds published, unconsumed items
+            // and nobody else can reach them any more.
+            drop(unsafe { self.read_one(pos) });
+            pos = pos.wrapping_add(1);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What a burst moves items out of ([`Source`]) and into ([`Sink`]).
+//!
+//! Both traits are sealed: the ring moves items with raw copies, so the
+//! implementations must get ownership exactly right, and they are all here.
+//! A burst call never runs user code between reserving slots and publishing
+//! them (no iterator, no `Clone`), so nothing can unwind with slots reserved.
+
+use core::mem::MaybeUninit;
+
+use super::Batch;
+
+mod sealed {
+    pub trait Sealed<T> {}
+}
+
+/// Something a burst can move items out of: `&mut Batch<T, N>` (items are
+/// moved from its front) or `&[T]` for `T: Copy` (items are copied).
+///
+/// # Safety
+/// Implementations move exactly the items they are asked for, each once.
+pub unsafe trait Source<T>: sealed::Sealed<T> {
+    /// Items left to move.
+    #[doc(hidden)]
+    fn remaining(&self) -> usize;
+
+    /// Moves the first `n` items to `dst..dst + n` and forgets them here.
+    ///
+    /// # Safety
+    /// `n <= self.remaining()`; `dst` is valid for `n` writes and does not overlap
+    /// `self`.
+    #[doc(hidden)]
+    unsafe fn move_to(&mut self, dst: *mut T, n: usize);
+}
+
+/// Something a burst can move items into: `&mut Batch<T, N>` (appended),
+/// `&mut [T]` for `T: Copy` (overwritten from the start), or
+/// `&mut [MaybeUninit<T>]` (initialised from the start; the count returned
+/// says how many).
+///
+/// # Safety
+/// Implementations take ownership of exactly the items they are given.
+pub unsafe trait Sink<T>: sealed::Sealed<T> {
+    /// Room left.
+    #[doc(hidden)]
+    fn spare(&self) -> usize;
+
+    /// Takes ownership of `src..src + n`, appending them here.
+    ///
+    /// # Safety
+    /// `n <= self.spare()`; `src` is valid for `n` reads of initialised items
+    /// that the caller gives up, and does not overlap `self`.
+    #[doc(hidden)]
+    unsafe fn move_from(&mut self, src: *const T, n: usize);
+}
+
+impl<T, const N: usize> sealed::Sealed<T> for &mut Batch<T, N> {}
+
+// SAFETY: moves from the live front of the batch and advances past them.
+unsafe impl<T, const N: usize> Source<T> for &mut Batch<T, N> {
+    #[inline(always)]
+    fn remaining(&self) -> usize {
+        Batch::len(self)
+    }
+
+    #[inline(always)]
+    unsafe fn move_to(&mut self, dst: *mut T, n: usize) {
+        debug_assert!(n <= Batch::len(self));
+        // SAFETY: the caller guarantees `n` live items and a disjoint `dst`.
+        unsafe { core::ptr::copy_nonoverlapping(self.front_ptr(), dst, n) };
+        // SAFETY: those `n` items were moved out just above.
+        unsafe { self.forget_front(n) };
+    }
+}
+
+// SAFETY: appends at the live back of the batch, after making room.
+unsafe impl<T, const N: usize> Sink<T> for &mut Batch<T, N> {
+    #[inline(always)]
+    fn spare(&self) -> usize {
+        Batch::spare(self)
+    }
+
+    #[inline(always)]
+    unsafe fn move_from(&mut self, src: *const T, n: usize) {
+        let dst = self.back_ptr_for(n);
+        // SAFETY: `back_ptr_for` made room for `n` items at `dst`; the caller
+        // guarantees `src` holds `n` items it gives up.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
+        // SAFETY: the `n` slots after the live items were just initialised.
+        unsafe { self.assume_pushed(n) };
+    }
+}
+
+impl<T: Copy> sealed::Sealed<T> for &[T] {}
+
+// SAFETY: `T: Copy`, so copying out leaves the source valid; we advance past.
+unsafe impl<'a, T: Copy> Source<T> for &'a [T] {
+    #[inline(always)]
+    fn remaining(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    #[inline(always)]
+    unsafe fn move_to(&mut self, dst: *mut T, n: usize) {
+        debug_assert!(n <= <[T]>::len(self));
+        // SAFETY: the caller guarantees `n <= len` and a disjoint `dst`.
+        unsafe { core::ptr::copy_nonoverlapping(self.as_ptr(), dst, n) };
+        let rest: &'a [T] = self;
+        *self = &rest[n..];
+    }
+}
+
+impl<T: Copy> sealed::Sealed<T> for &mut [T] {}
+
+// SAFETY: `T: Copy` has no drop, so overwriting initialised items is fine.
+unsafe impl<T: Copy> Sink<T> for &mut [T] {
+    #[inline(always)]
+    fn spare(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    #[inline(always)]
+    unsafe fn move_from(&mut self, src: *const T, n: usize) {
+        debug_assert!(n <= <[T]>::len(self));
+        // SAFETY: the caller guarantees `n <= len` and a disjoint `src`.
+        unsafe { core::ptr::copy_nonoverlapping(src, self.as_mut_ptr(), n) };
+        let rest = core::mem::take(self);
+        *self = &mut rest[n..];
+    }
+}
+
+impl<T> sealed::Sealed<T> for &mut [MaybeUninit<T>] {}
+
+// SAFETY: writes into uninitialised memory from the start and advances.
+unsafe impl<T> Sink<T> for &mut [MaybeUninit<T>] {
+    #[inline(always)]
+    fn spare(&self) -> usize {
+        <[MaybeUninit<T>]>::len(self)
+    }
+
+    #[inline(always)]
+    unsafe fn move_from(&mut self, src: *const T, n: usize) {
+        debug_assert!(n <= <[MaybeUninit<T>]>::len(self));
+        // SAFETY: the caller guarantees `n <= len` and a disjoint `src`.
+        unsafe { core::ptr::copy_nonoverlapping(src, self.as_mut_ptr().cast::<T>(), n) };
+        let rest = core::mem::take(self);
+        *self = &mut rest[n..];
+    }
+}
