@@ -10,6 +10,7 @@ pub mod lcore;
 pub mod profile;
 pub mod require;
 pub mod ring;
+pub mod time;
 pub mod topology;
 
 pub use error::{Error, Result};
