@@ -1,0 +1,631 @@
+//! Cross-core ring workloads: ours and the peers', item for item the same
+//! loop. The producer pushes the `u64`s `0..n` in order, the consumer pops
+//! and sums them; on a full or empty ring both sides `spin_loop()` (a
+//! `pause`, as DPDK's loops call `rte_pause()`) and retry. Ping-pong loops
+//! spin without `pause`, since there the reaction time is what is
+//! measured.
+
+use super::{CpuPair, cross_core};
+use crate::harness::Sample;
+use core::hint::spin_loop;
+use core::mem::MaybeUninit;
+use crossbeam_utils::CachePadded;
+use dataplane::ring::{self, Batch, ChunkError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots per ring: `RING_SIZE` of DPDK's app/test/test_ring_perf.c.
+pub const RING_SIZE: usize = 4096;
+
+/// Items per burst: `MAX_PKT_BURST` of DPDK's examples/l2fwd, and the
+/// largest size in `ring_perf_autotest`.
+pub const BURST: usize = 32;
+
+/// Fills `buf` with `next, next + 1, ...` and returns how many that is:
+/// `BURST` or what is left before `end`.
+#[inline(always)]
+fn fill(buf: &mut [u64; BURST], next: u64, end: u64) -> usize {
+    let n = (end - next).min(BURST as u64) as usize;
+    for (k, slot) in buf[..n].iter_mut().enumerate() {
+        *slot = next + k as u64;
+    }
+    n
+}
+
+#[inline(always)]
+fn sum(items: &[u64]) -> u64 {
+    items.iter().fold(0, |acc, &x| acc.wrapping_add(x))
+}
+
+// ---- SP/SC, one item at a time ------------------------------------------
+
+/// Ours: `ring::spsc`, `push` / `pop`.
+pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
+    let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut i = 0;
+            while i < n {
+                match tx.push(i) {
+                    Ok(()) => i += 1,
+                    Err(_) => spin_loop(),
+                }
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                match rx.pop() {
+                    Some(v) => {
+                        acc = acc.wrapping_add(v);
+                        got += 1;
+                    }
+                    None => spin_loop(),
+                }
+            }
+            acc
+        },
+    )
+}
+
+/// Peer: `rtrb::RingBuffer`, `push` / `pop`.
+pub fn spsc_single_rtrb(cpus: CpuPair, items: u64) -> Sample {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut i = 0;
+            while i < n {
+                match tx.push(i) {
+                    Ok(()) => i += 1,
+                    Err(_) => spin_loop(),
+                }
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                match rx.pop() {
+                    Ok(v) => {
+                        acc = acc.wrapping_add(v);
+                        got += 1;
+                    }
+                    Err(_) => spin_loop(),
+                }
+            }
+            acc
+        },
+    )
+}
+
+/// Peer: `ringbuf::HeapRb` (caching split), `try_push` / `try_pop`.
+pub fn spsc_single_ringbuf(cpus: CpuPair, items: u64) -> Sample {
+    use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
+    let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(RING_SIZE).split();
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut i = 0;
+            while i < n {
+                match tx.try_push(i) {
+                    Ok(()) => i += 1,
+                    Err(_) => spin_loop(),
+                }
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                match rx.try_pop() {
+                    Some(v) => {
+                        acc = acc.wrapping_add(v);
+                        got += 1;
+                    }
+                    None => spin_loop(),
+                }
+            }
+            acc
+        },
+    )
+}
+
+// ---- SP/SC, bursts of 32 --------------------------------------------------
+
+/// Ours: `push_burst(&[u64])` / `pop_burst(&mut [u64])`.
+pub fn spsc_burst_ours_slice(cpus: CpuPair, items: u64) -> Sample {
+    let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut buf = [0u64; BURST];
+            let mut next = 0;
+            while next < n {
+                let k = fill(&mut buf, next, n);
+                let done = tx.push_burst(&buf[..k]);
+                if done == 0 {
+                    spin_loop();
+                }
+                next += done as u64;
+            }
+            0
+        },
+        move |n| {
+            let mut buf = [0u64; BURST];
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let k = rx.pop_burst(&mut buf[..]);
+                if k == 0 {
+                    spin_loop();
+                }
+                acc = acc.wrapping_add(sum(&buf[..k]));
+                got += k as u64;
+            }
+            acc
+        },
+    )
+}
+
+/// Ours: `push_burst(&mut Batch)` / `pop_burst(&mut Batch)`, the batch
+/// refilled from the item iterator (what an lcore's tx path does).
+pub fn spsc_burst_ours_batch(cpus: CpuPair, items: u64) -> Sample {
+    let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut batch = Batch::<u64, BURST>::new();
+            let mut src = 0..n;
+            loop {
+                batch.fill_from(&mut src);
+                if batch.is_empty() {
+                    break;
+                }
+                if tx.push_burst(&mut batch) == 0 {
+                    spin_loop();
+                }
+            }
+            0
+        },
+        move |n| {
+            let mut batch = Batch::<u64, BURST>::new();
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let k = rx.pop_burst(&mut batch);
+                if k == 0 {
+                    spin_loop();
+                }
+                acc = acc.wrapping_add(sum(&batch));
+                batch.clear();
+                got += k as u64;
+            }
+            acc
+        },
+    )
+}
+
+/// Ours: the zero-copy chunk API, `write_chunk_uninit` / `read_chunk` of
+/// up to 32 slots, written and read in place.
+pub fn spsc_burst_ours_chunk(cpus: CpuPair, items: u64) -> Sample {
+    let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut next = 0;
+            while next < n {
+                let want = (n - next).min(BURST as u64) as usize;
+                // Ask for the full burst first (answered from the cached
+                // view), then for whatever is free.
+                let free = match tx.write_chunk_uninit(want) {
+                    Ok(mut chunk) => {
+                        next = write_slots(chunk.as_mut_slices(), next);
+                        // SAFETY: `write_slots` initialised every slot.
+                        unsafe { chunk.commit_all() };
+                        continue;
+                    }
+                    Err(ChunkError::TooFewSlots { available, .. }) => available,
+                    Err(_) => 0,
+                };
+                if free == 0 {
+                    spin_loop();
+                    continue;
+                }
+                let mut chunk = tx.write_chunk_uninit(free).expect("free slots stay free");
+                next = write_slots(chunk.as_mut_slices(), next);
+                // SAFETY: `write_slots` initialised every slot.
+                unsafe { chunk.commit_all() };
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let avail = match rx.read_chunk(BURST) {
+                    Ok(chunk) => {
+                        let (a, b) = chunk.as_slices();
+                        acc = acc.wrapping_add(sum(a)).wrapping_add(sum(b));
+                        got += (a.len() + b.len()) as u64;
+                        chunk.commit_all();
+                        continue;
+                    }
+                    Err(ChunkError::TooFewSlots { available, .. }) => available,
+                    Err(_) => 0,
+                };
+                if avail == 0 {
+                    spin_loop();
+                    continue;
+                }
+                let chunk = rx.read_chunk(avail).expect("items stay readable");
+                let (a, b) = chunk.as_slices();
+                acc = acc.wrapping_add(sum(a)).wrapping_add(sum(b));
+                got += (a.len() + b.len()) as u64;
+                chunk.commit_all();
+            }
+            acc
+        },
+    )
+}
+
+/// Writes `next, next + 1, ...` into both parts of a chunk; returns the
+/// next value.
+#[inline(always)]
+fn write_slots((a, b): (&mut [MaybeUninit<u64>], &mut [MaybeUninit<u64>]), mut next: u64) -> u64 {
+    for slot in a.iter_mut().chain(b.iter_mut()) {
+        slot.write(next);
+        next += 1;
+    }
+    next
+}
+
+/// Peer: rtrb's chunk API, `write_chunk_uninit` / `read_chunk`, the same
+/// loop as [`spsc_burst_ours_chunk`].
+pub fn spsc_burst_rtrb_chunk(cpus: CpuPair, items: u64) -> Sample {
+    use rtrb::chunks::ChunkError::TooFewSlots;
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut next = 0;
+            while next < n {
+                let want = (n - next).min(BURST as u64) as usize;
+                let free = match tx.write_chunk_uninit(want) {
+                    Ok(mut chunk) => {
+                        next = write_slots(chunk.as_mut_slices(), next);
+                        // SAFETY: `write_slots` initialised every slot.
+                        unsafe { chunk.commit_all() };
+                        continue;
+                    }
+                    Err(TooFewSlots(available)) => available,
+                };
+                if free == 0 {
+                    spin_loop();
+                    continue;
+                }
+                let mut chunk = tx.write_chunk_uninit(free).expect("free slots stay free");
+                next = write_slots(chunk.as_mut_slices(), next);
+                // SAFETY: `write_slots` initialised every slot.
+                unsafe { chunk.commit_all() };
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let avail = match rx.read_chunk(BURST) {
+                    Ok(chunk) => {
+                        let (a, b) = chunk.as_slices();
+                        acc = acc.wrapping_add(sum(a)).wrapping_add(sum(b));
+                        got += (a.len() + b.len()) as u64;
+                        chunk.commit_all();
+                        continue;
+                    }
+                    Err(TooFewSlots(available)) => available,
+                };
+                if avail == 0 {
+                    spin_loop();
+                    continue;
+                }
+                let chunk = rx.read_chunk(avail).expect("items stay readable");
+                let (a, b) = chunk.as_slices();
+                acc = acc.wrapping_add(sum(a)).wrapping_add(sum(b));
+                got += (a.len() + b.len()) as u64;
+                chunk.commit_all();
+            }
+            acc
+        },
+    )
+}
+
+/// Peer: ringbuf's `push_slice` / `pop_slice`, the same loop as
+/// [`spsc_burst_ours_slice`].
+pub fn spsc_burst_ringbuf_slice(cpus: CpuPair, items: u64) -> Sample {
+    use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
+    let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(RING_SIZE).split();
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut buf = [0u64; BURST];
+            let mut next = 0;
+            while next < n {
+                let k = fill(&mut buf, next, n);
+                let done = tx.push_slice(&buf[..k]);
+                if done == 0 {
+                    spin_loop();
+                }
+                next += done as u64;
+            }
+            0
+        },
+        move |n| {
+            let mut buf = [0u64; BURST];
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let k = rx.pop_slice(&mut buf[..]);
+                if k == 0 {
+                    spin_loop();
+                }
+                acc = acc.wrapping_add(sum(&buf[..k]));
+                got += k as u64;
+            }
+            acc
+        },
+    )
+}
+
+// ---- SP/SC ping-pong --------------------------------------------------------
+
+/// Ours: two `spsc` rings; the ping side pushes `i` and waits for it to
+/// come back on the other ring. One operation is one round trip.
+pub fn pingpong_ours(cpus: CpuPair, round_trips: u64) -> Sample {
+    let (mut ping_tx, mut ping_rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    let (mut pong_tx, mut pong_rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        round_trips,
+        move |n| {
+            for i in 0..n {
+                // The ring never holds more than one item: push cannot fail.
+                let _ = ping_tx.push(i);
+                while pong_rx.pop().is_none() {}
+            }
+            0
+        },
+        move |n| {
+            let mut acc = 0u64;
+            for _ in 0..n {
+                let v = loop {
+                    if let Some(v) = ping_rx.pop() {
+                        break v;
+                    }
+                };
+                acc = acc.wrapping_add(v);
+                let _ = pong_tx.push(v);
+            }
+            acc
+        },
+    )
+}
+
+/// Peer: the same over two `rtrb` rings.
+pub fn pingpong_rtrb(cpus: CpuPair, round_trips: u64) -> Sample {
+    let (mut ping_tx, mut ping_rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
+    let (mut pong_tx, mut pong_rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
+    cross_core(
+        cpus,
+        round_trips,
+        move |n| {
+            for i in 0..n {
+                let _ = ping_tx.push(i);
+                while pong_rx.pop().is_err() {}
+            }
+            0
+        },
+        move |n| {
+            let mut acc = 0u64;
+            for _ in 0..n {
+                let v = loop {
+                    if let Ok(v) = ping_rx.pop() {
+                        break v;
+                    }
+                };
+                acc = acc.wrapping_add(v);
+                let _ = pong_tx.push(v);
+            }
+            acc
+        },
+    )
+}
+
+/// The floor: a bare atomic mailbox per direction, each on its own cache
+/// line. The ping side stores `i + 1` and spins until the other side
+/// stores it back. Each hop moves exactly one cache line, the least any
+/// cross-core handoff can do.
+pub fn pingpong_mailbox(cpus: CpuPair, round_trips: u64) -> Sample {
+    let boxes = Arc::new((
+        CachePadded::new(AtomicU64::new(0)),
+        CachePadded::new(AtomicU64::new(0)),
+    ));
+    let b2 = boxes.clone();
+    cross_core(
+        cpus,
+        round_trips,
+        move |n| {
+            let (ping, pong) = (&boxes.0, &boxes.1);
+            // The boxes carry a running count across passes, never reset.
+            let base = ping.load(Ordering::Relaxed);
+            for i in 0..n {
+                let token = base + i + 1;
+                // Release/Acquire: the token is the message; pairs with
+                // the other side's Acquire load / Release store.
+                ping.store(token, Ordering::Release);
+                while pong.load(Ordering::Acquire) != token {}
+            }
+            0
+        },
+        move |n| {
+            let (ping, pong) = (&b2.0, &b2.1);
+            let base = pong.load(Ordering::Relaxed);
+            let mut acc = 0u64;
+            for i in 0..n {
+                let token = base + i + 1;
+                while ping.load(Ordering::Acquire) != token {}
+                acc = acc.wrapping_add(i);
+                pong.store(token, Ordering::Release);
+            }
+            acc
+        },
+    )
+}
+
+// ---- MP/MC -------------------------------------------------------------------
+
+/// Ours: `ring::mpmc` (CAS reservation on both sides, as rte_ring's
+/// default mode), one thread per side, `push` / `pop`.
+pub fn mpmc_single_ours(cpus: CpuPair, items: u64) -> Sample {
+    let (tx, rx) = ring::mpmc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut i = 0;
+            while i < n {
+                match tx.push(i) {
+                    Ok(()) => i += 1,
+                    Err(_) => spin_loop(),
+                }
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                match rx.pop() {
+                    Some(v) => {
+                        acc = acc.wrapping_add(v);
+                        got += 1;
+                    }
+                    None => spin_loop(),
+                }
+            }
+            acc
+        },
+    )
+}
+
+/// Peer: `crossbeam_queue::ArrayQueue`, `push` / `pop`.
+pub fn mpmc_single_arrayqueue(cpus: CpuPair, items: u64) -> Sample {
+    let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING_SIZE));
+    let q2 = q.clone();
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut i = 0;
+            while i < n {
+                match q.push(i) {
+                    Ok(()) => i += 1,
+                    Err(_) => spin_loop(),
+                }
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                match q2.pop() {
+                    Some(v) => {
+                        acc = acc.wrapping_add(v);
+                        got += 1;
+                    }
+                    None => spin_loop(),
+                }
+            }
+            acc
+        },
+    )
+}
+
+/// Ours: `ring::mpmc`, `push_burst` / `pop_burst` of up to 32: the loop of
+/// benches/c/ring_bench.c over `rte_ring_mp_enqueue_burst` /
+/// `rte_ring_mc_dequeue_burst`.
+pub fn mpmc_burst_ours(cpus: CpuPair, items: u64) -> Sample {
+    let (tx, rx) = ring::mpmc::<u64>(RING_SIZE).expect("power of two");
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut buf = [0u64; BURST];
+            let mut next = 0;
+            while next < n {
+                let k = fill(&mut buf, next, n);
+                let done = tx.push_burst(&buf[..k]);
+                if done == 0 {
+                    spin_loop();
+                }
+                next += done as u64;
+            }
+            0
+        },
+        move |n| {
+            let mut buf = [0u64; BURST];
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let k = rx.pop_burst(&mut buf[..]);
+                if k == 0 {
+                    spin_loop();
+                }
+                acc = acc.wrapping_add(sum(&buf[..k]));
+                got += k as u64;
+            }
+            acc
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Correctness of the loops only (every item arrives once): each
+    // workload asserts its consumer's sum. Runs on whatever cpus exist.
+    fn cpus() -> CpuPair {
+        let allowed = crate::cpu::allowed_cpus();
+        CpuPair {
+            producer: allowed[0],
+            consumer: *allowed.last().unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_workload_moves_every_item() {
+        let n = 100_003;
+        for f in [
+            spsc_single_ours,
+            spsc_single_rtrb,
+            spsc_single_ringbuf,
+            spsc_burst_ours_slice,
+            spsc_burst_ours_batch,
+            spsc_burst_ours_chunk,
+            spsc_burst_rtrb_chunk,
+            spsc_burst_ringbuf_slice,
+            mpmc_single_ours,
+            mpmc_single_arrayqueue,
+            mpmc_burst_ours,
+        ] {
+            assert_eq!(f(cpus(), n).ops, n);
+        }
+        for f in [pingpong_ours, pingpong_rtrb, pingpong_mailbox] {
+            assert_eq!(f(cpus(), 1_000).ops, 1_000);
+        }
+    }
+}
