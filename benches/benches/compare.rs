@@ -233,6 +233,16 @@ fn main() {
         .contender("crossbeam ArrayQueue", || {
             Ok(ring::mpmc_single_arrayqueue(cpus, n))
         })
+        .contender("ours mpsc", || Ok(ring::mpsc_single_ours(cpus, n)))
+        .contender("ours spmc", || Ok(ring::spmc_single_ours(cpus, n)))
+        .contender("DPDK rte_ring burst 1", {
+            let c = ring_c.clone();
+            move || {
+                c.as_ref()
+                    .map_err(Clone::clone)?
+                    .ring(cpus, n, 1, ring::RING_SIZE)
+            }
+        })
         .run(args.rounds, progress);
         verdicts.push(speed_target(
             &r,
@@ -240,6 +250,14 @@ fn main() {
             "ours",
             "crossbeam ArrayQueue",
             2.0,
+            mops,
+        ));
+        verdicts.push(speed_target(
+            &r,
+            "4a (info) MP/MC single vs rte_ring, 1 item",
+            "ours",
+            "DPDK rte_ring burst 1",
+            1.0,
             mops,
         ));
         show(r, &mut reports);

@@ -489,38 +489,59 @@ pub fn pingpong_mailbox(cpus: CpuPair, round_trips: u64) -> Sample {
 
 // ---- MP/MC -------------------------------------------------------------------
 
-/// Ours: `ring::mpmc` (CAS reservation on both sides, as rte_ring's
-/// default mode), one thread per side, `push` / `pop`.
-pub fn mpmc_single_ours(cpus: CpuPair, items: u64) -> Sample {
-    let (tx, rx) = ring::mpmc::<u64>(RING_SIZE).expect("power of two");
-    cross_core(
-        cpus,
-        items,
-        move |n| {
-            let mut i = 0;
-            while i < n {
-                match tx.push(i) {
-                    Ok(()) => i += 1,
-                    Err(_) => spin_loop(),
-                }
-            }
-            0
-        },
-        move |n| {
-            let (mut got, mut acc) = (0, 0u64);
-            while got < n {
-                match rx.pop() {
-                    Some(v) => {
-                        acc = acc.wrapping_add(v);
-                        got += 1;
+/// Ours, any mode: `push` / `pop` of one item, one thread per side.
+macro_rules! single_item {
+    ($name:ident, $ctor:path, $doc:literal) => {
+        #[doc = $doc]
+        pub fn $name(cpus: CpuPair, items: u64) -> Sample {
+            #[allow(unused_mut)]
+            let (mut tx, mut rx) = $ctor(RING_SIZE).expect("power of two");
+            cross_core(
+                cpus,
+                items,
+                move |n| {
+                    let mut i = 0;
+                    while i < n {
+                        match tx.push(i) {
+                            Ok(()) => i += 1,
+                            Err(_) => spin_loop(),
+                        }
                     }
-                    None => spin_loop(),
-                }
-            }
-            acc
-        },
-    )
+                    0
+                },
+                move |n| {
+                    let (mut got, mut acc) = (0, 0u64);
+                    while got < n {
+                        match rx.pop() {
+                            Some(v) => {
+                                acc = acc.wrapping_add(v);
+                                got += 1;
+                            }
+                            None => spin_loop(),
+                        }
+                    }
+                    acc
+                },
+            )
+        }
+    };
 }
+
+single_item!(
+    mpmc_single_ours,
+    ring::mpmc::<u64>,
+    "Ours: `ring::mpmc` (CAS reservation on both sides, as rte_ring's default mode), one thread per side, `push` / `pop`."
+);
+single_item!(
+    mpsc_single_ours,
+    ring::mpsc::<u64>,
+    "Ours: `ring::mpsc` (CAS on the producer side only), `push` / `pop`."
+);
+single_item!(
+    spmc_single_ours,
+    ring::spmc::<u64>,
+    "Ours: `ring::spmc` (CAS on the consumer side only), `push` / `pop`."
+);
 
 /// Peer: `crossbeam_queue::ArrayQueue`, `push` / `pop`.
 pub fn mpmc_single_arrayqueue(cpus: CpuPair, items: u64) -> Sample {
@@ -619,6 +640,8 @@ mod tests {
             spsc_burst_rtrb_chunk,
             spsc_burst_ringbuf_slice,
             mpmc_single_ours,
+            mpsc_single_ours,
+            spmc_single_ours,
             mpmc_single_arrayqueue,
             mpmc_burst_ours,
         ] {
