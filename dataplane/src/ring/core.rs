@@ -297,8 +297,12 @@ impl<T> Shared<T> {
             // SAFETY: `at..at + first` is in bounds and ours; `first <= n`
             // items are left in `src`.
             unsafe { src.move_to(at, first) };
-            // SAFETY: `base..base + (n - first)` likewise, for the rest.
-            unsafe { src.move_to(base, n - first) };
+            // Most bursts do not wrap: skip the empty second part rather
+            // than pay a second call of the copy.
+            if n > first {
+                // SAFETY: `base..base + (n - first)` likewise, for the rest.
+                unsafe { src.move_to(base, n - first) };
+            }
         }
         #[cfg(loom)]
         for i in 0..n {
@@ -328,8 +332,10 @@ impl<T> Shared<T> {
             // SAFETY: `at..at + first` is in bounds, ours and initialised;
             // `dst` has room for `n >= first`.
             unsafe { dst.move_from(at, first) };
-            // SAFETY: `base..base + (n - first)` likewise, for the rest.
-            unsafe { dst.move_from(base, n - first) };
+            if n > first {
+                // SAFETY: `base..base + (n - first)` likewise, for the rest.
+                unsafe { dst.move_from(base, n - first) };
+            }
         }
         #[cfg(loom)]
         for i in 0..n {

@@ -100,6 +100,55 @@ fn burst_moves_what_fits_and_keeps_the_rest_in_order() {
 }
 
 #[test]
+fn bursts_of_every_length_keep_order_across_the_wrap() {
+    // Every burst length around the sizes the copy is split into (runs of
+    // 16, then 8, 4, 2, 1) and past the inline limit, at every start
+    // offset of a small ring, so each length also wraps.
+    let cap = 128;
+    let lens: Vec<usize> = if cfg!(miri) {
+        vec![0, 1, 3, 15, 16, 17, 31, 32, 33, 64, 65, 100]
+    } else {
+        (0..=cap).collect()
+    };
+    let (mut tx, mut rx) = spsc::<u64>(cap).unwrap();
+    let (mut next_in, mut next_out) = (0u64, 0u64);
+    let mut src = vec![0u64; cap];
+    let mut dst = vec![0u64; cap];
+    for &n in &lens {
+        for _skew in 0..if cfg!(miri) { 2 } else { 5 } {
+            for (k, v) in src[..n].iter_mut().enumerate() {
+                *v = next_in + k as u64;
+            }
+            assert_eq!(tx.push_burst(&src[..n]), n);
+            next_in += n as u64;
+            assert_eq!(rx.pop_burst(&mut dst[..n]), n);
+            for &v in &dst[..n] {
+                assert_eq!(v, next_out, "burst of {n}");
+                next_out += 1;
+            }
+            // Move the start by an odd amount for the next round.
+            tx.push(next_in).unwrap();
+            next_in += 1;
+            assert_eq!(rx.pop(), Some(next_out));
+            next_out += 1;
+        }
+    }
+    // The same through batches, which share the copy.
+    let mut b = Batch::<u64, 64>::new();
+    for n in [1, 7, 16, 33, 64] {
+        b.fill_from(&mut (next_in..next_in + n));
+        next_in += n;
+        assert_eq!(tx.push_burst(&mut b), n as usize);
+        assert!(b.is_empty());
+        assert_eq!(rx.pop_burst(&mut b), n as usize);
+        for v in b.drain() {
+            assert_eq!(v, next_out);
+            next_out += 1;
+        }
+    }
+}
+
+#[test]
 fn bulk_is_all_or_nothing() {
     let (mut tx, rx) = spmc::<u64>(8).unwrap();
     let items: Vec<u64> = (0..6).collect();
