@@ -33,14 +33,46 @@ use super::transfer::{Sink, Source};
 /// the way down, so a run of slots has the layout of a run of `T`.
 pub(crate) type Slot<T> = UnsafeCell<MaybeUninit<T>>;
 
-/// One side's pair of positions, alone on its cache line(s) as in
-/// `struct rte_ring_headtail`.
+/// One side's positions (`struct rte_ring_headtail`), the reservation line
+/// and the tail each on its own cache line(s). Unlike rte_ring, the head is
+/// not beside the tail: the other side polls the tail, and a head on the
+/// same line would be pulled into the shared state by every poll, so that
+/// the next CAS on it had to take the line back, a cross-core round trip
+/// per reservation.
 #[derive(Debug)]
 pub(crate) struct HeadTail {
-    /// Next position to reserve; used only when the side is multi-threaded.
-    pub(crate) head: AtomicUsize,
+    /// Where a multi-threaded side reserves; unused by a single-threaded
+    /// side (which keeps the same two values in its handle, [`Local`]).
+    pub(crate) reserve: CachePadded<Reserve>,
     /// Everything before this position is published to the other side.
-    pub(crate) tail: AtomicUsize,
+    pub(crate) tail: CachePadded<AtomicUsize>,
+}
+
+/// A multi-threaded side's reservation state. Only this side's threads
+/// touch it, so with one thread per side the line never leaves its core.
+#[derive(Debug)]
+pub(crate) struct Reserve {
+    /// Next position to reserve.
+    pub(crate) head: AtomicUsize,
+    /// The other side's tail as last seen by a thread of this side (plus
+    /// the capacity, for producers): positions before it may be reserved.
+    /// A cache, like [`Local::limit`] of a single-threaded side: it may be
+    /// stale, which only under-reports room, and a reservation reads the
+    /// other side's tail (its cache line) only when the cache says there is
+    /// too little.
+    pub(crate) bound: AtomicUsize,
+}
+
+impl HeadTail {
+    fn new(bound: usize) -> Self {
+        HeadTail {
+            reserve: CachePadded::new(Reserve {
+                head: AtomicUsize::new(0),
+                bound: AtomicUsize::new(bound),
+            }),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
 }
 
 /// How many items a reservation asks for.
@@ -53,6 +85,14 @@ pub(crate) enum Want {
 }
 
 impl Want {
+    /// The number asked for.
+    #[inline(always)]
+    fn count(self) -> usize {
+        match self {
+            Want::Exactly(n) | Want::UpTo(n) => n,
+        }
+    }
+
     #[inline(always)]
     fn grant(self, room: usize) -> usize {
         match self {
@@ -66,8 +106,8 @@ impl Want {
 /// The state both sides share.
 #[derive(Debug)]
 pub(crate) struct Shared<T> {
-    pub(crate) prod: CachePadded<HeadTail>,
-    pub(crate) cons: CachePadded<HeadTail>,
+    pub(crate) prod: HeadTail,
+    pub(crate) cons: HeadTail,
     /// Read-only after construction; behind its own padding so that the
     /// written lines above never share a line with it.
     ro: CachePadded<ReadOnly<T>>,
@@ -102,14 +142,9 @@ impl<T> Shared<T> {
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
         Shared {
-            prod: CachePadded::new(HeadTail {
-                head: AtomicUsize::new(0),
-                tail: AtomicUsize::new(0),
-            }),
-            cons: CachePadded::new(HeadTail {
-                head: AtomicUsize::new(0),
-                tail: AtomicUsize::new(0),
-            }),
+            // Producers may fill the empty ring; consumers have nothing yet.
+            prod: HeadTail::new(capacity),
+            cons: HeadTail::new(0),
             ro: CachePadded::new(ReadOnly {
                 slots,
                 mask: capacity - 1,
@@ -146,10 +181,7 @@ impl<T> Shared<T> {
     /// only when the cached one is too small.
     #[inline(always)]
     pub(crate) fn sp_reserve(&self, local: &mut Local, want: Want) -> usize {
-        let n = match want {
-            Want::Exactly(n) | Want::UpTo(n) => n,
-        };
-        if local.limit.wrapping_sub(local.pos) < n {
+        if local.limit.wrapping_sub(local.pos) < want.count() {
             // Acquire: pairs with the consumer's Release store of `cons.tail`
             // in `publish`; its reads of these slots are done.
             local.limit = self
@@ -165,36 +197,78 @@ impl<T> Shared<T> {
     /// Returns the first reserved position and the count (0: no room).
     #[inline]
     pub(crate) fn mp_reserve(&self, want: Want) -> (usize, usize) {
+        self.multi_reserve(&self.prod.reserve, &self.cons.tail, self.capacity(), want)
+    }
+
+    /// A multi-threaded side's reservation: up to `want` positions from
+    /// `r.head`, below `r.bound`, which is refreshed from `other_tail`
+    /// (plus `offset`: the capacity for producers, 0 for consumers) only
+    /// when it allows too few. Returns the first position and the count.
+    #[inline(always)]
+    fn multi_reserve(
+        &self,
+        r: &Reserve,
+        other_tail: &AtomicUsize,
+        offset: usize,
+        want: Want,
+    ) -> (usize, usize) {
         let cap = self.capacity();
-        let mut head = self.prod.head.load(Ordering::Relaxed);
+        // The head first, then the bound (as DPDK loads the head before
+        // the other side's tail): a bound that is behind the head, or a
+        // head that is behind the other side, shows up below as too little
+        // room or as a difference above the capacity, and is refreshed.
+        let mut head = r.head.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store of `bound` below, by
+        // whichever thread of this side refreshed it after acquiring the
+        // other side's tail; so the other side's accesses to the slots
+        // below the bound happen-before ours.
+        let mut bound = r.bound.load(Ordering::Acquire);
+        let mut fresh = false;
+        let wanted = want.count();
         loop {
-            // Acquire: pairs with the consumers' Release store of `cons.tail`;
-            // their reads of the slots we may reuse are done.
-            let cons_tail = self.cons.tail.load(Ordering::Acquire);
-            let used = head.wrapping_sub(cons_tail);
-            if used > cap {
-                // `head` was read before consumers moved past it: a stale
-                // pair (DPDK orders these loads with a fence instead). Reload.
-                head = self.prod.head.load(Ordering::Relaxed);
+            let room = bound.wrapping_sub(head);
+            // As a single-threaded side does: trust the cached bound when it
+            // allows all that was asked for, else look at the other side's
+            // tail once (so that a burst moves as many as really fit).
+            if room <= cap && (fresh || room >= wanted) {
+                let n = want.grant(room);
+                if n == 0 {
+                    return (head, 0);
+                }
+                // Relaxed: the CAS only claims positions. Slot contents are
+                // ordered by the tail stores and the bound, not by `head`; a
+                // successful CAS means `head` was current, and the bound is
+                // never ahead of the other side's tail, so `room`
+                // under-reports at worst.
+                match r.head.compare_exchange_weak(
+                    head,
+                    head.wrapping_add(n),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return (head, n),
+                    Err(actual) => {
+                        head = actual;
+                        continue;
+                    }
+                }
+            }
+            if room > cap && fresh {
+                // `head` was read before the other side moved past it: a
+                // stale pair (DPDK orders these loads with a fence
+                // instead). Reload it, then the tail.
                 spin_loop();
-                continue;
+                head = r.head.load(Ordering::Relaxed);
             }
-            let n = want.grant(cap - used);
-            if n == 0 {
-                return (head, 0);
-            }
-            // Relaxed: the CAS only claims positions. Slot contents are
-            // ordered by the tail stores, not by `head`; a successful CAS
-            // means `head` was current, so `cap - used` under-reports room.
-            match self.prod.head.compare_exchange_weak(
-                head,
-                head.wrapping_add(n),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return (head, n),
-                Err(actual) => head = actual,
-            }
+            // Acquire: pairs with the other side's Release store of its
+            // tail (`publish_*`): its accesses to the slots before it are
+            // done.
+            bound = other_tail.load(Ordering::Acquire).wrapping_add(offset);
+            // Release: passes that edge on to this side's other threads
+            // (the Acquire load above). A racing refresh may store an older
+            // bound after ours; that only under-reports room.
+            r.bound.store(bound, Ordering::Release);
+            fresh = true;
         }
     }
 
@@ -208,10 +282,7 @@ impl<T> Shared<T> {
     /// Single consumer: how many of `want` are readable.
     #[inline(always)]
     pub(crate) fn sc_reserve(&self, local: &mut Local, want: Want) -> usize {
-        let n = match want {
-            Want::Exactly(n) | Want::UpTo(n) => n,
-        };
-        if local.limit.wrapping_sub(local.pos) < n {
+        if local.limit.wrapping_sub(local.pos) < want.count() {
             // Acquire: pairs with the producer's Release store of
             // `prod.tail`; the slot writes before it are visible.
             local.limit = self.prod.tail.load(Ordering::Acquire);
@@ -222,33 +293,7 @@ impl<T> Shared<T> {
     /// Multi consumer: reserve up to `want` items with a CAS on `cons.head`.
     #[inline]
     pub(crate) fn mc_reserve(&self, want: Want) -> (usize, usize) {
-        let cap = self.capacity();
-        let mut head = self.cons.head.load(Ordering::Relaxed);
-        loop {
-            // Acquire: pairs with the producers' Release store of `prod.tail`.
-            let prod_tail = self.prod.tail.load(Ordering::Acquire);
-            let avail = prod_tail.wrapping_sub(head);
-            if avail > cap {
-                // Stale `head` (other consumers moved on): reload.
-                head = self.cons.head.load(Ordering::Relaxed);
-                spin_loop();
-                continue;
-            }
-            let n = want.grant(avail);
-            if n == 0 {
-                return (head, 0);
-            }
-            // Relaxed: as in `mp_reserve`, the CAS only claims positions.
-            match self.cons.head.compare_exchange_weak(
-                head,
-                head.wrapping_add(n),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return (head, n),
-                Err(actual) => head = actual,
-            }
-        }
+        self.multi_reserve(&self.cons.reserve, &self.prod.tail, 0, want)
     }
 
     // ---- publishing -------------------------------------------------------

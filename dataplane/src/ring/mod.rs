@@ -58,12 +58,15 @@
 //!
 //! The position protocol is rte_ring's (head/tail per side; a multi-threaded
 //! side reserves with a CAS on its head and publishes its tail in
-//! reservation order); see `core.rs` for each synchronising edge. A
-//! single-threaded side also keeps a cached copy of the other side's tail in
-//! its handle (as `rtrb` does), so it touches the other side's cache line
-//! only when the cached copy says the ring is full (or empty). Handles copy
-//! the read-only fields, and the two sides' positions live on separate
-//! padded lines.
+//! reservation order); see `core.rs` for each synchronising edge. Each
+//! side keeps a cached copy of the other side's tail (a single-threaded
+//! side in its handle, as `rtrb` does; a multi-threaded side beside its
+//! head), so it touches the other side's cache line only when the cached
+//! copy says the ring is too full (or too empty) for the request. Handles
+//! copy the read-only fields, and every position a side writes (its head,
+//! its tail) lives on its own padded line: the tail is what the other side
+//! polls, and a head beside it would bounce with every poll (docs/performance.md
+//! has the measurements).
 //!
 //! Like rte_ring's default mode, the multi-threaded modes are not lock-free
 //! in the strict sense: a thread preempted between reserving slots and
