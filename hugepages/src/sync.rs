@@ -26,6 +26,16 @@ pub fn spin_loop() {
     loom::thread::yield_now();
 }
 
+/// Gives up the CPU: to the OS scheduler normally, to loom's under loom.
+/// For waits on a thread that may have been preempted, after a bounded spin.
+#[inline]
+pub fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
 /// `UnsafeCell` with loom's access API.
 #[cfg(not(loom))]
 #[derive(Debug, Default)]

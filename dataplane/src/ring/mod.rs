@@ -100,6 +100,16 @@ use self::core::{Local, Shared, Want};
 #[error("ring capacity {0} must be a non-zero power of two")]
 pub struct CapacityError(pub usize);
 
+impl CapacityError {
+    /// Checks a ring capacity: non-zero and a power of two.
+    ///
+    /// # Errors
+    /// [`CapacityError`] otherwise.
+    pub fn check(capacity: usize) -> Result<(), CapacityError> {
+        check_capacity(capacity)
+    }
+}
+
 /// A full ring handing back the item that did not fit.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum PushError<T> {
