@@ -73,6 +73,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// A queue or pool is full; the operation that found it so handed its
+    /// item back.
+    #[error("{0} is full")]
+    Full(String),
+
+    /// A partitioner answered an index that is not a worker.
+    #[error("key has no owner: partitioner answered {index} of {workers} workers")]
+    NoOwner {
+        /// What the partitioner answered.
+        index: usize,
+        /// Workers in the pool.
+        workers: usize,
+    },
+
+    /// Messages were left undelivered when a pool stopped because their
+    /// worker had failed; `WorkerPool::shutdown` hands them back.
+    #[error("{count} messages undelivered at stop (worker {worker} had failed)")]
+    Undelivered {
+        /// How many.
+        count: usize,
+        /// The first failed worker that held some.
+        worker: usize,
+    },
+
     /// A bounded wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),

@@ -5,13 +5,38 @@
 //! shared-nothing worker API.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod channel;
 mod error;
 pub mod lcore;
+pub mod partition;
 pub mod profile;
 pub mod require;
 pub mod ring;
 pub mod time;
 pub mod topology;
+pub mod worker;
 
+pub use channel::SendError;
 pub use error::{Error, Result};
 pub use hugepages::NumaNode;
+
+/// What an application needs, in one import: `use dataplane::prelude::*;`.
+pub mod prelude {
+    pub use crate::channel::{
+        Channel, Receiver, RecvTimeoutError, Sender, TryRecvError, UnboundedReceiver,
+        UnboundedSender,
+    };
+    pub use crate::lcore::IdlePolicy;
+    pub use crate::partition::{
+        ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Hashed, PartitionKey,
+        Partitioner, PartitionerExt, RangePartitioner, RoundRobinPartitioner,
+    };
+    pub use crate::profile::{Plan, Profile};
+    pub use crate::ring::Batch;
+    pub use crate::topology::Topology;
+    pub use crate::worker::{
+        Envelope, PartitionedSender, Pong, PoolBuilder, PoolConfig, RestartPolicy, Worker,
+        WorkerConfig, WorkerHandle, WorkerId, WorkerPool, WorkerStats, WorkerStatus,
+    };
+    pub use crate::{Error, Result, SendError};
+}

@@ -218,6 +218,8 @@ pub struct LcoreConfig {
     /// Ask the kernel for a higher priority (nice -10); refused without
     /// CAP_SYS_NICE, which is logged once and otherwise ignored.
     pub high_priority: bool,
+    /// The thread's stack size; the platform default when `None`.
+    pub stack_size: Option<usize>,
 }
 
 impl LcoreConfig {
@@ -229,6 +231,7 @@ impl LcoreConfig {
             idle: IdlePolicy::ADAPTIVE,
             name: None,
             high_priority: false,
+            stack_size: None,
         }
     }
 
@@ -440,9 +443,12 @@ impl LcoreGroup {
                     .clone()
                     .unwrap_or_else(|| spec.config.role.to_string())
             );
-            let spawned = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || lcore_thread(i, spec, &stats, &coord, drain_timeout));
+            let mut builder = std::thread::Builder::new().name(name);
+            if let Some(size) = spec.config.stack_size {
+                builder = builder.stack_size(size);
+            }
+            let spawned =
+                builder.spawn(move || lcore_thread(i, spec, &stats, &coord, drain_timeout));
             match spawned {
                 Ok(handle) => running.threads.push((id, handle)),
                 Err(e) => {

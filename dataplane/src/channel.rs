@@ -1,0 +1,659 @@
+//! Channels: the rings with a sender/receiver face (disconnection, waiting
+//! with a deadline), for links between workers and from ordinary threads.
+//!
+//! ```
+//! use dataplane::channel::Channel;
+//!
+//! let (tx, mut rx) = Channel::mpsc::<u32>(1024)?;
+//! let tx2 = tx.clone();
+//! std::thread::spawn(move || tx2.send(7)).join().unwrap()?;
+//! tx.send(8)?;
+//! assert_eq!(rx.try_recv(), Ok(7));
+//! assert_eq!(rx.try_recv(), Ok(8));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Bounded channels push back when full ([`SendError::Full`] hands the
+//! value back); [`Channel::mpsc_unbounded`] never does, at the price of a
+//! locked overflow queue while its ring is full.
+#![deny(unsafe_code)]
+
+use crate::ring::{self, Batch, CapacityError, Multi, PushError, Single, Sink, Source};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A value that could not be sent, handed back: channels and worker pools
+/// push back instead of dropping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The queue is full.
+    Full(T),
+    /// Every receiver is gone, or the pool has stopped: the value would
+    /// never be read.
+    Disconnected(T),
+    /// The target worker failed and its restart policy gave up on it.
+    Failed {
+        /// The value.
+        value: T,
+        /// The worker's index.
+        worker: usize,
+    },
+    /// The partitioner answered an index that is not a worker.
+    NoOwner {
+        /// The value.
+        value: T,
+        /// What the partitioner answered.
+        index: usize,
+        /// Workers in the pool.
+        workers: usize,
+    },
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Full(v) | SendError::Disconnected(v) => v,
+            SendError::Failed { value, .. } | SendError::NoOwner { value, .. } => value,
+        }
+    }
+
+    /// Whether waiting could help (the queue was only full).
+    pub fn is_full(&self) -> bool {
+        matches!(self, SendError::Full(_))
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("queue is full"),
+            SendError::Disconnected(_) => f.write_str("no receiver: disconnected or stopped"),
+            SendError::Failed { worker, .. } => write!(f, "worker {worker} has failed"),
+            SendError::NoOwner { index, workers, .. } => {
+                write!(
+                    f,
+                    "key has no owner: partitioner answered {index} of {workers} workers"
+                )
+            }
+        }
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+impl<T> From<SendError<T>> for crate::Error {
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::Full(_) => crate::Error::Full("queue".into()),
+            SendError::Disconnected(_) => crate::Error::Stopped("receiver".into()),
+            SendError::Failed { worker, .. } => crate::Error::WorkerFailed {
+                worker,
+                reason: "restart policy gave up".into(),
+            },
+            SendError::NoOwner { index, workers, .. } => crate::Error::NoOwner { index, workers },
+        }
+    }
+}
+
+/// Nothing to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Empty for now.
+    #[error("channel is empty")]
+    Empty,
+    /// Empty, and every sender is gone: nothing will ever arrive.
+    #[error("channel is empty and has no sender")]
+    Disconnected,
+}
+
+/// A receive that waited and got nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// The deadline passed.
+    #[error("timed out waiting on channel")]
+    Timeout,
+    /// Empty, and every sender is gone.
+    #[error("channel is empty and has no sender")]
+    Disconnected,
+}
+
+impl From<TryRecvError> for crate::Error {
+    fn from(e: TryRecvError) -> Self {
+        crate::Error::Stopped(e.to_string())
+    }
+}
+
+impl From<RecvTimeoutError> for crate::Error {
+    fn from(e: RecvTimeoutError) -> Self {
+        crate::Error::Stopped(e.to_string())
+    }
+}
+
+/// The constructors.
+#[derive(Debug)]
+pub struct Channel;
+
+/// A bounded channel's two ends.
+pub type Pair<T, P, C> = (Sender<T, P>, Receiver<T, C>);
+
+impl Channel {
+    /// One sender, one receiver.
+    ///
+    /// # Errors
+    /// [`CapacityError`] when `capacity` is zero or not a power of two.
+    pub fn spsc<T>(capacity: usize) -> Result<Pair<T, Single, Single>, CapacityError> {
+        let (p, c) = ring::spsc(capacity)?;
+        Ok((Sender { ring: p }, Receiver { ring: c }))
+    }
+
+    /// Any number of senders, one receiver.
+    ///
+    /// # Errors
+    /// [`CapacityError`] when `capacity` is zero or not a power of two.
+    pub fn mpsc<T>(capacity: usize) -> Result<Pair<T, Multi, Single>, CapacityError> {
+        let (p, c) = ring::mpsc(capacity)?;
+        Ok((Sender { ring: p }, Receiver { ring: c }))
+    }
+
+    /// Any number of senders and receivers.
+    ///
+    /// # Errors
+    /// [`CapacityError`] when `capacity` is zero or not a power of two.
+    pub fn mpmc<T>(capacity: usize) -> Result<Pair<T, Multi, Multi>, CapacityError> {
+        let (p, c) = ring::mpmc(capacity)?;
+        Ok((Sender { ring: p }, Receiver { ring: c }))
+    }
+
+    /// Any number of senders, one receiver, never full: a ring of
+    /// [`UNBOUNDED_RING`] slots, and a locked overflow queue used only
+    /// while the ring is full.
+    pub fn mpsc_unbounded<T>() -> (UnboundedSender<T>, UnboundedReceiver<T>) {
+        let (p, c) = ring::mpsc(UNBOUNDED_RING).unwrap_or_else(|_| unreachable!("a power of two"));
+        let shared = Arc::new(Overflow {
+            overflowing: AtomicBool::new(false),
+            queue: Mutex::new(VecDeque::new()),
+        });
+        (
+            UnboundedSender {
+                ring: p,
+                shared: shared.clone(),
+            },
+            UnboundedReceiver {
+                ring: c,
+                shared,
+                taken: VecDeque::new(),
+            },
+        )
+    }
+}
+
+/// The fast-path ring size of unbounded channels.
+pub const UNBOUNDED_RING: usize = 4096;
+
+/// The sending end of a bounded channel. `Sender<T, Multi>` is
+/// `Clone + Sync`; `Sender<T, Single>` is neither.
+#[derive(Debug)]
+pub struct Sender<T, M: ring::Mode> {
+    ring: ring::Producer<T, M>,
+}
+
+/// The receiving end of a bounded channel.
+#[derive(Debug)]
+pub struct Receiver<T, M: ring::Mode> {
+    ring: ring::Consumer<T, M>,
+}
+
+impl<T> Clone for Sender<T, Multi> {
+    fn clone(&self) -> Self {
+        Sender {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T, Multi> {
+    fn clone(&self) -> Self {
+        Receiver {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+/// Waits with the back-off an lcore uses: spin, then yield, then short
+/// sleeps, until `f` succeeds or `deadline` passes.
+fn wait_until<R>(deadline: Option<Instant>, mut f: impl FnMut() -> Option<R>) -> Option<R> {
+    let mut round = 0u32;
+    loop {
+        if let Some(r) = f() {
+            return Some(r);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        round = round.saturating_add(1);
+        match round {
+            0..=64 => core::hint::spin_loop(),
+            65..=128 => std::thread::yield_now(),
+            _ => std::thread::sleep(Duration::from_micros(50)),
+        }
+    }
+}
+
+macro_rules! sender_ops {
+    ([$($recv:tt)+] $self:ident) => {
+        /// Sends `value`, or hands it back when the channel is full or has
+        /// no receiver.
+        ///
+        /// # Errors
+        /// [`SendError::Full`] or [`SendError::Disconnected`] with the value.
+        #[inline]
+        pub fn send($($recv)+ $self, value: T) -> Result<(), SendError<T>> {
+            if $self.ring.is_abandoned() {
+                return Err(SendError::Disconnected(value));
+            }
+            $self.ring.push(value).map_err(|PushError::Full(v)| SendError::Full(v))
+        }
+
+        /// Sends `value`, waiting up to `timeout` for room.
+        ///
+        /// # Errors
+        /// As [`send`](Self::send), after the wait.
+        pub fn send_timeout($($recv)+ $self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
+            let deadline = Instant::now() + timeout;
+            let mut slot = Some(value);
+            let sent = wait_until(Some(deadline), || {
+                let v = slot.take()?;
+                match $self.send(v) {
+                    Ok(()) => Some(Ok(())),
+                    Err(SendError::Full(v)) => {
+                        slot = Some(v);
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            });
+            match (sent, slot) {
+                (Some(r), _) => r,
+                (None, Some(v)) => Err(SendError::Full(v)),
+                // The closure only takes the value out to send it, and puts it
+            // back unless the send ended the wait.
+            (None, None) => Ok(()),
+            }
+        }
+
+        /// Sends as many items of `src` as fit; returns how many. The rest
+        /// stay in `src`.
+        #[inline]
+        pub fn send_burst<S: Source<T>>($($recv)+ $self, src: S) -> usize {
+            $self.ring.push_burst(src)
+        }
+
+        /// Whether every receiver is gone.
+        pub fn is_disconnected(&self) -> bool {
+            self.ring.is_abandoned()
+        }
+
+        /// Items waiting now.
+        pub fn len(&self) -> usize {
+            self.ring.len()
+        }
+
+        /// Whether nothing is waiting now.
+        pub fn is_empty(&self) -> bool {
+            self.ring.is_empty()
+        }
+    };
+}
+
+impl<T> Sender<T, Single> {
+    sender_ops!([&mut] self);
+}
+
+impl<T> Sender<T, Multi> {
+    sender_ops!([&] self);
+}
+
+macro_rules! receiver_ops {
+    ([$($recv:tt)+] $self:ident) => {
+        /// Takes one value if there is one.
+        ///
+        /// # Errors
+        /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] when
+        /// empty with every sender gone.
+        #[inline]
+        pub fn try_recv($($recv)+ $self) -> Result<T, TryRecvError> {
+            if let Some(v) = $self.ring.pop() {
+                return Ok(v);
+            }
+            // Senders gone: one more look, since their last pushes
+            // happen-before the count reaching zero.
+            if $self.ring.is_abandoned() {
+                return $self.ring.pop().ok_or(TryRecvError::Disconnected);
+            }
+            Err(TryRecvError::Empty)
+        }
+
+        /// Waits up to `timeout` for a value.
+        ///
+        /// # Errors
+        /// [`RecvTimeoutError::Timeout`], or
+        /// [`RecvTimeoutError::Disconnected`] when every sender is gone.
+        pub fn recv_timeout($($recv)+ $self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+            let deadline = Instant::now() + timeout;
+            let mut gone = false;
+            let got = wait_until(Some(deadline), || match $self.try_recv() {
+                Ok(v) => Some(v),
+                Err(TryRecvError::Disconnected) => {
+                    gone = true;
+                    None
+                }
+                Err(TryRecvError::Empty) => None,
+            });
+            got.ok_or(if gone { RecvTimeoutError::Disconnected } else { RecvTimeoutError::Timeout })
+        }
+
+        /// Takes as many values as `dst` has room for; returns how many.
+        #[inline]
+        pub fn recv_burst<D: Sink<T>>($($recv)+ $self, dst: D) -> usize {
+            $self.ring.pop_burst(dst)
+        }
+
+        /// Whether every sender is gone (values may still be waiting).
+        pub fn is_disconnected(&self) -> bool {
+            self.ring.is_abandoned()
+        }
+
+        /// Items waiting now.
+        pub fn len(&self) -> usize {
+            self.ring.len()
+        }
+
+        /// Whether nothing is waiting now.
+        pub fn is_empty(&self) -> bool {
+            self.ring.is_empty()
+        }
+    };
+}
+
+impl<T> Receiver<T, Single> {
+    receiver_ops!([&mut] self);
+}
+
+impl<T> Receiver<T, Multi> {
+    receiver_ops!([&] self);
+}
+
+// ---- unbounded --------------------------------------------------------------
+
+#[derive(Debug)]
+struct Overflow<T> {
+    /// Set while messages wait in `queue`; senders then skip the ring so
+    /// that a sender's later message never overtakes its earlier one.
+    overflowing: AtomicBool,
+    queue: Mutex<VecDeque<T>>,
+}
+
+impl<T> Overflow<T> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
+        // A panic while holding the lock cannot leave the deque torn
+        // (push_back/drain are not interrupted by user code), so a poisoned
+        // lock is still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The sending end of an unbounded channel: `Clone + Sync`.
+#[derive(Debug)]
+pub struct UnboundedSender<T> {
+    ring: ring::Producer<T, Multi>,
+    shared: Arc<Overflow<T>>,
+}
+
+impl<T> Clone for UnboundedSender<T> {
+    fn clone(&self) -> Self {
+        UnboundedSender {
+            ring: self.ring.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> UnboundedSender<T> {
+    /// Sends `value`; fails only when the receiver is gone.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] with the value.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        if self.ring.is_abandoned() {
+            return Err(SendError::Disconnected(value));
+        }
+        // Acquire: pairs with the receiver's Release clear; once clear, the
+        // receiver has taken everything that was queued.
+        let value = if self.shared.overflowing.load(Ordering::Acquire) {
+            value
+        } else {
+            match self.ring.push(value) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Full(v)) => v,
+            }
+        };
+        let mut q = self.shared.lock();
+        // Under the lock: the receiver clears the flag only under it too.
+        self.shared.overflowing.store(true, Ordering::Release);
+        q.push_back(value);
+        Ok(())
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.ring.is_abandoned()
+    }
+}
+
+/// The receiving end of an unbounded channel.
+#[derive(Debug)]
+pub struct UnboundedReceiver<T> {
+    ring: ring::Consumer<T, Single>,
+    shared: Arc<Overflow<T>>,
+    /// Values taken from the ring and the overflow queue together, in an
+    /// order that keeps each sender's order.
+    taken: VecDeque<T>,
+}
+
+impl<T> UnboundedReceiver<T> {
+    /// Takes one value if there is one.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] when
+    /// empty with every sender gone.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        if let Some(v) = self.take() {
+            return Ok(v);
+        }
+        if self.ring.is_abandoned() {
+            // Every sender is gone, and their last pushes (ring or
+            // overflow) happen-before the count reaching zero: one more
+            // look finds them.
+            return self.take().ok_or(TryRecvError::Disconnected);
+        }
+        Err(TryRecvError::Empty)
+    }
+
+    fn take(&mut self) -> Option<T> {
+        if let Some(v) = self.taken.pop_front() {
+            return Some(v);
+        }
+        if let Some(v) = self.ring.pop() {
+            return Some(v);
+        }
+        if self.shared.overflowing.load(Ordering::Acquire) {
+            let mut q = self.shared.lock();
+            // Every ring push a sender made before its first overflow push
+            // has completed (same thread) and is published: take those
+            // first, then the queue. Senders are held off the ring until
+            // the flag clears below, so nothing newer slips in between.
+            while let Some(v) = self.ring.pop() {
+                self.taken.push_back(v);
+            }
+            self.taken.extend(q.drain(..));
+            self.shared.overflowing.store(false, Ordering::Release);
+            drop(q);
+            return self.taken.pop_front();
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for a value.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`], or [`RecvTimeoutError::Disconnected`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        let mut gone = false;
+        let got = wait_until(Some(deadline), || match self.try_recv() {
+            Ok(v) => Some(v),
+            Err(TryRecvError::Disconnected) => {
+                gone = true;
+                None
+            }
+            Err(TryRecvError::Empty) => None,
+        });
+        got.ok_or(if gone {
+            RecvTimeoutError::Disconnected
+        } else {
+            RecvTimeoutError::Timeout
+        })
+    }
+
+    /// Takes up to `N - len` values into `dst`; returns how many.
+    pub fn recv_burst<const N: usize>(&mut self, dst: &mut Batch<T, N>) -> usize {
+        let mut n = 0;
+        while !dst.is_full() {
+            match self.try_recv() {
+                Ok(v) => {
+                    let _ = dst.push(v);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_pushes_back_and_reports_disconnection() {
+        let (mut tx, mut rx) = Channel::spsc::<String>(2).unwrap();
+        tx.send("a".into()).unwrap();
+        tx.send("b".into()).unwrap();
+        assert!(matches!(tx.send("c".into()), Err(SendError::Full(s)) if s == "c"));
+        assert_eq!(rx.try_recv().unwrap(), "a");
+        drop(tx);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            "b",
+            "values sent before the drop still arrive"
+        );
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(1)),
+            Err(RecvTimeoutError::Disconnected)
+        );
+
+        let (tx, rx) = Channel::mpmc::<u8>(4).unwrap();
+        drop(rx);
+        assert!(matches!(tx.send(1), Err(SendError::Disconnected(1))));
+        assert!(Channel::mpsc::<u8>(3).is_err());
+        assert!(Channel::spsc::<u8>(0).is_err());
+    }
+
+    #[test]
+    fn timeouts_wait_and_give_up() {
+        let (tx, mut rx) = Channel::mpsc::<u32>(1).unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(2)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        tx.send(1).unwrap();
+        assert!(matches!(
+            tx.send_timeout(2, Duration::from_millis(2)),
+            Err(SendError::Full(2))
+        ));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            // Keeps `rx` alive until the second value arrives: dropping it
+            // would (rightly) disconnect the waiting sender.
+            (rx.try_recv(), rx.recv_timeout(Duration::from_secs(5)))
+        });
+        tx.send_timeout(3, Duration::from_secs(5)).unwrap();
+        assert_eq!(t.join().unwrap(), (Ok(1), Ok(3)));
+    }
+
+    #[test]
+    fn unbounded_keeps_each_senders_order_through_the_overflow() {
+        const PER: u64 = if cfg!(miri) { 3_000 } else { 50_000 };
+        let (tx, mut rx) = Channel::mpsc_unbounded::<(u8, u64)>();
+        let senders: Vec<_> = (0..3u8)
+            .map(|id| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for s in 0..PER {
+                        tx.send((id, s)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut next = [0u64; 3];
+        let mut got = 0;
+        loop {
+            match rx.try_recv() {
+                Ok((id, s)) => {
+                    assert_eq!(s, next[id as usize], "sender {id} out of order");
+                    next[id as usize] += 1;
+                    got += 1;
+                }
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        assert_eq!(got, 3 * PER, "nothing lost");
+    }
+
+    #[test]
+    fn unbounded_never_refuses_while_the_receiver_lives() {
+        let (tx, mut rx) = Channel::mpsc_unbounded::<u32>();
+        for i in 0..(UNBOUNDED_RING as u32 * 3) {
+            tx.send(i).unwrap();
+        }
+        let mut b = Batch::<u32, 64>::new();
+        let mut expect = 0;
+        while rx.recv_burst(&mut b) > 0 {
+            for v in b.drain() {
+                assert_eq!(v, expect);
+                expect += 1;
+            }
+        }
+        assert_eq!(expect, UNBOUNDED_RING as u32 * 3);
+        drop(rx);
+        assert!(matches!(tx.send(1), Err(SendError::Disconnected(1))));
+    }
+}

@@ -1,0 +1,181 @@
+//! The shared-nothing programming model: workers with isolated state, fed
+//! by messages, on application lcores.
+//!
+//! A [`Worker`] owns its `State` outright (created by `init` on its own
+//! lcore and never shared); messages reach it in bursts through a
+//! multi-producer ring of its own, wrapped in an [`Envelope`]. A
+//! [`WorkerPool`] runs one worker per application lcore of a
+//! [`Plan`](crate::profile::Plan) and routes messages to them: to a worker
+//! by index, by key through a [`Partitioner`](crate::partition::Partitioner),
+//! or to all.
+//!
+//! ```
+//! use dataplane::prelude::*;
+//!
+//! struct Counter;
+//!
+//! impl Worker for Counter {
+//!     type State = u64;
+//!     type Message = u64;
+//!
+//!     fn init(&mut self) -> Result<u64> {
+//!         Ok(0)
+//!     }
+//!
+//!     fn handle_message(&mut self, state: &mut u64, msg: Envelope<u64>) -> Result<()> {
+//!         *state += msg.payload;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut pool = WorkerPool::builder()
+//!     .factory(|_| Counter)
+//!     .workers(1)
+//!     .cpu_affinity(false)
+//!     .build()?;
+//! for key in 0..100u64 {
+//!     pool.send_partitioned(&key, key)?;
+//! }
+//! let report = pool.shutdown()?;
+//! assert_eq!(report.workers[0].handled, 100);
+//! # Ok::<(), dataplane::Error>(())
+//! ```
+//!
+//! # Supervision
+//!
+//! A handler that panics or returns an error is isolated: the other
+//! workers go on, the failure is counted, the worker's state is dropped and
+//! re-created with `init` according to its [`RestartPolicy`], and the
+//! messages still queued for it are kept. A worker whose policy gives up is
+//! marked failed: sends to it are refused (the message handed back), and
+//! what was queued for it is returned by [`WorkerPool::shutdown`].
+//!
+//! # Control
+//!
+//! Each worker also polls a small control ring: [`WorkerPool::pause`] and
+//! [`WorkerPool::resume`] (a paused worker keeps its queue and answers
+//! control messages), and [`WorkerPool::ping`], answered with a [`Pong`]
+//! carrying the worker's queue depth and how long ago it last handled a
+//! message.
+
+mod pool;
+mod sender;
+mod stats;
+mod supervisor;
+#[cfg(test)]
+mod tests;
+
+pub use pool::{
+    PoolBuilder, PoolConfig, PoolReport, WorkerConfig, WorkerHandle, WorkerPool, spawn,
+};
+pub use sender::{BroadcastError, PartitionedSender};
+pub use stats::{WorkerStats, WorkerStatus};
+pub use supervisor::{Pong, RestartPolicy};
+
+use crate::Result;
+use serde::Serialize;
+use std::fmt;
+
+/// A worker's index in its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct WorkerId(pub u32);
+
+impl From<usize> for WorkerId {
+    fn from(i: usize) -> Self {
+        WorkerId(i as u32)
+    }
+}
+
+impl From<u32> for WorkerId {
+    fn from(i: u32) -> Self {
+        WorkerId(i)
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker{}", self.0)
+    }
+}
+
+/// A message on its way to a worker.
+///
+/// Deliberately small (16 bytes around a `u64` payload): at tens of
+/// millions of messages per second the envelope is most of the bytes that
+/// cross between cores, so it carries no clock reading or id. Put those in
+/// the payload when you need them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<T> {
+    /// The message.
+    pub payload: T,
+    /// The sending worker, when a worker sent it.
+    pub source: Option<WorkerId>,
+}
+
+impl<T> Envelope<T> {
+    /// An envelope from outside the pool.
+    #[inline(always)]
+    pub fn new(payload: T) -> Self {
+        Envelope {
+            payload,
+            source: None,
+        }
+    }
+
+    /// Marks the sending worker.
+    #[inline(always)]
+    pub fn with_source(mut self, source: WorkerId) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The payload.
+    #[inline(always)]
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+}
+
+/// A unit of isolated state and the code that changes it.
+///
+/// `init` runs on the worker's own lcore, and the state never leaves it.
+/// Keep everything a handler mutates in `State`: after a panic the state is
+/// dropped and re-created, while the worker value itself is kept.
+pub trait Worker: Send + Sized + 'static {
+    /// The worker's isolated state.
+    type State: Send + 'static;
+    /// The messages it handles.
+    type Message: Send + 'static;
+
+    /// Creates the state (again after a failure, under the restart policy).
+    ///
+    /// # Errors
+    /// A failure here is handled like a failing handler.
+    fn init(&mut self) -> Result<Self::State>;
+
+    /// Handles one message.
+    ///
+    /// # Errors
+    /// An error is counted and the worker restarted under its policy.
+    fn handle_message(
+        &mut self,
+        state: &mut Self::State,
+        message: Envelope<Self::Message>,
+    ) -> Result<()>;
+
+    /// Runs when the pool stops, after the worker's queue has drained.
+    ///
+    /// # Errors
+    /// Counted and logged; the worker stops regardless.
+    fn shutdown(&mut self, _state: Self::State) -> Result<()> {
+        Ok(())
+    }
+
+    /// Runs every tick interval of the pool (1 ms by default).
+    ///
+    /// # Errors
+    /// As for `handle_message`.
+    fn tick(&mut self, _state: &mut Self::State) -> Result<()> {
+        Ok(())
+    }
+}
