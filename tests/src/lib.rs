@@ -1,3 +1,32 @@
-//! Helpers shared by the end-to-end tests in `tests/tests/`: the
-//! `DATAPLANE_REQUIRE` contract (a skip is a failure where CI requires the
-//! capability) lives here.
+//! Helpers shared by the end-to-end tests in `tests/tests/`, and the
+//! README's code run as a doctest (below), so the first code a user copies
+//! is known to compile and run.
+
+use dataplane::require::{self, Capability};
+
+/// Decides what a test does when `capability` is unavailable here: under
+/// `DATAPLANE_REQUIRE` naming it, the test fails with the reason; otherwise
+/// it prints `skip: <reason>` and the caller returns.
+///
+/// Returns `true` when the test should go on (the capability is available).
+///
+/// # Panics
+/// When the capability is required and unavailable: that is the test
+/// failing, on purpose.
+pub fn available_or_skip(capability: Capability, available: bool, reason: &str) -> bool {
+    if available {
+        return true;
+    }
+    if require::required(capability) {
+        panic!(
+            "{} is required (DATAPLANE_REQUIRE) but unavailable: {reason}",
+            capability.name()
+        );
+    }
+    println!("skip: {} unavailable: {reason}", capability.name());
+    false
+}
+
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the system packages the real backends and the tests need, on
+# Debian or Ubuntu, when run as root (or with sudo available). Anything
+# else: prints what to install and exits 0, so that fallback-mode builds
+# still work with nothing but cargo.
+#
+#   scripts/install-deps.sh            # the test set
+#   scripts/install-deps.sh --check    # only report what is missing
+set -euo pipefail
+
+# What each package is for:
+#   pkg-config               how the sys crates find libraries
+#   libhwloc-dev libudev-dev richer topology (the `hwloc` feature; hwlocality
+#                            links the system libhwloc, never a vendored copy)
+#   dpdk dpdk-dev libdpdk-dev  the DPDK backend (22.11 on Debian 12)
+#   libclang-dev             bindgen, for the sys crates' bindings
+#   hwloc                    lstopo, for diagnostics
+packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all present (${packages[*]})"
+    exit 0
+fi
+echo "install-deps: missing: ${missing[*]}"
+[[ ${1:-} == --check ]] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+    echo "install-deps: no apt-get here; install the equivalents of: ${missing[*]}"
+    exit 0
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=sudo
+    else
+        echo "install-deps: not root and no passwordless sudo; install: ${missing[*]}"
+        exit 0
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs every test: the README's test command and what CI runs.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh --fast     # without the loom, Miri and ThreadSanitizer runs
+#
+# As root on Debian/Ubuntu it first installs the system packages the real
+# backends need and reserves hugepages. DATAPLANE_REQUIRE (a comma list of
+# hugepages, hwloc, io_uring, dpdk, spdk, vulkan) turns a backend that would
+# be skipped into a failure; CI sets it (see .ci/run). Without it, tests
+# that cannot run here print `skip: <reason>` and pass.
+#
+# Steps: deps, fmt, clippy, test (unit, end-to-end, doc tests, examples),
+# loom, miri, tsan. Each prints its time; the first failure stops the run.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+fast=0
+for arg in "$@"; do
+    case $arg in
+        --fast) fast=1 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "test.sh: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+require=${DATAPLANE_REQUIRE:-}
+requires() { [[ ",$require," == *",$1,"* ]]; }
+export DATAPLANE_REQUIRE=$require
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+target=${CARGO_TARGET_DIR:-$repo/target}
+
+step() {
+    local name=$1
+    shift
+    local t0=$SECONDS
+    echo
+    echo "==> $name"
+    "$@"
+    echo "==> $name: ok ($((SECONDS - t0)) s)"
+}
+
+# ---- system: packages and hugepages ----------------------------------------
+step deps bash -c "scripts/install-deps.sh && scripts/setup-hugepages.sh"
+
+features=()
+if requires hwloc || pkg-config --exists hwloc 2>/dev/null; then
+    features+=(dataplane/hwloc)
+fi
+if requires dpdk; then
+    features+=(dataplane/require-dpdk)
+fi
+if requires spdk; then
+    features+=(dataplane/require-spdk)
+fi
+feature_args=()
+if [[ ${#features[@]} -gt 0 ]]; then
+    feature_args=(--features "$(IFS=,; echo "${features[*]}")")
+fi
+echo "features: ${features[*]:-none}; DATAPLANE_REQUIRE=${require:-none}"
+
+# ---- static checks -----------------------------------------------------------
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets "${feature_args[@]}" -- -D warnings
+
+# ---- tests -------------------------------------------------------------------
+run_tests() {
+    cargo test --workspace "${feature_args[@]}"
+    # The quick-start examples are programs users copy: run them.
+    for ex in counter data_processing pipeline; do
+        echo "--- example $ex"
+        cargo run -q -p dataplane-apps --example "$ex"
+    done
+}
+step test run_tests
+
+if [[ $fast -eq 1 ]]; then
+    echo
+    echo "test.sh: --fast: skipped loom, miri and tsan"
+    exit 0
+fi
+
+# ---- model checking and sanitizers (nightly) ---------------------------------
+need_nightly() {
+    if rustup run nightly rustc --version >/dev/null 2>&1 &&
+        rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^miri' &&
+        rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+        return 0
+    fi
+    echo "nightly with miri and rust-src is missing; installing"
+    rustup toolchain install nightly --profile minimal --component miri,rust-src 2>&1 | tail -n 3 || true
+    rustup component add --toolchain nightly miri rust-src 2>&1 | tail -n 3 || true
+    rustup run nightly rustc --version >/dev/null 2>&1 &&
+        rustup component list --toolchain nightly --installed | grep -q '^miri'
+}
+if ! need_nightly; then
+    if [[ -n ${CI:-} || -n $require ]]; then
+        echo "test.sh: no nightly toolchain with miri: cannot run loom/miri/tsan" >&2
+        exit 1
+    fi
+    echo "skip: loom, miri and tsan need a nightly toolchain with miri and rust-src"
+    exit 0
+fi
+
+# Loom: every ring mode, the mempool's shared stack and cache, slot handover.
+loom_tests() {
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target/loom" \
+        cargo test --release -p hugepages -p dataplane --lib loom
+}
+step loom loom_tests
+
+# Miri: the ring, channel, mempool, mbuf and region unit tests (sizes scale
+# down under cfg(miri); tests that need sysfs or mmap are ignored there).
+miri_tests() {
+    cargo +nightly miri test -p hugepages
+    cargo +nightly miri test -p dataplane --lib -- ring:: channel::
+}
+step miri miri_tests
+
+# ThreadSanitizer over the concurrent unit and integration tests.
+tsan() {
+    RUSTFLAGS="-Zsanitizer=thread" CARGO_TARGET_DIR="$target/tsan" \
+        TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+        cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu "$@"
+}
+tsan_tests() {
+    tsan -p hugepages --lib --tests
+    tsan -p dataplane --lib --tests -- ring:: channel:: lcore:: worker::
+}
+step tsan tsan_tests
+
+echo
+echo "test.sh: all steps passed"
