@@ -151,14 +151,28 @@ impl<T, const N: usize> Batch<T, N> {
     /// iterator ends; returns how many were taken. An item is pulled from
     /// the iterator only when there is room for it, so nothing is lost.
     pub fn fill_from<I: Iterator<Item = T>>(&mut self, iter: &mut I) -> usize {
-        let mut taken = 0;
-        while !self.is_full() {
-            let Some(item) = iter.next() else { break };
-            // Cannot fail: there is room.
-            let _ = self.push(item);
-            taken += 1;
+        let room = self.spare();
+        if room == 0 {
+            return 0;
         }
-        taken
+        // Make the room contiguous once, then write straight into it
+        // (rather than `push`, which checks and maybe slides per item),
+        // counting in a register: the guard adds the count to `tail` when
+        // the loop ends, or when `next` panics, so every written item is
+        // owned (and later dropped) by the batch either way.
+        let dst = self.back_ptr_for(room);
+        let mut written = Written {
+            tail: &mut self.tail,
+            n: 0,
+        };
+        while written.n < room {
+            let Some(item) = iter.next() else { break };
+            // SAFETY: `n < room`, and `back_ptr_for(room)` made room for
+            // `room` items at `dst`.
+            unsafe { dst.wrapping_add(written.n).write(item) };
+            written.n += 1;
+        }
+        written.n
     }
 
     /// Moves every item out, front first. Items the iterator has not yielded
@@ -234,6 +248,19 @@ impl<T, const N: usize> Batch<T, N> {
     pub(crate) unsafe fn assume_pushed(&mut self, n: usize) {
         debug_assert!(self.tail + n <= N);
         self.tail += n;
+    }
+}
+
+/// Adds the items written by `fill_from` to the batch's `tail` on drop.
+struct Written<'a> {
+    tail: &'a mut usize,
+    n: usize,
+}
+
+impl Drop for Written<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.tail += self.n;
     }
 }
 
@@ -384,6 +411,34 @@ mod tests {
             let it = b.clone().into_iter();
             drop(it);
         }
+        assert_eq!(Rc::strong_count(&token), 1);
+    }
+
+    #[test]
+    fn fill_from_slides_and_survives_a_panicking_iterator() {
+        // Room split between front and back: the live items slide down.
+        let mut b = Batch::<u32, 8>::new();
+        assert_eq!(b.fill_from(&mut (0..6)), 6);
+        assert_eq!(b.pop_front(), Some(0));
+        assert_eq!(b.pop_front(), Some(1));
+        assert_eq!(b.fill_from(&mut (6..100)), 4);
+        assert_eq!(&b[..], &[2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(b.fill_from(&mut (0..100)), 0);
+
+        // An iterator that panics part way: what it yielded is in the
+        // batch and dropped exactly once with it.
+        let token = Rc::new(());
+        let mut b = Batch::<Rc<()>, 8>::new();
+        let mut n = 0;
+        let mut it = std::iter::from_fn(|| {
+            n += 1;
+            assert!(n <= 3, "iterator failure");
+            Some(token.clone())
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.fill_from(&mut it)));
+        assert!(r.is_err());
+        assert_eq!(b.len(), 3);
+        drop(b);
         assert_eq!(Rc::strong_count(&token), 1);
     }
 
