@@ -150,6 +150,13 @@ fn pipeline_loses_nothing(idle: IdlePolicy, run_for: Duration, with_main: bool) 
     .unwrap();
 
     let running = g.launch().unwrap();
+    // Under load a thread may take a while to get its first timeslice:
+    // stop at a random moment after the source has started, not before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while produced.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the source never ran");
+        std::thread::yield_now();
+    }
     std::thread::sleep(run_for);
     let reports = running.stop().unwrap();
     assert!(
