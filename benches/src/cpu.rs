@@ -1,7 +1,7 @@
 //! The machine side of a measurement: pinning a thread to a cpu, reading
-//! the time-stamp counter, converting its ticks to nanoseconds, and a spin
+//! the time-stamp counter, converting its ticks to nanoseconds, a spin
 //! barrier that starts two pinned threads within a few hundred cycles of
-//! each other.
+//! each other, and a record of what else ran meanwhile ([`Noise`]).
 
 use std::io;
 use std::sync::OnceLock;
@@ -118,4 +118,97 @@ impl SpinBarrier {
             std::hint::spin_loop();
         }
     }
+}
+
+/// What else ran on the machine while a comparison ran: CPU time of other
+/// processes and time the hypervisor stole from this VM, each as a share
+/// of all cpus over the wall time. Either one above a few percent means
+/// the figures of that comparison are noisier than usual (the ratios
+/// still pair contenders that ran under the same conditions).
+#[derive(Debug, Clone, Copy)]
+pub struct Noise {
+    wall: Instant,
+    busy: u64,
+    steal: u64,
+    own: u64,
+}
+
+/// The outcome of [`Noise::finish`], in percent of all cpus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseReport {
+    /// Busy time of processes other than this one and its children.
+    pub others_pct: f64,
+    /// Time the hypervisor ran something else on our vCPUs.
+    pub steal_pct: f64,
+}
+
+impl std::fmt::Display for NoiseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "other processes {:.0}% of the cpus, hypervisor steal {:.0}%",
+            self.others_pct, self.steal_pct
+        )
+    }
+}
+
+impl Noise {
+    /// Starts counting.
+    pub fn start() -> Noise {
+        let (busy, steal) = system_ticks();
+        Noise {
+            wall: Instant::now(),
+            busy,
+            steal,
+            own: own_ticks(),
+        }
+    }
+
+    /// What happened since `start`; zeros where /proc is unreadable.
+    pub fn finish(&self) -> NoiseReport {
+        let (busy, steal) = system_ticks();
+        let own = own_ticks();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let capacity = self.wall.elapsed().as_secs_f64() * hz * cpus;
+        let pct = |ticks: u64| 100.0 * ticks as f64 / capacity.max(1.0);
+        let others = busy
+            .saturating_sub(self.busy)
+            .saturating_sub(own.saturating_sub(self.own));
+        NoiseReport {
+            others_pct: pct(others),
+            steal_pct: pct(steal.saturating_sub(self.steal)),
+        }
+    }
+}
+
+/// Busy and steal ticks of all cpus, from the `cpu` line of /proc/stat.
+fn system_ticks() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal ...
+    (at(0) + at(1) + at(2) + at(5) + at(6), at(7))
+}
+
+/// This process's user + system ticks, its reaped children's included
+/// (the DPDK programs), from /proc/self/stat.
+fn own_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: skip past it.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    // After the name: state is field 3; utime..cstime are fields 14..17.
+    rest.split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|x| x.parse::<u64>().unwrap_or(0))
+        .sum()
 }

@@ -11,6 +11,7 @@
 //! round (ABBA), so that neither contender is always the one that runs
 //! right after a quiet or noisy neighbour.
 
+use crate::cpu::{Noise, NoiseReport};
 use std::fmt::Write as _;
 
 /// One measurement: `ops` operations (items, round trips, objects) took
@@ -118,6 +119,7 @@ impl<'a> Comparison<'a> {
     /// order, and returns the report. `progress` is called after each
     /// sample (for a live line on stderr).
     pub fn run(mut self, rounds: usize, mut progress: impl FnMut(&str, usize, &Sample)) -> Report {
+        let noise = Noise::start();
         let n = self.contenders.len();
         let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::with_capacity(rounds); n];
         let mut failed: Vec<Option<String>> = vec![None; n];
@@ -156,6 +158,7 @@ impl<'a> Comparison<'a> {
             metric: self.metric,
             baseline: self.baseline,
             rounds,
+            noise: noise.finish(),
             contenders: names
                 .into_iter()
                 .zip(samples)
@@ -251,6 +254,8 @@ pub struct Report {
     pub baseline: String,
     /// Rounds recorded (the warm-up round is not).
     pub rounds: usize,
+    /// What else ran on the machine meanwhile.
+    pub noise: NoiseReport,
     /// Every contender, in the order they were added.
     pub contenders: Vec<ContenderRecord>,
 }
@@ -292,6 +297,7 @@ impl Report {
             "\n== {} ({} rounds, ratio = same-round speed vs {}; >1 is faster) ==",
             self.title, self.rounds, self.baseline
         );
+        let _ = writeln!(out, "   meanwhile: {}", self.noise);
         let lead = match self.metric {
             Metric::Throughput => "Mops/s median [p10 p90]",
             Metric::Latency => "ns/op median [p10 p90]",
@@ -350,10 +356,12 @@ impl Report {
         let mut out = String::new();
         let _ = write!(
             out,
-            "{{\"title\":{},\"baseline\":{},\"rounds\":{},\"contenders\":[",
+            "{{\"title\":{},\"baseline\":{},\"rounds\":{},\"others_pct\":{},\"steal_pct\":{},\"contenders\":[",
             json_str(&self.title),
             json_str(&self.baseline),
-            self.rounds
+            self.rounds,
+            json_num(self.noise.others_pct),
+            json_num(self.noise.steal_pct)
         );
         for (i, c) in self.contenders.iter().enumerate() {
             if i > 0 {

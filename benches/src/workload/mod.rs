@@ -7,6 +7,7 @@ pub mod ring;
 
 use crate::cpu::{SpinBarrier, pin_to_cpu, rdtsc};
 use crate::harness::Sample;
+use crossbeam_utils::CachePadded;
 use std::time::Instant;
 
 /// The two cpus a cross-core workload runs on: the producer (or the
@@ -43,6 +44,25 @@ impl CpuPair {
             })
             .unwrap_or_default()
     }
+}
+
+/// A heap allocation of a random size (64 B to 8 KiB, in cache lines), to
+/// be kept alive while a workload builds and runs its queue. Each sample
+/// then puts the queue's memory at another offset, so that no contender
+/// is favoured or penalised by where the allocator happens to put it in
+/// every sample alike (4 KiB aliasing between a position and a slot, a
+/// line shared with the allocator's metadata); the median runs over
+/// placements.
+pub fn placement_pad() -> Vec<u8> {
+    // xorshift of the TSC: cheap, and different in every sample.
+    let mut x = rdtsc() | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let lines = 1 + (x % 128) as usize;
+    let mut pad = Vec::with_capacity(lines * 64);
+    pad.push(0);
+    pad
 }
 
 /// Items moved before the timed pass of every cross-core workload: enough
@@ -84,7 +104,7 @@ fn timed(f: impl FnOnce() -> u64) -> (Span, u64) {
 ///
 /// # Panics
 /// When a thread cannot be pinned, a closure panics, or the sum is wrong.
-pub fn cross_core<P, C>(cpus: CpuPair, items: u64, mut producer: P, mut consumer: C) -> Sample
+pub fn cross_core<P, C>(cpus: CpuPair, items: u64, producer: P, consumer: C) -> Sample
 where
     P: FnMut(u64) -> u64 + Send,
     C: FnMut(u64) -> u64 + Send,
@@ -93,20 +113,27 @@ where
     let (ps, cs) = std::thread::scope(|s| {
         let b = &barrier;
         let cons = s.spawn(move || {
+            // The closure (and the queue handle in it) moves onto this
+            // thread's stack, on a line of its own: handles write their
+            // positions on every operation, and two handles in adjacent
+            // heap blocks (where the spawn boxes closures) would share a
+            // line between the two cores.
+            let mut consumer = CachePadded::new(consumer);
             pin_to_cpu(cpus.consumer).expect("pin the consumer");
             b.wait(0);
-            assert_eq!(consumer(WARMUP_ITEMS), expected_sum(WARMUP_ITEMS));
+            assert_eq!((*consumer)(WARMUP_ITEMS), expected_sum(WARMUP_ITEMS));
             b.wait(1);
-            let (span, sum) = timed(|| consumer(items));
+            let (span, sum) = timed(|| (*consumer)(items));
             assert_eq!(sum, expected_sum(items), "consumer sum");
             span
         });
         let prod = s.spawn(move || {
+            let mut producer = CachePadded::new(producer);
             pin_to_cpu(cpus.producer).expect("pin the producer");
             b.wait(0);
-            producer(WARMUP_ITEMS);
+            (*producer)(WARMUP_ITEMS);
             b.wait(1);
-            timed(|| producer(items)).0
+            timed(|| (*producer)(items)).0
         });
         (
             prod.join().expect("producer thread"),

@@ -41,6 +41,7 @@ fn sum(items: &[u64]) -> u64 {
 
 /// Ours: `ring::spsc`, `push` / `pop`.
 pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
         cpus,
@@ -73,6 +74,7 @@ pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
 
 /// Peer: `rtrb::RingBuffer`, `push` / `pop`.
 pub fn spsc_single_rtrb(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
     cross_core(
         cpus,
@@ -105,6 +107,7 @@ pub fn spsc_single_rtrb(cpus: CpuPair, items: u64) -> Sample {
 
 /// Peer: `ringbuf::HeapRb` (caching split), `try_push` / `try_pop`.
 pub fn spsc_single_ringbuf(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
     let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(RING_SIZE).split();
     cross_core(
@@ -140,6 +143,7 @@ pub fn spsc_single_ringbuf(cpus: CpuPair, items: u64) -> Sample {
 
 /// Ours: `push_burst(&[u64])` / `pop_burst(&mut [u64])`.
 pub fn spsc_burst_ours_slice(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
         cpus,
@@ -176,6 +180,7 @@ pub fn spsc_burst_ours_slice(cpus: CpuPair, items: u64) -> Sample {
 /// Ours: `push_burst(&mut Batch)` / `pop_burst(&mut Batch)`, the batch
 /// refilled from the item iterator (what an lcore's tx path does).
 pub fn spsc_burst_ours_batch(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
         cpus,
@@ -214,6 +219,7 @@ pub fn spsc_burst_ours_batch(cpus: CpuPair, items: u64) -> Sample {
 /// Ours: the zero-copy chunk API, `write_chunk_uninit` / `read_chunk` of
 /// up to 32 slots, written and read in place.
 pub fn spsc_burst_ours_chunk(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
         cpus,
@@ -288,6 +294,7 @@ fn write_slots((a, b): (&mut [MaybeUninit<u64>], &mut [MaybeUninit<u64>]), mut n
 /// Peer: rtrb's chunk API, `write_chunk_uninit` / `read_chunk`, the same
 /// loop as [`spsc_burst_ours_chunk`].
 pub fn spsc_burst_rtrb_chunk(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     use rtrb::chunks::ChunkError::TooFewSlots;
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
     cross_core(
@@ -348,6 +355,7 @@ pub fn spsc_burst_rtrb_chunk(cpus: CpuPair, items: u64) -> Sample {
 /// Peer: ringbuf's `push_slice` / `pop_slice`, the same loop as
 /// [`spsc_burst_ours_slice`].
 pub fn spsc_burst_ringbuf_slice(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
     let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(RING_SIZE).split();
     cross_core(
@@ -387,6 +395,7 @@ pub fn spsc_burst_ringbuf_slice(cpus: CpuPair, items: u64) -> Sample {
 /// Ours: two `spsc` rings; the ping side pushes `i` and waits for it to
 /// come back on the other ring. One operation is one round trip.
 pub fn pingpong_ours(cpus: CpuPair, round_trips: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut ping_tx, mut ping_rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     let (mut pong_tx, mut pong_rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
@@ -418,6 +427,7 @@ pub fn pingpong_ours(cpus: CpuPair, round_trips: u64) -> Sample {
 
 /// Peer: the same over two `rtrb` rings.
 pub fn pingpong_rtrb(cpus: CpuPair, round_trips: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (mut ping_tx, mut ping_rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
     let (mut pong_tx, mut pong_rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
     cross_core(
@@ -451,6 +461,7 @@ pub fn pingpong_rtrb(cpus: CpuPair, round_trips: u64) -> Sample {
 /// stores it back. Each hop moves exactly one cache line, the least any
 /// cross-core handoff can do.
 pub fn pingpong_mailbox(cpus: CpuPair, round_trips: u64) -> Sample {
+    let _pad = super::placement_pad();
     let boxes = Arc::new((
         CachePadded::new(AtomicU64::new(0)),
         CachePadded::new(AtomicU64::new(0)),
@@ -545,6 +556,7 @@ single_item!(
 
 /// Peer: `crossbeam_queue::ArrayQueue`, `push` / `pop`.
 pub fn mpmc_single_arrayqueue(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING_SIZE));
     let q2 = q.clone();
     cross_core(
@@ -580,6 +592,7 @@ pub fn mpmc_single_arrayqueue(cpus: CpuPair, items: u64) -> Sample {
 /// benches/c/ring_bench.c over `rte_ring_mp_enqueue_burst` /
 /// `rte_ring_mc_dequeue_burst`.
 pub fn mpmc_burst_ours(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
     let (tx, rx) = ring::mpmc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
         cpus,
