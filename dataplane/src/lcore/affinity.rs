@@ -4,17 +4,18 @@
 
 use crate::topology::CpuId;
 use crate::{Error, Result};
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
-/// The CPUs the calling thread may run on.
+/// The CPUs lcores may be pinned to: the process's affinity as first
+/// seen (see [`crate::topology::process_affinity`]).
 pub(crate) fn allowed_cpus() -> Result<Vec<CpuId>> {
-    let set = sched_getaffinity(Pid::from_raw(0))
-        .map_err(|e| Error::io("sched_getaffinity", e.into()))?;
-    Ok((0..CpuSet::count())
-        .filter(|&i| set.is_set(i).unwrap_or(false))
-        .map(|i| CpuId(i as u32))
-        .collect())
+    crate::topology::process_affinity()
+}
+
+/// The calling thread's own mask now (to restore it after pinning).
+pub(crate) fn thread_cpus() -> Result<Vec<CpuId>> {
+    crate::topology::sysfs_thread_affinity().map_err(|e| Error::io("sched_getaffinity", e.into()))
 }
 
 /// Checks that `cpu` exists, is online and is in `allowed`.

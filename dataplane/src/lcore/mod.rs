@@ -567,7 +567,7 @@ impl Running {
             let report = self.wait_without_main(&main);
             return Ok(Some(report));
         }
-        let previous = affinity::allowed_cpus()?;
+        let previous = affinity::thread_cpus()?;
         if let Some(cpu) = main.spec.config.cpu {
             affinity::pin_current(cpu)?;
         }

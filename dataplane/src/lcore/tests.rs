@@ -60,20 +60,20 @@ fn bad_cpus_are_refused_before_anything_starts() {
     }
     assert_eq!(started.load(Ordering::Relaxed), 0, "nothing ran");
 
-    // A CPU that exists but is outside this thread's affinity mask.
+    // A thread that pinned itself can still launch lcores on the other
+    // CPUs the process may use: the check is against the process's mask,
+    // not the calling thread's.
     let all = cpus();
     if all.len() < 2 {
-        println!("skip: one CPU only; cannot test a CPU outside the mask");
+        println!("skip: one CPU only; cannot test pinning from a pinned thread");
         return;
     }
     std::thread::spawn(move || {
         affinity::set_current(&all[..1]).unwrap();
         let mut g = LcoreGroup::new();
-        g.add(LcoreConfig::new(Role::App).cpu(all[1]));
-        match g.launch() {
-            Err(Error::Cpu { reason, .. }) => assert!(reason.contains("affinity"), "{reason}"),
-            other => panic!("expected a CPU error, got {other:?}"),
-        }
+        let id = g.add(LcoreConfig::new(Role::App).cpu(all[1]));
+        g.poller(id, |_: &PollContext| 0).unwrap();
+        g.launch().unwrap().stop().unwrap();
     })
     .join()
     .unwrap();
@@ -290,4 +290,16 @@ fn dropping_a_running_group_stops_it() {
     let id = g.add(LcoreConfig::new(Role::App));
     g.poller(id, |_: &PollContext| 0).unwrap();
     drop(g.launch().unwrap());
+}
+
+#[test]
+fn a_cpu_outside_the_process_mask_is_refused() {
+    let all = cpus();
+    let cpu = all[0];
+    let others: Vec<CpuId> = all.iter().copied().filter(|&c| c != cpu).collect();
+    match affinity::check_cpu(cpu, &others) {
+        Err(Error::Cpu { reason, .. }) => assert!(reason.contains("affinity mask"), "{reason}"),
+        other => panic!("expected a CPU error, got {other:?}"),
+    }
+    assert!(affinity::check_cpu(cpu, &all).is_ok());
 }

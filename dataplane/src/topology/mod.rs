@@ -30,6 +30,7 @@ mod devices;
 pub mod hwloc;
 mod probe;
 mod sysfs;
+pub(crate) use sysfs::thread_affinity as sysfs_thread_affinity;
 
 pub use devices::{Gpu, Nic, NvmeController, NvmeNamespace};
 pub use hwloc::HwlocInfo;
@@ -45,6 +46,20 @@ use std::path::Path;
 /// `/sys/devices/system/cpu/cpuN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct CpuId(pub u32);
+
+/// The CPUs this process may run on: its affinity mask as it was the
+/// first time anything in the framework asked (the first topology
+/// detection or lcore launch). Lcores pin themselves, and the main lcore
+/// pins the thread that launched it, so a thread's mask later says where
+/// that thread runs, not which CPUs the process may use; DPDK's EAL
+/// likewise takes the affinity at init. A `taskset` or cgroup restriction
+/// in force at start is honoured.
+///
+/// # Errors
+/// [`crate::Error::Io`] when `sched_getaffinity` fails.
+pub fn process_affinity() -> crate::Result<Vec<CpuId>> {
+    sysfs::affinity().map_err(|e| crate::Error::io("sched_getaffinity", e.into()))
+}
 
 impl core::fmt::Display for CpuId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -409,8 +409,19 @@ pub(super) fn parse_cpu_max(s: &str) -> Result<Option<f64>, String> {
     Ok(Some(quota as f64 / period as f64))
 }
 
-/// This process's affinity mask.
+/// This process's affinity mask, as it was the first time it was asked
+/// for (see [`super::process_affinity`]).
 pub(super) fn affinity() -> nix::Result<Vec<CpuId>> {
+    static FIRST: std::sync::OnceLock<Vec<CpuId>> = std::sync::OnceLock::new();
+    if let Some(mask) = FIRST.get() {
+        return Ok(mask.clone());
+    }
+    let mask = thread_affinity()?;
+    Ok(FIRST.get_or_init(|| mask).clone())
+}
+
+/// The calling thread's affinity mask now.
+pub(crate) fn thread_affinity() -> nix::Result<Vec<CpuId>> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
     let max = nix::sched::CpuSet::count();
     Ok((0..max)
