@@ -19,13 +19,13 @@
 #
 # Without libdpdk the C contenders and the autotest are skipped (said so in
 # the output) and the Rust comparisons still run. Environment: CARGO_TARGET_DIR
-# (default /tmp/target-bench, so as not to block other builds), DP_BENCH_CPUS
+# (default target/ in the repository), DP_BENCH_CPUS
 # (default "0,1": producer cpu, consumer cpu), DP_BENCH_HUGEPAGES.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 cpus=${DP_BENCH_CPUS:-0,1}
 export DP_BENCH_CPUS=$cpus
 out_dir=$repo/target/bench

@@ -11,7 +11,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 
 criterion=0
 if [[ ${1:-} == criterion ]]; then

@@ -12,7 +12,7 @@
 //!   unrecorded warm-up round.
 //! - `--scale`: multiplies every work size (default 1; 0.1 for a smoke run).
 //! - `--only`: comparisons whose key contains one of the names: `spsc_single`,
-//!   `spsc_burst`, `pingpong`, `mpmc_single`, `mpmc_burst`, `mempool`.
+//!   `spsc_burst`, `pingpong`, `mpmc_single`, `mpmc_burst`, `mempool`, `pool`.
 //! - `--json`: also write every sample and the summary there.
 //!
 //! Environment: `DP_BENCH_CPUS=P,C` (default `0,1`); `DP_BENCH_RING_C`,
@@ -25,7 +25,7 @@ use dataplane_benches::dpdk::{self, MEMPOOL_BIN_ENV, Program, RING_BIN_ENV};
 use dataplane_benches::harness::{
     Comparison, Metric, Report, Sample, Spread, json_num, json_spread, json_str,
 };
-use dataplane_benches::workload::{CpuPair, mempool, ring};
+use dataplane_benches::workload::{CpuPair, mempool, pool, ring};
 use std::fmt::Write as _;
 
 struct Args {
@@ -362,6 +362,34 @@ fn main() {
             });
             show(r, &mut reports);
         }
+    }
+
+    if wanted("pool") {
+        let n = scale(2e7);
+        let r = Comparison::new(
+            "6. WorkerPool: keyed u64 messages, one sender to one worker on the other core",
+            Metric::Throughput,
+            "original design (flume)",
+        )
+        .contender("ours PartitionedSender", || {
+            pool::partitioned_sender(cpus, n)
+        })
+        .contender("ours send_partitioned", || pool::send_partitioned(cpus, n))
+        .contender("original design (flume)", || pool::flume_bounded(cpus, n))
+        .contender("crossbeam-channel", || pool::crossbeam_bounded(cpus, n))
+        .run(args.rounds, progress);
+        let ours = r
+            .get("ours PartitionedSender")
+            .and_then(|c| c.ops_per_sec());
+        verdicts.push(Verdict {
+            target: "6 WorkerPool send_partitioned bursts >= 100 M msg/s".into(),
+            ours: format!("ours: {}", mops(&r, "ours PartitionedSender")),
+            peer: format!("flume: {}", mops(&r, "original design (flume)")),
+            ratio: r.speed_ratio("ours PartitionedSender", "original design (flume)"),
+            goal: "ours >= 100 M/s".into(),
+            met: ours.map(|s| s.median >= 100e6),
+        });
+        show(r, &mut reports);
     }
 
     if let Some((fig, path)) = &autotest {

@@ -3,6 +3,7 @@
 //! and the interleaved comparison call the same functions.
 
 pub mod mempool;
+pub mod pool;
 pub mod ring;
 
 use crate::cpu::{SpinBarrier, pin_to_cpu, rdtsc};
