@@ -250,6 +250,28 @@ fn wait_until<R>(deadline: Option<Instant>, mut f: impl FnMut() -> Option<R>) ->
     }
 }
 
+/// Waits up to `timeout` for `try_recv` to yield a value.
+fn recv_until<T>(
+    timeout: Duration,
+    mut try_recv: impl FnMut() -> Result<T, TryRecvError>,
+) -> Result<T, RecvTimeoutError> {
+    let deadline = Instant::now() + timeout;
+    let mut gone = false;
+    let got = wait_until(Some(deadline), || match try_recv() {
+        Ok(v) => Some(v),
+        Err(TryRecvError::Disconnected) => {
+            gone = true;
+            None
+        }
+        Err(TryRecvError::Empty) => None,
+    });
+    got.ok_or(if gone {
+        RecvTimeoutError::Disconnected
+    } else {
+        RecvTimeoutError::Timeout
+    })
+}
+
 macro_rules! sender_ops {
     ([$($recv:tt)+] $self:ident) => {
         /// Sends `value`, or hands it back when the channel is full or has
@@ -350,17 +372,7 @@ macro_rules! receiver_ops {
         /// [`RecvTimeoutError::Timeout`], or
         /// [`RecvTimeoutError::Disconnected`] when every sender is gone.
         pub fn recv_timeout($($recv)+ $self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-            let deadline = Instant::now() + timeout;
-            let mut gone = false;
-            let got = wait_until(Some(deadline), || match $self.try_recv() {
-                Ok(v) => Some(v),
-                Err(TryRecvError::Disconnected) => {
-                    gone = true;
-                    None
-                }
-                Err(TryRecvError::Empty) => None,
-            });
-            got.ok_or(if gone { RecvTimeoutError::Disconnected } else { RecvTimeoutError::Timeout })
+            recv_until(timeout, || $self.try_recv())
         }
 
         /// Takes as many values as `dst` has room for; returns how many.
@@ -519,21 +531,7 @@ impl<T> UnboundedReceiver<T> {
     /// # Errors
     /// [`RecvTimeoutError::Timeout`], or [`RecvTimeoutError::Disconnected`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let deadline = Instant::now() + timeout;
-        let mut gone = false;
-        let got = wait_until(Some(deadline), || match self.try_recv() {
-            Ok(v) => Some(v),
-            Err(TryRecvError::Disconnected) => {
-                gone = true;
-                None
-            }
-            Err(TryRecvError::Empty) => None,
-        });
-        got.ok_or(if gone {
-            RecvTimeoutError::Disconnected
-        } else {
-            RecvTimeoutError::Timeout
-        })
+        recv_until(timeout, || self.try_recv())
     }
 
     /// Takes up to `N - len` values into `dst`; returns how many.

@@ -689,10 +689,10 @@ impl Drop for CoreOwner {
             (core.name.clone(), core.count as usize - available)
         };
         if outstanding == 0 {
-            // SAFETY: `core` came from Box::leak in `Mempool::with_info`.
             // No handle is left (this is the last Arc), every object is back
             // and every put that returned one has made its last access
             // (module docs), so nothing can reach the core again.
+            // SAFETY: `core` came from Box::leak in `Mempool::with_info`.
             drop(unsafe { Box::from_raw(self.core.as_ptr()) });
         } else {
             tracing::warn!(

@@ -97,6 +97,14 @@ impl<M> WorkerShared<M> {
     }
 }
 
+/// What a failing call was doing: handling a message (which it consumed)
+/// or running `init` or `tick`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    Message,
+    Worker,
+}
+
 enum Failure {
     Error(crate::Error),
     Panic(String),
@@ -173,7 +181,8 @@ impl<W: Worker> WorkerPoller<W> {
 
     /// Runs `init`; on failure applies the policy.
     fn start(&mut self) {
-        match catch_unwind(AssertUnwindSafe(|| self.worker.init())) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.worker.init()));
+        let outcome = match outcome {
             Ok(Ok(state)) => {
                 self.state = Some(state);
                 let status = if self.paused {
@@ -182,13 +191,31 @@ impl<W: Worker> WorkerPoller<W> {
                     WorkerStatus::Running
                 };
                 self.counters().set_status(status);
+                Ok(Ok(()))
             }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(p) => Err(p),
+        };
+        self.settle(outcome, Blame::Worker);
+    }
+
+    /// Counts a failure of user code and applies the restart policy; a
+    /// success needs nothing.
+    fn settle(&mut self, outcome: std::thread::Result<crate::Result<()>>, blame: Blame) {
+        match outcome {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                self.counters().error();
+                if blame == Blame::Message {
+                    self.counters().message_error();
+                } else {
+                    self.counters().error();
+                }
                 self.fail(Failure::Error(e));
             }
             Err(p) => {
-                self.counters().panic(0);
+                // A message being handled was moved into the handler and is
+                // gone with the unwind; the rest of its burst is kept.
+                self.counters().panic(u64::from(blame == Blame::Message));
                 self.fail(Failure::Panic(panic_message(p.as_ref())));
             }
         }
@@ -253,19 +280,7 @@ impl<W: Worker> WorkerPoller<W> {
         if handled > 0 {
             self.counters().handled(handled, now);
         }
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.counters().message_error();
-                self.fail(Failure::Error(e));
-            }
-            Err(p) => {
-                // The message being handled was moved into the handler and
-                // is gone with the unwind; the rest of the burst is kept.
-                self.counters().panic(1);
-                self.fail(Failure::Panic(panic_message(p.as_ref())));
-            }
-        }
+        self.settle(outcome, Blame::Message);
         taken
     }
 
@@ -274,17 +289,8 @@ impl<W: Worker> WorkerPoller<W> {
             return;
         };
         let worker = &mut self.worker;
-        match catch_unwind(AssertUnwindSafe(|| worker.tick(state))) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.counters().error();
-                self.fail(Failure::Error(e));
-            }
-            Err(p) => {
-                self.counters().panic(0);
-                self.fail(Failure::Panic(panic_message(p.as_ref())));
-            }
-        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| worker.tick(state)));
+        self.settle(outcome, Blame::Worker);
     }
 }
 
