@@ -15,7 +15,14 @@ set -euo pipefail
 #   dpdk dpdk-dev libdpdk-dev  the DPDK backend (22.11 on Debian 12)
 #   libclang-dev             bindgen, for the sys crates' bindings
 #   hwloc                    lstopo, for diagnostics
-packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev)
+#   dpdk-doc                 DPDK's example sources (l2fwd), built by the forwarding bench
+#   iproute2                 network namespaces and veth pairs for the socket backends' tests
+#   mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers
+#                            a real Vulkan device on the CPU (lavapipe), the loader,
+#                            vulkaninfo, and the Khronos validation layer
+#   fio                      the storage peer in the benchmarks
+packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
+    iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -29,6 +29,9 @@ pub mod info {
         pub plans: Vec<PlanReport>,
         /// `DATAPLANE_REQUIRE` and what it says about this machine.
         pub require: RequireReport,
+        /// Every backend of every subsystem (net, block, accel), in
+        /// selection order, with why it can or cannot run here.
+        pub backends: Vec<dataplane::topology::BackendProbe>,
     }
 
     /// The plan of one profile, or why there is none.
@@ -115,6 +118,7 @@ pub mod info {
             selected_profile,
             plans,
             require: RequireReport { parsed, unmet },
+            backends: dataplane::backend_probes(),
         }
     }
 
@@ -473,6 +477,27 @@ pub mod info {
             })
             .collect();
         table(o, "  ", &["backend", "available", "reason"], &rows);
+        if !r.backends.is_empty() {
+            o.push_str("\nBackends by subsystem, in selection order\n");
+            let rows: Vec<Vec<String>> = r
+                .backends
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.subsystem.to_owned(),
+                        b.backend.to_owned(),
+                        if b.probe.available { "yes" } else { "no" }.to_owned(),
+                        b.probe.reason.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                o,
+                "  ",
+                &["subsystem", "backend", "available", "reason"],
+                &rows,
+            );
+        }
         let env = &r.require.parsed;
         if env.required.is_empty() && env.unknown.is_empty() {
             o.push_str("  DATAPLANE_REQUIRE is empty: every backend may fall back\n");

@@ -5,20 +5,33 @@
 //! shared-nothing worker API.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accel;
+pub mod block;
 pub mod channel;
 mod error;
 pub mod lcore;
+pub mod net;
 pub mod partition;
 pub mod profile;
 pub mod require;
 pub mod ring;
 pub mod time;
 pub mod topology;
+pub mod wire;
 pub mod worker;
 
 pub use channel::SendError;
 pub use error::{Error, Result};
 pub use hugepages::NumaNode;
+
+/// Every backend of every subsystem (`net`, `block`, `accel`), in each
+/// subsystem's selection order, with whether it can run here and why.
+pub fn backend_probes() -> Vec<topology::BackendProbe> {
+    let mut all = net::probes();
+    all.extend(block::probes());
+    all.extend(accel::probes());
+    all
+}
 
 /// What an application needs, in one import: `use dataplane::prelude::*;`.
 pub mod prelude {

@@ -34,7 +34,7 @@ pub(crate) use sysfs::thread_affinity as sysfs_thread_affinity;
 
 pub use devices::{Gpu, Nic, NvmeController, NvmeNamespace};
 pub use hwloc::HwlocInfo;
-pub use probe::{Probe, Probes};
+pub use probe::{BackendProbe, Probe, Probes};
 
 use crate::{NumaNode, Result};
 use hugepages::system::{HugepagePool, HugetlbfsMount};

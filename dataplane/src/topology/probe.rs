@@ -20,6 +20,18 @@ pub struct Probe {
     pub reason: String,
 }
 
+/// One backend of one subsystem (`net`, `block`, `accel`) and whether it
+/// can run here: what `dp-info` lists, in each subsystem's selection order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendProbe {
+    /// The subsystem: `net`, `block` or `accel`.
+    pub subsystem: &'static str,
+    /// The backend, as `--backend` spells it.
+    pub backend: &'static str,
+    /// Whether it can run, and why (not).
+    pub probe: Probe,
+}
+
 impl Probe {
     /// The backend can be used; `reason` says what was found.
     pub fn ok(reason: impl Into<String>) -> Self {

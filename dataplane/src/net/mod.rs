@@ -1,0 +1,226 @@
+//! NIC queues owned by lcores: one [`Port`] per rx/tx queue pair, moving
+//! [`Mbuf`]s in bursts with no locks (and, on the DPDK backend, no
+//! syscalls and no copies).
+//!
+//! Backends, in selection order: DPDK ethdev (physical NICs bound to
+//! vfio-pci, and vdevs), AF_PACKET with memory-mapped rings (the raw-socket
+//! fallback), io_uring UDP/TCP sockets (for apps that work at L4), and
+//! in-memory port pairs (tests, pipelines, the demo). Each has a probe that
+//! says why it can or cannot run; the first that can open the requested
+//! device wins, and every skip is logged once with its reason.
+
+use crate::ring::Batch;
+use crate::topology::BackendProbe;
+use hugepages::mbuf::Mbuf;
+use serde::Serialize;
+use std::fmt;
+
+/// A port's number in its backend (DPDK's `port_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PortId(pub u16);
+
+/// A queue's number within its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct QueueId(pub u16);
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port{}", self.0)
+    }
+}
+
+/// The most packets one `rx_burst`/`tx_burst` moves; a port's configured
+/// burst (32 by default, DPDK's `MAX_PKT_BURST`) is at most this.
+pub const MAX_BURST: usize = 64;
+
+/// A burst of packets: the `struct rte_mbuf *pkts[MAX_PKT_BURST]` array.
+pub type MbufBatch = Batch<Mbuf, MAX_BURST>;
+
+/// Where a backend delivers packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Whole Ethernet frames (DPDK, AF_PACKET, memory ports).
+    L2,
+    /// Transport payloads of a socket (io_uring UDP/TCP): each mbuf holds
+    /// one datagram, or a stream chunk.
+    L4,
+}
+
+/// What a port can do. Backends fill what they know; new fields may come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The backend's name, as `--backend` spells it.
+    pub backend: &'static str,
+    /// Where packets are delivered.
+    pub layer: Layer,
+    /// The most packets per burst.
+    pub max_burst: usize,
+    /// The MTU.
+    pub mtu: usize,
+    /// The NIC verifies IPv4/UDP/TCP checksums on receive.
+    pub rx_checksum: bool,
+    /// The NIC computes IPv4/UDP/TCP checksums on transmit.
+    pub tx_checksum: bool,
+    /// Receive-side scaling spreads flows over the queues, and mbufs carry
+    /// the RSS hash.
+    pub rss: bool,
+    /// Queues of the port.
+    pub queues: u16,
+}
+
+impl Capabilities {
+    /// The minimal capabilities of a backend that offloads nothing.
+    pub fn basic(
+        backend: &'static str,
+        layer: Layer,
+        max_burst: usize,
+        mtu: usize,
+        queues: u16,
+    ) -> Self {
+        Capabilities {
+            backend,
+            layer,
+            max_burst,
+            mtu,
+            rx_checksum: false,
+            tx_checksum: false,
+            rss: false,
+            queues,
+        }
+    }
+}
+
+/// A link's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    /// Carrier present.
+    pub up: bool,
+    /// Speed, when known.
+    pub speed_mbps: Option<u32>,
+    /// Full duplex, when known.
+    pub full_duplex: Option<bool>,
+}
+
+/// Why a packet was dropped. Every drop is counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DropReason {
+    /// No mbuf to receive into.
+    NoMbuf,
+    /// The NIC or kernel ring overflowed before we read it.
+    RxOverrun,
+    /// Shorter than the headers it claims (runt, truncated).
+    Truncated,
+    /// A header field that cannot be (bad version, bad length field).
+    Malformed,
+    /// An IP/UDP/TCP checksum that does not match.
+    BadChecksum,
+    /// Larger than the MTU.
+    Oversized,
+    /// Not for us (filtered: wrong ethertype, unknown destination).
+    Filtered,
+    /// No route (l3fwd).
+    NoRoute,
+    /// The TTL ran out (l3fwd).
+    TtlExpired,
+    /// The tx queue or the ring to the next lcore stayed full.
+    TxFull,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (the index of [`QueueStats::drops`]).
+    pub const ALL: [DropReason; 10] = [
+        DropReason::NoMbuf,
+        DropReason::RxOverrun,
+        DropReason::Truncated,
+        DropReason::Malformed,
+        DropReason::BadChecksum,
+        DropReason::Oversized,
+        DropReason::Filtered,
+        DropReason::NoRoute,
+        DropReason::TtlExpired,
+        DropReason::TxFull,
+    ];
+
+    /// This reason's index in [`DropReason::ALL`].
+    pub fn index(self) -> usize {
+        DropReason::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    }
+}
+
+/// One queue's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Drops, indexed by [`DropReason::index`].
+    pub drops: [u64; DropReason::ALL.len()],
+    /// Errors the backend reported (failed syscalls, NIC error counters).
+    pub errors: u64,
+}
+
+impl QueueStats {
+    /// Drops of one reason.
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        self.drops[why.index()]
+    }
+
+    /// Counts a drop.
+    pub fn drop_one(&mut self, why: DropReason) {
+        self.drops[why.index()] += 1;
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// One rx/tx queue pair of a port, owned by one lcore: `Send`, not `Sync`
+/// (operations take `&mut self`).
+///
+/// Ownership of packets moves with them: `rx_burst` appends received mbufs
+/// to `out`; `tx_burst` takes mbufs from the front of `pkts` and leaves the
+/// ones it could not send there, in order, for the caller to retry or free.
+pub trait Port: Send {
+    /// Receives up to the port's burst (and `out`'s room); returns how many
+    /// were appended. Never blocks.
+    fn rx_burst(&mut self, out: &mut MbufBatch) -> usize;
+
+    /// Sends from the front of `pkts`; returns how many were sent. The
+    /// unsent stay in `pkts`. Never blocks.
+    fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize;
+
+    /// Allocates up to `n` empty mbufs that this port can transmit (from
+    /// the backend's own pool: a DPDK mempool on the DPDK backend, the
+    /// port's `MbufPool` otherwise) and appends them to `out`; returns how
+    /// many (fewer when the pool runs low: counted as `NoMbuf` drops by the
+    /// caller that wanted them).
+    fn alloc_burst(&mut self, n: usize, out: &mut MbufBatch) -> usize;
+
+    /// What the port can do.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The link, now.
+    fn link(&self) -> LinkStatus;
+
+    /// This queue's counters.
+    fn stats(&self) -> QueueStats;
+
+    /// The port and queue.
+    fn id(&self) -> (PortId, QueueId);
+}
+
+/// Every network backend, in selection order, with whether it can run here.
+pub fn probes() -> Vec<BackendProbe> {
+    Vec::new()
+}
