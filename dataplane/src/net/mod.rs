@@ -9,8 +9,11 @@
 //! says why it can or cannot run; the first that can open the requested
 //! device wins, and every skip is logged once with its reason.
 
+pub(crate) mod dpdk;
+
 use crate::ring::Batch;
-use crate::topology::BackendProbe;
+use crate::topology::{BackendProbe, Probe};
+use hugepages::NumaNode;
 use hugepages::mbuf::Mbuf;
 use serde::Serialize;
 use std::fmt;
@@ -220,7 +223,72 @@ pub trait Port: Send {
     fn id(&self) -> (PortId, QueueId);
 }
 
+/// How to open a port.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    /// The device in the backend's terms: a PCI address or a vdev for DPDK
+    /// (`0000:03:00.0`, `net_null0`), an interface for AF_PACKET (`veth0`),
+    /// a socket address for io_uring, a pair name for memory ports.
+    pub device: String,
+    /// Queue pairs to open (one per I/O lcore).
+    pub queues: u16,
+    /// Packets per burst, at most [`MAX_BURST`].
+    pub burst: usize,
+    /// Receive descriptors (ring entries) per queue.
+    pub rx_desc: u16,
+    /// Transmit descriptors per queue.
+    pub tx_desc: u16,
+    /// Mbufs in each queue's receive pool (the backend creates the pool:
+    /// a DPDK mempool on the DPDK backend, an `MbufPool` otherwise).
+    pub mbufs: usize,
+    /// Per-lcore cache of that pool.
+    pub mbuf_cache: usize,
+    /// The NUMA node the queues' memory should come from.
+    pub numa_node: Option<NumaNode>,
+    /// Receive every frame, not only those addressed to the port.
+    pub promiscuous: bool,
+}
+
+impl PortConfig {
+    /// `device` with DPDK l2fwd's defaults: one queue, burst 32, 1024 rx
+    /// and tx descriptors, 8192 mbufs with a 256-entry cache.
+    pub fn new(device: impl Into<String>) -> Self {
+        PortConfig {
+            device: device.into(),
+            queues: 1,
+            burst: 32,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            mbufs: 8192,
+            mbuf_cache: 256,
+            numa_node: None,
+            promiscuous: true,
+        }
+    }
+}
+
+/// A way to open ports: one per backend.
+pub trait Backend: Send + Sync {
+    /// Its name, as `--backend` spells it.
+    fn name(&self) -> &'static str;
+
+    /// Whether it can run on this machine at all, and why (not).
+    fn probe(&self) -> Probe;
+
+    /// Opens `cfg.device`, one [`Port`] per queue.
+    ///
+    /// # Errors
+    /// Why this backend cannot open this device; the selector logs it and
+    /// tries the next backend.
+    fn open(&self, cfg: &PortConfig) -> crate::Result<Vec<Box<dyn Port>>>;
+}
+
 /// Every network backend, in selection order, with whether it can run here.
 pub fn probes() -> Vec<BackendProbe> {
-    Vec::new()
+    let dpdk = dpdk::Dpdk;
+    vec![BackendProbe {
+        subsystem: "net",
+        backend: dpdk.name(),
+        probe: dpdk.probe(),
+    }]
 }

@@ -1,0 +1,11 @@
+//! Build script of the `dataplane` crate: each concern in its own file.
+
+#[path = "build/dpdk.rs"]
+mod dpdk;
+#[path = "build/shaders.rs"]
+mod shaders;
+
+fn main() {
+    dpdk::main();
+    shaders::main();
+}

