@@ -55,6 +55,10 @@ pub enum Error {
     #[error(transparent)]
     Memory(#[from] hugepages::Error),
 
+    /// An accelerator (Vulkan) call failed, or the device was lost.
+    #[error(transparent)]
+    Accel(#[from] crate::accel::DeviceError),
+
     /// A ring or channel capacity was refused.
     #[error(transparent)]
     Capacity(#[from] crate::ring::CapacityError),
