@@ -1,0 +1,551 @@
+//! The kernels: what each computes, its parameters, and its CPU
+//! implementation.
+//!
+//! Each kernel is written twice, once in WGSL (`dataplane/shaders/`, run by
+//! the Vulkan backend) and once here (run by the CPU backend, and the
+//! reference every device result is tested against). Both read the same
+//! parameter words ([`Params::words`]) and follow the same rules for odd
+//! input (short frames, non-IPv4, fragments), stated on each [`Kernel`].
+
+use super::layout;
+use serde::Serialize;
+use std::fmt;
+
+/// A compute kernel over a batch of items (packets or blocks): one result
+/// word per item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Kernel {
+    /// CRC32C (Castagnoli, reflected; iSCSI, ext4, NVMe) of the whole item.
+    Crc32c,
+    /// Checks the IPv4 header checksum of an Ethernet II frame: 1 right,
+    /// 0 wrong, [`NOT_IPV4`] for anything else (too short, another
+    /// ethertype, a version that is not 4, a header length under 20 bytes or
+    /// past the end of the item).
+    Ipv4Verify,
+    /// Writes the right IPv4 header checksum into an Ethernet II frame and
+    /// returns it; [`NOT_IPV4`] (nothing written) as for
+    /// [`Kernel::Ipv4Verify`]. The only kernel that writes to the items.
+    Ipv4Update,
+    /// The Toeplitz hash a NIC computes for RSS, with the queue's key: over
+    /// source and destination address, then source and destination port for
+    /// TCP and UDP that is not a fragment; over the two addresses for other
+    /// IPv4; 0 for frames that are not IPv4 (as a NIC reports no hash).
+    RssHash,
+    /// The signatures of the queue found in the item: bit `p` set when
+    /// signature `p` occurs anywhere in it.
+    PatternMatch,
+}
+
+/// The result of [`Kernel::Ipv4Verify`] and [`Kernel::Ipv4Update`] for an
+/// item that is not an Ethernet II frame with a whole IPv4 header.
+pub const NOT_IPV4: u32 = layout::NOT_IPV4;
+
+impl Kernel {
+    /// Every kernel.
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Crc32c,
+        Kernel::Ipv4Verify,
+        Kernel::Ipv4Update,
+        Kernel::RssHash,
+        Kernel::PatternMatch,
+    ];
+
+    /// The kernel's name (its WGSL entry point).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kernel::Crc32c => "crc32c",
+            Kernel::Ipv4Verify => "ipv4_verify",
+            Kernel::Ipv4Update => "ipv4_update",
+            Kernel::RssHash => "rss_hash",
+            Kernel::PatternMatch => "pattern_match",
+        }
+    }
+
+    /// Whether the kernel writes to the items (then a staged submission
+    /// copies them back).
+    pub const fn writes_items(self) -> bool {
+        matches!(self, Kernel::Ipv4Update)
+    }
+
+    /// Index in [`Kernel::ALL`].
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Runs the kernel on one item, on the CPU.
+    pub fn run_cpu(self, params: &Params, item: &mut [u8]) -> u32 {
+        match self {
+            Kernel::Crc32c => crc32c(item),
+            Kernel::Ipv4Verify => ipv4_verify(item),
+            Kernel::Ipv4Update => ipv4_update(item),
+            Kernel::RssHash => rss_hash(&params.rss_key, item),
+            Kernel::PatternMatch => pattern_match(&params.patterns, item),
+        }
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The most kernels one submission runs in sequence.
+pub const MAX_KERNELS: usize = 4;
+
+/// The kernels of one submission, run in order over the same items: up to
+/// [`MAX_KERNELS`]. A single [`Kernel`] converts into it.
+///
+/// ```
+/// use dataplane::accel::{Kernel, Kernels};
+///
+/// let k = Kernels::new(&[Kernel::Crc32c, Kernel::RssHash, Kernel::PatternMatch]).unwrap();
+/// assert_eq!(k.len(), 3);
+/// assert_eq!(Kernels::from(Kernel::Crc32c).as_slice(), &[Kernel::Crc32c]);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kernels {
+    list: [Kernel; MAX_KERNELS],
+    len: u8,
+}
+
+impl Kernels {
+    /// The kernels in `list`, in order; `None` for an empty list or one
+    /// longer than [`MAX_KERNELS`].
+    pub fn new(list: &[Kernel]) -> Option<Kernels> {
+        if list.is_empty() || list.len() > MAX_KERNELS {
+            return None;
+        }
+        let mut k = Kernels {
+            list: [Kernel::Crc32c; MAX_KERNELS],
+            len: list.len() as u8,
+        };
+        k.list[..list.len()].copy_from_slice(list);
+        Some(k)
+    }
+
+    /// The kernels, in order.
+    pub fn as_slice(&self) -> &[Kernel] {
+        &self.list[..usize::from(self.len)]
+    }
+
+    /// How many.
+    #[allow(clippy::len_without_is_empty)] // never empty
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+}
+
+impl From<Kernel> for Kernels {
+    fn from(k: Kernel) -> Self {
+        Kernels {
+            list: [k; MAX_KERNELS],
+            len: 1,
+        }
+    }
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+/// Microsoft's RSS key, the default of most NICs (and of DPDK's testpmd),
+/// from "Verifying the RSS Hash Calculation" in the RSS specification.
+pub const MICROSOFT_RSS_KEY: [u8; layout::RSS_KEY_LEN as usize] = [
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0,
+    0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c,
+    0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+];
+
+/// The most signatures [`Kernel::PatternMatch`] looks for.
+pub const MAX_PATTERNS: usize = layout::MAX_PATTERNS as usize;
+/// The longest signature, in bytes.
+pub const MAX_PATTERN_LEN: usize = layout::MAX_PATTERN_LEN as usize;
+
+/// The signatures of a toy intrusion detector: `/bin/sh`, a NOP sled, a
+/// directory traversal, and an SQL injection probe.
+pub const DEFAULT_PATTERNS: [&[u8]; 4] = [b"/bin/sh", &[0x90; 8], b"../../", b"' OR 1=1"];
+
+/// The parameters the kernels read: fixed when a queue opens, the same for
+/// the device and the CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    rss_key: [u8; layout::RSS_KEY_LEN as usize],
+    patterns: Vec<Vec<u8>>,
+}
+
+impl Default for Params {
+    /// [`MICROSOFT_RSS_KEY`] and [`DEFAULT_PATTERNS`].
+    fn default() -> Self {
+        Params {
+            rss_key: MICROSOFT_RSS_KEY,
+            patterns: DEFAULT_PATTERNS.iter().map(|p| p.to_vec()).collect(),
+        }
+    }
+}
+
+impl Params {
+    /// The Toeplitz key and signatures.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] for more than [`MAX_PATTERNS`] signatures, or
+    /// one that is empty or longer than [`MAX_PATTERN_LEN`].
+    pub fn new(
+        rss_key: [u8; layout::RSS_KEY_LEN as usize],
+        patterns: &[&[u8]],
+    ) -> crate::Result<Params> {
+        if patterns.len() > MAX_PATTERNS {
+            return Err(crate::Error::Config(format!(
+                "{} signatures given; the pattern-match kernel takes at most {MAX_PATTERNS}",
+                patterns.len()
+            )));
+        }
+        if let Some(bad) = patterns
+            .iter()
+            .find(|p| p.is_empty() || p.len() > MAX_PATTERN_LEN)
+        {
+            return Err(crate::Error::Config(format!(
+                "a signature of {} bytes; they must be 1 to {MAX_PATTERN_LEN} bytes",
+                bad.len()
+            )));
+        }
+        Ok(Params {
+            rss_key,
+            patterns: patterns.iter().map(|p| p.to_vec()).collect(),
+        })
+    }
+
+    /// The Toeplitz key.
+    pub fn rss_key(&self) -> &[u8; layout::RSS_KEY_LEN as usize] {
+        &self.rss_key
+    }
+
+    /// The signatures.
+    pub fn patterns(&self) -> impl Iterator<Item = &[u8]> {
+        self.patterns.iter().map(Vec::as_slice)
+    }
+
+    /// The parameter binding's words, as `src/accel/layout.rs` lays them out.
+    pub(crate) fn words(&self) -> Vec<u32> {
+        let mut w = vec![0u32; layout::PARAMS_WORDS as usize];
+        let table = crc32c_table();
+        let crc = layout::P_CRC_TABLE as usize;
+        w[crc..crc + 256].copy_from_slice(&table);
+        let key = layout::P_RSS_KEY as usize;
+        for (i, chunk) in self.rss_key.chunks(4).enumerate() {
+            let mut b = [0u8; 4];
+            b[..chunk.len()].copy_from_slice(chunk);
+            w[key + i] = u32::from_be_bytes(b);
+        }
+        w[layout::P_PATTERN_COUNT as usize] = self.patterns.len() as u32;
+        for (p, pat) in self.patterns.iter().enumerate() {
+            let base = (layout::P_PATTERNS + layout::PATTERN_WORDS * p as u32) as usize;
+            w[base] = pat.len() as u32;
+            for (k, &byte) in pat.iter().enumerate() {
+                w[base + 1 + k / 4] |= u32::from(byte) << ((k % 4) * 8);
+            }
+        }
+        w
+    }
+}
+
+// ---------------------------------------------------------------- CRC32C
+
+/// The reflected Castagnoli polynomial.
+const CRC32C_POLY: u32 = 0x82f6_3b78;
+
+/// The byte-at-a-time table (the device's too: it reads it from the
+/// parameter binding).
+pub(crate) fn crc32c_table() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    for (i, e) in t.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ CRC32C_POLY
+            } else {
+                c >> 1
+            };
+        }
+        *e = c;
+    }
+    t
+}
+
+/// CRC32C of `bytes`: the SSE4.2 `crc32` instruction where the CPU has it,
+/// else slicing by 8.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    !super::cpu::crc32c_update(!0, bytes)
+}
+
+/// CRC32C with the plain table loop: the obviously right version, for tests
+/// of the fast ones.
+pub fn crc32c_bytewise(bytes: &[u8]) -> u32 {
+    let t = crc32c_table();
+    !bytes.iter().fold(!0u32, |c, &b| {
+        t[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+// ------------------------------------------------------------------ IPv4
+
+const ETH_HLEN: usize = layout::ETH_HLEN as usize;
+
+/// The IPv4 header length of an Ethernet II frame, or `None` (see
+/// [`Kernel::Ipv4Verify`]).
+fn ipv4_header_len(frame: &[u8]) -> Option<usize> {
+    if frame.len() < ETH_HLEN + 20 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let vihl = frame[ETH_HLEN];
+    let ihl = usize::from(vihl & 0xf) * 4;
+    (vihl >> 4 == 4 && ihl >= 20 && ETH_HLEN + ihl <= frame.len()).then_some(ihl)
+}
+
+/// The one's-complement sum of the header, folded to 16 bits.
+fn ipv4_sum(header: &[u8], skip_checksum: bool) -> u32 {
+    let mut sum: u32 = header
+        .chunks_exact(2)
+        .enumerate()
+        .filter(|&(k, _)| !(skip_checksum && k == 5))
+        .map(|(_, w)| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    sum = (sum & 0xffff) + (sum >> 16);
+    (sum & 0xffff) + (sum >> 16)
+}
+
+/// [`Kernel::Ipv4Verify`] on one frame.
+pub fn ipv4_verify(frame: &[u8]) -> u32 {
+    match ipv4_header_len(frame) {
+        None => NOT_IPV4,
+        Some(ihl) => u32::from(ipv4_sum(&frame[ETH_HLEN..ETH_HLEN + ihl], false) == 0xffff),
+    }
+}
+
+/// [`Kernel::Ipv4Update`] on one frame.
+pub fn ipv4_update(frame: &mut [u8]) -> u32 {
+    let Some(ihl) = ipv4_header_len(frame) else {
+        return NOT_IPV4;
+    };
+    let csum = !ipv4_sum(&frame[ETH_HLEN..ETH_HLEN + ihl], true) & 0xffff;
+    frame[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&(csum as u16).to_be_bytes());
+    csum
+}
+
+// ------------------------------------------------------------------- RSS
+
+/// The Toeplitz hash of `input` under `key` (the key must be at least four
+/// bytes longer than the input).
+pub fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
+    let bit = |i: usize| key.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0);
+    let mut window: u32 = (0..32).fold(0, |w, i| (w << 1) | u32::from(bit(i)));
+    let mut hash = 0;
+    for (n, byte) in input.iter().enumerate() {
+        for b in 0..8 {
+            if byte & (0x80 >> b) != 0 {
+                hash ^= window;
+            }
+            window = (window << 1) | u32::from(bit(n * 8 + b + 32));
+        }
+    }
+    hash
+}
+
+/// [`Kernel::RssHash`] on one frame.
+pub fn rss_hash(key: &[u8], frame: &[u8]) -> u32 {
+    let Some(ihl) = ipv4_header_len(frame) else {
+        return 0;
+    };
+    let ip = &frame[ETH_HLEN..];
+    let mut input = [0u8; 12];
+    input[..8].copy_from_slice(&ip[12..20]);
+    let proto = ip[9];
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    let l4 = ETH_HLEN + ihl;
+    if matches!(proto, 6 | 17) && !fragment && l4 + 4 <= frame.len() {
+        input[8..].copy_from_slice(&frame[l4..l4 + 4]);
+        toeplitz(key, &input)
+    } else {
+        toeplitz(key, &input[..8])
+    }
+}
+
+// --------------------------------------------------------------- Pattern
+
+/// [`Kernel::PatternMatch`] on one item.
+pub fn pattern_match(patterns: &[Vec<u8>], item: &[u8]) -> u32 {
+    patterns
+        .iter()
+        .take(MAX_PATTERNS)
+        .enumerate()
+        .filter(|(_, p)| !p.is_empty() && item.windows(p.len()).any(|w| w == p.as_slice()))
+        .fold(0, |acc, (i, _)| acc | 1 << i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_check_values() {
+        // The CRC catalogue's check value, and RFC 3720 (iSCSI) B.4.
+        for f in [crc32c, crc32c_bytewise] {
+            assert_eq!(f(b"123456789"), 0xe306_9283);
+            assert_eq!(f(&[0u8; 32]), 0x8a91_36aa);
+            assert_eq!(f(&[0xffu8; 32]), 0x62a8_ab43);
+            let inc: Vec<u8> = (0..32).collect();
+            assert_eq!(f(&inc), 0x46dd_794e);
+            let dec: Vec<u8> = (0..32).rev().collect();
+            assert_eq!(f(&dec), 0x113f_db5c);
+            assert_eq!(f(b""), 0);
+        }
+    }
+
+    #[test]
+    fn crc32c_fast_equals_bytewise() {
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in 0..9 {
+            for len in [0, 1, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4000] {
+                let s = &data[start..start + len];
+                assert_eq!(crc32c(s), crc32c_bytewise(s), "start {start} len {len}");
+            }
+        }
+    }
+
+    /// Microsoft's "Verifying the RSS Hash Calculation" table: (destination,
+    /// source, IPv4 hash, IPv4 with TCP hash). The hash input is source
+    /// address, destination address, source port, destination port.
+    type Endpoint = ([u8; 4], u16);
+    const RSS_VECTORS: [(Endpoint, Endpoint, u32, u32); 5] = [
+        (
+            ([161, 142, 100, 80], 1766),
+            ([66, 9, 149, 187], 2794),
+            0x323e_8fc2,
+            0x51cc_c178,
+        ),
+        (
+            ([65, 69, 140, 83], 4739),
+            ([199, 92, 111, 2], 14230),
+            0xd718_262a,
+            0xc626_b0ea,
+        ),
+        (
+            ([12, 22, 207, 184], 38024),
+            ([24, 19, 198, 95], 12898),
+            0xd2d0_a5de,
+            0x5c2b_394a,
+        ),
+        (
+            ([209, 142, 163, 6], 2217),
+            ([38, 27, 205, 30], 48228),
+            0x8298_9176,
+            0xafc7_327f,
+        ),
+        (
+            ([202, 188, 127, 2], 1303),
+            ([153, 39, 163, 191], 44251),
+            0x5d18_09c5,
+            0x10e8_28a2,
+        ),
+    ];
+
+    fn frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8, frag: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&28u16.to_be_bytes());
+        f[20..22].copy_from_slice(&frag.to_be_bytes());
+        f[22] = 64;
+        f[23] = proto;
+        f[26..30].copy_from_slice(&src.0);
+        f[30..34].copy_from_slice(&dst.0);
+        f[34..36].copy_from_slice(&src.1.to_be_bytes());
+        f[36..38].copy_from_slice(&dst.1.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn toeplitz_microsoft_vectors() {
+        for (dst, src, ip_only, with_tcp) in RSS_VECTORS {
+            let mut input = Vec::new();
+            input.extend_from_slice(&src.0);
+            input.extend_from_slice(&dst.0);
+            assert_eq!(toeplitz(&MICROSOFT_RSS_KEY, &input), ip_only);
+            input.extend_from_slice(&src.1.to_be_bytes());
+            input.extend_from_slice(&dst.1.to_be_bytes());
+            assert_eq!(toeplitz(&MICROSOFT_RSS_KEY, &input), with_tcp);
+            // Through the frame parser: TCP and UDP hash the ports; other
+            // protocols and fragments hash the addresses only.
+            let k = &MICROSOFT_RSS_KEY;
+            assert_eq!(rss_hash(k, &frame(src, dst, 6, 0)), with_tcp);
+            assert_eq!(rss_hash(k, &frame(src, dst, 17, 0)), with_tcp);
+            assert_eq!(rss_hash(k, &frame(src, dst, 1, 0)), ip_only);
+            assert_eq!(rss_hash(k, &frame(src, dst, 6, 0x2000)), ip_only);
+            assert_eq!(rss_hash(k, &frame(src, dst, 17, 0x0010)), ip_only);
+        }
+    }
+
+    #[test]
+    fn ipv4_checksum_rules() {
+        // The header of the Wikipedia example: checksum 0xb861.
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ]);
+        assert_eq!(ipv4_verify(&f), 0);
+        assert_eq!(ipv4_update(&mut f), 0xb861);
+        assert_eq!(&f[24..26], &[0xb8, 0x61]);
+        assert_eq!(ipv4_verify(&f), 1);
+        f[30] ^= 1;
+        assert_eq!(ipv4_verify(&f), 0);
+        // Not IPv4: short, other ethertype, version 6, IHL past the end.
+        assert_eq!(ipv4_verify(&f[..33]), NOT_IPV4);
+        let mut g = f.clone();
+        g[12] = 0x86;
+        assert_eq!(ipv4_verify(&g), NOT_IPV4);
+        let mut g = f.clone();
+        g[14] = 0x65;
+        assert_eq!(ipv4_verify(&g), NOT_IPV4);
+        let mut g = f.clone();
+        g[14] = 0x46;
+        assert_eq!(ipv4_update(&mut g), NOT_IPV4);
+        assert_eq!(g, {
+            let mut h = f.clone();
+            h[14] = 0x46;
+            h
+        });
+    }
+
+    #[test]
+    fn patterns() {
+        let p = Params::default();
+        let pats: Vec<Vec<u8>> = p.patterns().map(<[u8]>::to_vec).collect();
+        assert_eq!(pattern_match(&pats, b"GET /cgi?x=/bin/sh HTTP/1.0"), 0b1);
+        assert_eq!(pattern_match(&pats, b"../../etc' OR 1=1"), 0b1100);
+        assert_eq!(pattern_match(&pats, b"/bin/s"), 0);
+        assert!(Params::new(MICROSOFT_RSS_KEY, &[b""]).is_err());
+        assert!(Params::new(MICROSOFT_RSS_KEY, &[&[0; 17]]).is_err());
+        assert!(Params::new(MICROSOFT_RSS_KEY, &[&b"x"[..]; 9]).is_err());
+    }
+
+    #[test]
+    fn parameter_words() {
+        let w = Params::default().words();
+        assert_eq!(w.len(), layout::PARAMS_WORDS as usize);
+        assert_eq!(w[1], crc32c_table()[1]);
+        assert_eq!(w[layout::P_RSS_KEY as usize], 0x6d5a_56da);
+        assert_eq!(w[layout::P_PATTERN_COUNT as usize], 4);
+        let first = layout::P_PATTERNS as usize;
+        assert_eq!(w[first], 7);
+        assert_eq!(w[first + 1], u32::from_le_bytes(*b"/bin"));
+    }
+}

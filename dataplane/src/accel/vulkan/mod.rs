@@ -1,0 +1,753 @@
+//! The Vulkan backend: `ash` over the loader opened at run time.
+//!
+//! A queue owns one logical device (shared nothing: two accelerator lcores
+//! on one GPU open two devices, each with its own queue of the compute
+//! family). Its submission *slots* form a ring as deep as the queue: each
+//! slot has a descriptor set, a command buffer, a fence when there is no
+//! timeline semaphore, and its own part of one host-visible, coherent
+//! buffer (control words, results, staging area). A slot re-records its
+//! command buffer only when the kernels, the workgroups or the data binding
+//! change, so a steady stream of same-sized batches costs one
+//! `vkQueueSubmit` and one semaphore read per poll.
+// The backend: ash calls are unsafe. Each block holds one call, with its
+// SAFETY line; everything else here is safe code around them.
+#![allow(unsafe_code)]
+
+mod gpu;
+mod instance;
+
+pub(crate) use instance::probe;
+pub use instance::{
+    DebugMessages, DeviceInfo, DeviceType, Discovery, HeapInfo, QueueFamilyInfo, debug_messages,
+    discover,
+};
+
+use super::{
+    BufferPath, Buffers, Completion, DeviceError, DeviceSelector, HostMemory, Kernels, Payload,
+    QueueConfig, QueueInfo, QueueStats, Registration, Rejected, SubmitError, SyncMode, layout,
+};
+use crate::topology::Probe;
+use ash::vk;
+use gpu::{B_CTRL, B_DATA, B_OUT, B_PARAMS, Gpu, PARAMS_BYTES};
+use instance::{Instance, unavailable};
+
+/// The name of a `VkResult` code, with the code.
+pub(crate) fn result_name(code: i32) -> String {
+    format!("{:?} ({code})", vk::Result::from_raw(code))
+}
+
+/// Maps a failed call to the crate's error.
+pub(super) fn vk_err(call: &'static str) -> impl Fn(vk::Result) -> crate::Error {
+    move |r| crate::Error::Accel(device_error(call, r))
+}
+
+fn device_error(call: &'static str, r: vk::Result) -> DeviceError {
+    if r == vk::Result::ERROR_DEVICE_LOST {
+        DeviceError::Lost { call }
+    } else {
+        DeviceError::Vulkan {
+            call,
+            code: r.as_raw(),
+        }
+    }
+}
+
+/// Where a submission's data binding points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Binding {
+    buffer: vk::Buffer,
+    offset: usize,
+    range: usize,
+}
+
+/// What a slot's command buffer was recorded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recorded {
+    kernels: Kernels,
+    data: Binding,
+    workgroups: u32,
+}
+
+struct Flight<P> {
+    buffers: Buffers<P>,
+    kernels: Kernels,
+    tag: u64,
+    /// The timeline value its completion signals.
+    value: u64,
+    path: BufferPath,
+}
+
+struct Slot<P> {
+    set: vk::DescriptorSet,
+    pool: vk::CommandPool,
+    cb: vk::CommandBuffer,
+    fence: vk::Fence,
+    ctrl_off: usize,
+    out_off: usize,
+    staging_off: usize,
+    bound: Option<Binding>,
+    recorded: Option<Recorded>,
+    flight: Option<Flight<P>>,
+}
+
+pub(crate) struct VulkanQueue<P: Payload> {
+    // Dropped after `drop` has waited for the device, and before `gpu`:
+    // in-flight payloads go back to their owners while the imports still
+    // exist, and nothing runs any more.
+    slots: Vec<Slot<P>>,
+    gpu: Gpu,
+    info: QueueInfo,
+    stats: QueueStats,
+    max_items: usize,
+    staging_bytes: usize,
+    max_range: usize,
+    /// Submissions ever made and completed: the ring positions.
+    head: u64,
+    tail: u64,
+    failed: Option<DeviceError>,
+    /// Control words of the submission being built.
+    scratch: Vec<u32>,
+}
+
+fn align_up(x: usize, a: usize) -> usize {
+    x.div_ceil(a) * a
+}
+
+impl<P: Payload> VulkanQueue<P> {
+    pub(crate) fn open(config: &QueueConfig) -> crate::Result<Self> {
+        let instance = Instance::new(config.loader.as_deref())?;
+        let devices = instance::physical_devices(&instance)?;
+        let usable = || devices.iter().filter(|(_, d)| d.usable.available);
+        let chosen = match &config.device {
+            DeviceSelector::Auto => usable().min_by_key(|(_, d)| (d.device_type.rank(), d.index)),
+            DeviceSelector::Index(i) => usable().find(|(_, d)| d.index == *i),
+            DeviceSelector::Pci(addr) => usable().find(|(_, d)| {
+                d.pci_address
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(addr))
+            }),
+        };
+        let Some((pd, dev)) = chosen.cloned() else {
+            let found: Vec<String> = devices.iter().map(|(_, d)| d.summary()).collect();
+            return Err(unavailable(format!(
+                "no usable Vulkan device matches {:?} (found: {})",
+                config.device,
+                if found.is_empty() {
+                    "none".to_owned()
+                } else {
+                    found.join("; ")
+                }
+            )));
+        };
+        let want_timeline = config.sync != SyncMode::Fence;
+        if config.sync == SyncMode::Timeline && !dev.timeline_semaphores {
+            return Err(unavailable(format!(
+                "{} has no timeline semaphores",
+                dev.name
+            )));
+        }
+        let max_range = dev.max_storage_buffer_range as usize & !3;
+        if config.staging_bytes > max_range {
+            return Err(crate::Error::Config(format!(
+                "staging_bytes {} exceeds {}'s maxStorageBufferRange {max_range}",
+                config.staging_bytes, dev.name
+            )));
+        }
+        let mut gpu = Gpu::new(instance, pd, dev, config.queue_index, want_timeline)?;
+        let depth = config.depth;
+        gpu.create_sync(depth)?;
+        gpu.create_pipelines()?;
+        gpu.create_slots(depth)?;
+
+        // Layout of the host buffer: parameters, then per slot the control
+        // words, the results (one word per item per kernel) and staging.
+        let a = gpu.min_offset_align.max(64);
+        let ctrl_bytes = (layout::CTRL_HEADER_WORDS as usize
+            + layout::CTRL_ITEM_WORDS as usize * config.max_items)
+            * 4;
+        let out_bytes = super::MAX_KERNELS * config.max_items * 4;
+        let staging = align_up(config.staging_bytes, 4);
+        let slot_bytes = align_up(ctrl_bytes, a) + align_up(out_bytes, a) + align_up(staging, a);
+        let params_bytes = align_up(PARAMS_BYTES, a);
+        gpu.create_host_buffer(params_bytes + depth * slot_bytes)?;
+        let words = config.params.words();
+        if let Some(map) = gpu.map.as_mut() {
+            map.write(0, &words);
+        }
+        let mut slots = Vec::with_capacity(depth);
+        for k in 0..depth {
+            let ctrl_off = params_bytes + k * slot_bytes;
+            let out_off = ctrl_off + align_up(ctrl_bytes, a);
+            let staging_off = out_off + align_up(out_bytes, a);
+            let set = gpu.sets[k];
+            let host = gpu.host_buffer();
+            gpu.bind(set, B_PARAMS, host, 0, PARAMS_BYTES);
+            gpu.bind(set, B_CTRL, host, ctrl_off, ctrl_bytes);
+            gpu.bind(set, B_OUT, host, out_off, out_bytes);
+            let staged = Binding {
+                buffer: host,
+                offset: staging_off,
+                range: staging,
+            };
+            gpu.bind(set, B_DATA, host, staging_off, staging);
+            slots.push(Slot {
+                set,
+                pool: gpu.command_pools[k],
+                cb: gpu.command_buffers[k],
+                fence: gpu.fences.get(k).copied().unwrap_or_default(),
+                ctrl_off,
+                out_off,
+                staging_off,
+                bound: Some(staged),
+                recorded: None,
+                flight: None,
+            });
+        }
+        let dev = &gpu.info;
+        let import = match dev.external_memory_host_alignment {
+            Some(a) => Probe::ok(format!(
+                "VK_EXT_external_memory_host, host pointers aligned to {a}: registered \
+                 regions are read in place"
+            )),
+            None => Probe::unavailable(format!(
+                "{} has no VK_EXT_external_memory_host: items are staged",
+                dev.name
+            )),
+        };
+        let info = QueueInfo {
+            backend: super::BackendKind::Vulkan,
+            device: format!(
+                "{} ({:?}, Vulkan {}{})",
+                dev.name,
+                dev.device_type,
+                dev.api_version,
+                dev.driver
+                    .as_deref()
+                    .map(|d| format!(", {d}"))
+                    .unwrap_or_default()
+            ),
+            fallback: None,
+            sync: if gpu.timeline { "timeline" } else { "fence" },
+            import,
+            depth,
+            max_items: config.max_items,
+            staging_bytes: staging,
+        };
+        tracing::info!(device = %info.device, sync = info.sync, "accelerator queue open");
+        Ok(VulkanQueue {
+            slots,
+            gpu,
+            info,
+            stats: QueueStats::default(),
+            max_items: config.max_items,
+            staging_bytes: staging,
+            max_range,
+            head: 0,
+            tail: 0,
+            failed: None,
+            scratch: Vec::with_capacity(ctrl_bytes / 4),
+        })
+    }
+
+    pub(crate) fn info(&self) -> &QueueInfo {
+        &self.info
+    }
+
+    pub(crate) fn stats(&self) -> QueueStats {
+        self.stats
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        (self.tail - self.head) as usize
+    }
+
+    pub(crate) fn register(&mut self, memory: HostMemory) -> crate::Result<Vec<Registration>> {
+        let mut out = Vec::new();
+        let spans: Vec<(usize, usize, bool)> = memory
+            .regions()
+            .iter()
+            .map(|r| (r.as_ptr().addr(), r.len(), r.is_hugepage_backed()))
+            .collect();
+        for (base, len, huge) in spans {
+            let result = self.gpu.import(base, len)?;
+            let (path, reason) = match result {
+                Ok(()) => (
+                    BufferPath::Imported,
+                    format!(
+                        "imported with VK_EXT_external_memory_host ({len} bytes{})",
+                        if huge { ", hugepages" } else { "" }
+                    ),
+                ),
+                Err(why) => (BufferPath::Staged, why),
+            };
+            tracing::info!(memory = %memory.name(), ?path, "accelerator: {reason}");
+            out.push(Registration {
+                memory: memory.name(),
+                bytes: len,
+                hugepages: huge,
+                path,
+                reason,
+            });
+        }
+        self.gpu.keep(memory);
+        Ok(out)
+    }
+
+    /// The import window all items of `p` lie in: (import, window start,
+    /// window length), or `None` when they do not share one.
+    fn window(&self, p: &P) -> Option<(usize, usize, usize)> {
+        let n = p.item_count();
+        let (mut lo, mut hi) = (usize::MAX, 0usize);
+        for i in 0..n {
+            let item = p.item(i);
+            if item.is_empty() {
+                continue;
+            }
+            let a = item.as_ptr().addr();
+            lo = lo.min(a);
+            hi = hi.max(a + item.len());
+        }
+        if lo == usize::MAX {
+            // Only empty items: any import will do, and staging as well.
+            return None;
+        }
+        let k = self
+            .gpu
+            .imports
+            .iter()
+            .position(|m| lo >= m.base && hi <= m.base + m.len)?;
+        let m = &self.gpu.imports[k];
+        if m.len <= self.max_range {
+            return Some((k, 0, m.len));
+        }
+        // Larger than one binding can show: windows of maxStorageBufferRange
+        // every half of it, so that any span of up to half a range fits one.
+        let half = (self.max_range / 2) & !(self.gpu.min_offset_align - 1);
+        let start = (lo - m.base) / half * half;
+        let range = self.max_range.min(m.len - start);
+        (hi - m.base <= start + range).then_some((k, start, range))
+    }
+
+    pub(crate) fn submit(
+        &mut self,
+        kernels: Kernels,
+        buffers: Buffers<P>,
+        workgroups: u32,
+        tag: u64,
+    ) -> Result<(), Rejected<P>> {
+        match self.try_submit(kernels, buffers, workgroups, tag) {
+            Ok(()) => Ok(()),
+            Err((reason, buffers)) => Err(Rejected { reason, buffers }),
+        }
+    }
+
+    fn try_submit(
+        &mut self,
+        kernels: Kernels,
+        mut buffers: Buffers<P>,
+        workgroups: u32,
+        tag: u64,
+    ) -> Result<(), (SubmitError, Buffers<P>)> {
+        if let Some(e) = self.failed {
+            return Err((e.into(), buffers));
+        }
+        let depth = self.slots.len();
+        if self.in_flight() >= depth {
+            return Err((SubmitError::Full(depth), buffers));
+        }
+        let items = &buffers.items;
+        let n = items.item_count();
+        if let Err(e) =
+            super::check_submission(n, workgroups, self.max_items, self.gpu.info.max_workgroups)
+        {
+            return Err((e, buffers));
+        }
+        let k = (self.tail % depth as u64) as usize;
+
+        // Where the items are read from: in place, or a staged copy.
+        let window = self.window(items);
+        self.scratch.clear();
+        self.scratch.extend([n as u32, 0]);
+        let (path, data, bytes) = if let Some((m, start, range)) = window {
+            let import = &self.gpu.imports[m];
+            let base = import.base + start;
+            let mut bytes = 0;
+            for i in 0..n {
+                let item = items.item(i);
+                let off = if item.is_empty() {
+                    0
+                } else {
+                    item.as_ptr().addr() - base
+                };
+                self.scratch.extend([off as u32, item.len() as u32]);
+                bytes += item.len();
+            }
+            let data = Binding {
+                buffer: import.buffer,
+                offset: start,
+                range,
+            };
+            (BufferPath::Imported, data, bytes)
+        } else {
+            let need: usize = (0..n).map(|i| align_up(items.item(i).len(), 4)).sum();
+            if need > self.staging_bytes {
+                return Err((
+                    SubmitError::TooLarge {
+                        bytes: need,
+                        max: self.staging_bytes,
+                    },
+                    buffers,
+                ));
+            }
+            let slot = &self.slots[k];
+            let Some(map) = self.gpu.map.as_mut() else {
+                return Err((
+                    SubmitError::Device(DeviceError::Vulkan {
+                        call: "vkMapMemory",
+                        code: vk::Result::ERROR_MEMORY_MAP_FAILED.as_raw(),
+                    }),
+                    buffers,
+                ));
+            };
+            let mut off = 0;
+            let mut bytes = 0;
+            for i in 0..n {
+                let item = items.item(i);
+                map.write(slot.staging_off + off, item);
+                self.scratch.extend([off as u32, item.len() as u32]);
+                off += align_up(item.len(), 4);
+                bytes += item.len();
+            }
+            let data = Binding {
+                buffer: self.gpu.host_buffer(),
+                offset: slot.staging_off,
+                range: self.staging_bytes,
+            };
+            (BufferPath::Staged, data, bytes)
+        };
+        let slot = &self.slots[k];
+        if let Some(map) = self.gpu.map.as_mut() {
+            map.write(slot.ctrl_off, &self.scratch);
+        }
+
+        // Rebind and re-record only what changed.
+        if slot.bound != Some(data) {
+            self.gpu
+                .bind(slot.set, B_DATA, data.buffer, data.offset, data.range);
+            self.slots[k].bound = Some(data);
+            self.slots[k].recorded = None;
+        }
+        let want = Recorded {
+            kernels,
+            data,
+            workgroups,
+        };
+        if self.slots[k].recorded != Some(want) {
+            if let Err(e) = self.record(k, kernels, workgroups) {
+                self.slots[k].recorded = None;
+                return Err((e.into(), buffers));
+            }
+            self.slots[k].recorded = Some(want);
+        }
+
+        let value = self.tail + 1;
+        if let Err(e) = self.queue_submit(k, value) {
+            if let DeviceError::Lost { .. } = e {
+                self.failed = Some(e);
+            }
+            return Err((e.into(), buffers));
+        }
+        self.tail += 1;
+        self.stats.submitted += 1;
+        match path {
+            BufferPath::Imported => {
+                self.stats.imported += 1;
+                self.stats.bytes_in_place += bytes as u64;
+            }
+            _ => {
+                self.stats.staged += 1;
+                self.stats.bytes_staged_in += bytes as u64;
+            }
+        }
+        buffers.results.clear();
+        self.slots[k].flight = Some(Flight {
+            buffers,
+            kernels,
+            tag,
+            value,
+            path,
+        });
+        Ok(())
+    }
+
+    /// Records slot `k`'s command buffer: each kernel in turn (a barrier
+    /// between them when an earlier one wrote the items), then a barrier
+    /// that makes the shaders' writes visible to the host.
+    fn record(&self, k: usize, kernels: Kernels, workgroups: u32) -> Result<(), DeviceError> {
+        let d = &self.gpu.device;
+        let slot = &self.slots[k];
+        let cb = slot.cb;
+        // SAFETY: the slot is free, so its pool's only command buffer is not
+        // pending.
+        unsafe { d.reset_command_pool(slot.pool, vk::CommandPoolResetFlags::empty()) }
+            .map_err(|r| device_error("vkResetCommandPool", r))?;
+        let begin = vk::CommandBufferBeginInfo::default();
+        // SAFETY: a reset buffer, recorded by this thread only.
+        unsafe { d.begin_command_buffer(cb, &begin) }
+            .map_err(|r| device_error("vkBeginCommandBuffer", r))?;
+        let layout = self.gpu.pipeline_layout;
+        let compute = vk::PipelineBindPoint::COMPUTE;
+        let stage = vk::PipelineStageFlags::COMPUTE_SHADER;
+        let mut wrote = false;
+        for (i, &kernel) in kernels.as_slice().iter().enumerate() {
+            if wrote {
+                let barrier = [vk::MemoryBarrier::default()
+                    .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+                    .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE)];
+                // SAFETY: recording; a global memory barrier only.
+                unsafe {
+                    d.cmd_pipeline_barrier(
+                        cb,
+                        stage,
+                        stage,
+                        vk::DependencyFlags::empty(),
+                        &barrier,
+                        &[],
+                        &[],
+                    )
+                };
+            }
+            // SAFETY: recording; the pipeline was created on this device.
+            unsafe { d.cmd_bind_pipeline(cb, compute, self.gpu.pipeline(kernel)) };
+            if i == 0 {
+                // SAFETY: recording; the set matches the pipeline layout and
+                // every binding points at a live buffer.
+                unsafe { d.cmd_bind_descriptor_sets(cb, compute, layout, 0, &[slot.set], &[]) };
+            }
+            let stage_index = (i as u32).to_ne_bytes();
+            // SAFETY: recording; 4 bytes at offset 0, as the layout's range.
+            unsafe {
+                d.cmd_push_constants(cb, layout, vk::ShaderStageFlags::COMPUTE, 0, &stage_index)
+            };
+            // SAFETY: recording; a pipeline and its set are bound.
+            unsafe { d.cmd_dispatch(cb, workgroups, 1, 1) };
+            wrote |= kernel.writes_items();
+        }
+        let to_host = [vk::MemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+            .dst_access_mask(vk::AccessFlags::HOST_READ)];
+        // SAFETY: recording; a global memory barrier only.
+        unsafe {
+            d.cmd_pipeline_barrier(
+                cb,
+                stage,
+                vk::PipelineStageFlags::HOST,
+                vk::DependencyFlags::empty(),
+                &to_host,
+                &[],
+                &[],
+            )
+        };
+        // SAFETY: the buffer is recording.
+        unsafe { d.end_command_buffer(cb) }.map_err(|r| device_error("vkEndCommandBuffer", r))
+    }
+
+    fn queue_submit(&self, k: usize, value: u64) -> Result<(), DeviceError> {
+        let slot = &self.slots[k];
+        let cbs = [slot.cb];
+        if self.gpu.timeline {
+            let values = [value];
+            let sems = [self.gpu.semaphore];
+            let mut timeline =
+                vk::TimelineSemaphoreSubmitInfo::default().signal_semaphore_values(&values);
+            let submit = [vk::SubmitInfo::default()
+                .command_buffers(&cbs)
+                .signal_semaphores(&sems)
+                .push_next(&mut timeline)];
+            // SAFETY: the command buffer is recorded and not pending; values
+            // only grow (one per submission); the queue is used by this
+            // thread only.
+            unsafe {
+                self.gpu
+                    .device
+                    .queue_submit(self.gpu.queue, &submit, vk::Fence::null())
+            }
+            .map_err(|r| device_error("vkQueueSubmit", r))
+        } else {
+            let submit = [vk::SubmitInfo::default().command_buffers(&cbs)];
+            // SAFETY: as above; the slot's fence is unsignalled (reset when
+            // its last submission was reaped).
+            unsafe {
+                self.gpu
+                    .device
+                    .queue_submit(self.gpu.queue, &submit, slot.fence)
+            }
+            .map_err(|r| device_error("vkQueueSubmit", r))
+        }
+    }
+
+    /// How far the device got: every submission with a value up to the
+    /// returned one is complete.
+    fn completed_value(&self) -> Result<u64, DeviceError> {
+        if self.gpu.timeline {
+            // SAFETY: a timeline semaphore of this device.
+            unsafe {
+                self.gpu
+                    .device
+                    .get_semaphore_counter_value(self.gpu.semaphore)
+            }
+            .map_err(|r| device_error("vkGetSemaphoreCounterValue", r))
+        } else {
+            // Fences signal in submission order on one queue (a signal
+            // covers every earlier submission): walk from the oldest.
+            let depth = self.slots.len() as u64;
+            let mut done = self.head;
+            while done < self.tail {
+                let fence = self.slots[(done % depth) as usize].fence;
+                // SAFETY: a fence of this device.
+                match unsafe { self.gpu.device.get_fence_status(fence) } {
+                    Ok(true) => done += 1,
+                    Ok(false) => break,
+                    Err(r) => return Err(device_error("vkGetFenceStatus", r)),
+                }
+            }
+            Ok(done)
+        }
+    }
+
+    pub(crate) fn poll(&mut self, out: &mut Vec<Completion<P>>) -> usize {
+        if self.head == self.tail {
+            return 0;
+        }
+        let done = match self.completed_value() {
+            Ok(v) => v,
+            Err(e) => return self.fail_all(e, out),
+        };
+        let depth = self.slots.len() as u64;
+        let mut n = 0;
+        while self.head < self.tail && self.head < done {
+            let k = (self.head % depth) as usize;
+            if !self.gpu.timeline {
+                let fence = [self.slots[k].fence];
+                // SAFETY: the fence is signalled and no submission uses it.
+                if let Err(r) = unsafe { self.gpu.device.reset_fences(&fence) } {
+                    return n + self.fail_all(device_error("vkResetFences", r), out);
+                }
+            }
+            self.head += 1;
+            let Some(flight) = self.slots[k].flight.take() else {
+                continue;
+            };
+            out.push(self.finish(k, flight));
+            n += 1;
+        }
+        n
+    }
+
+    /// Results out of the slot, staged items back into the payload.
+    fn finish(&mut self, k: usize, mut f: Flight<P>) -> Completion<P> {
+        debug_assert!(f.value <= self.head);
+        let slot = &self.slots[k];
+        let n = f.buffers.items.item_count();
+        if let Some(map) = self.gpu.map.as_ref() {
+            map.read_words(slot.out_off, n * f.kernels.len(), &mut f.buffers.results);
+            if f.path == BufferPath::Staged && f.kernels.as_slice().iter().any(|k| k.writes_items())
+            {
+                let mut off = 0;
+                for i in 0..n {
+                    let item = f.buffers.items.item_mut(i);
+                    map.read(slot.staging_off + off, item);
+                    off += align_up(item.len(), 4);
+                    self.stats.bytes_staged_out += item.len() as u64;
+                }
+            }
+        }
+        self.stats.completed += 1;
+        Completion {
+            tag: f.tag,
+            kernels: f.kernels,
+            buffers: f.buffers,
+            path: f.path,
+            status: Ok(()),
+        }
+    }
+
+    /// The device failed: wait for it to stop (a lost device returns at
+    /// once), then hand every in-flight payload back with the error.
+    fn fail_all(&mut self, e: DeviceError, out: &mut Vec<Completion<P>>) -> usize {
+        tracing::error!("accelerator: {e}; failing {} submissions", self.in_flight());
+        self.failed = Some(e);
+        let _ = self.gpu.wait_idle();
+        let depth = self.slots.len() as u64;
+        let mut n = 0;
+        while self.head < self.tail {
+            let k = (self.head % depth) as usize;
+            self.head += 1;
+            if let Some(f) = self.slots[k].flight.take() {
+                let mut buffers = f.buffers;
+                buffers.results.clear();
+                self.stats.completed += 1;
+                self.stats.failed += 1;
+                out.push(Completion {
+                    tag: f.tag,
+                    kernels: f.kernels,
+                    buffers,
+                    path: f.path,
+                    status: Err(e),
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl<P: Payload> Drop for VulkanQueue<P> {
+    fn drop(&mut self) {
+        // The device must be done with every payload before the slots
+        // (and the payloads in them) drop; `Gpu::drop` then destroys the
+        // objects.
+        if let Err(e) = self.gpu.wait_idle() {
+            tracing::warn!(
+                "accelerator: waiting for the device: {}",
+                result_name(e.as_raw())
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_messenger_counts_validation_messages() {
+        let Ok(inst) = Instance::new(None) else {
+            println!("skip: no Vulkan loader");
+            return;
+        };
+        let before = debug_messages().count;
+        if !inst.submit_debug_message(c"a test message, not a real one") {
+            println!("skip: the loader has no VK_EXT_debug_utils");
+            return;
+        }
+        let after = debug_messages();
+        assert_eq!(after.count, before + 1);
+        assert!(after.first.iter().any(|m| m.contains("a test message")));
+    }
+
+    #[test]
+    fn results_have_names() {
+        assert!(result_name(-4).contains("DEVICE_LOST"));
+        let e = device_error("vkQueueSubmit", vk::Result::ERROR_DEVICE_LOST);
+        assert_eq!(
+            e,
+            DeviceError::Lost {
+                call: "vkQueueSubmit"
+            }
+        );
+        let e = device_error("vkAllocateMemory", vk::Result::ERROR_OUT_OF_DEVICE_MEMORY);
+        assert!(e.to_string().contains("vkAllocateMemory"));
+        assert!(e.to_string().contains("OUT_OF_DEVICE_MEMORY"));
+    }
+}
