@@ -13,6 +13,7 @@ use core::ops::Range;
 
 /// What the frame carries at layer 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum L3Kind {
     /// IPv4 (Ethertype 0x0800).
     Ipv4,
@@ -26,6 +27,7 @@ pub enum L3Kind {
 
 /// What the IP packet carries at layer 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum L4Kind {
     /// UDP, with its length checked.
     Udp,
@@ -58,6 +60,7 @@ pub struct FiveTuple {
 /// Where things are in a frame, as [`parse_frame`] found them. Offsets
 /// count bytes from the start of the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct FrameInfo {
     /// The innermost VLAN (the only one of a single-tagged frame, the
     /// customer VLAN of a QinQ frame): DPDK's `vlan_tci`.
