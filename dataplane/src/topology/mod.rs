@@ -61,6 +61,13 @@ pub fn process_affinity() -> crate::Result<Vec<CpuId>> {
     sysfs::affinity().map_err(|e| crate::Error::io("sched_getaffinity", e.into()))
 }
 
+/// The io_uring probe of [`Topology::detect`] on its own (the sysctl, then
+/// a NOP round trip), for backends that need io_uring without the rest of
+/// the machine's detection.
+pub fn io_uring_probe() -> Probe {
+    probe::io_uring(Path::new("/"))
+}
+
 impl core::fmt::Display for CpuId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "cpu{}", self.0)
