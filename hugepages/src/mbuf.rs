@@ -500,6 +500,11 @@ impl MbufPool {
 /// A packet buffer, owned: one pointer to its header. Dropping it returns
 /// it to its pool (through the lcore cache when the thread holds a slot).
 /// `Send` (a buffer moves between lcores through rings), not `Clone`.
+///
+/// Transparent over its header pointer: an array of `Mbuf`s is an array of
+/// `struct rte_mbuf *`, so the DPDK backend's drivers read and write a
+/// burst in place.
+#[repr(transparent)]
 pub struct Mbuf {
     hdr: NonNull<MbufHeader>,
 }
