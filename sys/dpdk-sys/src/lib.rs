@@ -1,9 +1,21 @@
 //! Bindings to the system's DPDK.
 //!
-//! The build script asks pkg-config for `libdpdk`. When it is found the crate
-//! sets `cfg(dpdk_available)`; when it is not, the crate is empty apart from
-//! [`AVAILABLE`], [`VERSION`] and [`REASON`], which say why, so that callers
-//! can report the missing backend instead of failing to build.
+//! The build script asks pkg-config for `libdpdk` (22.11 or a newer LTS).
+//! When it is found the crate sets `cfg(dpdk_available)` and holds:
+//!
+//! - bindgen's bindings of the EAL, ethdev, mempool and mbuf functions and
+//!   types the framework uses (an allow-list, in `build.rs`);
+//! - the shim (`csrc/shim.c`): DPDK's static inline fast path
+//!   (`rte_eth_rx_burst`, `rte_eth_tx_burst`, `rte_pktmbuf_alloc`,
+//!   `_alloc_bulk`, `_free`, `rte_lcore_id`, `rte_errno`) as real functions
+//!   named `dp_*`, compiled with DPDK's own flags.
+//!
+//! When it is not found the crate is empty apart from [`AVAILABLE`],
+//! [`VERSION`], [`LINK`] and [`REASON`], which say why, so that callers can
+//! report the missing backend instead of failing to build.
+//!
+//! Everything here is a raw binding: the safe layer is the `dataplane`
+//! crate's `net::dpdk` module.
 #![no_std]
 
 /// Whether DPDK was found when this crate was built.
@@ -12,8 +24,36 @@ pub const AVAILABLE: bool = cfg!(dpdk_available);
 /// The version pkg-config reported, or `""` when DPDK was not found.
 pub const VERSION: &str = env!("DPDK_SYS_VERSION");
 
+/// How libdpdk is linked: `"shared"` (the default: EAL loads the drivers
+/// from its plugin directory) or `"static"` (`DPDK_SYS_STATIC=1` at build
+/// time: every driver linked in, whole-archive); `""` without DPDK.
+pub const LINK: &str = env!("DPDK_SYS_LINK");
+
 /// Why the library is or is not available, in one line, for logs and `dp-info`.
 pub const REASON: &str = env!("DPDK_SYS_REASON");
+
+/// The generated bindings and the shim's declarations.
+#[cfg(dpdk_available)]
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code,
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_op_in_unsafe_fn,
+    unnecessary_transmutes,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+mod bindings {
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+
+#[cfg(dpdk_available)]
+pub use bindings::*;
 
 #[cfg(test)]
 mod tests {
@@ -21,5 +61,61 @@ mod tests {
     fn reason_agrees_with_availability() {
         assert!(!super::REASON.is_empty());
         assert_eq!(super::AVAILABLE, !super::VERSION.is_empty());
+        assert_eq!(super::AVAILABLE, !super::LINK.is_empty());
+    }
+
+    /// The version pkg-config reported is the version of the headers the
+    /// bindings were generated from.
+    #[cfg(dpdk_available)]
+    #[test]
+    fn headers_match_pkg_config() {
+        let headers = alloc_free_version();
+        assert!(
+            super::VERSION.starts_with(headers.as_str()),
+            "pkg-config says {}, rte_version.h says {}",
+            super::VERSION,
+            headers.as_str()
+        );
+    }
+
+    /// The headers' "YY.MM.m", without an allocator (the crate is
+    /// `no_std`).
+    #[cfg(dpdk_available)]
+    fn alloc_free_version() -> Version {
+        use core::fmt::Write;
+        let mut v = Version::default();
+        let _ = write!(
+            v,
+            "{}.{:02}.{}",
+            super::RTE_VER_YEAR,
+            super::RTE_VER_MONTH,
+            super::RTE_VER_MINOR
+        );
+        v
+    }
+
+    #[cfg(dpdk_available)]
+    #[derive(Default)]
+    struct Version {
+        buf: [u8; 32],
+        len: usize,
+    }
+
+    #[cfg(dpdk_available)]
+    impl Version {
+        fn as_str(&self) -> &str {
+            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+        }
+    }
+
+    #[cfg(dpdk_available)]
+    impl core::fmt::Write for Version {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
     }
 }
