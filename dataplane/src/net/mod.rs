@@ -9,7 +9,7 @@
 //! says why it can or cannot run; the first that can open the requested
 //! device wins, and every skip is logged once with its reason.
 
-pub(crate) mod dpdk;
+pub mod dpdk;
 
 use crate::ring::Batch;
 use crate::topology::{BackendProbe, Probe};

@@ -1,0 +1,196 @@
+//! The backend's mbuf pools: one `rte_mempool` per queue, on the port's
+//! socket, freed only once every mbuf is back.
+//!
+//! A pool outlives its port when mbufs from it are still out (held by the
+//! application, or in flight in another port's queue): freeing it then
+//! would let those mbufs be freed into unmapped memory. Such a pool waits,
+//! and every later port close and [`shutdown`](super::shutdown) tries
+//! again. The registry keeps the last [`FREED_KEPT`] freed pools with the
+//! count they were freed at, so that tests and operators can check that
+//! every mbuf came home.
+
+use super::eal;
+use super::status::{PoolState, PoolStatus};
+use crate::net::{PortId, QueueId};
+use crate::{Error, Result};
+use dpdk_sys as sys;
+use std::ffi::CString;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Freed pools remembered by [`pools`](super::pools) (256, also in its
+/// docs).
+pub const FREED_KEPT: usize = 256;
+
+/// A pool pointer that may move between threads: the pool is
+/// thread-safe, and the registry only touches it under its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PoolPtr(pub(super) NonNull<sys::rte_mempool>);
+
+// SAFETY: rte_mempool operations are thread-safe (multi-producer and
+// -consumer rings behind per-lcore caches); the pointer is freed only
+// under the registry lock, once no queue uses it.
+unsafe impl Send for PoolPtr {}
+
+struct Entry {
+    status: PoolStatus,
+    ptr: Option<PoolPtr>,
+}
+
+static POOLS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+fn lock() -> MutexGuard<'static, Vec<Entry>> {
+    // Every write under the lock is a push, a field store or a retain, so
+    // a panic elsewhere cannot leave the list inconsistent.
+    POOLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Creates the pool of one queue (`rte_pktmbuf_pool_create`, the default
+/// data room, no private area).
+pub(super) fn create(
+    port: PortId,
+    queue: QueueId,
+    count: u32,
+    cache: u32,
+    socket: i32,
+) -> Result<PoolPtr> {
+    static GENERATION: AtomicU32 = AtomicU32::new(0);
+    // Relaxed: only uniqueness of the name matters.
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    // At most 25 characters (RTE_MEMPOOL_NAMESIZE - 1): "dp" + 5 + "q" +
+    // 5 + "g" + 10 = 23.
+    let name = format!("dp{}q{}g{generation}", port.0, queue.0);
+    let cname = CString::new(name.as_str()).map_err(|_| Error::Config("pool name".into()))?;
+    // SAFETY: a NUL-terminated name; DPDK copies it.
+    let raw = unsafe {
+        sys::rte_pktmbuf_pool_create(
+            cname.as_ptr(),
+            count,
+            cache,
+            0,
+            sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+            socket,
+        )
+    };
+    let Some(ptr) = NonNull::new(raw) else {
+        let errno = eal::rte_errno();
+        return Err(Error::io(
+            format!(
+                "rte_pktmbuf_pool_create({name}, {count} mbufs, cache {cache}, socket {socket})"
+            ),
+            std::io::Error::other(format!("{} (rte_errno {errno})", eal::strerror(errno))),
+        ));
+    };
+    let ptr = PoolPtr(ptr);
+    lock().push(Entry {
+        status: PoolStatus {
+            name,
+            port,
+            queue,
+            size: count,
+            available: avail(ptr),
+            state: PoolState::InUse,
+        },
+        ptr: Some(ptr),
+    });
+    Ok(ptr)
+}
+
+/// Free mbufs of a live pool.
+pub(super) fn avail(ptr: PoolPtr) -> u32 {
+    // SAFETY: `ptr` is a live pool (callers hold it through a queue or the
+    // registry lock).
+    unsafe { sys::rte_mempool_avail_count(ptr.0.as_ptr()) }
+}
+
+/// The port of these pools has closed: each is freed if every mbuf is
+/// back, else left draining. Then draining pools of earlier ports are
+/// tried again.
+pub(super) fn release(ptrs: &[PoolPtr]) {
+    let mut pools = lock();
+    for e in pools.iter_mut() {
+        if let Some(p) = e.ptr
+            && ptrs.contains(&p)
+        {
+            e.status.state = PoolState::Draining;
+        }
+    }
+    free_drained(&mut pools);
+}
+
+/// Frees every draining pool whose mbufs are all back; returns how many
+/// are still draining.
+pub(super) fn retry() -> usize {
+    let mut pools = lock();
+    free_drained(&mut pools)
+}
+
+fn free_drained(pools: &mut Vec<Entry>) -> usize {
+    let mut waiting = 0;
+    for e in pools.iter_mut() {
+        let Some(p) = e.ptr else { continue };
+        if e.status.state != PoolState::Draining {
+            continue;
+        }
+        let available = avail(p);
+        e.status.available = available;
+        if available < e.status.size {
+            waiting += 1;
+            continue;
+        }
+        // SAFETY: every mbuf is back in the pool (none can be out: the
+        // count includes the per-lcore caches), and no queue uses the
+        // pool since its port closed.
+        unsafe { sys::rte_mempool_free(p.0.as_ptr()) };
+        e.ptr = None;
+        e.status.state = PoolState::Freed;
+    }
+    // Bound the history of freed pools.
+    let freed = pools
+        .iter()
+        .filter(|e| e.status.state == PoolState::Freed)
+        .count();
+    if freed > FREED_KEPT {
+        let mut drop = freed - FREED_KEPT;
+        pools.retain(|e| {
+            if drop > 0 && e.status.state == PoolState::Freed {
+                drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    waiting
+}
+
+/// Every pool the backend has made and not forgotten, oldest first, with
+/// live counts.
+pub(super) fn statuses() -> Vec<PoolStatus> {
+    let mut pools = lock();
+    for e in pools.iter_mut() {
+        if let Some(p) = e.ptr {
+            e.status.available = avail(p);
+        }
+    }
+    pools.iter().map(|e| e.status.clone()).collect()
+}
+
+/// Pools still holding memory (in use or draining), for the shutdown
+/// report: their names and the mbufs still out.
+pub(super) fn leaked() -> Vec<(String, u32)> {
+    let pools = lock();
+    pools
+        .iter()
+        .filter_map(|e| {
+            let p = e.ptr?;
+            Some((
+                e.status.name.clone(),
+                e.status.size - avail(p).min(e.status.size),
+            ))
+        })
+        .collect()
+}
