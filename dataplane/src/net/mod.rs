@@ -7,9 +7,34 @@
 //! fallback), io_uring UDP/TCP sockets (for apps that work at L4), and
 //! in-memory port pairs (tests, pipelines, the demo). Each has a probe that
 //! says why it can or cannot run; the first that can open the requested
-//! device wins, and every skip is logged once with its reason.
+//! device wins, and every skip is logged once with its reason
+//! ([`open`], [`BackendChoice`]).
+//!
+//! | backend | `--backend` | device | layer |
+//! | --- | --- | --- | --- |
+//! | DPDK ethdev | `dpdk` | a PCI address or a vdev | L2 |
+//! | [`af_packet`] | `af-packet` | an interface name: `veth0` | L2 |
+//! | [`uring`] (io_uring UDP) | `io-uring` | `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]` | L4 |
+//! | [`memory`] | `memory` | `memory:NAME` (a pair end) | L2 |
+//!
+//! Around the ports: [`TxBuffer`] (DPDK's `rte_eth_tx_buffer` with the
+//! drain timer of examples/l2fwd), [`lpm`] (DIR-24-8 IPv4 longest-prefix
+//! match, for l3fwd), [`meta`] (per-mbuf metadata such as a datagram's
+//! peer address) and [`netns`] (network namespaces and veth pairs for
+//! tests and benchmarks).
 
+pub mod af_packet;
 pub mod dpdk;
+pub mod lpm;
+pub mod memory;
+pub mod meta;
+pub mod netns;
+mod select;
+mod tx_buffer;
+pub mod uring;
+
+pub use select::{BackendChoice, BackendKind, Opened, Skip, open, open_with};
+pub use tx_buffer::{OnFull, TX_DRAIN_US, TxBuffer};
 
 use crate::ring::Batch;
 use crate::topology::{BackendProbe, Probe};
@@ -71,6 +96,9 @@ pub struct Capabilities {
     pub rss: bool,
     /// Queues of the port.
     pub queues: u16,
+    /// The port's MAC address, for L2 ports that have one (what l2fwd
+    /// writes as the source of frames it forwards).
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Capabilities {
@@ -91,6 +119,7 @@ impl Capabilities {
             tx_checksum: false,
             rss: false,
             queues,
+            mac: None,
         }
     }
 }
@@ -148,11 +177,21 @@ impl DropReason {
         DropReason::TxFull,
     ];
 
-    /// This reason's index in [`DropReason::ALL`].
-    pub fn index(self) -> usize {
-        DropReason::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    /// This reason's index in [`DropReason::ALL`] (the declaration order,
+    /// which `ALL` follows: checked at compile time below).
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        self as usize
     }
 }
+
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(DropReason::ALL[i].index() == i);
+        i += 1;
+    }
+};
 
 /// One queue's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -194,13 +233,17 @@ impl QueueStats {
 /// Ownership of packets moves with them: `rx_burst` appends received mbufs
 /// to `out`; `tx_burst` takes mbufs from the front of `pkts` and leaves the
 /// ones it could not send there, in order, for the caller to retry or free.
+/// A packet that can never be sent (larger than the port's frames, or an
+/// L4 datagram with no destination) is taken, freed and counted under its
+/// [`DropReason`] rather than left to block the ones behind it.
 pub trait Port: Send {
     /// Receives up to the port's burst (and `out`'s room); returns how many
     /// were appended. Never blocks.
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize;
 
-    /// Sends from the front of `pkts`; returns how many were sent. The
-    /// unsent stay in `pkts`. Never blocks.
+    /// Sends from the front of `pkts`; returns how many were taken (sent,
+    /// or dropped and counted as the trait docs say). The unsent stay in
+    /// `pkts`. Never blocks.
     fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize;
 
     /// Allocates up to `n` empty mbufs that this port can transmit (from
@@ -283,12 +326,112 @@ pub trait Backend: Send + Sync {
     fn open(&self, cfg: &PortConfig) -> crate::Result<Vec<Box<dyn Port>>>;
 }
 
+impl fmt::Debug for dyn Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (port, queue) = self.id();
+        f.debug_struct("Port")
+            .field("backend", &self.capabilities().backend)
+            .field("port", &port.0)
+            .field("queue", &queue.0)
+            .finish()
+    }
+}
+
+impl<P: Port + ?Sized> Port for Box<P> {
+    #[inline]
+    fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
+        (**self).rx_burst(out)
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
+        (**self).tx_burst(pkts)
+    }
+
+    #[inline]
+    fn alloc_burst(&mut self, n: usize, out: &mut MbufBatch) -> usize {
+        (**self).alloc_burst(n, out)
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        (**self).capabilities()
+    }
+
+    fn link(&self) -> LinkStatus {
+        (**self).link()
+    }
+
+    fn stats(&self) -> QueueStats {
+        (**self).stats()
+    }
+
+    fn id(&self) -> (PortId, QueueId) {
+        (**self).id()
+    }
+}
+
+impl QueueStats {
+    /// Adds `other`'s counters to these (for a port's total over its
+    /// queues, or an app's over its lcores).
+    pub fn add(&mut self, other: &QueueStats) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        for (d, o) in self.drops.iter_mut().zip(other.drops) {
+            *d += o;
+        }
+        self.errors += other.errors;
+    }
+
+    /// Counts `n` drops of one reason.
+    pub fn drop_n(&mut self, why: DropReason, n: u64) {
+        self.drops[why.index()] += n;
+    }
+
+    /// The drops as `(reason, count)` for every reason with a count, in
+    /// [`DropReason::ALL`]'s order.
+    pub fn drops_by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .zip(self.drops)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (*r, n))
+    }
+}
+
+impl DropReason {
+    /// The name as JSON and logs spell it (`no_mbuf`, `rx_overrun`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::NoMbuf => "no_mbuf",
+            DropReason::RxOverrun => "rx_overrun",
+            DropReason::Truncated => "truncated",
+            DropReason::Malformed => "malformed",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::Oversized => "oversized",
+            DropReason::Filtered => "filtered",
+            DropReason::NoRoute => "no_route",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Every network backend, in selection order, with whether it can run here.
 pub fn probes() -> Vec<BackendProbe> {
-    let dpdk = dpdk::Dpdk;
-    vec![BackendProbe {
-        subsystem: "net",
-        backend: dpdk.name(),
-        probe: dpdk.probe(),
-    }]
+    BackendKind::ALL
+        .into_iter()
+        .map(|kind| BackendProbe {
+            subsystem: "net",
+            backend: kind.name(),
+            probe: kind.backend().probe(),
+        })
+        .collect()
 }
