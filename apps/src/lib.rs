@@ -1,6 +1,8 @@
 //! Shared plumbing for the programs in `src/bin/`.
 #![deny(unsafe_code)]
 
+pub mod net;
+
 pub mod info {
     //! What `dp-info` reports: the detected machine, the plan of each
     //! profile, every backend probe and the `DATAPLANE_REQUIRE` verdicts, as

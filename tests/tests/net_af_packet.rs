@@ -1,0 +1,287 @@
+//! The AF_PACKET backend over a real veth pair between two network
+//! namespaces that each test creates (and removes, on every path): frames
+//! both ways, fanout over queues, drops counted by reason, every mbuf back
+//! in its pool.
+//!
+//! Needs root (namespaces, veth, CAP_NET_RAW); prints `skip: <reason>`
+//! without it.
+
+use dataplane::net::af_packet::AfPacketPort;
+use dataplane::net::netns::{self, Netns, link_counter, unique_name, veth_pair};
+use dataplane::net::{self, BackendChoice, BackendKind, DropReason, MbufBatch, Port, PortConfig};
+use dataplane::wire::{ChecksumMode, parse_frame_with};
+use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Two namespaces joined by a veth pair, `veth0` in each.
+struct Bed {
+    a: Netns,
+    b: Netns,
+}
+
+fn bed() -> Option<Bed> {
+    let p = netns::probe();
+    if !p.available {
+        println!("skip: {}", p.reason);
+        return None;
+    }
+    let a = Netns::create(&unique_name("dpa")).expect("namespace a");
+    let b = Netns::create(&unique_name("dpb")).expect("namespace b");
+    veth_pair(&a, "veth0", &b, "veth0").expect("veth pair");
+    Some(Bed { a, b })
+}
+
+fn config(queues: u16) -> PortConfig {
+    let mut cfg = PortConfig::new("veth0");
+    cfg.queues = queues;
+    cfg.mbufs = 2048;
+    cfg.mbuf_cache = 0;
+    cfg.rx_desc = 512;
+    cfg.tx_desc = 256;
+    cfg
+}
+
+fn open(ns: &Netns, queues: u16) -> Vec<AfPacketPort> {
+    let cfg = config(queues);
+    ns.run(move || AfPacketPort::open(&cfg))
+        .expect("thread in the namespace")
+        .expect("AF_PACKET port")
+}
+
+fn flow(i: u16, src: &AfPacketPort, dst: &AfPacketPort) -> UdpFlow {
+    UdpFlow {
+        src_mac: src.capabilities().mac.expect("veth has a MAC"),
+        dst_mac: dst.capabilities().mac.expect("veth has a MAC"),
+        src_ip: Ipv4Addr::new(10, 77, (i >> 8) as u8, i as u8),
+        dst_ip: Ipv4Addr::new(10, 78, 0, 1),
+        src_port: 10_000 + i,
+        dst_port: 9,
+        ttl: 64,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    /// Our frames received, per rx queue.
+    received: Vec<u64>,
+    /// Frames that were not ours (none are expected: IPv6 is off and no
+    /// address is configured, so the kernel sends nothing).
+    foreign: u64,
+    /// Per flow, whether sequence numbers arrived in order.
+    in_order: bool,
+}
+
+/// Sends `count` frames over `flows` flows from `tx`, keeping at most 256
+/// in flight, and receives them on `rx`.
+fn exchange(tx: &mut AfPacketPort, rx: &mut [AfPacketPort], count: u32, flows: u16) -> Tally {
+    let mut t = Tally {
+        received: vec![0; rx.len()],
+        in_order: true,
+        ..Tally::default()
+    };
+    let flows_v: Vec<UdpFlow> = (0..flows).map(|i| flow(i, tx, &rx[0])).collect();
+    let mut last_seq = vec![None::<u32>; usize::from(flows)];
+    let mut pending = MbufBatch::new();
+    let mut seq = 0u32;
+    let mut last_progress = Instant::now();
+    loop {
+        let in_flight = t.sent - t.received.iter().sum::<u64>();
+        if seq < count && pending.is_empty() && in_flight < 256 {
+            let n = (count - seq).min(32) as usize;
+            assert_eq!(tx.alloc_burst(n, &mut pending), n, "tx pool");
+            for m in pending.iter_mut() {
+                let f = (seq % u32::from(flows)) as u16;
+                let len = 60 + (seq % 200) as usize;
+                let data = m.append(len).expect("room");
+                let probe = Probe {
+                    tsc: 0,
+                    seq,
+                    flow: f,
+                };
+                emit_udp(data, len, &flows_v[usize::from(f)], Some(&probe)).expect("frame");
+                seq += 1;
+            }
+        }
+        if !pending.is_empty() {
+            let before = pending.len();
+            tx.tx_burst(&mut pending);
+            t.sent += (before - pending.len()) as u64;
+        }
+        let mut got = MbufBatch::new();
+        let mut progress = false;
+        for (q, port) in rx.iter_mut().enumerate() {
+            while port.rx_burst(&mut got) > 0 {
+                progress = true;
+                for m in got.drain() {
+                    let probe = parse_frame_with(m.data(), ChecksumMode::Software)
+                        .ok()
+                        .and_then(|info| read_probe(&m.data()[info.payload()]));
+                    match probe {
+                        Some(p) => {
+                            t.received[q] += 1;
+                            let last = &mut last_seq[usize::from(p.flow)];
+                            if last.is_some_and(|l| l >= p.seq) {
+                                t.in_order = false;
+                            }
+                            *last = Some(p.seq);
+                        }
+                        None => t.foreign += 1,
+                    }
+                }
+            }
+        }
+        if progress {
+            last_progress = Instant::now();
+        }
+        let done = seq == count && pending.is_empty();
+        let all_in = t.received.iter().sum::<u64>() == t.sent;
+        if done && all_in {
+            break;
+        }
+        // Frames the kernel dropped never come: stop when nothing moves.
+        if last_progress.elapsed() > Duration::from_secs(2) && (done || in_flight >= 256) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    t
+}
+
+fn drops(ports: &[AfPacketPort]) -> u64 {
+    ports.iter().map(|p| p.stats().total_drops()).sum()
+}
+
+#[test]
+fn frames_cross_both_ways_and_every_mbuf_comes_back() {
+    let Some(bed) = bed() else { return };
+    let mut a = open(&bed.a, 1);
+    let mut b = open(&bed.b, 1);
+    let pools: Vec<_> = a.iter().chain(&b).map(|p| p.pool().clone()).collect();
+    assert_eq!(a[0].capabilities().backend, "af-packet");
+    assert!(a[0].link().up, "veth0 in a is up");
+
+    for name in ["a->b", "b->a"] {
+        let (from, to) = if name == "a->b" {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let t = exchange(&mut from[0], &mut to[..], 5_000, 4);
+        let kernel = link_counter(&bed.a, "veth0", "tx_dropped").expect("counter")
+            + link_counter(&bed.b, "veth0", "tx_dropped").expect("counter")
+            + link_counter(&bed.a, "veth0", "rx_dropped").expect("counter")
+            + link_counter(&bed.b, "veth0", "rx_dropped").expect("counter");
+        let ours = drops(&from[..]) + drops(&to[..]);
+        let received: u64 = t.received.iter().sum();
+        println!("{name}: {t:?}, port drops {ours}, veth drops {kernel}");
+        assert_eq!(t.sent, 5_000, "{name}: every frame handed to the kernel");
+        assert_eq!(
+            received + ours + kernel,
+            t.sent,
+            "{name}: sent = received + counted drops"
+        );
+        assert!(received > 0, "{name}: nothing arrived");
+        assert!(t.in_order, "{name}: one queue keeps each flow in order");
+        assert_eq!(t.foreign, 0, "{name}: frames we did not send");
+    }
+    let (sa, sb) = (a[0].stats(), b[0].stats());
+    assert_eq!(
+        sa.tx_packets,
+        sb.rx_packets + sb.dropped(DropReason::RxOverrun)
+    );
+    assert_eq!(
+        sb.tx_packets,
+        sa.rx_packets + sa.dropped(DropReason::RxOverrun)
+    );
+    drop(a);
+    drop(b);
+    for p in pools {
+        assert_eq!(p.available(), p.capacity(), "pool {} is whole", p.name());
+    }
+}
+
+#[test]
+fn fanout_spreads_flows_over_queues() {
+    let Some(bed) = bed() else { return };
+    let mut a = open(&bed.a, 1);
+    let mut b = open(&bed.b, 2);
+    assert!(b[0].capabilities().rss);
+    let t = exchange(&mut a[0], &mut b[..], 4_000, 64);
+    println!("fanout: {t:?}");
+    let received: u64 = t.received.iter().sum();
+    assert_eq!(received + drops(&a) + drops(&b), t.sent);
+    assert!(
+        t.received.iter().all(|&n| n > 0),
+        "64 flows should reach both queues: {:?}",
+        t.received
+    );
+    assert!(t.in_order, "a flow stays on one queue, in order");
+}
+
+#[test]
+fn frames_that_cannot_be_sent_are_counted_not_sent() {
+    let Some(bed) = bed() else { return };
+    let mut a = open(&bed.a, 1);
+    let mut b = open(&bed.b, 1);
+    let pool = a[0].pool().clone();
+    let mut pkts = MbufBatch::new();
+    a[0].alloc_burst(3, &mut pkts);
+    pkts[0].append(1600).expect("room").fill(0xee); // over the 1500 MTU
+    pkts[1].append(10).expect("room").fill(0xee); // shorter than a header
+    let f = flow(0, &a[0], &b[0]);
+    let ok = pkts[2].append(60).expect("room");
+    emit_udp(
+        ok,
+        60,
+        &f,
+        Some(&Probe {
+            tsc: 0,
+            seq: 0,
+            flow: 0,
+        }),
+    )
+    .expect("frame");
+    assert_eq!(a[0].tx_burst(&mut pkts), 3, "all taken");
+    assert!(pkts.is_empty());
+    let s = a[0].stats();
+    assert_eq!(s.dropped(DropReason::Oversized), 1);
+    assert_eq!(s.dropped(DropReason::Truncated), 1);
+    assert_eq!(s.tx_packets, 1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut got = MbufBatch::new();
+    while got.is_empty() && Instant::now() < deadline {
+        b[0].rx_burst(&mut got);
+    }
+    assert_eq!(got.len(), 1, "the good frame arrives");
+    assert_eq!(got[0].len(), 60);
+    drop(got);
+    drop(a);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn auto_selection_opens_an_interface_with_af_packet() {
+    let Some(bed) = bed() else { return };
+    let mut cfg = config(1);
+    cfg.mbufs = 512;
+    let opened = bed
+        .a
+        .run(move || net::open(&cfg, BackendChoice::Auto))
+        .expect("thread")
+        .expect("opened");
+    assert_eq!(opened.backend, BackendKind::AfPacket);
+    assert_eq!(opened.skipped.len(), 1);
+    assert_eq!(opened.skipped[0].backend, "dpdk");
+    // An interface that exists only in the namespace is not found outside.
+    let err = net::open(&config(1), BackendChoice::Named(BackendKind::AfPacket));
+    if nix_style_exists("veth0") {
+        return;
+    }
+    assert!(err.is_err(), "veth0 does not exist outside the namespace");
+}
+
+fn nix_style_exists(ifname: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{ifname}")).exists()
+}

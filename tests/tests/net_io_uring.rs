@@ -1,0 +1,275 @@
+//! The io_uring UDP backend between two network namespaces joined by a
+//! veth pair (10.99.0.1 and 10.99.0.2, inside the namespaces only), which
+//! each test creates and removes: datagrams both ways with their peers
+//! recorded, zero-copy and copying sends, SO_REUSEPORT queues, drops
+//! counted by reason, every mbuf back in its pool.
+//!
+//! Needs io_uring (fails instead of skipping when `DATAPLANE_REQUIRE`
+//! names `io_uring`) and root for the namespaces.
+
+use dataplane::net::meta;
+use dataplane::net::netns::{self, Netns, unique_name, veth_pair};
+use dataplane::net::uring::{IoUring, UdpPort};
+use dataplane::net::{
+    self, Backend, BackendChoice, BackendKind, DropReason, Layer, MbufBatch, Port, PortConfig,
+};
+use dataplane::require::Capability;
+use dataplane_tests::available_or_skip;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+struct Bed {
+    a: Netns,
+    b: Netns,
+}
+
+const A: &str = "10.99.0.1";
+const B: &str = "10.99.0.2";
+
+fn bed() -> Option<Bed> {
+    let probe = IoUring.probe();
+    if !available_or_skip(Capability::IoUring, probe.available, &probe.reason) {
+        return None;
+    }
+    let p = netns::probe();
+    if !p.available {
+        println!("skip: {}", p.reason);
+        return None;
+    }
+    let a = Netns::create(&unique_name("dpa")).expect("namespace a");
+    let b = Netns::create(&unique_name("dpb")).expect("namespace b");
+    veth_pair(&a, "veth0", &b, "veth0").expect("veth pair");
+    a.exec(&["ip", "addr", "add", &format!("{A}/24"), "dev", "veth0"])
+        .expect("address a");
+    b.exec(&["ip", "addr", "add", &format!("{B}/24"), "dev", "veth0"])
+        .expect("address b");
+    Some(Bed { a, b })
+}
+
+fn open(ns: &Netns, device: String, queues: u16) -> Vec<UdpPort> {
+    let mut cfg = PortConfig::new(device);
+    cfg.queues = queues;
+    cfg.mbufs = 2048;
+    cfg.mbuf_cache = 0;
+    cfg.rx_desc = 256;
+    cfg.tx_desc = 256;
+    ns.run(move || UdpPort::open(&cfg))
+        .expect("thread in the namespace")
+        .expect("io_uring UDP port")
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().expect("address")
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    received: Vec<u64>,
+    wrong_peer: u64,
+    bad_payload: u64,
+}
+
+/// Sends `count` datagrams (`seq` as the first 4 bytes, then a pattern)
+/// from `tx` to its default peer, at most 128 in flight, and receives them
+/// on `rx`, checking each one's peer is `from`.
+fn exchange(tx: &mut UdpPort, rx: &mut [UdpPort], count: u32, from: SocketAddr) -> Tally {
+    let mut t = Tally {
+        received: vec![0; rx.len()],
+        ..Tally::default()
+    };
+    let mut pending = MbufBatch::new();
+    let mut seq = 0u32;
+    let mut last_progress = Instant::now();
+    let mut got = MbufBatch::new();
+    loop {
+        // Datagrams the receiving sockets dropped are not in flight.
+        let lost = drops(rx);
+        let in_flight = t.sent - t.received.iter().sum::<u64>() - lost;
+        if seq < count && pending.is_empty() && in_flight < 128 {
+            let n = (count - seq).min(32) as usize;
+            assert_eq!(tx.alloc_burst(n, &mut pending), n, "tx pool");
+            for m in pending.iter_mut() {
+                let len = 16 + (seq % 1400) as usize;
+                let data = m.append(len).expect("room");
+                data.fill(seq as u8);
+                data[..4].copy_from_slice(&seq.to_le_bytes());
+                seq += 1;
+            }
+        }
+        if !pending.is_empty() {
+            t.sent += tx.tx_burst(&mut pending) as u64;
+        }
+        // Completions of sends come back through rx_burst's reaping too.
+        tx.rx_burst(&mut got);
+        got.clear();
+        let mut progress = false;
+        for (q, port) in rx.iter_mut().enumerate() {
+            while port.rx_burst(&mut got) > 0 {
+                progress = true;
+                for m in got.drain() {
+                    t.received[q] += 1;
+                    if meta::peer(&m) != Some(from) {
+                        t.wrong_peer += 1;
+                    }
+                    let d = m.data();
+                    let s = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                    if d.len() != 16 + (s % 1400) as usize || d[4..].iter().any(|&b| b != s as u8) {
+                        t.bad_payload += 1;
+                    }
+                }
+            }
+        }
+        if progress {
+            last_progress = Instant::now();
+        }
+        let done = seq == count && pending.is_empty();
+        if done && t.received.iter().sum::<u64>() + lost == t.sent {
+            break;
+        }
+        if last_progress.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    t
+}
+
+fn drops(ports: &[UdpPort]) -> u64 {
+    ports.iter().map(|p| p.stats().total_drops()).sum()
+}
+
+/// Waits until `port` has no send in flight (completions reaped).
+fn settle(port: &mut UdpPort) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut sink = MbufBatch::new();
+    while port.tx_in_flight() > 0 && Instant::now() < deadline {
+        port.rx_burst(&mut sink);
+        sink.clear();
+    }
+}
+
+#[test]
+fn datagrams_cross_both_ways_with_their_peers() {
+    let Some(bed) = bed() else { return };
+    for zc in ["0", "off"] {
+        let mut a = open(&bed.a, format!("udp:{A}:9000,peer={B}:9000,zc={zc}"), 1);
+        let mut b = open(&bed.b, format!("udp:{B}:9000,peer={A}:9000,zc={zc}"), 1);
+        assert_eq!(a[0].capabilities().layer, Layer::L4);
+        let pools: Vec<_> = a.iter().chain(&b).map(|p| p.pool().clone()).collect();
+        for name in ["a->b", "b->a"] {
+            let (from, to, src) = if name == "a->b" {
+                (&mut a, &mut b, addr(A, 9000))
+            } else {
+                (&mut b, &mut a, addr(B, 9000))
+            };
+            let before = drops(&from[..]) + drops(&to[..]);
+            let sent_before = from[0].stats().tx_packets;
+            let t = exchange(&mut from[0], &mut to[..], 3_000, src);
+            settle(&mut from[0]);
+            let received: u64 = t.received.iter().sum();
+            let counted = drops(&from[..]) + drops(&to[..]) - before;
+            println!(
+                "zc={zc} {name}: {t:?}, drops {counted}: from {:?} in flight {}, to {:?}",
+                from[0].stats(),
+                from[0].tx_in_flight(),
+                to[0].stats()
+            );
+            assert_eq!(t.sent, 3_000);
+            assert_eq!(
+                received + counted,
+                t.sent,
+                "zc={zc} {name}: sent = received + drops"
+            );
+            assert!(received > 0);
+            assert_eq!((t.wrong_peer, t.bad_payload), (0, 0), "zc={zc} {name}");
+            let s = from[0].stats();
+            assert_eq!(s.tx_packets - sent_before, 3_000, "every send completed");
+            assert_eq!(s.errors, 0);
+        }
+        drop(a);
+        drop(b);
+        for p in pools {
+            assert_eq!(p.available(), p.capacity(), "pool {} is whole", p.name());
+        }
+    }
+}
+
+#[test]
+fn reuseport_queues_share_the_flows() {
+    let Some(bed) = bed() else { return };
+    let mut b = open(&bed.b, format!("udp:{B}:9100"), 2);
+    assert!(b[0].capabilities().rss);
+    let mut total = Tally {
+        received: vec![0; 2],
+        ..Tally::default()
+    };
+    // Eight senders (eight source ports): the kernel hashes each 4-tuple
+    // to one of the two sockets.
+    for port in 9101..9109 {
+        let mut a = open(&bed.a, format!("udp:{A}:{port},peer={B}:9100"), 1);
+        let t = exchange(&mut a[0], &mut b[..], 200, addr(A, port));
+        settle(&mut a[0]);
+        total.sent += t.sent;
+        for (x, y) in total.received.iter_mut().zip(&t.received) {
+            *x += y;
+        }
+        total.wrong_peer += t.wrong_peer;
+    }
+    println!("reuseport: {total:?}");
+    let received: u64 = total.received.iter().sum();
+    assert_eq!(received + drops(&b), total.sent);
+    assert_eq!(total.wrong_peer, 0);
+    assert!(
+        total.received.iter().all(|&n| n > 0),
+        "8 flows over 2 queues: {:?}",
+        total.received
+    );
+}
+
+#[test]
+fn oversized_and_undeliverable_datagrams_are_counted() {
+    let Some(bed) = bed() else { return };
+    let mut b = open(&bed.b, format!("udp:{B}:9200"), 1);
+    let pool = b[0].pool().clone();
+    // A datagram larger than an mbuf's 2 KiB data room, from a plain socket.
+    bed.a
+        .run(|| {
+            let s = UdpSocket::bind(addr(A, 0)).expect("bind");
+            s.send_to(&[7u8; 3000], addr(B, 9200)).expect("send");
+            s.send_to(&[8u8; 100], addr(B, 9200)).expect("send");
+        })
+        .expect("thread");
+    let mut got = MbufBatch::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while got.is_empty() && Instant::now() < deadline {
+        b[0].rx_burst(&mut got);
+    }
+    assert_eq!(got.len(), 1, "the small one arrives");
+    assert_eq!(got[0].data(), &[8u8; 100][..]);
+    assert_eq!(b[0].stats().dropped(DropReason::Oversized), 1);
+    // A datagram with no peer and no default peer cannot be sent.
+    let mut m = got.pop().expect("one");
+    meta::clear_peer(&mut m);
+    let mut out = MbufBatch::new();
+    let _ = out.push(m);
+    assert_eq!(b[0].tx_burst(&mut out), 1, "taken");
+    assert_eq!(b[0].stats().dropped(DropReason::Filtered), 1);
+    drop(b);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn auto_selection_reaches_io_uring_for_a_udp_device() {
+    let Some(bed) = bed() else { return };
+    let mut cfg = PortConfig::new(format!("udp:{A}:9300"));
+    cfg.mbufs = 512;
+    let opened = bed
+        .a
+        .run(move || net::open(&cfg, BackendChoice::Auto))
+        .expect("thread")
+        .expect("opened");
+    assert_eq!(opened.backend, BackendKind::IoUring);
+    let skipped: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
+    assert_eq!(skipped, ["dpdk", "af-packet"]);
+}
