@@ -65,6 +65,8 @@ pub use kernel::{
     MICROSOFT_RSS_KEY, NOT_IPV4, Params,
 };
 pub use payload::Payload;
+#[doc(hidden)]
+pub use vulkan::BareLoop;
 pub use vulkan::{
     DebugMessages, DeviceInfo, DeviceType, Discovery, HeapInfo, QueueFamilyInfo, debug_messages,
     discover,

@@ -13,9 +13,12 @@
 // SAFETY line; everything else here is safe code around them.
 #![allow(unsafe_code)]
 
+mod baseline;
 mod gpu;
 mod instance;
 
+#[doc(hidden)]
+pub use baseline::BareLoop;
 pub(crate) use instance::probe;
 pub use instance::{
     DebugMessages, DeviceInfo, DeviceType, Discovery, HeapInfo, QueueFamilyInfo, debug_messages,
