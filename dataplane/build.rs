@@ -4,8 +4,11 @@
 mod dpdk;
 #[path = "build/shaders.rs"]
 mod shaders;
+#[path = "build/spdk.rs"]
+mod spdk;
 
 fn main() {
     dpdk::main();
     shaders::main();
+    spdk::main();
 }
