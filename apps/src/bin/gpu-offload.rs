@@ -539,5 +539,15 @@ fn main() -> anyhow::Result<()> {
     if leaked != 0 {
         bail!("{leaked} mbufs were not returned to the pool");
     }
+    // Under VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation, any message
+    // fails the run.
+    let messages = accel::debug_messages();
+    if messages.count > 0 {
+        bail!(
+            "{} Vulkan validation messages: {:#?}",
+            messages.count,
+            messages.first
+        );
+    }
     Ok(())
 }
