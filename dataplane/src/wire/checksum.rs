@@ -60,13 +60,24 @@ pub fn data(bytes: &[u8]) -> u16 {
     for word in rest {
         sum = add_carry(sum, u64::from_ne_bytes(*word));
     }
-    // The last 0..=7 bytes, zero-padded in place: an odd byte lands in the
-    // high half of its (big-endian) word, as RFC 1071 pads it.
-    let mut last = [0u8; 8];
-    for (dst, src) in last.iter_mut().zip(tail) {
-        *dst = *src;
+    // The last 0..=7 bytes, as a 4-, a 2- and a 1-byte read (a byte-wise
+    // copy into a padded word compiles to a `memcpy` call, which costs more
+    // than summing a whole IPv4 header). Each read starts at an even
+    // offset, so its 16-bit lanes are words of the data. An odd last byte
+    // is the high byte of a big-endian word padded with zero (RFC 1071
+    // section 4.1): `[byte, 0]` in the host's order.
+    let mut rest = tail;
+    if let Some((word, after)) = rest.split_first_chunk::<4>() {
+        sum = add_carry(sum, u64::from(u32::from_ne_bytes(*word)));
+        rest = after;
     }
-    sum = add_carry(sum, u64::from_ne_bytes(last));
+    if let Some((word, after)) = rest.split_first_chunk::<2>() {
+        sum = add_carry(sum, u64::from(u16::from_ne_bytes(*word)));
+        rest = after;
+    }
+    if let Some(&byte) = rest.first() {
+        sum = add_carry(sum, u64::from(u16::from_ne_bytes([byte, 0])));
+    }
     // Native-order lanes summed; the folded value is byte-swapped on
     // little-endian hosts (RFC 1071 section 2(B)).
     u16::from_be(fold(sum))
