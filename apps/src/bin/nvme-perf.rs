@@ -1,0 +1,988 @@
+//! A storage load generator in the spirit of SPDK's `perf` and fio: each
+//! lcore owns one queue pair on the target and keeps it at a fixed depth,
+//! submitting and reaping in its run-to-completion loop.
+//!
+//! ```text
+//! nvme-perf --target /dev/nvme0n1 --rw randread --bs 4k --qd 32 --time 10
+//! nvme-perf --target ram:1G --rw randrw --mix 70 --lcores 2 --json
+//! nvme-perf --target 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1' --qd 32
+//! nvme-perf --target /work/file --size 1G --backend psync --qd 1
+//! ```
+//!
+//! Prints per-lcore and total IOPS and bandwidth, a latency histogram
+//! summary (mean, p50, p99, p99.9, max), CPU time per I/O (the process's
+//! user plus system CPU time over the measured window, as `getrusage`
+//! accounts it, divided by the I/Os completed in it), system calls per I/O;
+//! with `--json`, a summary object as the last line of stdout.
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use dataplane::block::{self, Completions, Device, DeviceConfig, PollMode, Queue, QueueConfig, op};
+use dataplane::lcore::{IdlePolicy, LcoreConfig, LcoreGroup, PollContext, Role};
+use dataplane::time::{rdtsc, tsc_hz};
+use dataplane::topology::{CpuId, Topology};
+use hugepages::mempool::DmaBuf;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The I/O pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Pattern {
+    /// Random reads.
+    Randread,
+    /// Random writes.
+    Randwrite,
+    /// Random reads and writes, `--mix` percent reads.
+    Randrw,
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+    /// Sequential reads and writes, `--mix` percent reads.
+    Rw,
+}
+
+impl Pattern {
+    fn random(self) -> bool {
+        matches!(
+            self,
+            Pattern::Randread | Pattern::Randwrite | Pattern::Randrw
+        )
+    }
+
+    fn read_percent(self, mix: u8) -> u8 {
+        match self {
+            Pattern::Randread | Pattern::Read => 100,
+            Pattern::Randwrite | Pattern::Write => 0,
+            Pattern::Randrw | Pattern::Rw => mix,
+        }
+    }
+}
+
+/// Drive a block target at a fixed queue depth per lcore and report
+/// throughput, latency and CPU cost.
+#[derive(Debug, Parser)]
+#[command(name = "nvme-perf", version)]
+struct Args {
+    /// What to drive: a file or block device, `ram:SIZE`, or an SPDK
+    /// transport ID / PCI address.
+    #[arg(long)]
+    target: String,
+
+    /// A backend instead of the automatic choice: spdk, io_uring, psync, ram.
+    #[arg(long)]
+    backend: Option<String>,
+
+    /// The pattern.
+    #[arg(long, value_enum, default_value = "randread")]
+    rw: Pattern,
+
+    /// Percent reads for randrw and rw.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    mix: u8,
+
+    /// Bytes per I/O (4k, 128k, 1m, or a number).
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    bs: u64,
+
+    /// Operations in flight per lcore.
+    #[arg(long, default_value_t = 32)]
+    qd: usize,
+
+    /// Lcores, each with its own queue pair (pinned to the first usable
+    /// CPUs, or to --cpus).
+    #[arg(long, default_value_t = 1)]
+    lcores: usize,
+
+    /// CPUs to pin the lcores to, in order (e.g. `1` or `0,1`).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<u32>,
+
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    time: f64,
+
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 0.0)]
+    ramp: f64,
+
+    /// Files: create or extend to this size (e.g. 1G).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+
+    /// Use only the first SPAN bytes of the target (default: all of it).
+    #[arg(long, value_parser = parse_size)]
+    span: Option<u64>,
+
+    /// Buffered I/O instead of O_DIRECT (files and block devices).
+    #[arg(long)]
+    buffered: bool,
+
+    /// io_uring: polled completions: auto, off or required.
+    #[arg(long, value_enum, default_value = "auto")]
+    iopoll: IoPoll,
+
+    /// io_uring: a kernel submission thread (SQPOLL) idling after this many ms.
+    #[arg(long)]
+    sqpoll: Option<u32>,
+
+    /// Read-after-write checking: every write (of a pattern naming its LBA
+    /// and a generation) is read back into a poisoned buffer and compared.
+    /// Replaces --rw's read/write choice; half the I/Os are reads.
+    #[arg(long)]
+    verify: bool,
+
+    /// Print a JSON summary as the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IoPoll {
+    Auto,
+    Off,
+    Required,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    block::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// A latency histogram: log-linear buckets (8 sub-buckets per power of
+/// two, HdrHistogram's layout with 3 bits of precision: every value within
+/// 12.5% of its bucket's lower edge), in nanoseconds.
+#[derive(Debug, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    sum: u128,
+    max: u64,
+}
+
+const SUB_BITS: u32 = 3;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; (64 << SUB_BITS) as usize],
+            total: 0,
+            sum: 0,
+            max: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < (1 << SUB_BITS) {
+            return v as usize;
+        }
+        let msb = 63 - v.leading_zeros();
+        let sub = (v >> (msb - SUB_BITS)) & ((1 << SUB_BITS) - 1);
+        (((msb - SUB_BITS + 1) << SUB_BITS) as u64 + sub) as usize
+    }
+
+    fn lower(i: usize) -> u64 {
+        let i = i as u64;
+        if i < (1 << SUB_BITS) {
+            return i;
+        }
+        let exp = (i >> SUB_BITS) + u64::from(SUB_BITS) - 1;
+        let sub = i & ((1 << SUB_BITS) - 1);
+        (1 << exp) | (sub << (exp - u64::from(SUB_BITS)))
+    }
+
+    #[inline]
+    fn record(&mut self, v: u64) {
+        let i = Self::index(v).min(self.counts.len() - 1);
+        self.counts[i] += 1;
+        self.total += 1;
+        self.sum += u128::from(v);
+        self.max = self.max.max(v);
+    }
+
+    fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+        self.total += o.total;
+        self.sum += o.sum;
+        self.max = self.max.max(o.max);
+    }
+
+    fn percentile(&self, p: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let want = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                // The bucket's midpoint, capped by the true maximum.
+                let lo = Self::lower(i);
+                let hi = Self::lower(i + 1);
+                return (lo + (hi - lo) / 2).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    fn mean(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.total as f64
+        }
+    }
+}
+
+/// Latency figures in microseconds.
+#[derive(Debug, Clone, Serialize)]
+struct Latency {
+    mean_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+}
+
+impl From<&Histogram> for Latency {
+    fn from(h: &Histogram) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            mean_us: h.mean() / 1000.0,
+            p50_us: us(h.percentile(50.0)),
+            p99_us: us(h.percentile(99.0)),
+            p999_us: us(h.percentile(99.9)),
+            max_us: us(h.max),
+        }
+    }
+}
+
+/// What one lcore measured.
+#[derive(Debug)]
+struct LcoreResult {
+    ios: u64,
+    reads: u64,
+    writes: u64,
+    errors: u64,
+    hist: Histogram,
+    thread_cpu_ns: u64,
+    queue: block::QueueStats,
+    verified: u64,
+    mismatches: u64,
+}
+
+impl LcoreResult {
+    fn new() -> Self {
+        LcoreResult {
+            ios: 0,
+            reads: 0,
+            writes: 0,
+            errors: 0,
+            hist: Histogram::new(),
+            thread_cpu_ns: 0,
+            queue: block::QueueStats::default(),
+            verified: 0,
+            mismatches: 0,
+        }
+    }
+}
+
+/// The xorshift64* generator: one multiply per offset.
+struct Rng(u64);
+
+impl Rng {
+    #[inline]
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32
+    /// for any n here).
+    #[inline]
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// USER_HZ: the unit of the times in /proc/*/stat, 100 on every Linux ABI.
+const USER_HZ: u64 = 100;
+
+/// User plus system CPU time from a `/proc/.../stat` file: the same
+/// accounting `getrusage` reports, at 10 ms resolution (runs last seconds).
+fn stat_cpu_ns(path: &str) -> u64 {
+    let Ok(s) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    // After the command name's closing parenthesis: state is field 3, so
+    // utime (14) and stime (15) are the 12th and 13th words.
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0;
+    };
+    let w: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) * (1_000_000_000 / USER_HZ)
+}
+
+fn thread_cpu_ns() -> u64 {
+    stat_cpu_ns("/proc/thread-self/stat")
+}
+
+fn process_cpu_ns() -> u64 {
+    stat_cpu_ns("/proc/self/stat")
+}
+
+/// Read-after-write checking: each tag owns a lane of slots no other tag
+/// touches, writes a pattern there that names the LBA and a generation,
+/// then reads the slot back into a poisoned buffer and compares.
+struct Verify {
+    /// This tag's lane: slots `lane, lane + lanes, lane + 2 lanes, ...`.
+    lanes: u64,
+    lane_base: u64,
+    /// Per tag: the slot written and the pattern's seed, until read back.
+    written: Vec<Option<(u64, u64)>>,
+    /// Per tag: the next sequential position in its lane.
+    seq: Vec<u64>,
+    generation: u64,
+    checked: u64,
+    mismatches: u64,
+}
+
+impl Verify {
+    /// A verified operation completed: after a read, compare and free the
+    /// tag's slot.
+    #[inline]
+    fn complete(&mut self, tag: u32, write: bool, ok: bool, buf: Option<&DmaBuf>, bytes: usize) {
+        let t = tag as usize;
+        if write {
+            if !ok {
+                // Nothing known was written; do not read it back.
+                self.written[t] = None;
+            }
+            return;
+        }
+        let Some((slot, seed)) = self.written[t].take() else {
+            return;
+        };
+        if !ok {
+            return;
+        }
+        self.checked += 1;
+        let good = buf.is_some_and(|b| check_pattern(&b[..bytes], slot, seed));
+        if !good {
+            self.mismatches += 1;
+            if self.mismatches <= 8 {
+                tracing::error!(
+                    slot,
+                    "verify: the data read back differs from what was written"
+                );
+            }
+        }
+    }
+}
+
+/// The 8-byte words of a verify pattern: word `k` of the I/O at `lba`
+/// with `seed` (distinct per write, so a stale block is caught too).
+#[inline]
+fn pattern_word(lba: u64, seed: u64, k: u64) -> u64 {
+    (lba.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed.rotate_left(29)).wrapping_add(k)
+}
+
+fn fill_pattern(buf: &mut [u8], lba: u64, seed: u64) {
+    for (k, w) in buf.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&pattern_word(lba, seed, k as u64).to_le_bytes());
+    }
+}
+
+fn check_pattern(buf: &[u8], lba: u64, seed: u64) -> bool {
+    buf.chunks_exact(8)
+        .enumerate()
+        .all(|(k, w)| w == pattern_word(lba, seed, k as u64).to_le_bytes())
+}
+
+/// Poison for a buffer about to be read into: a read that moves no data
+/// fails the check.
+const POISON: u8 = 0xa5;
+
+/// One lcore's load: its queue, its buffers, and what it measured.
+struct Load {
+    queue: Box<dyn Queue>,
+    spare: Vec<DmaBuf>,
+    stamps: Vec<u64>,
+    free_tags: Vec<u32>,
+    out: Completions,
+    rng: Rng,
+    random: bool,
+    read_pct: u64,
+    blocks_per_io: u32,
+    io_bytes: usize,
+    slots: u64,
+    base_slot: u64,
+    next_seq: u64,
+    verify: Option<Verify>,
+    /// TSC at which measuring starts and must stop.
+    measure_from: u64,
+    measure_until: u64,
+    ns_per_tick: f64,
+    cpu_at_start: u64,
+    cpu_at_end: u64,
+    result: LcoreResult,
+    report: Arc<Mutex<Option<LcoreResult>>>,
+}
+
+impl Load {
+    /// The next slot and direction for `tag`, and the buffer prepared for
+    /// it (pattern written, or poisoned for a verified read).
+    #[inline]
+    fn plan(&mut self, tag: u32, buf: &mut DmaBuf) -> (u64, bool) {
+        if let Some(v) = self.verify.as_mut() {
+            let t = tag as usize;
+            if let Some((slot, _)) = v.written[t] {
+                buf[..self.io_bytes].fill(POISON);
+                return (slot, true);
+            }
+            let per_lane = self.slots / v.lanes;
+            let k = if self.random {
+                self.rng.below(per_lane)
+            } else {
+                let k = v.seq[t] % per_lane;
+                v.seq[t] += 1;
+                k
+            };
+            let slot = v.lane_base + u64::from(tag) + k * v.lanes;
+            v.generation += 1;
+            let seed = v.generation;
+            fill_pattern(&mut buf[..self.io_bytes], slot, seed);
+            v.written[t] = Some((slot, seed));
+            return (slot, false);
+        }
+        let slot = if self.random {
+            self.rng.below(self.slots)
+        } else {
+            let s = (self.base_slot + self.next_seq) % self.slots;
+            self.next_seq += 1;
+            s
+        };
+        let read =
+            self.read_pct == 100 || (self.read_pct > 0 && self.rng.below(100) < self.read_pct);
+        (slot, read)
+    }
+
+    #[inline]
+    fn refill(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while !self.spare.is_empty() {
+            let Some(tag) = self.free_tags.pop() else {
+                break;
+            };
+            let Some(mut buf) = self.spare.pop() else {
+                self.free_tags.push(tag);
+                break;
+            };
+            let (slot, read) = self.plan(tag, &mut buf);
+            let lba = slot * u64::from(self.blocks_per_io);
+            let op = if read {
+                op::Read::new(buf, lba, self.blocks_per_io)
+                    .tag(u64::from(tag))
+                    .build()
+            } else {
+                // Writes carry the buffer's current bytes.
+                op::Write::new(buf, lba, self.blocks_per_io)
+                    .tag(u64::from(tag) | WRITE_BIT)
+                    .build()
+            };
+            match self.queue.submit(op) {
+                Ok(()) => {
+                    self.stamps[tag as usize] = now;
+                    n += 1;
+                }
+                Err(e) => {
+                    self.free_tags.push(tag);
+                    if let Some(v) = self.verify.as_mut()
+                        && !read
+                    {
+                        // Not written after all.
+                        v.written[tag as usize] = None;
+                    }
+                    self.refused(e);
+                    break;
+                }
+            }
+        }
+        n
+    }
+
+    #[cold]
+    fn refused(&mut self, e: block::SubmitError) {
+        if let Some(why) = e.invalid() {
+            // A bad request is a bug in this program's arithmetic: say it.
+            tracing::error!("submission refused: {why}");
+            self.result.errors += 1;
+        }
+        self.spare.extend(e.into_op().into_buf());
+    }
+}
+
+const WRITE_BIT: u64 = 1 << 63;
+
+impl dataplane::lcore::Poller for Load {
+    fn poll(&mut self, ctx: &PollContext) -> usize {
+        let now = ctx.now();
+        let measuring = now >= self.measure_from && now < self.measure_until;
+        if measuring && self.cpu_at_start == 0 {
+            self.cpu_at_start = thread_cpu_ns();
+        }
+        if now >= self.measure_until && self.cpu_at_end == 0 {
+            self.cpu_at_end = thread_cpu_ns();
+        }
+        let stop = ctx.stopping() || now >= self.measure_until;
+        let mut work = 0;
+        if !stop {
+            work += self.refill(now);
+        }
+        let n = self.queue.poll(&mut self.out);
+        if n > 0 {
+            let done = rdtsc();
+            let Load {
+                out,
+                verify,
+                result,
+                stamps,
+                free_tags,
+                spare,
+                ns_per_tick,
+                io_bytes,
+                ..
+            } = self;
+            for c in out.drain() {
+                let tag = (c.tag & !WRITE_BIT) as u32;
+                let write = c.tag & WRITE_BIT != 0;
+                let ok = c.status.is_ok();
+                if measuring {
+                    let ticks = done.saturating_sub(stamps[tag as usize]);
+                    result.hist.record((ticks as f64 * *ns_per_tick) as u64);
+                    result.ios += 1;
+                    if write {
+                        result.writes += 1;
+                    } else {
+                        result.reads += 1;
+                    }
+                }
+                if !ok {
+                    result.errors += 1;
+                }
+                if let Some(v) = verify.as_mut() {
+                    v.complete(tag, write, ok, c.buf.as_ref(), *io_bytes);
+                }
+                free_tags.push(tag);
+                spare.extend(c.buf);
+            }
+            work += n;
+        }
+        // Draining: busy while anything is still in flight.
+        work + self.queue.in_flight()
+    }
+
+    fn stop(&mut self, _ctx: &PollContext) {
+        let end = if self.cpu_at_end == 0 {
+            thread_cpu_ns()
+        } else {
+            self.cpu_at_end
+        };
+        let cpu = end.saturating_sub(self.cpu_at_start);
+        let mut r = std::mem::replace(&mut self.result, LcoreResult::new());
+        r.thread_cpu_ns = cpu;
+        r.queue = self.queue.stats();
+        if let Some(v) = &self.verify {
+            r.verified = v.checked;
+            r.mismatches = v.mismatches;
+        }
+        if let Ok(mut slot) = self.report.lock() {
+            *slot = Some(r);
+        }
+    }
+}
+
+/// The JSON summary.
+#[derive(Debug, Serialize)]
+struct Summary {
+    tool: &'static str,
+    target: String,
+    backend: String,
+    rw: Pattern,
+    mix_read_percent: u8,
+    bs: u64,
+    qd: usize,
+    lcores: usize,
+    seconds: f64,
+    ios: u64,
+    iops: f64,
+    mib_per_s: f64,
+    errors: u64,
+    verify: Option<VerifySummary>,
+    latency: Latency,
+    cpu_ns_per_io: f64,
+    lcore_cpu_ns_per_io: f64,
+    syscalls_per_io: f64,
+    notes: Vec<String>,
+    per_lcore: Vec<LcoreSummary>,
+}
+
+/// What `--verify` found.
+#[derive(Debug, Serialize)]
+struct VerifySummary {
+    /// Reads compared with what was written before them.
+    checked: u64,
+    /// Of those, how many differed.
+    mismatches: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct LcoreSummary {
+    lcore: usize,
+    cpu: Option<u32>,
+    ios: u64,
+    reads: u64,
+    writes: u64,
+    iops: f64,
+    mib_per_s: f64,
+    latency: Latency,
+    cpu_ns_per_io: f64,
+    syscalls: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    if args.qd == 0 || args.lcores == 0 || args.time <= 0.0 {
+        bail!("--qd, --lcores and --time must be positive");
+    }
+
+    let mut cfg = DeviceConfig::new(&args.target);
+    cfg.backend = args.backend.clone();
+    cfg.create_size = args.size;
+    cfg.direct = !args.buffered;
+    cfg.iopoll = match args.iopoll {
+        IoPoll::Auto => PollMode::Auto,
+        IoPoll::Off => PollMode::Off,
+        IoPoll::Required => PollMode::Required,
+    };
+    cfg.sqpoll_idle_ms = args.sqpoll;
+    let opened = block::open(&cfg).with_context(|| format!("opening {}", args.target))?;
+    for s in &opened.skipped {
+        eprintln!("nvme-perf: skipped {}: {}", s.backend, s.reason);
+    }
+    let dev: Arc<dyn Device> = opened.device;
+    let g = dev.geometry().clone();
+    if args.bs == 0 || !args.bs.is_multiple_of(u64::from(g.block_size)) {
+        bail!(
+            "--bs {} is not a multiple of the device's {}-byte blocks",
+            args.bs,
+            g.block_size
+        );
+    }
+    if args.bs > u64::from(g.max_transfer) {
+        bail!(
+            "--bs {} is over the device's maximum transfer of {} bytes",
+            args.bs,
+            g.max_transfer
+        );
+    }
+    if args.verify && (args.bs < 8 || !args.bs.is_multiple_of(8)) {
+        bail!("--verify needs --bs to be a multiple of 8 bytes");
+    }
+    let blocks_per_io = u32::try_from(args.bs / u64::from(g.block_size))?;
+    let span = args.span.unwrap_or(g.bytes()).min(g.bytes());
+    let slots = span / args.bs;
+    if slots == 0 {
+        bail!("the target ({span} bytes) holds no {}-byte I/O", args.bs);
+    }
+    let lanes = (args.qd * args.lcores) as u64;
+    if args.verify && slots < lanes {
+        bail!(
+            "--verify gives each of the {lanes} operations in flight its own slots; the target \
+             holds only {slots} of {} bytes",
+            args.bs
+        );
+    }
+
+    // CPUs: as asked, else the last usable ones (leaving the first, where
+    // the main thread and the system run, when there is more than one).
+    let cpus: Vec<CpuId> = if args.cpus.is_empty() {
+        let usable = Topology::detect()?.usable_cpus();
+        let skip = usize::from(usable.len() > args.lcores);
+        usable.into_iter().skip(skip).take(args.lcores).collect()
+    } else {
+        args.cpus.iter().map(|&c| CpuId(c)).collect()
+    };
+    if cpus.len() < args.lcores {
+        bail!(
+            "{} lcores but only {} CPUs to pin them to",
+            args.lcores,
+            cpus.len()
+        );
+    }
+
+    let hz = tsc_hz() as f64;
+    let ns_per_tick = 1e9 / hz;
+    let start_tsc = rdtsc();
+    // Lcores start within a few ms; measuring starts after the ramp plus a
+    // small margin so that every lcore's window is the same.
+    let margin = Duration::from_millis(50);
+    let measure_from = start_tsc + ((args.ramp + margin.as_secs_f64()) * hz) as u64;
+    let measure_until = measure_from + (args.time * hz) as u64;
+
+    let mut group = LcoreGroup::new().allow_shared_cpus(true);
+    let mut reports = Vec::new();
+    let mut pools = Vec::new();
+    for (i, cpu) in cpus.iter().take(args.lcores).enumerate() {
+        let pool = g.buffer_pool(&format!("perf{i}"), args.qd, args.bs as usize)?;
+        let queue = dev.queue(&QueueConfig::new(args.qd).buffers(&pool))?;
+        let mut spare = Vec::with_capacity(args.qd);
+        for _ in 0..args.qd {
+            let mut b = pool.alloc_buf().context("a buffer")?;
+            // Writes carry a non-zero pattern, so that no layer can
+            // shortcut zeroes.
+            for (j, x) in b.iter_mut().enumerate() {
+                *x = (j as u8) ^ 0x5a;
+            }
+            spare.push(b);
+        }
+        let report = Arc::new(Mutex::new(None));
+        reports.push((i, *cpu, report.clone()));
+        pools.push(pool);
+        let load = Load {
+            queue,
+            spare,
+            stamps: vec![0; args.qd],
+            free_tags: (0..args.qd as u32).rev().collect(),
+            out: Completions::new(),
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) << 32) ^ start_tsc),
+            random: args.rw.random(),
+            read_pct: u64::from(args.rw.read_percent(args.mix)),
+            blocks_per_io,
+            io_bytes: args.bs as usize,
+            slots,
+            base_slot: slots / args.lcores as u64 * i as u64,
+            next_seq: 0,
+            verify: args.verify.then(|| Verify {
+                lanes,
+                lane_base: (i * args.qd) as u64,
+                written: vec![None; args.qd],
+                seq: vec![0; args.qd],
+                generation: (i as u64) << 48,
+                checked: 0,
+                mismatches: 0,
+            }),
+            measure_from,
+            measure_until,
+            ns_per_tick,
+            cpu_at_end: 0,
+            result: LcoreResult::new(),
+            cpu_at_start: 0,
+            report,
+        };
+        let id = group.add(
+            LcoreConfig::new(Role::Io)
+                .cpu(*cpu)
+                .idle(IdlePolicy::BusyPoll)
+                .name(format!("perf{i}")),
+        );
+        group.poller(id, load)?;
+    }
+
+    let running = group.launch()?;
+    let wait_until = Instant::now() + Duration::from_secs_f64(args.ramp) + margin;
+    std::thread::sleep(wait_until.saturating_duration_since(Instant::now()));
+    let cpu0 = process_cpu_ns();
+    std::thread::sleep(Duration::from_secs_f64(args.time));
+    let cpu1 = process_cpu_ns();
+    running.stop()?;
+
+    let mut total = Histogram::new();
+    let (mut ios, mut errors, mut lcore_cpu, mut syscalls) = (0u64, 0u64, 0u64, 0u64);
+    let (mut verified, mut mismatches) = (0u64, 0u64);
+    let mut per = Vec::new();
+    let bytes_per = args.bs as f64;
+    for (i, cpu, report) in &reports {
+        let r = report
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .context("an lcore reported nothing")?;
+        let secs = args.time;
+        total.merge(&r.hist);
+        ios += r.ios;
+        // Both count failed completions; the queue also counts kernel
+        // errors, this program also refused submissions.
+        errors += r.errors.max(r.queue.errors);
+        verified += r.verified;
+        mismatches += r.mismatches;
+        lcore_cpu += r.thread_cpu_ns;
+        syscalls += r.queue.syscalls;
+        per.push(LcoreSummary {
+            lcore: *i,
+            cpu: Some(cpu.0),
+            ios: r.ios,
+            reads: r.reads,
+            writes: r.writes,
+            iops: r.ios as f64 / secs,
+            mib_per_s: r.ios as f64 * bytes_per / secs / (1 << 20) as f64,
+            latency: Latency::from(&r.hist),
+            cpu_ns_per_io: r.thread_cpu_ns as f64 / r.ios.max(1) as f64,
+            syscalls: r.queue.syscalls,
+        });
+    }
+    drop(pools);
+    let summary = Summary {
+        tool: "nvme-perf",
+        target: args.target.clone(),
+        backend: dev.backend().to_owned(),
+        rw: args.rw,
+        mix_read_percent: if args.verify {
+            50
+        } else {
+            args.rw.read_percent(args.mix)
+        },
+        bs: args.bs,
+        qd: args.qd,
+        lcores: args.lcores,
+        seconds: args.time,
+        ios,
+        iops: ios as f64 / args.time,
+        mib_per_s: ios as f64 * bytes_per / args.time / (1 << 20) as f64,
+        errors,
+        verify: args.verify.then_some(VerifySummary {
+            checked: verified,
+            mismatches,
+        }),
+        latency: Latency::from(&total),
+        cpu_ns_per_io: cpu1.saturating_sub(cpu0) as f64 / ios.max(1) as f64,
+        lcore_cpu_ns_per_io: lcore_cpu as f64 / ios.max(1) as f64,
+        // Counted over the whole run (ramp and drain included) against the
+        // measured I/Os: an upper bound.
+        syscalls_per_io: syscalls as f64 / ios.max(1) as f64,
+        notes: dev.notes(),
+        per_lcore: per,
+    };
+    print_text(&summary);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    if errors > 0 {
+        bail!("{errors} I/O errors");
+    }
+    if mismatches > 0 {
+        bail!("verify: {mismatches} of {verified} reads differ from what was written");
+    }
+    Ok(())
+}
+
+fn print_text(s: &Summary) {
+    println!(
+        "nvme-perf: {} on {} ({}), {:?} bs={} qd={} lcores={} for {:.1} s",
+        s.backend,
+        s.target,
+        s.notes.join("; "),
+        s.rw,
+        s.bs,
+        s.qd,
+        s.lcores,
+        s.seconds
+    );
+    println!(
+        "{:>6} {:>5} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "lcore",
+        "cpu",
+        "IOPS",
+        "MiB/s",
+        "mean us",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "cpu ns/IO"
+    );
+    for l in &s.per_lcore {
+        println!(
+            "{:>6} {:>5} {:>12.0} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0}",
+            l.lcore,
+            l.cpu.map_or("-".into(), |c| c.to_string()),
+            l.iops,
+            l.mib_per_s,
+            l.latency.mean_us,
+            l.latency.p50_us,
+            l.latency.p99_us,
+            l.latency.p999_us,
+            l.latency.max_us,
+            l.cpu_ns_per_io
+        );
+    }
+    println!(
+        "{:>6} {:>5} {:>12.0} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0}",
+        "total",
+        "",
+        s.iops,
+        s.mib_per_s,
+        s.latency.mean_us,
+        s.latency.p50_us,
+        s.latency.p99_us,
+        s.latency.p999_us,
+        s.latency.max_us,
+        s.cpu_ns_per_io
+    );
+    println!(
+        "process CPU {:.0} ns per I/O (lcores {:.0}); {:.3} system calls per I/O; {} errors",
+        s.cpu_ns_per_io, s.lcore_cpu_ns_per_io, s.syscalls_per_io, s.errors
+    );
+    if let Some(v) = &s.verify {
+        println!(
+            "verify: {} reads checked against what was written, {} differ",
+            v.checked, v.mismatches
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Histogram, check_pattern, fill_pattern};
+
+    #[test]
+    fn patterns_name_their_block_and_write() {
+        let mut b = vec![0u8; 4096];
+        fill_pattern(&mut b, 7, 1);
+        assert!(check_pattern(&b, 7, 1));
+        assert!(!check_pattern(&b, 8, 1));
+        assert!(!check_pattern(&b, 7, 2));
+        b[4000] ^= 1;
+        assert!(!check_pattern(&b, 7, 1));
+    }
+
+    #[test]
+    fn histogram_buckets_round_trip() {
+        for v in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 54_321, 1 << 40] {
+            let i = Histogram::index(v);
+            assert!(Histogram::lower(i) <= v, "{v}");
+            assert!(Histogram::lower(i + 1) > v, "{v}");
+        }
+        let mut h = Histogram::new();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let p50 = h.percentile(50.0) as f64;
+        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.13, "{p50}");
+        assert_eq!(h.max, 1_000_000);
+        assert!(h.percentile(100.0) <= 1_000_000);
+    }
+}

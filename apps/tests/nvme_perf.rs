@@ -1,0 +1,158 @@
+//! nvme-perf end to end: short runs on a file (io_uring or whatever opens
+//! it, and psync) and on the RAM disk, with read-after-write verification;
+//! each must complete I/Os, find no corruption and print one JSON summary
+//! as the last line of stdout.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn nvme_perf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvme-perf"))
+        .args(args)
+        .output()
+        .expect("running nvme-perf")
+}
+
+/// Runs nvme-perf with `args` plus a short measurement and `--json`, and
+/// returns the summary.
+fn run(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--time", "0.3", "--json"]);
+    let out = nvme_perf(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nvme-perf {all:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("a summary line");
+    let s: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    println!("{s}");
+    s
+}
+
+fn check(s: &serde_json::Value, lcores: usize) {
+    assert!(s["ios"].as_u64().unwrap_or(0) > 0, "no I/O completed");
+    assert!(s["iops"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(s["errors"], 0);
+    let per = s["per_lcore"].as_array().expect("per-lcore figures");
+    assert_eq!(per.len(), lcores);
+    for l in per {
+        assert!(l["ios"].as_u64().unwrap_or(0) > 0, "an idle lcore: {l}");
+    }
+    let lat = &s["latency"];
+    let p = |k: &str| lat[k].as_f64().unwrap_or(-1.0);
+    assert!(p("p50_us") > 0.0);
+    assert!(p("p50_us") <= p("p99_us") && p("p99_us") <= p("p999_us"));
+    assert!(p("p999_us") <= p("max_us"));
+}
+
+fn check_verified(s: &serde_json::Value) {
+    assert!(
+        s["verify"]["checked"].as_u64().unwrap_or(0) > 0,
+        "nothing was read back"
+    );
+    assert_eq!(s["verify"]["mismatches"], 0);
+    assert!(s["per_lcore"][0]["writes"].as_u64().unwrap_or(0) > 0);
+    assert!(s["per_lcore"][0]["reads"].as_u64().unwrap_or(0) > 0);
+}
+
+/// A file of its own under the target directory (a real file system:
+/// O_DIRECT works there, unlike on some tmpfs).
+fn scratch(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+#[test]
+fn ram_disk_random_reads_and_verify() {
+    let s = run(&["--target", "ram:8MiB", "--backend", "ram", "--qd", "16"]);
+    assert_eq!(s["backend"], "ram");
+    assert_eq!(s["rw"], "randread");
+    check(&s, 1);
+    let s = run(&[
+        "--target", "ram:8MiB", "--qd", "8", "--lcores", "2", "--verify",
+    ]);
+    assert_eq!(s["backend"], "ram");
+    check(&s, 2);
+    check_verified(&s);
+}
+
+#[test]
+fn file_with_the_automatic_backend_and_verify() {
+    let path = scratch("nvme-perf-auto.img");
+    let p = path.to_string_lossy();
+    let s = run(&["--target", &p, "--size", "8M", "--qd", "8", "--verify"]);
+    // io_uring where the kernel allows it, else psync: either is a file
+    // backend.
+    let backend = s["backend"].as_str().unwrap_or_default();
+    assert!(matches!(backend, "io_uring" | "psync"), "{backend}");
+    check(&s, 1);
+    check_verified(&s);
+    let s = run(&["--target", &p, "--rw", "randrw", "--mix", "70", "--qd", "4"]);
+    check(&s, 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn file_with_psync_sequential_and_verify() {
+    let path = scratch("nvme-perf-psync.img");
+    let p = path.to_string_lossy();
+    let s = run(&[
+        "--target",
+        &p,
+        "--size",
+        "4M",
+        "--backend",
+        "psync",
+        "--rw",
+        "write",
+        "--bs",
+        "8k",
+        "--qd",
+        "2",
+    ]);
+    assert_eq!(s["backend"], "psync");
+    assert_eq!(s["bs"], 8192);
+    check(&s, 1);
+    let s = run(&[
+        "--target",
+        &p,
+        "--backend",
+        "psync",
+        "--rw",
+        "read",
+        "--qd",
+        "4",
+        "--verify",
+    ]);
+    check(&s, 1);
+    check_verified(&s);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn help_and_refusals() {
+    let out = nvme_perf(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--rw",
+        "--bs",
+        "--qd",
+        "--lcores",
+        "--time",
+        "--backend",
+        "--json",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    // A block size that is no multiple of the device's blocks.
+    let out = nvme_perf(&["--target", "ram:1MiB", "--bs", "100", "--time", "0.1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bs"));
+    // An unknown backend.
+    let out = nvme_perf(&["--target", "ram:1MiB", "--backend", "nope", "--time", "0.1"]);
+    assert!(!out.status.success());
+}
