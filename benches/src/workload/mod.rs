@@ -2,6 +2,7 @@
 //! returns its [`Sample`](crate::harness::Sample). The criterion benches
 //! and the interleaved comparison call the same functions.
 
+pub mod fwd;
 pub mod mempool;
 pub mod pool;
 pub mod ring;
