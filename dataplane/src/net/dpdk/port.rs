@@ -256,6 +256,7 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
             burst: cfg.burst as u16,
             pool: shared.pools[q as usize],
             counters: Counters::default(),
+            foreign_pool: shared.pools[q as usize].0.as_ptr().cast(),
             caps: caps.clone(),
             shared: shared.clone(),
         })
@@ -398,9 +399,17 @@ pub struct DpdkPort {
     burst: u16,
     pool: PoolPtr,
     counters: Counters,
+    /// The last `rte_mempool` an mbuf sent here came from: mbufs of this
+    /// pool need no native check.
+    foreign_pool: *mut std::ffi::c_void,
     caps: Capabilities,
     shared: Arc<PortShared>,
 }
+
+// SAFETY: a queue is used by one thread at a time (`&mut self`); its raw
+// pointers are an rte_mempool (thread-safe) and a pool address only
+// compared, never dereferenced.
+unsafe impl Send for DpdkPort {}
 
 impl DpdkPort {
     /// The port's DPDK name (`net_null0`, `0000:03:00.0`).
@@ -532,7 +541,17 @@ impl Port for DpdkPort {
         for m in pkts.iter() {
             let h = m.header();
             bytes += u64::from(h.pkt_len);
-            native |= m.is_native();
+            // A DPDK pool seen before is foreign for good (a native pool,
+            // on the Rust heap, is never at an address inside DPDK's
+            // memory); otherwise ask the mbuf (priv_size, on the second
+            // cache line, which a vector driver's receive never touched).
+            if h.pool != self.foreign_pool {
+                if m.is_native() {
+                    native = true;
+                } else {
+                    self.foreign_pool = h.pool;
+                }
+            }
         }
         if native {
             n = self.convert_natives(pkts);
