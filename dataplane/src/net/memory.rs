@@ -79,17 +79,33 @@ impl MemoryPort {
     /// [`Error::Memory`] when a pool cannot be made.
     pub fn pair(cfg: &PortConfig) -> Result<(Vec<MemoryPort>, Vec<MemoryPort>)> {
         check(cfg)?;
-        let (ida, idb) = (next_port_id(), next_port_id());
-        let pool = |id: PortId| {
+        let pool = |end: &str| {
             MbufPool::new(MbufPoolConfig {
-                name: format!("mem{}", id.0),
+                name: format!("mem-{}-{end}", cfg.device),
                 count: cfg.mbufs,
                 cache_size: cfg.mbuf_cache,
                 numa_node: cfg.numa_node,
                 ..MbufPoolConfig::default()
             })
         };
-        let (pool_a, pool_b) = (pool(ida)?, pool(idb)?);
+        let (pool_a, pool_b) = (pool("a")?, pool("b")?);
+        MemoryPort::pair_with_pools(cfg, pool_a, pool_b)
+    }
+
+    /// A pair whose ends allocate from the pools given (one pool may serve
+    /// both ends, and several pairs: a pipeline's single per-node pool).
+    /// `cfg.mbufs` and `cfg.mbuf_cache` are not used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for zero queues or a burst over [`MAX_BURST`].
+    pub fn pair_with_pools(
+        cfg: &PortConfig,
+        pool_a: MbufPool,
+        pool_b: MbufPool,
+    ) -> Result<(Vec<MemoryPort>, Vec<MemoryPort>)> {
+        check(cfg)?;
+        let (ida, idb) = (next_port_id(), next_port_id());
         let depth = usize::from(cfg.rx_desc.max(1)).next_power_of_two();
         let caps = |id: PortId| {
             let mut c = Capabilities::basic("memory", Layer::L2, cfg.burst, MEMORY_MTU, cfg.queues);

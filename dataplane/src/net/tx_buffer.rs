@@ -21,10 +21,12 @@ pub enum OnFull {
     /// stuck port costs packets, not progress. l2fwd and l3fwd use this.
     #[default]
     Drop,
-    /// Keep them, in order, for the next flush: the buffer pushes back, and
-    /// [`TxBuffer::push`] hands a packet back while the buffer is full. For
-    /// pipelines where loss is not acceptable and the caller can stop
-    /// reading its input.
+    /// Keep them, in order, for the next flush: the buffer pushes back. It
+    /// holds up to [`MAX_BURST`] packets, and [`TxBuffer::push`] hands a
+    /// packet back only when all of those are waiting. For pipelines where
+    /// loss is not acceptable: the caller reads its input only while
+    /// [`TxBuffer::room`] has space for a whole burst, so the backpressure
+    /// reaches whatever feeds it.
     Keep,
 }
 
@@ -88,11 +90,8 @@ impl TxBuffer {
         let mut sent = 0;
         if self.pkts.len() >= self.burst {
             sent = self.flush(port);
-            if self.pkts.len() >= self.burst {
-                // Only with OnFull::Keep: the port took nothing.
-                return Err(m);
-            }
         }
+        // Fails only with OnFull::Keep, when MAX_BURST packets wait.
         self.pkts.push(m)?;
         if self.pkts.len() >= self.burst {
             sent += self.flush(port);
@@ -128,6 +127,11 @@ impl TxBuffer {
         } else {
             0
         }
+    }
+
+    /// Packets that can still be buffered ([`MAX_BURST`] in all).
+    pub fn room(&self) -> usize {
+        self.pkts.spare()
     }
 
     /// Packets buffered.
@@ -181,9 +185,15 @@ mod tests {
     }
 
     fn take(port: &mut MemoryPort, n: usize) -> Vec<Mbuf> {
+        let mut out = Vec::with_capacity(n);
         let mut batch = MbufBatch::new();
-        assert_eq!(port.alloc_burst(n, &mut batch), n);
-        batch.drain().collect()
+        // A batch holds MAX_BURST: allocate in bursts of at most that.
+        while out.len() < n {
+            let want = (n - out.len()).min(MAX_BURST);
+            assert_eq!(port.alloc_burst(want, &mut batch), want);
+            out.extend(batch.drain());
+        }
+        out
     }
 
     #[test]
@@ -224,19 +234,19 @@ mod tests {
     fn keep_mode_pushes_back() {
         let (mut a, mut b) = pair(2);
         let mut buf = TxBuffer::new(2, Duration::from_micros(100), OnFull::Keep, rdtsc());
-        let mut pkts = take(&mut a, 5).into_iter();
-        for m in pkts.by_ref().take(4) {
+        let mut pkts = take(&mut a, MAX_BURST + 3).into_iter();
+        for m in pkts.by_ref().take(MAX_BURST + 2) {
             buf.push(m, &mut a).expect("room");
         }
-        // Two went into the ring, two are kept; the buffer holds a burst
-        // and the ring is full, so the next one comes back.
-        assert_eq!(buf.len(), 2);
-        let fifth = pkts.next().expect("fifth");
-        let back = buf.push(fifth, &mut a).expect_err("full");
+        // Two went into the ring; the rest wait, in order, and the buffer
+        // is full, so the next one comes back.
+        assert_eq!((buf.len(), buf.room()), (MAX_BURST, 0));
+        let last = pkts.next().expect("one more");
+        let back = buf.push(last, &mut a).expect_err("full");
         let mut got = MbufBatch::new();
         assert_eq!(b.rx_burst(&mut got), 2);
         assert_eq!(buf.push(back, &mut a).expect("room now"), 2);
         assert_eq!(buf.dropped(), 0);
-        assert_eq!(buf.len(), 1);
+        assert_eq!(buf.len(), MAX_BURST - 1);
     }
 }
