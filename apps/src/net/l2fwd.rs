@@ -1,0 +1,200 @@
+//! l2fwd's data path: DPDK's examples/l2fwd, one lcore's loop. Each data
+//! lcore owns one queue of every port; what it receives on a port goes out
+//! on that port's partner (ports pair up 0-1, 2-3, ...), with the
+//! destination MAC set to `02:00:00:00:00:<partner>` and the source to the
+//! partner's own address (`--no-mac-updating` leaves frames as they are).
+//! Transmit goes through a [`TxBuffer`] per port, flushed at a full burst
+//! or by the drain timer.
+
+use super::cli::default_mac;
+use super::counters::LcoreCounters;
+use dataplane::lcore::{PollContext, Poller};
+use dataplane::net::{DropReason, MbufBatch, OnFull, Port, QueueStats, TxBuffer};
+use dataplane::time::{TscTimer, rdtsc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an lcore publishes its counters.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+
+/// Which port each port forwards to: the enabled ports of `mask` (bit i:
+/// the i-th port), paired in order.
+///
+/// # Errors
+///
+/// A mask that selects no port, a port that does not exist, or an odd
+/// number of ports.
+pub fn pairs(ports: usize, mask: u64) -> Result<Vec<Option<usize>>, String> {
+    let enabled: Vec<usize> = (0..ports.min(64)).filter(|i| mask >> i & 1 == 1).collect();
+    if enabled.is_empty() {
+        return Err(format!(
+            "port mask {mask:#x} selects none of the {ports} ports"
+        ));
+    }
+    if ports < 64 && mask >> ports != 0 {
+        return Err(format!(
+            "port mask {mask:#x} names ports past the {ports} given"
+        ));
+    }
+    if !enabled.len().is_multiple_of(2) {
+        return Err(format!(
+            "port mask {mask:#x} selects {} ports; l2fwd forwards between pairs",
+            enabled.len()
+        ));
+    }
+    let mut dst = vec![None; ports];
+    for pair in enabled.chunks(2) {
+        dst[pair[0]] = Some(pair[1]);
+        dst[pair[1]] = Some(pair[0]);
+    }
+    Ok(dst)
+}
+
+/// Rewrites the Ethernet addresses as l2fwd does (`l2fwd_mac_updating`).
+/// Frames shorter than an Ethernet header are left alone (the port counts
+/// them when it refuses to send them).
+#[inline]
+pub fn update_macs(frame: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
+    if let Some(h) = frame.get_mut(..12) {
+        h[..6].copy_from_slice(&dst);
+        h[6..].copy_from_slice(&src);
+    }
+}
+
+/// One data lcore of l2fwd.
+pub struct L2fwdLcore {
+    ports: Vec<Box<dyn Port>>,
+    dst: Vec<Option<usize>>,
+    tx: Vec<TxBuffer>,
+    macs: Option<Vec<([u8; 6], [u8; 6])>>,
+    /// Keep receiving while the group drains: the ports are fed from
+    /// inside the group (memory ports from another lcore).
+    rx_internal: bool,
+    app: QueueStats,
+    counters: Arc<LcoreCounters>,
+    publish: TscTimer,
+    batch: MbufBatch,
+}
+
+impl std::fmt::Debug for L2fwdLcore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2fwdLcore")
+            .field("ports", &self.ports.len())
+            .field("dst", &self.dst)
+            .finish_non_exhaustive()
+    }
+}
+
+impl L2fwdLcore {
+    /// An lcore owning `ports` (one queue of each), forwarding port i to
+    /// `dst[i]`, with MAC updating when `mac_updating`.
+    pub fn new(
+        ports: Vec<Box<dyn Port>>,
+        dst: Vec<Option<usize>>,
+        mac_updating: bool,
+        burst: usize,
+        drain: Duration,
+        counters: Arc<LcoreCounters>,
+    ) -> L2fwdLcore {
+        let now = rdtsc();
+        let macs = mac_updating.then(|| {
+            (0..ports.len())
+                .map(|p| {
+                    let own = ports[p].capabilities().mac.unwrap_or(default_mac(p));
+                    (default_mac(p), own)
+                })
+                .collect()
+        });
+        L2fwdLcore {
+            tx: (0..ports.len())
+                .map(|_| TxBuffer::new(burst, drain, OnFull::Drop, now))
+                .collect(),
+            ports,
+            dst,
+            macs,
+            rx_internal: false,
+            app: QueueStats::default(),
+            counters,
+            publish: TscTimer::new(PUBLISH_EVERY, now),
+            batch: MbufBatch::new(),
+        }
+    }
+
+    /// Keeps receiving while the group drains (ports fed from inside it).
+    pub fn rx_internal(mut self, on: bool) -> Self {
+        self.rx_internal = on;
+        self
+    }
+
+    fn totals(&self) -> QueueStats {
+        let mut s = self.app;
+        for p in &self.ports {
+            s.add(&p.stats());
+        }
+        let dropped: u64 = self.tx.iter().map(TxBuffer::dropped).sum();
+        s.drop_n(DropReason::TxFull, dropped);
+        s
+    }
+}
+
+impl Poller for L2fwdLcore {
+    fn poll(&mut self, ctx: &PollContext) -> usize {
+        let mut work = 0;
+        if !ctx.stopping() || self.rx_internal {
+            for p in 0..self.ports.len() {
+                let Some(d) = self.dst[p] else { continue };
+                let n = self.ports[p].rx_burst(&mut self.batch);
+                work += n;
+                for mut m in self.batch.drain() {
+                    if let Some(macs) = &self.macs {
+                        let (dst_mac, src_mac) = macs[d];
+                        update_macs(m.data_mut(), dst_mac, src_mac);
+                    }
+                    // OnFull::Drop never hands the packet back.
+                    let _ = self.tx[d].push(m, &mut self.ports[d]);
+                }
+            }
+        }
+        let now = ctx.now();
+        for (buf, port) in self.tx.iter_mut().zip(self.ports.iter_mut()) {
+            if ctx.stopping() {
+                buf.flush(port);
+            } else {
+                buf.poll(port, now);
+            }
+        }
+        if self.publish.expired(now) || ctx.stopping() {
+            self.counters.publish(&self.totals());
+        }
+        work
+    }
+
+    fn stop(&mut self, _ctx: &PollContext) {
+        for (buf, port) in self.tx.iter_mut().zip(self.ports.iter_mut()) {
+            buf.flush(port);
+        }
+        self.counters.publish(&self.totals());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_masks_pair_ports() {
+        assert_eq!(pairs(2, 0x3), Ok(vec![Some(1), Some(0)]));
+        assert_eq!(
+            pairs(4, 0xd),
+            Err("port mask 0xd selects 3 ports; l2fwd forwards between pairs".into())
+        );
+        assert_eq!(pairs(4, 0xf), Ok(vec![Some(1), Some(0), Some(3), Some(2)]));
+        assert_eq!(pairs(4, 0x5), Ok(vec![Some(2), None, Some(0), None]));
+        assert!(pairs(2, 0).is_err());
+        assert!(pairs(2, 0x4).is_err());
+        let mut f = [0u8; 14];
+        update_macs(&mut f, [1; 6], [2; 6]);
+        assert_eq!(&f[..12], &[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
+        update_macs(&mut f[..5], [9; 6], [9; 6]);
+    }
+}

@@ -1,0 +1,484 @@
+//! pktgen's data path: UDP/IPv4 flows sent at a set rate (a token bucket
+//! on the TSC) or flat out, and what comes back counted: packets, loss,
+//! and latency from the TSC each frame carries in its probe.
+//!
+//! Each data lcore owns one queue of every port, sends its share of the
+//! rate on each, and receives on each. Frames are built once per flow as
+//! templates; sending one is a copy of its template and the probe.
+//! Flows differ in source address and port, so that RSS (or AF_PACKET's
+//! fanout, or SO_REUSEPORT) spreads them over a receiver's queues.
+
+use super::counters::LcoreCounters;
+use super::frame::{HEADERS_LEN, PROBE_LEN, Probe, UdpFlow, emit_udp, read_probe};
+use super::l2fwd::PUBLISH_EVERY;
+use dataplane::lcore::{PollContext, Poller};
+use dataplane::net::{DropReason, Layer, MbufBatch, Port, QueueStats};
+use dataplane::time::{TscTimer, rdtsc, tsc_hz};
+use dataplane::wire::{ChecksumMode, L4Kind, parse_frame_with};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Latencies in a log-linear histogram: 16 buckets per power of two of
+/// nanoseconds (about 6% resolution), from 1 ns to about 2^40 ns.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+const SUB: u32 = 16;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: vec![0; (41 * SUB) as usize],
+            count: 0,
+            max: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(ns: u64) -> usize {
+        if ns < u64::from(SUB) {
+            return ns as usize;
+        }
+        let exp = 63 - ns.leading_zeros(); // >= 4
+        let sub = (ns >> (exp - 4)) & u64::from(SUB - 1);
+        ((exp - 3) * SUB) as usize + sub as usize
+    }
+
+    fn lower_bound(i: usize) -> u64 {
+        let i = i as u64;
+        let sub = u64::from(SUB);
+        if i < sub {
+            return i;
+        }
+        let exp = i / sub + 3;
+        (sub + i % sub) << (exp - 4)
+    }
+
+    /// Records one latency.
+    #[inline]
+    pub fn record(&mut self, ns: u64) {
+        let i = Self::index(ns).min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.max = self.max.max(ns);
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max = self.max.max(other.max);
+    }
+
+    /// Latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `q` quantile (0 to 1), as its bucket's lower bound, in ns.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((self.count as f64 * q).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::lower_bound(i).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// The summary in microseconds.
+    pub fn summary(&self) -> Latency {
+        Latency {
+            samples: self.count,
+            p50_us: self.quantile(0.50) as f64 / 1e3,
+            p99_us: self.quantile(0.99) as f64 / 1e3,
+            max_us: self.max as f64 / 1e3,
+        }
+    }
+}
+
+/// Latency percentiles.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Latency {
+    /// Packets measured.
+    pub samples: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+/// What the flows look like.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    /// Flows (distinct source address and port pairs).
+    pub flows: u16,
+    /// Frame size on the wire, FCS included (64 to 1518).
+    pub size: usize,
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// First source address; flow i adds i.
+    pub src_ip: Ipv4Addr,
+    /// Destination address.
+    pub dst_ip: Ipv4Addr,
+    /// First source port; flow i adds i.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Time to live.
+    pub ttl: u8,
+}
+
+impl FlowSpec {
+    /// Flow `i` of this spec, from `src_mac`.
+    pub fn flow(&self, i: u16, src_mac: [u8; 6]) -> UdpFlow {
+        UdpFlow {
+            src_mac,
+            dst_mac: self.dst_mac,
+            src_ip: Ipv4Addr::from(u32::from(self.src_ip).wrapping_add(u32::from(i))),
+            dst_ip: self.dst_ip,
+            src_port: self.src_port.wrapping_add(i),
+            dst_port: self.dst_port,
+            ttl: self.ttl,
+        }
+    }
+
+    /// The frame length in the buffer (no FCS).
+    pub fn frame_len(&self) -> usize {
+        super::frame::wire_len(self.size)
+    }
+}
+
+/// Templates of one port's flows: whole frames for L2 ports, payloads for
+/// L4 ones (the socket adds the headers).
+#[derive(Debug, Clone)]
+struct Templates {
+    frames: Vec<Vec<u8>>,
+    probe_at: usize,
+}
+
+impl Templates {
+    fn new(spec: &FlowSpec, layer: Layer, src_mac: [u8; 6]) -> Templates {
+        let len = spec.frame_len();
+        let frames = (0..spec.flows.max(1))
+            .map(|i| {
+                let mut buf = vec![0u8; len];
+                match layer {
+                    Layer::L4 => buf.truncate(len.saturating_sub(HEADERS_LEN).max(PROBE_LEN)),
+                    _ => {
+                        // Sizes are checked by the program; a failure leaves
+                        // zeroes, which the receiver counts as foreign.
+                        let _ = emit_udp(&mut buf, len, &spec.flow(i, src_mac), None);
+                    }
+                }
+                buf
+            })
+            .collect();
+        Templates {
+            frames,
+            probe_at: if layer == Layer::L4 { 0 } else { HEADERS_LEN },
+        }
+    }
+}
+
+/// Where a received packet's probe is, if it has one.
+pub fn probe_of(data: &[u8], layer: Layer) -> Option<Probe> {
+    match layer {
+        Layer::L4 => read_probe(data),
+        _ => {
+            let info = parse_frame_with(data, ChecksumMode::Offload).ok()?;
+            if info.l4 != L4Kind::Udp {
+                return None;
+            }
+            read_probe(data.get(info.payload())?)
+        }
+    }
+}
+
+/// The token bucket of one lcore: `rate` packets per second, at most a
+/// burst ahead.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    /// Tokens, in packets times TSC ticks per second (integer arithmetic).
+    tokens: u128,
+    cap: u128,
+    rate: u128,
+    last: u64,
+}
+
+impl TokenBucket {
+    /// `rate` packets per second, holding at most `burst`, starting empty
+    /// at `now`.
+    pub fn new(rate: u64, burst: usize, now: u64) -> TokenBucket {
+        TokenBucket {
+            tokens: 0,
+            cap: burst as u128 * u128::from(tsc_hz()),
+            rate: u128::from(rate),
+            last: now,
+        }
+    }
+
+    /// Packets that may go at `now` (at most `want`); takes them.
+    #[inline]
+    pub fn take(&mut self, now: u64, want: usize) -> usize {
+        let dt = now.wrapping_sub(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + u128::from(dt) * self.rate).min(self.cap);
+        let hz = u128::from(tsc_hz());
+        let n = ((self.tokens / hz) as usize).min(want);
+        self.tokens -= n as u128 * hz;
+        n
+    }
+}
+
+/// What a pktgen lcore hands over when it stops.
+#[derive(Debug, Default, Clone)]
+pub struct RxReport {
+    /// Probes received.
+    pub probes: u64,
+    /// Packets received without a probe of ours.
+    pub foreign: u64,
+    /// Latencies of the probes.
+    pub latency: Histogram,
+}
+
+/// One data lcore of pktgen.
+pub struct PktgenLcore {
+    ports: Vec<Box<dyn Port>>,
+    templates: Vec<Templates>,
+    layers: Vec<Layer>,
+    bucket: Option<TokenBucket>,
+    burst: usize,
+    seq: u32,
+    flow: u16,
+    flows: u16,
+    tx_off: Arc<AtomicBool>,
+    /// Per port, packets built but not yet taken by the port.
+    pending: Vec<MbufBatch>,
+    app: QueueStats,
+    rx: RxReport,
+    hz_per_ns: f64,
+    counters: Arc<LcoreCounters>,
+    report: Arc<Mutex<RxReport>>,
+    publish: TscTimer,
+    batch: MbufBatch,
+}
+
+impl std::fmt::Debug for PktgenLcore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PktgenLcore")
+            .field("ports", &self.ports.len())
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PktgenLcore {
+    /// An lcore sending `spec`'s flows on every port of `ports` (at `rate`
+    /// packets per second in all, flat out when `None`) until `tx_off`,
+    /// and receiving on them; its receive report goes to `report` at stop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ports: Vec<Box<dyn Port>>,
+        spec: &FlowSpec,
+        rate: Option<u64>,
+        burst: usize,
+        tx_off: Arc<AtomicBool>,
+        counters: Arc<LcoreCounters>,
+        report: Arc<Mutex<RxReport>>,
+    ) -> PktgenLcore {
+        let now = rdtsc();
+        let n_ports = ports.len();
+        let templates = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let caps = p.capabilities();
+                let mac = caps.mac.unwrap_or(super::cli::default_mac(i));
+                Templates::new(spec, caps.layer, mac)
+            })
+            .collect();
+        PktgenLcore {
+            layers: ports.iter().map(|p| p.capabilities().layer).collect(),
+            templates,
+            ports,
+            bucket: rate.map(|r| TokenBucket::new(r, burst, now)),
+            burst,
+            seq: 0,
+            flow: 0,
+            flows: spec.flows.max(1),
+            tx_off,
+            pending: (0..n_ports).map(|_| MbufBatch::new()).collect(),
+            app: QueueStats::default(),
+            rx: RxReport::default(),
+            hz_per_ns: tsc_hz() as f64 / 1e9,
+            counters,
+            report,
+            publish: TscTimer::new(PUBLISH_EVERY, now),
+            batch: MbufBatch::new(),
+        }
+    }
+
+    /// Sends what port `p` did not take last time, then up to `n` new
+    /// packets; what the port does not take waits for the next pass (a
+    /// full queue delays the generator, it does not lose packets).
+    fn send(&mut self, p: usize, n: usize) -> usize {
+        let pending = &mut self.pending[p];
+        if !pending.is_empty() {
+            let sent = self.ports[p].tx_burst(pending);
+            if !pending.is_empty() {
+                return sent;
+            }
+        }
+        let got = self.ports[p].alloc_burst(n, pending);
+        if got < n {
+            self.app.drop_n(DropReason::NoMbuf, (n - got) as u64);
+        }
+        let now = rdtsc();
+        let t = &self.templates[p];
+        for m in pending.iter_mut() {
+            let tpl = &t.frames[usize::from(self.flow)];
+            let Ok(data) = m.append(tpl.len()) else {
+                continue;
+            };
+            data.copy_from_slice(tpl);
+            let probe = Probe {
+                tsc: now,
+                seq: self.seq,
+                flow: self.flow,
+            };
+            if let Some(payload) = data.get_mut(t.probe_at..) {
+                super::frame::write_probe(payload, &probe);
+            }
+            self.seq = self.seq.wrapping_add(1);
+            self.flow = (self.flow + 1) % self.flows;
+        }
+        // A template longer than an mbuf (the program checks sizes) would
+        // leave it empty: never send those.
+        pending.retain_or(|m| !m.is_empty(), drop);
+        self.ports[p].tx_burst(pending)
+    }
+
+    fn receive(&mut self, p: usize) -> usize {
+        let n = self.ports[p].rx_burst(&mut self.batch);
+        if n == 0 {
+            return 0;
+        }
+        let now = rdtsc();
+        for m in self.batch.drain() {
+            match probe_of(m.data(), self.layers[p]) {
+                Some(probe) => {
+                    self.rx.probes += 1;
+                    let ns = now.wrapping_sub(probe.tsc) as f64 / self.hz_per_ns;
+                    self.rx.latency.record(ns as u64);
+                }
+                None => self.rx.foreign += 1,
+            }
+        }
+        n
+    }
+
+    fn totals(&self) -> QueueStats {
+        let mut s = self.app;
+        for p in &self.ports {
+            s.add(&p.stats());
+        }
+        s
+    }
+}
+
+impl Poller for PktgenLcore {
+    fn poll(&mut self, ctx: &PollContext) -> usize {
+        let mut work = 0;
+        // Relaxed: a flag; the packets are not published through it.
+        if !ctx.stopping() && !self.tx_off.load(Ordering::Relaxed) {
+            let quota = match &mut self.bucket {
+                Some(b) => b.take(ctx.now(), self.burst * self.ports.len()),
+                None => self.burst * self.ports.len(),
+            };
+            let per_port = quota.div_ceil(self.ports.len().max(1));
+            let mut left = quota;
+            for p in 0..self.ports.len() {
+                let n = per_port.min(left);
+                if n == 0 {
+                    break;
+                }
+                left -= n;
+                work += self.send(p, n);
+            }
+        }
+        if !ctx.stopping() {
+            for p in 0..self.ports.len() {
+                work += self.receive(p);
+            }
+        }
+        if self.publish.expired(ctx.now()) || ctx.stopping() {
+            self.counters.publish(&self.totals());
+        }
+        work
+    }
+
+    fn stop(&mut self, _ctx: &PollContext) {
+        // Built, never taken: not sent, so not lost either.
+        for b in &mut self.pending {
+            b.clear();
+        }
+        self.counters.publish(&self.totals());
+        if let Ok(mut r) = self.report.lock() {
+            r.probes += self.rx.probes;
+            r.foreign += self.rx.foreign;
+            r.latency.merge(&self.rx.latency);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Histogram::default();
+        for ns in 1..=10_000u64 {
+            h.record(ns);
+        }
+        let p50 = h.quantile(0.5);
+        assert!((4_700..=5_000).contains(&p50), "{p50}");
+        let p99 = h.quantile(0.99);
+        assert!((9_200..=9_900).contains(&p99), "{p99}");
+        assert_eq!(h.summary().max_us, 10.0);
+        for i in 0..200 {
+            let lb = Histogram::lower_bound(i);
+            assert_eq!(Histogram::index(lb), i, "bucket {i}");
+        }
+        assert_eq!(Histogram::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn the_bucket_paces() {
+        let hz = tsc_hz();
+        let mut b = TokenBucket::new(1_000_000, 32, 0);
+        assert_eq!(b.take(0, 32), 0);
+        // 10 µs at 1 Mpps: 10 packets (9 when hz / 100000 rounds down;
+        // the remainder stays in the bucket).
+        assert!((9..=10).contains(&b.take(hz / 100_000, 32)));
+        // A long pause fills only to a burst.
+        assert_eq!(b.take(hz, 64), 32);
+    }
+}
