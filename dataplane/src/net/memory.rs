@@ -303,12 +303,40 @@ fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 /// [`Error::Config`] when a name is empty, the two are equal, or one is
 /// already registered; the errors of [`MemoryPort::pair`].
 pub fn register_pair(a: &str, b: &str, cfg: &PortConfig) -> Result<()> {
+    check_names(a, b)?;
+    let (ea, eb) = MemoryPort::pair(cfg)?;
+    register_ends(a, b, ea, eb)
+}
+
+/// [`register_pair`] over the pools given ([`MemoryPort::pair_with_pools`]):
+/// the caller keeps a handle on them, to check after the run that every
+/// mbuf came back.
+///
+/// # Errors
+///
+/// As [`register_pair`].
+pub fn register_pair_with_pools(
+    a: &str,
+    b: &str,
+    cfg: &PortConfig,
+    pool_a: MbufPool,
+    pool_b: MbufPool,
+) -> Result<()> {
+    check_names(a, b)?;
+    let (ea, eb) = MemoryPort::pair_with_pools(cfg, pool_a, pool_b)?;
+    register_ends(a, b, ea, eb)
+}
+
+fn check_names(a: &str, b: &str) -> Result<()> {
     if a.is_empty() || b.is_empty() || a == b {
         return Err(Error::Config(format!(
             "memory pair names must be two different non-empty names, not {a:?} and {b:?}"
         )));
     }
-    let (ea, eb) = MemoryPort::pair(cfg)?;
+    Ok(())
+}
+
+fn register_ends(a: &str, b: &str, ea: Vec<MemoryPort>, eb: Vec<MemoryPort>) -> Result<()> {
     with_registry(|r| {
         if let Some(taken) = [a, b].into_iter().find(|n| r.contains_key(*n)) {
             return Err(Error::Config(format!(
