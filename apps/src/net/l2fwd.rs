@@ -6,12 +6,15 @@
 //! Transmit goes through a [`TxBuffer`] per port, flushed at a full burst
 //! or by the drain timer.
 
-use super::cli::default_mac;
+use super::cli::{CommonArgs, deal_queues, default_mac};
 use super::counters::LcoreCounters;
+use super::run::{self, Summary, Watch, data_plan};
+use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::{DropReason, MbufBatch, OnFull, Port, QueueStats, TxBuffer};
 use dataplane::time::{TscTimer, rdtsc};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// How often an lcore publishes its counters.
@@ -175,6 +178,89 @@ impl Poller for L2fwdLcore {
         }
         self.counters.publish(&self.totals());
     }
+}
+
+/// Forward frames between pairs of ports (0-1, 2-3, ...), as DPDK's l2fwd.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "l2fwd", version)]
+pub struct L2fwdArgs {
+    /// The options every network program takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Hexadecimal mask of the ports to forward between (bit i: the i-th
+    /// port); all of them by default.
+    #[arg(short = 'p', long = "portmask", value_parser = parse_mask)]
+    pub portmask: Option<u64>,
+    /// Leave the MAC addresses as they are.
+    #[arg(long = "no-mac-updating")]
+    pub no_mac_updating: bool,
+}
+
+/// Parses a hexadecimal port mask, with or without `0x`.
+///
+/// # Errors
+///
+/// Anything but hexadecimal digits.
+pub fn parse_mask(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16)
+        .map_err(|e| format!("{s:?} is not a hexadecimal port mask: {e}"))
+}
+
+/// Runs l2fwd until the duration is up or `quit` is set; returns the
+/// summary (not printed).
+///
+/// # Errors
+///
+/// Bad options, a port that cannot be opened, lcores that cannot start.
+pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    let c = &args.common;
+    c.validate()?;
+    let dp = data_plan(c.lcores)?;
+    let queues = c.queues.unwrap_or(dp.data.len() as u16).max(1);
+    let ports = c.open_ports(&dp.plan, queues)?;
+    let n = ports.len();
+    let mask = args
+        .portmask
+        .unwrap_or(if n >= 64 { u64::MAX } else { (1 << n) - 1 });
+    let dst = pairs(n, mask).map_err(anyhow::Error::msg)?;
+    let (port_summaries, per_lcore) = deal_queues(ports);
+    anyhow::ensure!(
+        per_lcore.len() <= dp.data.len(),
+        "{} queues per port but {} data lcores; give --queues {} or more lcores",
+        per_lcore.len(),
+        dp.data.len(),
+        dp.data.len()
+    );
+    let mut group = dp.group();
+    let mut counters = Vec::new();
+    for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
+        let cnt = Arc::new(LcoreCounters::default());
+        counters.push((lcore, cnt.clone()));
+        let poller = L2fwdLcore::new(
+            queues,
+            dst.clone(),
+            !args.no_mac_updating,
+            c.burst,
+            c.drain(),
+            cnt,
+        );
+        group.poller(lcore, poller).context("adding a poller")?;
+    }
+    let out = run::run(
+        group,
+        Watch {
+            name: "l2fwd",
+            duration: c.duration()?,
+            counters,
+            quit,
+            tx_off: None,
+            lines: true,
+            summed: None,
+        },
+    )?;
+    let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
+    run::note_mbufs(&mut s);
+    Ok(s)
 }
 
 #[cfg(test)]

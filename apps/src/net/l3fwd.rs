@@ -23,9 +23,11 @@
 //! 0.0.0.0/0         1
 //! ```
 
-use super::cli::{default_mac, parse_mac};
+use super::cli::{CommonArgs, deal_queues, default_mac, parse_mac};
 use super::counters::LcoreCounters;
 use super::l2fwd::{PUBLISH_EVERY, update_macs};
+use super::run::{self, Summary, Watch, data_plan};
+use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::lpm::{Lpm4, MAX_NEXT_HOP};
 use dataplane::net::{DropReason, MAX_BURST, MbufBatch, OnFull, Port, QueueStats, TxBuffer};
@@ -34,7 +36,9 @@ use dataplane::wire::{ChecksumMode, Ipv4Packet, L3Kind, parse_frame_with};
 use hugepages::mbuf::Mbuf;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// One route.
@@ -377,6 +381,15 @@ impl L3fwdLcore {
         self
     }
 
+    /// Caps every egress MTU at `mtu` (DPDK l3fwd's `--max-pkt-len`): a
+    /// longer IP packet is dropped as `Oversized`.
+    pub fn max_mtu(mut self, mtu: usize) -> Self {
+        for m in &mut self.mtus {
+            *m = (*m).min(mtu);
+        }
+        self
+    }
+
     /// Does not read port `p` (an output-only port).
     pub fn skip_rx(mut self, p: usize) -> Self {
         if let Some(s) = self.rx_skip.get_mut(p) {
@@ -470,6 +483,81 @@ impl Poller for L3fwdLcore {
         }
         self.counters.publish(&self.totals());
     }
+}
+
+/// Forward IPv4 packets by longest-prefix match over a route table.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "l3fwd", version)]
+pub struct L3fwdArgs {
+    /// The options every network program takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The route table: `PREFIX/LEN NEXTHOP_PORT [DST_MAC]` per line.
+    #[arg(long, value_name = "FILE")]
+    pub routes: PathBuf,
+    /// Largest IP packet forwarded, in bytes (the ports' MTU by default);
+    /// longer ones are dropped as oversized.
+    #[arg(long)]
+    pub mtu: Option<usize>,
+}
+
+/// Runs l3fwd until the duration is up or `quit` is set; returns the
+/// summary (not printed).
+///
+/// # Errors
+///
+/// Bad options, an unreadable or malformed route file, a port that cannot
+/// be opened, lcores that cannot start.
+pub fn run(args: &L3fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    let c = &args.common;
+    c.validate()?;
+    let text = std::fs::read_to_string(&args.routes)
+        .with_context(|| format!("reading {}", args.routes.display()))?;
+    let routes =
+        parse_routes(&text).with_context(|| format!("route file {}", args.routes.display()))?;
+    let dp = data_plan(c.lcores)?;
+    let queues = c.queues.unwrap_or(dp.data.len() as u16).max(1);
+    let ports = c.open_ports(&dp.plan, queues)?;
+    let table = Arc::new(
+        L3fwd::new(&routes, ports.len())
+            .with_context(|| format!("route file {}", args.routes.display()))?,
+    );
+    let (port_summaries, per_lcore) = deal_queues(ports);
+    anyhow::ensure!(
+        per_lcore.len() <= dp.data.len(),
+        "{} queues per port but {} data lcores",
+        per_lcore.len(),
+        dp.data.len()
+    );
+    let mut group = dp.group();
+    let mut counters = Vec::new();
+    for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
+        let cnt = Arc::new(LcoreCounters::default());
+        counters.push((lcore, cnt.clone()));
+        let mut poller = L3fwdLcore::new(table.clone(), queues, c.burst, c.drain(), cnt);
+        if let Some(mtu) = args.mtu {
+            poller = poller.max_mtu(mtu);
+        }
+        group.poller(lcore, poller).context("adding a poller")?;
+    }
+    let out = run::run(
+        group,
+        Watch {
+            name: "l3fwd",
+            duration: c.duration()?,
+            counters,
+            quit,
+            tx_off: None,
+            lines: true,
+            summed: None,
+        },
+    )?;
+    let mut s = Summary::new("l3fwd", port_summaries, &dp.plan, &out);
+    s.extra.insert("routes".into(), routes.len().into());
+    s.extra
+        .insert("lpm_on_hugepages".into(), table.lpm().on_hugepages().into());
+    run::note_mbufs(&mut s);
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -8,9 +8,13 @@
 //! Flows differ in source address and port, so that RSS (or AF_PACKET's
 //! fanout, or SO_REUSEPORT) spreads them over a receiver's queues.
 
+use super::cli::{CommonArgs, deal_queues, parse_mac};
 use super::counters::LcoreCounters;
+use super::frame::MIN_FRAME_SIZE;
 use super::frame::{HEADERS_LEN, PROBE_LEN, Probe, UdpFlow, emit_udp, read_probe};
 use super::l2fwd::PUBLISH_EVERY;
+use super::run::{self, Summary, Watch, data_plan};
+use anyhow::{Context, bail};
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::{DropReason, Layer, MbufBatch, Port, QueueStats};
 use dataplane::time::{TscTimer, rdtsc, tsc_hz};
@@ -19,6 +23,7 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Latencies in a log-linear histogram: 16 buckets per power of two of
 /// nanoseconds (about 6% resolution), from 1 ns to about 2^40 ns.
@@ -446,6 +451,150 @@ impl Poller for PktgenLcore {
             r.latency.merge(&self.rx.latency);
         }
     }
+}
+
+/// Generate UDP/IPv4 flows and measure what comes back.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "pktgen", version)]
+pub struct PktgenArgs {
+    /// The options every network program takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Packets per second in all (0: flat out).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Flows: source addresses and ports vary over this many.
+    #[arg(long, default_value_t = 1)]
+    pub flows: u16,
+    /// Frame size with the FCS, 64 to 1518.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Destination MAC.
+    #[arg(long = "dst-mac", default_value = "02:00:00:00:00:00")]
+    pub dst_mac: String,
+    /// First source address (flow i adds i).
+    #[arg(long = "src-ip", default_value = "10.0.0.1")]
+    pub src_ip: Ipv4Addr,
+    /// Destination address.
+    #[arg(long = "dst-ip", default_value = "10.0.1.1")]
+    pub dst_ip: Ipv4Addr,
+    /// First source port (flow i adds i).
+    #[arg(long = "src-port", default_value_t = 1024)]
+    pub src_port: u16,
+    /// Destination port.
+    #[arg(long = "dst-port", default_value_t = 9)]
+    pub dst_port: u16,
+    /// Time to live.
+    #[arg(long, default_value_t = 64)]
+    pub ttl: u8,
+    /// Milliseconds to keep receiving after sending stops.
+    #[arg(long = "drain-ms", default_value_t = 200)]
+    pub drain_ms: u64,
+}
+
+/// Runs pktgen until the duration is up or `quit` is set, then keeps
+/// receiving for `--drain-ms`; returns the summary (not printed) with
+/// `sent`, `received`, `lost` and `latency`.
+///
+/// # Errors
+///
+/// Bad options, a port that cannot be opened, lcores that cannot start.
+pub fn run(args: &PktgenArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    let c = &args.common;
+    c.validate()?;
+    if !(MIN_FRAME_SIZE..=1518).contains(&args.size) {
+        bail!(
+            "--size {} must be {MIN_FRAME_SIZE} to 1518 (FCS included)",
+            args.size
+        );
+    }
+    let spec = FlowSpec {
+        flows: args.flows.max(1),
+        size: args.size,
+        dst_mac: parse_mac(&args.dst_mac)?,
+        src_ip: args.src_ip,
+        dst_ip: args.dst_ip,
+        src_port: args.src_port,
+        dst_port: args.dst_port,
+        ttl: args.ttl,
+    };
+
+    let dp = data_plan(c.lcores)?;
+    let queues = c.queues.unwrap_or(dp.data.len() as u16).max(1);
+    let ports = c.open_ports(&dp.plan, queues)?;
+    for p in &ports {
+        let l4 = p.opened.ports.first().map(|q| q.capabilities().layer) == Some(Layer::L4);
+        if l4 && spec.frame_len() < HEADERS_LEN + PROBE_LEN {
+            bail!(
+                "--size {} leaves no room for the probe in a datagram",
+                args.size
+            );
+        }
+    }
+    let (port_summaries, per_lcore) = deal_queues(ports);
+    let lcores = per_lcore.len().min(dp.data.len()).max(1);
+    let rate = (args.rate > 0).then(|| args.rate.div_ceil(lcores as u64));
+    let tx_off = Arc::new(AtomicBool::new(false));
+    let report = Arc::new(Mutex::new(RxReport::default()));
+    let mut group = dp.group();
+    let mut counters = Vec::new();
+    for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
+        let cnt = Arc::new(LcoreCounters::default());
+        counters.push((lcore, cnt.clone()));
+        let poller = PktgenLcore::new(
+            queues,
+            &spec,
+            rate,
+            c.burst,
+            tx_off.clone(),
+            cnt,
+            report.clone(),
+        );
+        group.poller(lcore, poller).context("adding a poller")?;
+    }
+    let out = run::run(
+        group,
+        Watch {
+            name: "pktgen",
+            duration: c.duration()?,
+            counters,
+            quit,
+            tx_off: Some((tx_off, Duration::from_millis(args.drain_ms))),
+            lines: true,
+            summed: None,
+        },
+    )?;
+    let mut s = Summary::new("pktgen", port_summaries, &dp.plan, &out);
+    let rx = report
+        .lock()
+        .map(|r| r.clone())
+        .map_err(|_| anyhow::anyhow!("a pktgen lcore panicked while reporting"))?;
+    let sent = s.tx_packets;
+    let loss = sent.saturating_sub(rx.probes);
+    let latency = rx.latency.summary();
+    s.extra.insert("sent".into(), sent.into());
+    s.extra.insert("received".into(), rx.probes.into());
+    s.extra.insert("foreign".into(), rx.foreign.into());
+    s.extra.insert("lost".into(), loss.into());
+    s.extra.insert(
+        "loss_ratio".into(),
+        (if sent == 0 {
+            0.0
+        } else {
+            loss as f64 / sent as f64
+        })
+        .into(),
+    );
+    s.extra
+        .insert("latency".into(), serde_json::to_value(latency)?);
+    if !c.json {
+        println!(
+            "pktgen: sent {sent}, received {} ({} foreign), lost {loss}; latency p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            rx.probes, rx.foreign, latency.p50_us, latency.p99_us, latency.max_us
+        );
+    }
+    run::note_mbufs(&mut s);
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -460,3 +460,53 @@ impl Summary {
 pub fn drops_map(s: &QueueStats) -> BTreeMap<&'static str, u64> {
     s.drops_by_reason().map(|(r, n)| (r.name(), n)).collect()
 }
+
+/// Logs to standard error at `warn` (or as `RUST_LOG` says), keeping
+/// standard output for the rates and the summary.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+}
+
+/// Mbufs of DPDK's pools not back in them, once every port is closed:
+/// `None` when DPDK made no pool (the other backends' pools are owned by
+/// their ports and checked by the tests that own them).
+pub fn dpdk_mbufs_outstanding() -> Option<u64> {
+    let pools = dataplane::net::dpdk::pools();
+    if pools.is_empty() {
+        return None;
+    }
+    Some(
+        pools
+            .iter()
+            .filter(|p| p.state != dataplane::net::dpdk::PoolState::Freed)
+            .map(|p| u64::from(p.size.saturating_sub(p.available)))
+            .sum(),
+    )
+}
+
+/// Adds `mbufs_outstanding` to the summary when DPDK's pools can tell.
+pub fn note_mbufs(s: &mut Summary) {
+    if let Some(n) = dpdk_mbufs_outstanding() {
+        s.extra.insert("mbufs_outstanding".into(), n.into());
+    }
+}
+
+/// Prints the summary, then fails if it says mbufs are missing (a
+/// program that loses buffers must not exit 0).
+///
+/// # Errors
+///
+/// When printing fails or mbufs are outstanding.
+pub fn finish(s: &Summary, json: bool) -> anyhow::Result<()> {
+    s.print(json)?;
+    if let Some(n) = s.extra.get("mbufs_outstanding").and_then(|v| v.as_u64()) {
+        anyhow::ensure!(n == 0, "{n} mbufs did not return to their pools");
+    }
+    Ok(())
+}

@@ -1,0 +1,511 @@
+//! The network programs end to end.
+//!
+//! - Each binary answers `--help`, and runs with `--json`, whose last line
+//!   of standard output is one JSON summary.
+//! - Over memory ports, in this process: pktgen feeds l3fwd (and l2fwd)
+//!   through registered pairs over pools the test holds, so it can check
+//!   that packets sent = packets received + drops counted, and that every
+//!   mbuf came back once the ports are gone.
+//! - l3fwd is fed malformed frames of every kind and must count each under
+//!   its reason.
+//! - The demo runs to completion with everything accounted for.
+//! - With DPDK, l2fwd and l3fwd run on `net_null` (an endless source and a
+//!   sink) and `net_ring` (a loopback) vdevs, and pktgen on `net_ring`:
+//!   received = sent + drops, and every mbuf of DPDK's pools back. Without
+//!   DPDK these print `skip: <reason>` (and fail when `DATAPLANE_REQUIRE`
+//!   names dpdk).
+
+use clap::Parser;
+use dataplane::net::dpdk::{self, EalState};
+use dataplane::net::memory::register_pair_with_pools;
+use dataplane::net::{BackendChoice, BackendKind, MbufBatch, Port, PortConfig};
+use dataplane::require::{self, Capability};
+use dataplane_apps::net::frame::{UdpFlow, emit_udp};
+use dataplane_apps::net::run::Summary;
+use dataplane_apps::net::{l2fwd, l3fwd, pktgen};
+use hugepages::mbuf::{MbufPool, MbufPoolConfig};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+// ---- helpers ----------------------------------------------------------------
+
+/// Runs a program and returns its summary (the last line of stdout).
+fn run_bin(exe: &str, args: &[&str]) -> Value {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("running the program");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{exe} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("a summary line");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn json(s: &Summary) -> Value {
+    serde_json::to_value(s).expect("a summary serialises")
+}
+
+fn pool(name: &str) -> MbufPool {
+    MbufPool::new(MbufPoolConfig {
+        name: name.into(),
+        count: 8192,
+        cache_size: 0,
+        ..MbufPoolConfig::default()
+    })
+    .expect("a pool")
+}
+
+fn port_cfg() -> PortConfig {
+    let mut c = PortConfig::new("memory:unused");
+    c.queues = 1;
+    c.rx_desc = 1024;
+    c
+}
+
+/// Registers `a`-`b` over `pool`.
+fn pair(a: &str, b: &str, pool: &MbufPool) {
+    register_pair_with_pools(a, b, &port_cfg(), pool.clone(), pool.clone()).expect("a pair");
+}
+
+fn routes_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{name}-{}.routes", std::process::id()));
+    std::fs::write(&path, text).expect("writing a route file");
+    path
+}
+
+/// Waits for every mbuf of `pool` to come back (the lcore threads drop
+/// their ports as they end).
+fn all_back(pool: &MbufPool) {
+    let t0 = Instant::now();
+    while pool.in_use() != 0 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pool.in_use(), 0, "mbufs not back in their pool");
+}
+
+/// A forwarder (l2fwd or l3fwd) run in a thread of this process for
+/// `secs`, and pktgen against it for less, so that the forwarder is still
+/// there for every packet pktgen sends and still reading when it stops.
+fn against_pktgen(
+    forwarder: impl FnOnce() -> Summary + Send + 'static,
+    gen_ports: &[&str],
+) -> (Value, Value) {
+    let fwd = std::thread::spawn(forwarder);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut argv = vec!["pktgen", "--backend", "memory", "--lcores", "1"];
+    for p in gen_ports {
+        argv.extend(["--port", p]);
+    }
+    argv.extend([
+        "--rate",
+        "200000",
+        "--flows",
+        "16",
+        "--dst-ip",
+        "10.1.2.3",
+        "--duration",
+        "1",
+        "--drain-ms",
+        "300",
+    ]);
+    let gen_args = pktgen::PktgenArgs::try_parse_from(argv).expect("pktgen's options");
+    let gen_summary =
+        pktgen::run(&gen_args, Arc::new(AtomicBool::new(false))).expect("pktgen runs");
+    let fwd_summary = fwd.join().expect("the forwarder thread");
+    (json(&gen_summary), json(&fwd_summary))
+}
+
+// ---- every binary -------------------------------------------------------------
+
+#[test]
+fn every_program_has_help() {
+    for exe in [
+        env!("CARGO_BIN_EXE_l2fwd"),
+        env!("CARGO_BIN_EXE_l3fwd"),
+        env!("CARGO_BIN_EXE_pktgen"),
+        env!("CARGO_BIN_EXE_demo"),
+    ] {
+        let out = Command::new(exe)
+            .arg("--help")
+            .output()
+            .expect("running --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{exe} --help failed");
+        assert!(text.contains("--duration"), "{exe}: {text}");
+        assert!(text.contains("--json"), "{exe}: {text}");
+    }
+}
+
+#[test]
+fn forwarders_print_a_json_summary_last() {
+    // Memory ports whose other ends nobody feeds: nothing moves, but the
+    // programs start, stop on time and report.
+    let routes = routes_file("json-last", "0.0.0.0/0 1\n");
+    let routes = routes.to_str().expect("a UTF-8 temp path");
+    for (exe, extra) in [
+        (env!("CARGO_BIN_EXE_l2fwd"), vec!["-p", "0x3"]),
+        (env!("CARGO_BIN_EXE_l3fwd"), vec!["--routes", routes]),
+    ] {
+        let mut args = vec![
+            "--backend",
+            "memory",
+            "--port",
+            "memory:a",
+            "--port",
+            "memory:b",
+            "--duration",
+            "0.3",
+            "--json",
+        ];
+        args.extend(extra);
+        let s = run_bin(exe, &args);
+        assert_eq!(s["backend"], "memory", "{s}");
+        assert_eq!(u(&s, "rx_packets"), 0, "{s}");
+        assert!(s["rx_mpps"].is_number() && s["drops"].is_object(), "{s}");
+    }
+}
+
+// ---- over memory ports, in this process ------------------------------------------
+
+#[test]
+fn l3fwd_forwards_pktgen_flows_over_memory_ports() {
+    let pool = pool("apps-l3");
+    // pktgen l3g0 <-> l3f0 l3fwd l3f1 <-> l3g1 pktgen
+    pair("l3g0", "l3f0", &pool);
+    pair("l3f1", "l3g1", &pool);
+    let routes = routes_file("l3-memory", "10.0.0.0/8 1\n0.0.0.0/0 0\n");
+    let args = l3fwd::L3fwdArgs::try_parse_from([
+        "l3fwd",
+        "--backend",
+        "memory",
+        "--port",
+        "memory:l3f0",
+        "--port",
+        "memory:l3f1",
+        "--routes",
+        routes.to_str().expect("UTF-8"),
+        "--lcores",
+        "1",
+        "--duration",
+        "2.5",
+    ])
+    .expect("l3fwd's options");
+    let (generated, forwarded) = against_pktgen(
+        move || l3fwd::run(&args, Arc::new(AtomicBool::new(false))).expect("l3fwd runs"),
+        &["memory:l3g0", "memory:l3g1"],
+    );
+    let (sent, received) = (u(&generated, "sent"), u(&generated, "received"));
+    let drops = u(&forwarded, "drops_total") + u(&generated, "drops_total");
+    assert!(sent > 1000, "pktgen sent {sent}");
+    assert_eq!(u(&forwarded, "rx_packets"), sent, "l3fwd received all");
+    assert_eq!(sent, received + drops, "{generated}\n{forwarded}");
+    assert_eq!(u(&generated, "foreign"), 0);
+    // Everything routes to port 1, back to pktgen's second port.
+    all_back(&pool);
+}
+
+#[test]
+fn l2fwd_forwards_pktgen_flows_over_memory_ports() {
+    let pool = pool("apps-l2");
+    pair("l2g0", "l2f0", &pool);
+    pair("l2f1", "l2g1", &pool);
+    let args = l2fwd::L2fwdArgs::try_parse_from([
+        "l2fwd",
+        "--backend",
+        "memory",
+        "--port",
+        "memory:l2f0",
+        "--port",
+        "memory:l2f1",
+        "-p",
+        "3",
+        "--lcores",
+        "1",
+        "--duration",
+        "2.5",
+    ])
+    .expect("l2fwd's options");
+    let (generated, forwarded) = against_pktgen(
+        move || l2fwd::run(&args, Arc::new(AtomicBool::new(false))).expect("l2fwd runs"),
+        &["memory:l2g0", "memory:l2g1"],
+    );
+    let (sent, received) = (u(&generated, "sent"), u(&generated, "received"));
+    let drops = u(&forwarded, "drops_total") + u(&generated, "drops_total");
+    assert!(sent > 1000, "pktgen sent {sent}");
+    assert_eq!(sent, received + drops, "{generated}\n{forwarded}");
+    assert_eq!(
+        u(&forwarded, "rx_packets"),
+        u(&forwarded, "tx_packets") + u(&forwarded, "drops_total")
+    );
+    all_back(&pool);
+}
+
+// ---- malformed frames -----------------------------------------------------------
+
+fn good_frame(dst: Ipv4Addr, ttl: u8, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    let flow = UdpFlow {
+        src_mac: [2, 0, 0, 0, 0, 0x10],
+        dst_mac: [2, 0, 0, 0, 0, 0x20],
+        src_ip: Ipv4Addr::new(192, 0, 2, 1),
+        dst_ip: dst,
+        src_port: 4000,
+        dst_port: 9,
+        ttl,
+    };
+    emit_udp(&mut b, len, &flow, None).expect("a frame");
+    b
+}
+
+/// Sends each frame on `port` from its pool.
+fn send(port: &mut dyn Port, frames: &[Vec<u8>]) {
+    for f in frames {
+        let mut batch = MbufBatch::new();
+        assert_eq!(port.alloc_burst(1, &mut batch), 1);
+        for m in batch.iter_mut() {
+            m.append(f.len()).expect("room").copy_from_slice(f);
+        }
+        assert_eq!(port.tx_burst(&mut batch), 1);
+    }
+}
+
+#[test]
+fn l3fwd_counts_malformed_frames_by_reason() {
+    let pool = pool("apps-malformed");
+    pair("mal-src", "mal-in", &pool);
+    pair("mal-out", "mal-sink", &pool);
+    let open = |name: &str| {
+        let mut cfg = port_cfg();
+        cfg.device = format!("memory:{name}");
+        dataplane::net::open(&cfg, BackendChoice::Named(BackendKind::Memory))
+            .expect("opening a memory end")
+            .ports
+            .remove(0)
+    };
+    let (mut src, mut sink) = (open("mal-src"), open("mal-sink"));
+
+    let routed = Ipv4Addr::new(10, 9, 8, 7);
+    let good = good_frame(routed, 64, 60);
+    let mut bad_checksum = good.clone();
+    bad_checksum[24] ^= 0x5a; // IPv4 header checksum
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44; // version 4, IHL 4 words: shorter than a header
+    let mut bad_version = good.clone();
+    bad_version[14] = 0x65;
+    let mut long_total = good.clone();
+    long_total[16..18].copy_from_slice(&1000u16.to_be_bytes()); // past the frame
+    let mut arp = good.clone();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let frames: Vec<(Vec<u8>, &str)> = vec![
+        (good.clone(), "forwarded"),
+        (good.clone(), "forwarded"),
+        (good[..10].to_vec(), "truncated"), // a runt: not even an Ethernet header
+        (good[..30].to_vec(), "truncated"), // cut inside the IPv4 header
+        (long_total, "truncated"),
+        (bad_checksum, "bad_checksum"),
+        (bad_ihl, "malformed"),
+        (bad_version, "malformed"),
+        (arp, "filtered"),
+        (good_frame(routed, 1, 60), "ttl_expired"),
+        (good_frame(Ipv4Addr::new(172, 16, 0, 1), 64, 60), "no_route"),
+        (good_frame(routed, 64, 1400), "oversized"), // over --mtu 1000
+    ];
+    let bytes: Vec<Vec<u8>> = frames.iter().map(|(f, _)| f.clone()).collect();
+    send(src.as_mut(), &bytes);
+
+    let routes = routes_file("malformed", "10.0.0.0/8 1\n");
+    let args = l3fwd::L3fwdArgs::try_parse_from([
+        "l3fwd",
+        "--backend",
+        "memory",
+        "--port",
+        "memory:mal-in",
+        "--port",
+        "memory:mal-out",
+        "--routes",
+        routes.to_str().expect("UTF-8"),
+        "--mtu",
+        "1000",
+        "--lcores",
+        "1",
+        "--duration",
+        "0.5",
+    ])
+    .expect("l3fwd's options");
+    let s = json(&l3fwd::run(&args, Arc::new(AtomicBool::new(false))).expect("l3fwd runs"));
+
+    let mut want = std::collections::BTreeMap::<&str, u64>::new();
+    for (_, why) in &frames {
+        *want.entry(why).or_default() += 1;
+    }
+    let forwarded = want.remove("forwarded").unwrap_or(0);
+    let got: std::collections::BTreeMap<&str, u64> = s["drops"]
+        .as_object()
+        .expect("drops")
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_u64().expect("a count")))
+        .collect();
+    assert_eq!(got, want, "{s}");
+    assert_eq!(u(&s, "rx_packets"), frames.len() as u64);
+    assert_eq!(u(&s, "tx_packets"), forwarded);
+
+    // What was forwarded has its TTL decremented and a valid checksum.
+    let mut batch = MbufBatch::new();
+    assert_eq!(sink.rx_burst(&mut batch), forwarded as usize);
+    for m in batch.drain() {
+        let info =
+            dataplane::wire::parse_frame_with(m.data(), dataplane::wire::ChecksumMode::Software)
+                .expect("a forwarded frame parses, checksum included");
+        assert_eq!(m.data()[info.l3_offset + 8], 63, "TTL decremented");
+    }
+    drop((src, sink));
+    all_back(&pool);
+}
+
+// ---- the demo -------------------------------------------------------------------
+
+#[test]
+fn the_demo_runs_to_completion_and_accounts_for_everything() {
+    let s = run_bin(env!("CARGO_BIN_EXE_demo"), &["--duration", "1", "--json"]);
+    let generated = u(&s, "generated");
+    assert!(generated > 1000, "{s}");
+    assert_eq!(s["accounted"], true, "{s}");
+    assert_eq!(u(&s, "mbufs_outstanding"), 0, "{s}");
+    assert_eq!(generated, u(&s, "delivered") + u(&s, "drops_total"), "{s}");
+    for why in ["no_route", "bad_checksum", "truncated", "ttl_expired"] {
+        assert!(s["drops"][why].as_u64().unwrap_or(0) > 0, "{why}: {s}");
+    }
+}
+
+// ---- over DPDK vdevs --------------------------------------------------------------
+
+fn dpdk_or_skip() -> bool {
+    let EalState::Unavailable(why) = dpdk::state() else {
+        return true;
+    };
+    if require::required(Capability::Dpdk) {
+        panic!("dpdk is required (DATAPLANE_REQUIRE) but unavailable: {why}");
+    }
+    println!("skip: dpdk unavailable: {why}");
+    false
+}
+
+/// Runs `exe` on DPDK vdevs (each process its own EAL, `--in-memory`) and
+/// checks what every DPDK run must show.
+fn on_dpdk(exe: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--backend", "dpdk", "--lcores", "1", "--json"];
+    all.extend(args);
+    let s = run_bin(exe, &all);
+    assert_eq!(s["backend"], "dpdk", "{s}");
+    // The program also fails on its own when mbufs are missing.
+    assert_eq!(u(&s, "mbufs_outstanding"), 0, "{s}");
+    s
+}
+
+#[test]
+fn l2fwd_on_dpdk_null_vdevs() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    // net_null: an endless source and a sink.
+    let s = on_dpdk(
+        env!("CARGO_BIN_EXE_l2fwd"),
+        &[
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--duration",
+            "0.5",
+        ],
+    );
+    assert!(u(&s, "rx_packets") > 0, "{s}");
+    assert_eq!(
+        u(&s, "rx_packets"),
+        u(&s, "tx_packets") + u(&s, "drops_total"),
+        "{s}"
+    );
+}
+
+#[test]
+fn l3fwd_on_dpdk_null_vdevs_counts_what_it_cannot_route() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    // net_null's frames are not IPv4: every one is dropped, by reason.
+    let routes = routes_file("dpdk-null", "0.0.0.0/0 1\n");
+    let s = on_dpdk(
+        env!("CARGO_BIN_EXE_l3fwd"),
+        &[
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--routes",
+            routes.to_str().expect("UTF-8"),
+            "--duration",
+            "0.5",
+        ],
+    );
+    assert!(u(&s, "rx_packets") > 0, "{s}");
+    assert_eq!(
+        u(&s, "rx_packets"),
+        u(&s, "tx_packets") + u(&s, "drops_total"),
+        "{s}"
+    );
+}
+
+#[test]
+fn pktgen_and_l3fwd_on_dpdk_ring_vdevs() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    // net_ring: what is sent on a port comes back on it.
+    let s = on_dpdk(
+        env!("CARGO_BIN_EXE_pktgen"),
+        &[
+            "--vdev",
+            "net_ring0",
+            "--rate",
+            "100000",
+            "--duration",
+            "0.5",
+        ],
+    );
+    let (sent, received) = (u(&s, "sent"), u(&s, "received"));
+    assert!(sent > 1000, "{s}");
+    assert_eq!(sent, received + u(&s, "drops_total"), "{s}");
+    let routes = routes_file("dpdk-ring", "0.0.0.0/0 1\n");
+    let s = on_dpdk(
+        env!("CARGO_BIN_EXE_l3fwd"),
+        &[
+            "--vdev",
+            "net_ring0",
+            "--vdev",
+            "net_ring1",
+            "--routes",
+            routes.to_str().expect("UTF-8"),
+            "--duration",
+            "0.3",
+        ],
+    );
+    assert_eq!(
+        u(&s, "rx_packets"),
+        u(&s, "tx_packets") + u(&s, "drops_total"),
+        "{s}"
+    );
+}
