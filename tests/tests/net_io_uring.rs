@@ -13,7 +13,7 @@ use dataplane::net::uring::{IoUring, UdpPort};
 use dataplane::net::{
     self, Backend, BackendChoice, BackendKind, DropReason, Layer, MbufBatch, Port, PortConfig,
 };
-use dataplane::require::Capability;
+use dataplane::require::{Capability, Requirements};
 use dataplane_tests::available_or_skip;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -264,9 +264,23 @@ fn auto_selection_reaches_io_uring_for_a_udp_device() {
     let Some(bed) = bed() else { return };
     let mut cfg = PortConfig::new(format!("udp:{A}:9300"));
     cfg.mbufs = 512;
+    if dataplane::require::required(Capability::Dpdk) {
+        // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a
+        // fallback, and so an error that says why.
+        let c = cfg.clone();
+        let refused = bed
+            .a
+            .run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
+            .expect("thread");
+        assert!(
+            matches!(&refused, Err(dataplane::Error::Required { capability, .. }) if *capability == "dpdk"),
+            "{refused:?}"
+        );
+    }
+    // The selection itself, with nothing required.
     let opened = bed
         .a
-        .run(move || net::open(&cfg, BackendChoice::Auto))
+        .run(move || net::open_with(&cfg, BackendChoice::Auto, &Requirements::parse("")))
         .expect("thread")
         .expect("opened");
     assert_eq!(opened.backend, BackendKind::IoUring);

@@ -229,11 +229,14 @@ impl fmt::Debug for Opened {
 ///
 /// ```
 /// use dataplane::net::{self, BackendChoice, BackendKind, PortConfig};
+/// use dataplane::require::Requirements;
 ///
 /// let mut cfg = PortConfig::new("memory:doc-example");
 /// cfg.mbufs = 256;
 /// cfg.mbuf_cache = 0;
-/// let opened = net::open(&cfg, BackendChoice::Auto)?;
+/// // `open` with nothing required: under DATAPLANE_REQUIRE=dpdk, `open`
+/// // refuses to pass DPDK over.
+/// let opened = net::open_with(&cfg, BackendChoice::Auto, &Requirements::parse(""))?;
 /// assert_eq!(opened.backend, BackendKind::Memory);
 /// // DPDK, AF_PACKET and io_uring were passed over, each with a reason.
 /// assert_eq!(opened.skipped.len(), 3);
