@@ -34,6 +34,9 @@ pub mod info {
         /// Every backend of every subsystem (net, block, accel), in
         /// selection order, with why it can or cannot run here.
         pub backends: Vec<dataplane::topology::BackendProbe>,
+        /// The Vulkan loader and every physical device, for the
+        /// accelerator backend; `None` for an imagined machine.
+        pub vulkan: Option<dataplane::accel::Discovery>,
     }
 
     /// The plan of one profile, or why there is none.
@@ -65,9 +68,9 @@ pub mod info {
     /// When the machine's CPUs cannot be found at all.
     pub fn report(profiles: &[Profile]) -> anyhow::Result<Report> {
         let topology = Topology::detect()?;
-        Ok(report_for(topology, profiles, &|name| {
-            std::env::var(name).ok()
-        }))
+        let mut r = report_for(topology, profiles, &|name| std::env::var(name).ok());
+        r.vulkan = Some(dataplane::accel::discover());
+        Ok(r)
     }
 
     /// [`report`] for a given topology and environment lookup.
@@ -121,6 +124,7 @@ pub mod info {
             plans,
             require: RequireReport { parsed, unmet },
             backends: dataplane::backend_probes(),
+            vulkan: None,
         }
     }
 
@@ -512,6 +516,22 @@ pub mod info {
         }
         for u in &env.unknown {
             let _ = writeln!(o, "  DATAPLANE_REQUIRE names unknown capability {u:?}");
+        }
+
+        if let Some(v) = &r.vulkan {
+            o.push_str("\nVulkan devices (accelerator queues)\n");
+            let _ = writeln!(o, "  loader: {}", v.loader.reason);
+            for d in &v.devices {
+                let usable = if d.usable.available {
+                    "usable".to_owned()
+                } else {
+                    format!("not usable: {}", d.usable.reason)
+                };
+                let _ = writeln!(o, "  #{}: {} ({usable})", d.index, d.summary());
+            }
+            if v.loader.available && v.devices.is_empty() {
+                o.push_str("  no physical devices: accelerator queues run on the CPU\n");
+            }
         }
 
         if let Some(h) = &t.hwloc {
