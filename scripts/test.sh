@@ -2,7 +2,7 @@
 # Runs every test: the README's test command and what CI runs.
 #
 #   scripts/test.sh            # everything
-#   scripts/test.sh --fast     # without the loom, Miri and ThreadSanitizer runs
+#   scripts/test.sh --fast     # without the loom, Miri, ThreadSanitizer and fuzz runs
 #
 # As root on Debian/Ubuntu it first installs the system packages the real
 # backends need and reserves hugepages. DATAPLANE_REQUIRE (a comma list of
@@ -11,7 +11,8 @@
 # that cannot run here print `skip: <reason>` and pass.
 #
 # Steps: deps, fmt, clippy, test (unit, end-to-end, doc tests, examples),
-# loom, miri, tsan. Each prints its time; the first failure stops the run.
+# vulkan-validation, loom, miri, tsan, fuzz. Each prints its time; the
+# first failure stops the run.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,7 +22,7 @@ fast=0
 for arg in "$@"; do
     case $arg in
         --fast) fast=1 ;;
-        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "test.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -56,6 +57,9 @@ fi
 if requires spdk; then
     features+=(dataplane/require-spdk)
 fi
+if requires vulkan; then
+    features+=(dataplane/require-vulkan)
+fi
 feature_args=()
 if [[ ${#features[@]} -gt 0 ]]; then
     feature_args=(--features "$(IFS=,; echo "${features[*]}")")
@@ -77,9 +81,30 @@ run_tests() {
 }
 step test run_tests
 
+# The accelerator tests again under the Khronos validation layer with
+# synchronization validation: a missing barrier or a hazard between the
+# host and the device is an error there, not a silent race. The tests fail
+# on any validation message (see accel's debug messenger).
+vulkan_validation() {
+    if ! [[ -f /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json ]]; then
+        if requires vulkan; then
+            echo "test.sh: the Khronos validation layer is not installed" >&2
+            return 1
+        fi
+        echo "skip: vulkan-validation: the Khronos validation layer is not installed"
+        return 0
+    fi
+    VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation \
+        VK_LAYER_ENABLES=VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT \
+        cargo test "${feature_args[@]}" -p dataplane-tests \
+        --test accel_kernels --test accel_buffers --test accel_fallback \
+        -p dataplane-apps --test gpu_offload
+}
+step vulkan-validation vulkan_validation
+
 if [[ $fast -eq 1 ]]; then
     echo
-    echo "test.sh: --fast: skipped loom, miri and tsan"
+    echo "test.sh: --fast: skipped loom, miri, tsan and fuzz"
     exit 0
 fi
 
@@ -131,6 +156,10 @@ tsan_tests() {
     tsan -p dataplane --lib --tests -- ring:: channel:: lcore:: worker::
 }
 step tsan tsan_tests
+
+# Every wire parser under libFuzzer for a short while (fuzz/ is a cargo-fuzz
+# project outside the workspace); scripts/fuzz.sh installs cargo-fuzz.
+step fuzz scripts/fuzz.sh "${DATAPLANE_FUZZ_SECONDS:-10}"
 
 echo
 echo "test.sh: all steps passed"
