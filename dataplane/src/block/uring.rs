@@ -430,27 +430,75 @@ impl Ring {
         Ok(true)
     }
 
+    /// Submits what is pending and sleeps until at least one completion
+    /// is posted or `timeout` passes, in one `io_uring_enter` (needs
+    /// `IORING_FEAT_EXT_ARG`, Linux 5.11, for the timeout).
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        let ts = KernelTimespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let arg = GeteventsArg {
+            sigmask: 0,
+            sigmask_sz: 0,
+            min_wait_usec: 0,
+            ts: (&raw const ts).addr() as u64,
+        };
+        match self.enter_with(
+            self.unsubmitted,
+            1,
+            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+            (&raw const arg).cast(),
+            std::mem::size_of::<GeteventsArg>(),
+        ) {
+            Ok(n) => {
+                self.unsubmitted = self.unsubmitted.saturating_sub(n);
+                Ok(())
+            }
+            // The timeout passed, or a signal came, with nothing posted.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `io_uring_enter(fd, to_submit, 0, flags)`, through the registered
     /// ring fd when there is one.
     #[inline]
     fn enter(&self, to_submit: u32, flags: u32) -> std::io::Result<u32> {
+        self.enter_with(to_submit, 0, flags, std::ptr::null(), 0)
+    }
+
+    /// `io_uring_enter(fd, to_submit, min_complete, flags, arg, argsz)`,
+    /// through the registered ring fd when there is one. `arg` is null
+    /// (size 0) or an `io_uring_getevents_arg` under `IORING_ENTER_EXT_ARG`.
+    #[inline]
+    fn enter_with(
+        &self,
+        to_submit: u32,
+        min_complete: u32,
+        flags: u32,
+        arg: *const libc::c_void,
+        argsz: usize,
+    ) -> std::io::Result<u32> {
         let (fd, flags) = match self.registered_fd {
             Some(index) => (index as libc::c_int, flags | IORING_ENTER_REGISTERED_RING),
             None => (self.ring.as_raw_fd(), flags),
         };
-        // SAFETY: io_uring_enter with no argument pointer (size 0); `fd` is
-        // this ring's fd or its index in this thread's registered table.
-        // The entries it consumes were pushed by `submit`, whose contract
-        // keeps their buffers alive until their completions are reaped.
+        // SAFETY: `fd` is this ring's fd or its index in this thread's
+        // registered table; `arg` is null with size 0, or (from `wait`) an
+        // `io_uring_getevents_arg` naming a timespec, both live for the
+        // call. The entries it consumes were pushed by `submit`, whose
+        // contract keeps their buffers alive until their completions are
+        // reaped.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_enter,
                 fd,
                 to_submit,
-                0u32,
+                min_complete,
                 flags,
-                std::ptr::null::<libc::c_void>(),
-                0usize,
+                arg,
+                argsz,
             )
         };
         if r < 0 {
@@ -462,6 +510,26 @@ impl Ring {
 
 /// `IORING_ENTER_GETEVENTS` (include/uapi/linux/io_uring.h).
 const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+/// `IORING_ENTER_EXT_ARG`: the argument is an `io_uring_getevents_arg`
+/// (Linux 5.11).
+const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+
+/// `struct io_uring_getevents_arg` (include/uapi/linux/io_uring.h; the
+/// third field was `pad` before Linux 6.12 and must be 0 there).
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+/// `struct __kernel_timespec` (include/uapi/linux/time_types.h).
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
 /// `IORING_ENTER_REGISTERED_RING`: `fd` is an index in the registered
 /// ring table (Linux 5.18).
 const IORING_ENTER_REGISTERED_RING: u32 = 1 << 4;
@@ -541,6 +609,8 @@ pub(crate) struct UringQueue {
     fixed: Vec<(usize, usize)>,
     iopoll: bool,
     sqpoll: bool,
+    /// The kernel takes a timeout on `io_uring_enter` (`wait` can sleep).
+    ext_arg: bool,
     enabled: bool,
     failed: Option<std::io::Error>,
     stats: QueueStats,
@@ -586,6 +656,7 @@ impl UringQueue {
         if !registered {
             fixed.clear();
         }
+        let ext_arg = main.ring.params().is_feature_ext_arg();
         let aux = if dev.iopoll {
             Some(Ring::new(entries, false, None, &dev.file, &[])?.0)
         } else {
@@ -606,6 +677,7 @@ impl UringQueue {
             fixed,
             iopoll: dev.iopoll,
             sqpoll: dev.sqpoll.is_some(),
+            ext_arg,
             enabled: false,
             failed: None,
             stats: QueueStats::default(),
@@ -803,6 +875,28 @@ impl Queue for UringQueue {
             n += Self::reap(aux, &mut self.inflight, &mut self.stats, out);
         }
         n
+    }
+
+    fn wait(&mut self, out: &mut Completions, timeout: Duration) -> usize {
+        if !self.enabled {
+            self.enable();
+        }
+        // IOPOLL and SQPOLL rings poll already; an old kernel cannot bound
+        // the sleep.
+        if self.inflight.len() == 0
+            || self.aux.is_some()
+            || self.sqpoll
+            || !self.ext_arg
+            || self.failed.is_some()
+            || !self.main.ring.completion().is_empty()
+        {
+            return self.poll(out);
+        }
+        match self.main.wait(timeout) {
+            Ok(()) => self.stats.syscalls += 1,
+            Err(e) => self.enter_failed(e),
+        }
+        Self::reap(&mut self.main, &mut self.inflight, &mut self.stats, out)
     }
 
     fn depth(&self) -> usize {
