@@ -92,6 +92,10 @@ fn file_with_the_automatic_backend_and_verify() {
     check_verified(&s);
     let s = run(&["--target", &p, "--rw", "randrw", "--mix", "70", "--qd", "4"]);
     check(&s, 1);
+    // Sleeping for completions instead of polling, with verification.
+    let s = run(&["--target", &p, "--qd", "8", "--wait", "--verify"]);
+    check(&s, 1);
+    check_verified(&s);
     let _ = std::fs::remove_file(&path);
 }
 

@@ -15,16 +15,21 @@
 //! accounts it, divided by the I/Os completed in it), system calls per I/O;
 //! with `--json`, a summary object as the last line of stdout.
 
+mod histogram;
+mod verify;
+
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use dataplane::block::{self, Completions, Device, DeviceConfig, PollMode, Queue, QueueConfig, op};
 use dataplane::lcore::{IdlePolicy, LcoreConfig, LcoreGroup, PollContext, Role};
 use dataplane::time::{rdtsc, tsc_hz};
 use dataplane::topology::{CpuId, Topology};
+use histogram::{Histogram, Latency};
 use hugepages::mempool::DmaBuf;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use verify::{POISON, Verify, fill_pattern};
 
 /// The I/O pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -124,6 +129,13 @@ struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     iopoll: IoPoll,
 
+    /// Sleep in the kernel for a completion when there is nothing to submit
+    /// (fio's way: the core is left to the kernel threads behind files
+    /// and loop devices) instead of polling (SPDK's way, a core at 100%).
+    /// io_uring only; the other backends always poll.
+    #[arg(long)]
+    wait: bool,
+
     /// io_uring: a kernel submission thread (SQPOLL) idling after this many ms.
     #[arg(long)]
     sqpoll: Option<u32>,
@@ -148,116 +160,6 @@ enum IoPoll {
 
 fn parse_size(s: &str) -> Result<u64, String> {
     block::parse_size(s).map_err(|e| e.to_string())
-}
-
-/// A latency histogram: log-linear buckets (8 sub-buckets per power of
-/// two, HdrHistogram's layout with 3 bits of precision: every value within
-/// 12.5% of its bucket's lower edge), in nanoseconds.
-#[derive(Debug, Clone)]
-struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-    sum: u128,
-    max: u64,
-}
-
-const SUB_BITS: u32 = 3;
-
-impl Histogram {
-    fn new() -> Self {
-        Histogram {
-            counts: vec![0; (64 << SUB_BITS) as usize],
-            total: 0,
-            sum: 0,
-            max: 0,
-        }
-    }
-
-    fn index(v: u64) -> usize {
-        if v < (1 << SUB_BITS) {
-            return v as usize;
-        }
-        let msb = 63 - v.leading_zeros();
-        let sub = (v >> (msb - SUB_BITS)) & ((1 << SUB_BITS) - 1);
-        (((msb - SUB_BITS + 1) << SUB_BITS) as u64 + sub) as usize
-    }
-
-    fn lower(i: usize) -> u64 {
-        let i = i as u64;
-        if i < (1 << SUB_BITS) {
-            return i;
-        }
-        let exp = (i >> SUB_BITS) + u64::from(SUB_BITS) - 1;
-        let sub = i & ((1 << SUB_BITS) - 1);
-        (1 << exp) | (sub << (exp - u64::from(SUB_BITS)))
-    }
-
-    #[inline]
-    fn record(&mut self, v: u64) {
-        let i = Self::index(v).min(self.counts.len() - 1);
-        self.counts[i] += 1;
-        self.total += 1;
-        self.sum += u128::from(v);
-        self.max = self.max.max(v);
-    }
-
-    fn merge(&mut self, o: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
-            *a += b;
-        }
-        self.total += o.total;
-        self.sum += o.sum;
-        self.max = self.max.max(o.max);
-    }
-
-    fn percentile(&self, p: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let want = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                // The bucket's midpoint, capped by the true maximum.
-                let lo = Self::lower(i);
-                let hi = Self::lower(i + 1);
-                return (lo + (hi - lo) / 2).min(self.max);
-            }
-        }
-        self.max
-    }
-
-    fn mean(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.total as f64
-        }
-    }
-}
-
-/// Latency figures in microseconds.
-#[derive(Debug, Clone, Serialize)]
-struct Latency {
-    mean_us: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    max_us: f64,
-}
-
-impl From<&Histogram> for Latency {
-    fn from(h: &Histogram) -> Self {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Latency {
-            mean_us: h.mean() / 1000.0,
-            p50_us: us(h.percentile(50.0)),
-            p99_us: us(h.percentile(99.0)),
-            p999_us: us(h.percentile(99.9)),
-            max_us: us(h.max),
-        }
-    }
 }
 
 /// What one lcore measured.
@@ -337,78 +239,6 @@ fn process_cpu_ns() -> u64 {
     stat_cpu_ns("/proc/self/stat")
 }
 
-/// Read-after-write checking: each tag owns a lane of slots no other tag
-/// touches, writes a pattern there that names the LBA and a generation,
-/// then reads the slot back into a poisoned buffer and compares.
-struct Verify {
-    /// This tag's lane: slots `lane, lane + lanes, lane + 2 lanes, ...`.
-    lanes: u64,
-    lane_base: u64,
-    /// Per tag: the slot written and the pattern's seed, until read back.
-    written: Vec<Option<(u64, u64)>>,
-    /// Per tag: the next sequential position in its lane.
-    seq: Vec<u64>,
-    generation: u64,
-    checked: u64,
-    mismatches: u64,
-}
-
-impl Verify {
-    /// A verified operation completed: after a read, compare and free the
-    /// tag's slot.
-    #[inline]
-    fn complete(&mut self, tag: u32, write: bool, ok: bool, buf: Option<&DmaBuf>, bytes: usize) {
-        let t = tag as usize;
-        if write {
-            if !ok {
-                // Nothing known was written; do not read it back.
-                self.written[t] = None;
-            }
-            return;
-        }
-        let Some((slot, seed)) = self.written[t].take() else {
-            return;
-        };
-        if !ok {
-            return;
-        }
-        self.checked += 1;
-        let good = buf.is_some_and(|b| check_pattern(&b[..bytes], slot, seed));
-        if !good {
-            self.mismatches += 1;
-            if self.mismatches <= 8 {
-                tracing::error!(
-                    slot,
-                    "verify: the data read back differs from what was written"
-                );
-            }
-        }
-    }
-}
-
-/// The 8-byte words of a verify pattern: word `k` of the I/O at `lba`
-/// with `seed` (distinct per write, so a stale block is caught too).
-#[inline]
-fn pattern_word(lba: u64, seed: u64, k: u64) -> u64 {
-    (lba.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed.rotate_left(29)).wrapping_add(k)
-}
-
-fn fill_pattern(buf: &mut [u8], lba: u64, seed: u64) {
-    for (k, w) in buf.chunks_exact_mut(8).enumerate() {
-        w.copy_from_slice(&pattern_word(lba, seed, k as u64).to_le_bytes());
-    }
-}
-
-fn check_pattern(buf: &[u8], lba: u64, seed: u64) -> bool {
-    buf.chunks_exact(8)
-        .enumerate()
-        .all(|(k, w)| w == pattern_word(lba, seed, k as u64).to_le_bytes())
-}
-
-/// Poison for a buffer about to be read into: a read that moves no data
-/// fails the check.
-const POISON: u8 = 0xa5;
-
 /// One lcore's load: its queue, its buffers, and what it measured.
 struct Load {
     queue: Box<dyn Queue>,
@@ -425,6 +255,7 @@ struct Load {
     base_slot: u64,
     next_seq: u64,
     verify: Option<Verify>,
+    wait: bool,
     /// TSC at which measuring starts and must stop.
     measure_from: u64,
     measure_until: u64,
@@ -530,6 +361,10 @@ impl Load {
 
 const WRITE_BIT: u64 = 1 << 63;
 
+/// The longest `--wait` sleep, so that the end of the run is seen within
+/// a millisecond even if no completion comes.
+const WAIT_TIMEOUT: Duration = Duration::from_millis(1);
+
 impl dataplane::lcore::Poller for Load {
     fn poll(&mut self, ctx: &PollContext) -> usize {
         let now = ctx.now();
@@ -545,7 +380,11 @@ impl dataplane::lcore::Poller for Load {
         if !stop {
             work += self.refill(now);
         }
-        let n = self.queue.poll(&mut self.out);
+        let n = if self.wait {
+            self.queue.wait(&mut self.out, WAIT_TIMEOUT)
+        } else {
+            self.queue.poll(&mut self.out)
+        };
         if n > 0 {
             let done = rdtsc();
             let Load {
@@ -785,6 +624,7 @@ fn main() -> anyhow::Result<()> {
                 checked: 0,
                 mismatches: 0,
             }),
+            wait: args.wait,
             measure_from,
             measure_until,
             ns_per_tick,
@@ -951,38 +791,5 @@ fn print_text(s: &Summary) {
             "verify: {} reads checked against what was written, {} differ",
             v.checked, v.mismatches
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Histogram, check_pattern, fill_pattern};
-
-    #[test]
-    fn patterns_name_their_block_and_write() {
-        let mut b = vec![0u8; 4096];
-        fill_pattern(&mut b, 7, 1);
-        assert!(check_pattern(&b, 7, 1));
-        assert!(!check_pattern(&b, 8, 1));
-        assert!(!check_pattern(&b, 7, 2));
-        b[4000] ^= 1;
-        assert!(!check_pattern(&b, 7, 1));
-    }
-
-    #[test]
-    fn histogram_buckets_round_trip() {
-        for v in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 54_321, 1 << 40] {
-            let i = Histogram::index(v);
-            assert!(Histogram::lower(i) <= v, "{v}");
-            assert!(Histogram::lower(i + 1) > v, "{v}");
-        }
-        let mut h = Histogram::new();
-        for v in 1..=1000u64 {
-            h.record(v * 1000);
-        }
-        let p50 = h.percentile(50.0) as f64;
-        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.13, "{p50}");
-        assert_eq!(h.max, 1_000_000);
-        assert!(h.percentile(100.0) <= 1_000_000);
     }
 }
