@@ -164,44 +164,11 @@ fn check(cfg: &PortConfig) -> Result<()> {
     Ok(())
 }
 
-impl MemoryPort {
-    /// Fewer than `out` has room for: borrow exactly that many in place
-    /// and move them over.
-    #[cfg(not(loom))]
-    #[inline]
-    fn rx_some(&mut self, out: &mut MbufBatch, room: usize) -> usize {
-        let n = self.rx.slots().min(room);
-        match self.rx.read_chunk(n) {
-            Ok(chunk) => out.fill_from(&mut chunk.into_iter()),
-            Err(_) => 0,
-        }
-    }
-
-    /// The chunk API is not modelled under loom: one at a time.
-    #[cfg(loom)]
-    fn rx_some(&mut self, out: &mut MbufBatch, room: usize) -> usize {
-        let mut n = 0;
-        while n < room && out.spare() > 0 {
-            let Some(m) = self.rx.pop() else { break };
-            // There is room: checked above, so nothing is handed back.
-            if out.push(m).is_ok() {
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
 impl Port for MemoryPort {
     #[inline]
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
-        let room = out.spare().min(self.burst);
         let before = out.len();
-        let n = if room == out.spare() {
-            self.rx.pop_burst(&mut *out)
-        } else {
-            self.rx_some(out, room)
-        };
+        let n = self.rx.pop_burst(out.up_to(self.burst));
         let bytes: usize = out[before..].iter().map(Mbuf::len).sum();
         self.stats.rx_packets += n as u64;
         self.stats.rx_bytes += bytes as u64;

@@ -91,7 +91,7 @@ use hugepages::sync::{Arc, Ordering};
 pub use batch::{Batch, Drain, IntoIter};
 #[cfg(not(loom))]
 pub use chunk::{ChunkError, ReadChunk, ReadChunkIntoIter, WriteChunkUninit};
-pub use transfer::{Sink, Source};
+pub use transfer::{Sink, Source, UpTo};
 
 use self::core::{Local, Shared, Want};
 

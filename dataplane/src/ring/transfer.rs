@@ -138,6 +138,53 @@ unsafe impl<T, const N: usize> Sink<T> for &mut Batch<T, N> {
     }
 }
 
+/// A batch whose room is capped: a burst into it moves at most `max`
+/// items (a port's burst size into a larger batch) with the same bulk copy
+/// as the batch itself. Made by [`Batch::up_to`].
+#[derive(Debug)]
+pub struct UpTo<'a, T, const N: usize> {
+    batch: &'a mut Batch<T, N>,
+    max: usize,
+}
+
+impl<T, const N: usize> Batch<T, N> {
+    /// This batch as a [`Sink`] that takes at most `max` items.
+    ///
+    /// ```
+    /// use dataplane::ring::{self, Batch};
+    /// let (mut tx, mut rx) = ring::spsc::<u32>(8)?;
+    /// assert_eq!(tx.push_burst(&[1, 2, 3, 4][..]), 4);
+    /// let mut got = Batch::<u32, 8>::new();
+    /// assert_eq!(rx.pop_burst(got.up_to(3)), 3);
+    /// assert_eq!(&got[..], &[1, 2, 3]);
+    /// # Ok::<(), dataplane::Error>(())
+    /// ```
+    #[inline(always)]
+    pub fn up_to(&mut self, max: usize) -> UpTo<'_, T, N> {
+        UpTo { batch: self, max }
+    }
+}
+
+impl<T, const N: usize> sealed::Sealed<T> for UpTo<'_, T, N> {}
+
+// SAFETY: forwards to the batch's own sink, asked for no more than its
+// room (and the cap).
+unsafe impl<T, const N: usize> Sink<T> for UpTo<'_, T, N> {
+    #[inline(always)]
+    fn spare(&self) -> usize {
+        self.batch.spare().min(self.max)
+    }
+
+    #[inline(always)]
+    unsafe fn move_from(&mut self, src: *const T, n: usize) {
+        debug_assert!(n <= self.spare());
+        self.max -= n;
+        // SAFETY: `n <= spare() <= the batch's spare`; the caller's
+        // guarantees on `src` are forwarded.
+        unsafe { (&mut *self.batch).move_from(src, n) };
+    }
+}
+
 impl<T: Copy> sealed::Sealed<T> for &[T] {}
 
 // SAFETY: `T: Copy`, so copying out leaves the source valid; we advance past.
