@@ -1,8 +1,10 @@
 //! End to end: the DPDK backend on DPDK's own virtual devices, each with
 //! and without hugepages: `net_ring` (loopback through rte_rings),
-//! `net_null` (an endless source and a sink) and `net_tap` (a kernel tap
-//! interface, inside a network namespace the test makes), plus a forced
-//! EAL failure.
+//! `net_null` (an endless source and a sink), `net_tap` (a kernel tap
+//! interface, inside a network namespace the test makes), `net_memif` (a
+//! server and a client port in one process, over a socket in a temporary
+//! directory) and `net_af_packet` (both ends of a veth pair in a namespace
+//! the test makes), plus a forced EAL failure.
 //!
 //! DPDK's EAL starts once per process and cannot start again, so every
 //! scenario runs in a child process of this test binary (the ignored test
@@ -15,7 +17,7 @@
 //! (`rte_mempool_avail_count == size` before each pool is freed).
 //!
 //! Without DPDK (or, for the hugepage variants, free hugepages; for
-//! `net_tap`, root) a test prints `skip: <reason>`; with `DATAPLANE_REQUIRE`
+//! `net_tap` and `net_af_packet`, root) a test prints `skip: <reason>`; with `DATAPLANE_REQUIRE`
 //! naming the capability, it fails instead.
 
 use dataplane::net::dpdk::{self, EalConfig, EalState, Memory, PciScan, PoolState};
@@ -181,6 +183,68 @@ fn tap_no_huge() {
     tap("nohuge");
 }
 
+/// net_memif: a server port and a client port of one process, connected
+/// through a socket file in a temporary directory.
+#[test]
+fn memif_no_huge() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dp-memif-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let sock = dir.join("memif.sock");
+    let sock = sock.to_string_lossy();
+    run_child(
+        "memif:nohuge",
+        &[],
+        &[("DATAPLANE_DPDK_TEST_SOCKET", &sock)],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// net_af_packet: both ends of a veth pair, in a namespace of its own.
+#[test]
+fn af_packet_no_huge() {
+    if !dpdk_or_skip()
+        || !available_or_skip(
+            Capability::Dpdk,
+            is_root(),
+            "net_af_packet needs a veth pair, which needs root",
+        )
+    {
+        return;
+    }
+    let Some(ns) = Netns::create("afp") else {
+        available_or_skip(
+            Capability::Dpdk,
+            false,
+            "no network namespace could be made",
+        );
+        return;
+    };
+    let exec = |args: &[&str]| {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{args:?} failed in {}", ns.0);
+    };
+    exec(&[
+        "ip", "link", "add", "dpva", "type", "veth", "peer", "name", "dpvb",
+    ]);
+    for dev in ["dpva", "dpvb"] {
+        // No IPv6: the kernel's own neighbour discovery stays off the wire.
+        exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
+        ]);
+        exec(&["ip", "link", "set", dev, "up"]);
+    }
+    run_child("afpacket:nohuge", &["ip", "netns", "exec", &ns.0], &[]);
+}
+
 /// An EAL that cannot start (an argument EAL does not know, through
 /// DATAPLANE_EAL_ARGS): the backend reports DPDK's reason, keeps it, and
 /// its probe says unavailable.
@@ -214,6 +278,17 @@ fn child() {
         "ring" => ring(memory),
         "null" => null(memory),
         "tap" => tap_child(memory),
+        "memif" => {
+            let sock = std::env::var("DATAPLANE_DPDK_TEST_SOCKET").expect("the socket path");
+            let server = format!("net_memif0,role=server,id=0,socket={sock},socket-abstract=no");
+            let client = format!("net_memif1,role=client,id=0,socket={sock},socket-abstract=no");
+            between(memory, &client, &server);
+        }
+        "afpacket" => between(
+            memory,
+            "net_af_packet0,iface=dpva",
+            "net_af_packet1,iface=dpvb",
+        ),
         "eal-failure" => eal_failure(),
         other => panic!("unknown scenario {other:?}"),
     }
@@ -563,6 +638,64 @@ fn tap_child(memory: Memory) {
         !std::path::Path::new(&format!("/sys/class/net/{iface}")).exists(),
         "{iface} outlived its port"
     );
+    all_mbufs_home_and_shutdown();
+}
+
+/// Two vdevs wired to each other (memif server and client, the two ends
+/// of a veth): both open through the backend, their links come up, and
+/// numbered frames sent on `from` arrive on `to` in order (frames of
+/// others, if any, are counted and ignored).
+fn between(memory: Memory, from: &str, to: &str) {
+    dpdk::configure(eal_config(memory)).expect("configure");
+    // The receiving end first: a memif server must listen before its
+    // client starts.
+    let mut b = dpdk::open(&small_port(to, 1)).unwrap_or_else(|e| panic!("open {to}: {e}"));
+    let mut a = dpdk::open(&small_port(from, 1)).unwrap_or_else(|e| panic!("open {from}: {e}"));
+    let (tx, rx) = (&mut a[0], &mut b[0]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(tx.link().up && rx.link().up) {
+        assert!(Instant::now() < deadline, "the links did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let count = 256u32;
+    let (mut sent, mut expect, mut other) = (0u32, 0u32, 0u64);
+    let mut batch = MbufBatch::new();
+    let mut got = MbufBatch::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while expect < count {
+        assert!(
+            Instant::now() < deadline,
+            "sent {sent}, received {expect} in order"
+        );
+        if sent < count {
+            let n = tx.alloc_burst((count - sent).min(32) as usize, &mut batch);
+            for (i, m) in batch.iter_mut().enumerate() {
+                fill_frame(m, sent + i as u32, 60);
+            }
+            sent += tx.tx_burst(&mut batch) as u32;
+            // What the port did not take is sent again under its number.
+            debug_assert!(batch.len() <= n);
+            batch.clear();
+        }
+        rx.rx_burst(&mut got);
+        for m in got.drain() {
+            match frame_seq(&m) {
+                Some(seq) => {
+                    assert_eq!(seq, expect, "out of order or corrupt");
+                    expect += 1;
+                }
+                None => other += 1,
+            }
+        }
+        if expect < sent {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    println!("{from} -> {to}: {count} frames, {other} others ignored");
+    assert_eq!(tx.stats().tx_packets, u64::from(count));
+    drop(batch);
+    drop(a);
+    drop(b);
     all_mbufs_home_and_shutdown();
 }
 
