@@ -22,7 +22,7 @@ set -euo pipefail
 #                            vulkaninfo, and the Khronos validation layer
 #   fio                      the storage peer in the benchmarks
 packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
-    iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio)
+    iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq)
 
 missing=()
 for p in "${packages[@]}"; do
