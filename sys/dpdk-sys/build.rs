@@ -152,6 +152,9 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         // Macros such as RTE_ETH_RSS_IP are expressions of other macros
         // (RTE_BIT64); clang evaluates them.
         .clang_macro_fallback()
+        // Its scratch files (.macro_eval.c, a precompiled header) go to
+        // OUT_DIR; by default they land in the crate's source directory.
+        .clang_macro_fallback_build_dir(out)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
     for f in [
         // EAL, lcores, errors.
