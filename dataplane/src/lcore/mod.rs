@@ -153,7 +153,8 @@ impl PollContext {
     }
 
     /// The time stamp counter at the start of the pass (see
-    /// [`crate::time`]); read once per pass so pollers need not.
+    /// [`crate::time`]; the read that ended the previous pass, with only
+    /// the quit check between); read once per pass so pollers need not.
     #[inline(always)]
     pub fn now(&self) -> u64 {
         self.now
