@@ -98,7 +98,9 @@ pub trait Queue: Send {
     /// calls and no spinning core, for the price of a wake-up, and the CPU
     /// left to the kernel threads that serve a file or loop device (fio's
     /// way, where `poll` is SPDK's). Backends with nothing to sleep in
-    /// (SPDK, psync, the RAM disk) poll.
+    /// (SPDK, psync, the RAM disk) poll. `Duration::MAX` sleeps with no
+    /// timer (only the kernel's own I/O timeout bounds the sleep): the
+    /// cheapest wait, for a loop that always has I/O in flight.
     fn wait(&mut self, out: &mut Completions, timeout: Duration) -> usize {
         let _ = timeout;
         self.poll(out)

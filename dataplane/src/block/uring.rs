@@ -432,8 +432,27 @@ impl Ring {
 
     /// Submits what is pending and sleeps until at least one completion
     /// is posted or `timeout` passes, in one `io_uring_enter` (needs
-    /// `IORING_FEAT_EXT_ARG`, Linux 5.11, for the timeout).
+    /// `IORING_FEAT_EXT_ARG`, Linux 5.11, for the timeout). `Duration::MAX`
+    /// sleeps with no timer at all, as fio does: arming one costs a timer
+    /// programming per sleep, which in a VM is an exit to the hypervisor.
     fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if timeout == Duration::MAX {
+            let n = self.enter_with(
+                self.unsubmitted,
+                1,
+                IORING_ENTER_GETEVENTS,
+                std::ptr::null(),
+                0,
+            );
+            return match n {
+                Ok(n) => {
+                    self.unsubmitted = self.unsubmitted.saturating_sub(n);
+                    Ok(())
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
         let ts = KernelTimespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(timeout.subsec_nanos()),
@@ -886,7 +905,7 @@ impl Queue for UringQueue {
         if self.inflight.len() == 0
             || self.aux.is_some()
             || self.sqpoll
-            || !self.ext_arg
+            || (!self.ext_arg && timeout != Duration::MAX)
             || self.failed.is_some()
             || !self.main.ring.completion().is_empty()
         {

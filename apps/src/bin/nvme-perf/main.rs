@@ -361,8 +361,11 @@ impl Load {
 
 const WRITE_BIT: u64 = 1 << 63;
 
-/// The longest `--wait` sleep, so that the end of the run is seen within
-/// a millisecond even if no completion comes.
+/// The longest `--wait` sleep once the run is ending, so that a device
+/// that never answers cannot hold the lcore. While the load runs, the
+/// queue is full and a completion always comes: the sleep has no timer
+/// (`Duration::MAX`), as fio's, whose arming would cost a hypervisor exit
+/// per sleep here.
 const WAIT_TIMEOUT: Duration = Duration::from_millis(1);
 
 impl dataplane::lcore::Poller for Load {
@@ -381,7 +384,8 @@ impl dataplane::lcore::Poller for Load {
             work += self.refill(now);
         }
         let n = if self.wait {
-            self.queue.wait(&mut self.out, WAIT_TIMEOUT)
+            let timeout = if stop { WAIT_TIMEOUT } else { Duration::MAX };
+            self.queue.wait(&mut self.out, timeout)
         } else {
             self.queue.poll(&mut self.out)
         };
