@@ -86,6 +86,10 @@ step test run_tests
 # host and the device is an error there, not a silent race. The tests fail
 # on any validation message (see accel's debug messenger).
 vulkan_validation() {
+    # What the loader sees, for the log.
+    if command -v vulkaninfo >/dev/null; then
+        vulkaninfo --summary 2>&1 | sed -n '/^Devices:/,$p' | grep -E 'deviceName|deviceType|apiVersion|driverName' || true
+    fi
     if ! [[ -f /usr/share/vulkan/explicit_layer.d/VkLayer_khronos_validation.json ]]; then
         if requires vulkan; then
             echo "test.sh: the Khronos validation layer is not installed" >&2
