@@ -287,3 +287,215 @@ fn auto_selection_reaches_io_uring_for_a_udp_device() {
     let skipped: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
     assert_eq!(skipped, ["dpdk", "af-packet"]);
 }
+
+// ---- TCP over loopback ------------------------------------------------------
+
+fn tcp_ok() -> bool {
+    let probe = IoUring.probe();
+    available_or_skip(Capability::IoUring, probe.available, &probe.reason)
+}
+
+fn tcp_cfg(device: String, queues: u16) -> PortConfig {
+    let mut cfg = PortConfig::new(device);
+    cfg.queues = queues;
+    cfg.mbufs = 1024;
+    cfg.mbuf_cache = 0;
+    cfg.rx_desc = 128;
+    cfg.tx_desc = 128;
+    cfg
+}
+
+/// The byte at offset `i` of a test stream.
+fn stream_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// Sends `total` bytes of the test stream on `port` in mbufs of varied
+/// sizes (both sides of the zero-copy threshold), at most `tx_desc` in
+/// flight, and returns how many mbufs went.
+fn send_stream(port: &mut UdpPort, total: u64) -> u64 {
+    let mut at = 0u64;
+    let mut mbufs = 0u64;
+    let mut sizes = [1usize, 7, 100, 1024, 1400, 64, 1500, 333].iter().cycle();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut batch = MbufBatch::new();
+    while at < total {
+        assert!(
+            Instant::now() < deadline,
+            "sending stalled at {at} of {total}"
+        );
+        if batch.is_empty() {
+            port.alloc_burst(16, &mut batch);
+            for m in batch.iter_mut() {
+                let n = (*sizes.next().expect("cycle") as u64).min(total - at) as usize;
+                if n == 0 {
+                    break;
+                }
+                let d = m.append(n).expect("room");
+                for (k, b) in d.iter_mut().enumerate() {
+                    *b = stream_byte(at + k as u64);
+                }
+                at += n as u64;
+            }
+            // Mbufs past the end of the stream stay empty: drop them.
+            while batch.last().is_some_and(|m| m.is_empty()) {
+                batch.pop();
+            }
+        }
+        mbufs += port.tx_burst(&mut batch) as u64;
+        let mut sink = MbufBatch::new();
+        port.rx_burst(&mut sink); // runs completions
+    }
+    while !batch.is_empty() {
+        assert!(Instant::now() < deadline, "the last burst stalled");
+        mbufs += port.tx_burst(&mut batch) as u64;
+    }
+    while port.tx_in_flight() > 0 {
+        assert!(Instant::now() < deadline, "sends never completed");
+        let mut sink = MbufBatch::new();
+        port.rx_burst(&mut sink);
+    }
+    mbufs
+}
+
+/// Receives on `port` until the peer closes, checking every byte against
+/// the test stream; returns the bytes received.
+fn receive_stream(port: &mut UdpPort) -> u64 {
+    let mut at = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut batch = MbufBatch::new();
+    while port.link().up || !batch.is_empty() {
+        assert!(Instant::now() < deadline, "receiving stalled at {at}");
+        batch.clear();
+        port.rx_burst(&mut batch);
+        for m in batch.iter() {
+            for (k, &b) in m.data().iter().enumerate() {
+                assert_eq!(b, stream_byte(at + k as u64), "byte {}", at + k as u64);
+            }
+            at += m.len() as u64;
+        }
+    }
+    at
+}
+
+#[test]
+fn tcp_client_streams_both_ways_in_order() {
+    if !tcp_ok() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let peer = listener.local_addr().expect("address");
+    // The kernel completes the handshake from the backlog: connect first.
+    let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
+    let mut port = UdpPort::open(&cfg)
+        .expect("tcp port")
+        .pop()
+        .expect("a queue");
+    assert!(!port.capabilities().rss);
+    let (mut theirs, _) = listener.accept().expect("accept");
+    const TOTAL: u64 = 3 << 20;
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; TOTAL as usize];
+        theirs.read_exact(&mut got).expect("the whole stream");
+        for (i, &b) in got.iter().enumerate() {
+            assert_eq!(b, stream_byte(i as u64), "byte {i}");
+        }
+        // And back: the same stream, then close.
+        let back: Vec<u8> = (0..TOTAL).map(stream_byte).collect();
+        theirs.write_all(&back).expect("write back");
+        theirs
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        theirs
+    });
+    let mbufs = send_stream(&mut port, TOTAL);
+    let s = port.stats();
+    assert_eq!(s.tx_packets, mbufs);
+    assert_eq!(s.tx_bytes, TOTAL, "every byte of every mbuf went, once");
+    assert_eq!(s.errors, 0);
+    assert_eq!(receive_stream(&mut port), TOTAL);
+    assert!(!port.link().up, "the peer closed: link down");
+    let s = port.stats();
+    assert_eq!(s.rx_bytes, TOTAL);
+    drop(reader.join().expect("reader"));
+    let pool = port.pool().clone();
+    drop(port);
+    assert_eq!(pool.available(), pool.capacity(), "every mbuf is back");
+}
+
+#[test]
+fn tcp_listener_accepts_a_stream_per_queue() {
+    if !tcp_ok() {
+        return;
+    }
+    use std::io::{Read, Write};
+    // A free port: bind, read, let go (and retry the client side).
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let clients = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut streams = Vec::new();
+        while streams.len() < 2 {
+            match std::net::TcpStream::connect(local) {
+                Ok(s) => streams.push(s),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+        for (i, s) in streams.iter_mut().enumerate() {
+            s.write_all(format!("hello from {i}").as_bytes())
+                .expect("write");
+            s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        }
+        streams
+    });
+    let cfg = tcp_cfg(format!("tcp:{local},accept=10"), 2);
+    let mut ports = UdpPort::open(&cfg).expect("two accepted streams");
+    assert_eq!(ports.len(), 2);
+    let mut texts = Vec::new();
+    for p in &mut ports {
+        let mut text = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut batch = MbufBatch::new();
+        while p.link().up {
+            assert!(Instant::now() < deadline, "no end of stream");
+            batch.clear();
+            p.rx_burst(&mut batch);
+            for m in batch.iter() {
+                text.extend_from_slice(m.data());
+            }
+        }
+        texts.push(String::from_utf8(text).expect("text"));
+    }
+    texts.sort();
+    assert_eq!(texts, ["hello from 0", "hello from 1"]);
+    let mut streams = clients.join().expect("clients");
+    // And the other way, on each queue.
+    for (p, s) in ports.iter_mut().zip(&mut streams) {
+        let mut batch = MbufBatch::new();
+        p.alloc_burst(1, &mut batch);
+        batch[0].append(4).expect("room").copy_from_slice(b"pong");
+        assert_eq!(p.tx_burst(&mut batch), 1);
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).expect("pong");
+        assert_eq!(&got, b"pong");
+    }
+}
+
+#[test]
+fn tcp_listener_without_clients_says_so() {
+    if !tcp_ok() {
+        return;
+    }
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let err =
+        UdpPort::open(&tcp_cfg(format!("tcp:{local},accept=0"), 1)).expect_err("nobody connects");
+    let text = err.to_string();
+    assert!(text.contains("0 of 1 connections accepted"), "{text}");
+}

@@ -14,7 +14,7 @@
 //! | --- | --- | --- | --- |
 //! | DPDK ethdev | `dpdk` | a PCI address or a vdev | L2 |
 //! | [`af_packet`] | `af-packet` | an interface name: `veth0` | L2 |
-//! | [`uring`] (io_uring UDP) | `io-uring` | `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]` | L4 |
+//! | [`uring`] (io_uring UDP, TCP) | `io-uring` | `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]`, `tcp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]` | L4 |
 //! | [`memory`] | `memory` | `memory:NAME` (a pair end) | L2 |
 //!
 //! Around the ports: [`TxBuffer`] (DPDK's `rte_eth_tx_buffer` with the

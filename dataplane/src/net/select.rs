@@ -93,7 +93,9 @@ impl BackendKind {
                         .chars()
                         .any(|c| c == '/' || c == ':' || c == ',' || c.is_whitespace())
             }
-            BackendKind::IoUring => device.starts_with(uring::UDP_PREFIX),
+            BackendKind::IoUring => {
+                device.starts_with(uring::UDP_PREFIX) || device.starts_with(uring::TCP_PREFIX)
+            }
             BackendKind::Memory => device.starts_with(memory::DEVICE_PREFIX),
         };
         if ok {

@@ -1,4 +1,5 @@
-//! io_uring UDP sockets: an L4 port where each mbuf is one datagram.
+//! io_uring UDP and TCP sockets: an L4 port where each mbuf is one
+//! datagram (UDP) or a piece of one stream (TCP; see the end).
 //!
 //! Each queue is a UDP socket with its own ring. The sockets of a port
 //! share one address with `SO_REUSEPORT`, so the kernel spreads flows over
@@ -40,6 +41,18 @@
 //! Device syntax: `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT][,zc=BYTES|off]`,
 //! e.g. `udp:10.0.0.1:9000,peer=10.0.0.2:9000` or `udp:[fd00::1]:53`. With
 //! more than one queue the port must be given (not 0).
+//!
+//! **TCP.** `tcp:LOCAL_ADDR:PORT,peer=ADDR:PORT` connects one stream per
+//! queue to the peer; `tcp:LOCAL_ADDR:PORT[,accept=SECS]` listens there and
+//! waits (10 s by default) for one connection per queue when it opens.
+//! Everything above holds with these differences: an mbuf is a piece of
+//! the byte stream, not a message (boundaries are the kernel's, in order);
+//! a send carries `MSG_WAITALL`, so the kernel finishes a short send
+//! itself, and a burst's sends are one linked chain (`IOSQE_IO_LINK`) with
+//! at most one chain in flight, so each mbuf goes out whole and in order
+//! (sends in flight side by side on a stream are not ordered); no peer
+//! metadata; and when the peer closes its side, the port's link goes down
+//! and receiving stops.
 
 use super::meta::{self, META_PRIV_SIZE};
 use super::{
@@ -48,10 +61,10 @@ use super::{
 };
 use crate::topology::Probe;
 use crate::{Error, Result};
-use ::io_uring::{IoUring as Ring, cqueue, opcode, types};
+use ::io_uring::{IoUring as Ring, cqueue, opcode, squeue, types};
 use hugepages::mbuf::{Mbuf, MbufHeader, MbufPool, MbufPoolConfig};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
@@ -60,6 +73,13 @@ use std::time::{Duration, Instant};
 
 /// The device prefix of an io_uring UDP port.
 pub const UDP_PREFIX: &str = "udp:";
+
+/// The device prefix of an io_uring TCP port.
+pub const TCP_PREFIX: &str = "tcp:";
+
+/// How long a listening `tcp:` port waits for its connections at open
+/// unless `accept=SECS` says otherwise.
+pub const TCP_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Datagrams of at least this many bytes from the port's own pool go out
 /// with `SEND_ZC` from registered memory; below it, `SEND` copies (the
@@ -173,28 +193,50 @@ impl Backend for IoUring {
     }
 }
 
-/// A parsed `udp:` device.
+/// The transport of an io_uring port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// UDP: one datagram per mbuf.
+    Udp,
+    /// TCP: a connected stream per queue, a piece of it per mbuf.
+    Tcp,
+}
+
+/// A parsed `udp:` or `tcp:` device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpDevice {
+    /// UDP or TCP.
+    pub transport: Transport,
     /// The address the sockets bind.
     pub local: SocketAddr,
-    /// Where datagrams without a peer in their metadata go.
+    /// UDP: where datagrams without a peer in their metadata go. TCP: the
+    /// address to connect to; `None` listens on `local`.
     pub peer: Option<SocketAddr>,
     /// The smallest datagram sent zero-copy; `None`: never.
     pub zc_min: Option<usize>,
+    /// TCP without a peer: how long opening waits for the connections.
+    pub accept_timeout: Duration,
 }
 
 impl UdpDevice {
-    /// Parses `udp:LOCAL[,peer=ADDR][,zc=BYTES|off]`.
+    /// Parses `udp:LOCAL[,peer=ADDR][,zc=BYTES|off]` or
+    /// `tcp:LOCAL[,peer=ADDR][,zc=BYTES|off][,accept=SECS]`.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] saying what part is wrong.
     pub fn parse(device: &str) -> Result<UdpDevice> {
         let bad = |why: String| Error::Config(format!("io-uring device {device:?}: {why}"));
-        let rest = device
-            .strip_prefix(UDP_PREFIX)
-            .ok_or_else(|| bad(format!("expected {UDP_PREFIX}ADDR:PORT[,peer=ADDR:PORT]")))?;
+        let (transport, rest) = if let Some(rest) = device.strip_prefix(UDP_PREFIX) {
+            (Transport::Udp, rest)
+        } else if let Some(rest) = device.strip_prefix(TCP_PREFIX) {
+            (Transport::Tcp, rest)
+        } else {
+            return Err(bad(format!(
+                "expected {UDP_PREFIX}ADDR:PORT[,peer=ADDR:PORT] or {TCP_PREFIX}ADDR:PORT[,peer=ADDR:PORT]"
+            )));
+        };
         let mut parts = rest.split(',');
         let local = parts
             .next()
@@ -202,9 +244,11 @@ impl UdpDevice {
             .parse::<SocketAddr>()
             .map_err(|e| bad(format!("local address: {e}")))?;
         let mut dev = UdpDevice {
+            transport,
             local,
             peer: None,
             zc_min: Some(ZC_MIN_BYTES),
+            accept_timeout: TCP_ACCEPT_TIMEOUT,
         };
         for opt in parts {
             match opt.split_once('=') {
@@ -215,11 +259,103 @@ impl UdpDevice {
                 Some(("zc", v)) => {
                     dev.zc_min = Some(v.parse().map_err(|e| bad(format!("zc: {e}")))?);
                 }
+                Some(("accept", v)) if transport == Transport::Tcp => {
+                    let secs: u64 = v.parse().map_err(|e| bad(format!("accept: {e}")))?;
+                    dev.accept_timeout = Duration::from_secs(secs);
+                }
                 _ => return Err(bad(format!("unknown option {opt:?}"))),
             }
         }
         Ok(dev)
     }
+}
+
+/// A queue's socket.
+#[derive(Debug)]
+enum Socket {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+}
+
+impl Socket {
+    fn raw(&self) -> std::os::fd::RawFd {
+        match self {
+            Socket::Udp(s) => s.as_raw_fd(),
+            Socket::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Socket::Udp(s) => s.local_addr(),
+            Socket::Tcp(s) => s.local_addr(),
+        }
+    }
+}
+
+/// The connected streams of a `tcp:` device, one per queue: connected to
+/// the peer, or accepted on `local` within the device's timeout.
+fn tcp_streams(dev: &UdpDevice, queues: u16) -> io::Result<Vec<TcpStream>> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage, sockopt};
+    let family = if dev.local.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let tune = |s: &TcpStream| -> io::Result<()> {
+        s.set_nodelay(true)?;
+        // io_uring waits for readiness itself; blocking mode would make
+        // the kernel park a worker thread per receive instead.
+        s.set_nonblocking(true)
+    };
+    let mut out = Vec::with_capacity(usize::from(queues));
+    if let Some(peer) = dev.peer {
+        for _ in 0..queues {
+            let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+            if dev.local.port() != 0 {
+                socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+            }
+            // Several queues from one address: only the first may name
+            // the port; the others take ephemeral ones.
+            let mut local = dev.local;
+            if !out.is_empty() {
+                local.set_port(0);
+            }
+            socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
+            socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(peer))?;
+            let s = TcpStream::from(fd);
+            tune(&s)?;
+            out.push(s);
+        }
+        return Ok(out);
+    }
+    let listener = TcpListener::bind(dev.local)?;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + dev.accept_timeout;
+    while out.len() < usize::from(queues) {
+        match listener.accept() {
+            Ok((s, _)) => {
+                tune(&s)?;
+                out.push(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{} of {queues} connections accepted on {} within {:?}",
+                            out.len(),
+                            dev.local,
+                            dev.accept_timeout
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// A provided-buffer ring: `io_uring_buf` entries in page-aligned memory
@@ -314,7 +450,9 @@ struct TxSlot {
 pub struct UdpPort {
     id: (PortId, QueueId),
     ring: Ring,
-    socket: UdpSocket,
+    socket: Socket,
+    /// TCP: the peer closed its side (a zero-length receive).
+    eof: bool,
     bufs: BufRing,
     /// The mbuf lent to the kernel under each buffer id, as a raw pointer
     /// (kernel-owned: never read while it is lent).
@@ -472,21 +610,46 @@ impl UdpPort {
                 cfg.device, cfg.queues, cfg.burst
             )));
         }
-        if cfg.queues > 1 && dev.local.port() == 0 {
+        if cfg.queues > 1 && dev.local.port() == 0 && dev.transport == Transport::Udp {
             return Err(Error::Config(format!(
                 "io-uring {}: {} queues share one port through SO_REUSEPORT; give the port",
                 cfg.device, cfg.queues
             )));
         }
         let id = next_port_id();
-        (0..cfg.queues)
-            .map(|q| UdpPort::open_queue(cfg, &dev, id, QueueId(q)))
+        let sockets: Vec<Socket> = match dev.transport {
+            Transport::Udp => (0..cfg.queues)
+                .map(|_| udp_socket(dev.local, cfg.queues > 1).map(Socket::Udp))
+                .collect::<io::Result<_>>()
+                .map_err(io_err("socket", &cfg.device))?,
+            Transport::Tcp => tcp_streams(&dev, cfg.queues)
+                .map_err(io_err(
+                    if dev.peer.is_some() {
+                        "connect"
+                    } else {
+                        "accept"
+                    },
+                    &cfg.device,
+                ))?
+                .into_iter()
+                .map(Socket::Tcp)
+                .collect(),
+        };
+        sockets
+            .into_iter()
+            .zip(0..cfg.queues)
+            .map(|(socket, q)| UdpPort::open_queue(cfg, &dev, socket, id, QueueId(q)))
             .collect()
     }
 
-    fn open_queue(cfg: &PortConfig, dev: &UdpDevice, id: PortId, q: QueueId) -> Result<UdpPort> {
+    fn open_queue(
+        cfg: &PortConfig,
+        dev: &UdpDevice,
+        socket: Socket,
+        id: PortId,
+        q: QueueId,
+    ) -> Result<UdpPort> {
         let name = cfg.device.as_str();
-        let socket = udp_socket(dev.local, cfg.queues > 1).map_err(io_err("socket", name))?;
         let pool = MbufPool::new(MbufPoolConfig {
             name: format!("uring{}q{}", id.0, q.0),
             count: cfg.mbufs,
@@ -515,7 +678,7 @@ impl UdpPort {
             .or_else(|_| Ring::builder().setup_cqsize(cq).build(sq))
             .map_err(io_err("io_uring_setup", name))?;
         ring.submitter()
-            .register_files(&[socket.as_raw_fd()])
+            .register_files(&[socket.raw()])
             .map_err(io_err("IORING_REGISTER_FILES", name))?;
         let bufs = BufRing::new(entries).map_err(io_err("provided-buffer ring", name))?;
         // SAFETY: `bufs` is page aligned with `entries` entries and lives in
@@ -537,7 +700,8 @@ impl UdpPort {
             pool.data_room() - hugepages::mbuf::PKTMBUF_HEADROOM,
             cfg.queues,
         );
-        caps.rss = cfg.queues > 1;
+        // UDP: SO_REUSEPORT spreads flows; TCP: each queue is a stream.
+        caps.rss = cfg.queues > 1 && dev.transport == Transport::Udp;
         let mut msghdr: Box<libc::msghdr> = Box::new(
             // SAFETY: msghdr is plain data; zeroes are valid.
             unsafe { std::mem::zeroed() },
@@ -549,6 +713,7 @@ impl UdpPort {
             id: (id, q),
             ring,
             socket,
+            eof: false,
             bufs,
             lent: vec![None; usize::from(entries)],
             empty: (0..entries).rev().collect(),
@@ -623,7 +788,7 @@ impl UdpPort {
     }
 
     fn arm_recv(&mut self) {
-        if self.recv_armed || self.empty.len() == self.lent.len() {
+        if self.recv_armed || self.eof || self.empty.len() == self.lent.len() {
             return;
         }
         let sqe = opcode::RecvMsgMulti::new(types::Fixed(0), &*self.msghdr, BGID)
@@ -723,6 +888,11 @@ impl UdpPort {
             self.stats.errors += 1;
             return;
         }
+        if payload == 0 && matches!(self.socket, Socket::Tcp(_)) {
+            // The peer closed its side of the stream.
+            self.eof = true;
+            return;
+        }
         if flags & libc::MSG_TRUNC != 0 || payload + RECV_PREFIX > written {
             self.stats.drop_one(DropReason::Oversized);
             return;
@@ -804,7 +974,7 @@ impl UdpPort {
         // lives for the call, and updates `len`.
         let rc = unsafe {
             libc::getsockopt(
-                self.socket.as_raw_fd(),
+                self.socket.raw(),
                 libc::SOL_SOCKET,
                 libc::SO_MEMINFO,
                 info.as_mut_ptr().cast(),
@@ -861,7 +1031,7 @@ impl Port for UdpPort {
             let _ = out.push(m);
             room -= 1;
         }
-        if !self.recv_armed {
+        if !self.recv_armed && !self.eof {
             self.refill();
             self.arm_recv();
         }
@@ -881,15 +1051,45 @@ impl Port for UdpPort {
         let mut taken = 0;
         let mut queued = 0;
         let mut dropped = MbufBatch::new();
+        let tcp = matches!(self.socket, Socket::Tcp(_));
+        // TCP: a burst's sends are one linked chain, and a chain starts only
+        // when the last one is done. Sends in flight side by side on a
+        // stream socket are not ordered: one that waits for room in the
+        // socket buffer is retried after later ones went.
+        let mut chain_left = usize::MAX;
+        if tcp {
+            if self.tx_in_flight() > 0 {
+                let mut none = 0;
+                let mut scratch = MbufBatch::new();
+                self.reap(&mut scratch, &mut none);
+                if self.tx_in_flight() > 0 {
+                    return 0;
+                }
+            }
+            let sq = self.ring.submission();
+            chain_left = pkts
+                .len()
+                .min(self.tx_free.len())
+                .min(sq.capacity() - sq.len());
+        }
         while let Some(m) = pkts.first() {
-            let Some(dest) = meta::peer(m).or(self.peer) else {
+            if chain_left == 0 {
+                break;
+            }
+            let dest = if tcp {
+                // Connected: no address; any in the metadata is ignored.
+                None
+            } else {
+                meta::peer(m).or(self.peer)
+            };
+            if dest.is_none() && !tcp {
                 self.stats.drop_one(DropReason::Filtered);
                 if let Some(m) = pkts.pop_front() {
                     let _ = dropped.push(m);
                 }
                 taken += 1;
                 continue;
-            };
+            }
             if self.tx_free.is_empty() {
                 // Slots come back with completions: reap them.
                 let mut none = 0;
@@ -907,8 +1107,21 @@ impl Port for UdpPort {
             };
             let (ptr, len) = (m.data().as_ptr(), m.len());
             let s = &mut self.tx[slot as usize];
-            let alen = to_sockaddr(dest, &mut s.addr);
-            let addr = std::ptr::from_ref(&s.addr).cast::<libc::sockaddr>();
+            // UDP: the destination, in the slot. TCP: none, and
+            // MSG_WAITALL, with which the kernel retries a short send on a
+            // stream socket until the whole mbuf is out (io_uring's
+            // io_net_retry), so the stream keeps the mbufs' order.
+            let (addr, alen, msg_flags) = match dest {
+                Some(dest) => {
+                    let alen = to_sockaddr(dest, &mut s.addr);
+                    (
+                        std::ptr::from_ref(&s.addr).cast::<libc::sockaddr>(),
+                        alen,
+                        0,
+                    )
+                }
+                None => (std::ptr::null(), 0, libc::MSG_WAITALL),
+            };
             let fixed = match self.zc_min {
                 Some(min) if len >= min => self.fixed_index(ptr as usize, len),
                 _ => None,
@@ -918,13 +1131,20 @@ impl Port for UdpPort {
                     .buf_index(Some(index))
                     .dest_addr(addr)
                     .dest_addr_len(alen)
+                    .flags(msg_flags)
                     .build(),
                 None => opcode::Send::new(types::Fixed(0), ptr, len as u32)
                     .dest_addr(addr)
                     .dest_addr_len(alen)
+                    .flags(msg_flags)
                     .build(),
             }
             .user_data(SEND_TAG | u64::from(slot));
+            let sqe = if tcp && chain_left > 1 {
+                sqe.flags(squeue::Flags::IO_LINK)
+            } else {
+                sqe
+            };
             // SAFETY: the data is the mbuf's, which moves into the slot just
             // below and stays there until the kernel's completion (and, for
             // SEND_ZC, its notification); the address is in the same boxed
@@ -938,6 +1158,7 @@ impl Port for UdpPort {
             }
             taken += 1;
             queued += 1;
+            chain_left = chain_left.saturating_sub(1);
         }
         Mbuf::free_bulk(dropped.drain());
         if queued > 0 {
@@ -962,7 +1183,7 @@ impl Port for UdpPort {
 
     fn link(&self) -> LinkStatus {
         LinkStatus {
-            up: true,
+            up: !self.eof,
             speed_mbps: None,
             full_duplex: None,
         }
@@ -1040,11 +1261,18 @@ mod tests {
         let d = UdpDevice::parse("udp:[::1]:53,zc=4096").expect("ok");
         assert!(d.local.is_ipv6());
         assert_eq!(d.zc_min, Some(4096));
+        let d = UdpDevice::parse("tcp:127.0.0.1:0,peer=127.0.0.1:80").expect("ok");
+        assert_eq!(d.transport, Transport::Tcp);
+        assert_eq!(d.peer, Some("127.0.0.1:80".parse().expect("addr")));
+        let d = UdpDevice::parse("tcp:0.0.0.0:7000,accept=3").expect("ok");
+        assert_eq!((d.peer, d.accept_timeout), (None, Duration::from_secs(3)));
         for bad in [
             "veth0",
             "udp:1.2.3.4",
             "udp:1.2.3.4:5,peer=x",
             "udp:1.2.3.4:5,mtu=9",
+            "udp:1.2.3.4:5,accept=3",
+            "tcp:1.2.3.4:5,accept=soon",
         ] {
             assert!(UdpDevice::parse(bad).is_err(), "{bad}");
         }
