@@ -1,5 +1,5 @@
 //! The workloads, each a function that does a fixed amount of work and
-//! returns its [`Sample`](crate::harness::Sample). The criterion benches
+//! returns its [`Sample`]. The criterion benches
 //! and the interleaved comparison call the same functions.
 
 pub mod fwd;

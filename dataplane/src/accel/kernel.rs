@@ -4,7 +4,7 @@
 //! Each kernel is written twice, once in WGSL (`dataplane/shaders/`, run by
 //! the Vulkan backend) and once here (run by the CPU backend, and the
 //! reference every device result is tested against). Both read the same
-//! parameter words ([`Params::words`]) and follow the same rules for odd
+//! parameter words (`Params::words`) and follow the same rules for odd
 //! input (short frames, non-IPv4, fragments), stated on each [`Kernel`].
 
 use super::layout;

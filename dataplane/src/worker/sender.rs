@@ -46,7 +46,7 @@ impl<M> From<BroadcastError<M>> for crate::Error {
 
 /// Buffers messages per worker and moves each buffer in one burst when it
 /// fills (or on [`flush`](Self::flush)): one ring reservation per
-/// [`WORKER_BURST`] messages instead of one per message.
+/// `WORKER_BURST` (32) messages instead of one per message.
 ///
 /// Messages sit in the buffer until it is flushed. Dropping the sender
 /// flushes it, waiting for room as long as the target workers are alive;
