@@ -10,7 +10,7 @@
 # be skipped into a failure; CI sets it (see .ci/run). Without it, tests
 # that cannot run here print `skip: <reason>` and pass.
 #
-# Steps: deps, fmt, clippy, test (unit, end-to-end, doc tests, examples),
+# Steps: deps, fmt, clippy, doc, test (unit, end-to-end, doc tests, examples),
 # vulkan-validation, loom, miri, tsan, fuzz. Each prints its time; the
 # first failure stops the run.
 set -euo pipefail
@@ -69,6 +69,7 @@ echo "features: ${features[*]:-none}; DATAPLANE_REQUIRE=${require:-none}"
 # ---- static checks -----------------------------------------------------------
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets "${feature_args[@]}" -- -D warnings
+step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${feature_args[@]}"
 
 # ---- tests -------------------------------------------------------------------
 run_tests() {
