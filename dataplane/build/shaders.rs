@@ -26,7 +26,11 @@ const KERNELS: [(&str, &str, &str); 5] = [
 ];
 
 pub fn main() {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The run's directory, not the one this script was compiled in: a
+    // target directory shared between checkouts may reuse the binary.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     let dir = manifest.join("shaders");
     let layout_rs = manifest.join("src/accel/layout.rs");
     println!("cargo:rerun-if-changed={}", dir.display());
