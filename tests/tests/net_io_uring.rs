@@ -499,3 +499,43 @@ fn tcp_listener_without_clients_says_so() {
     let text = err.to_string();
     assert!(text.contains("0 of 1 connections accepted"), "{text}");
 }
+
+#[test]
+fn tcp_reset_by_the_peer_takes_the_link_down_once() {
+    if !tcp_ok() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let peer = listener.local_addr().expect("address");
+    let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
+    let mut port = UdpPort::open(&cfg)
+        .expect("tcp port")
+        .pop()
+        .expect("a queue");
+    let (theirs, _) = listener.accept().expect("accept");
+    // SO_LINGER 0: close sends a reset instead of a FIN.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::Linger, &linger)
+        .expect("SO_LINGER");
+    drop(theirs);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut batch = MbufBatch::new();
+    while port.link().up {
+        assert!(Instant::now() < deadline, "the reset was never seen");
+        port.rx_burst(&mut batch);
+    }
+    // Polling on does not re-arm a failed stream or count it again.
+    let errors = port.stats().errors;
+    for _ in 0..100 {
+        port.rx_burst(&mut batch);
+    }
+    assert_eq!(port.stats().errors, errors);
+    assert!(errors <= 1, "{errors}");
+    drop(batch);
+    let pool = port.pool().clone();
+    drop(port);
+    assert_eq!(pool.available(), pool.capacity());
+}

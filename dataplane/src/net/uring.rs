@@ -842,6 +842,11 @@ impl UdpPort {
                     self.recv_armed = false;
                     if res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED {
                         self.stats.errors += 1;
+                        // A stream that failed (reset, timed out) stays
+                        // failed: link down, no re-arming.
+                        if matches!(self.socket, Socket::Tcp(_)) {
+                            self.eof = true;
+                        }
                     }
                 }
                 if let Some(bid) = cqueue::buffer_select(flags) {
