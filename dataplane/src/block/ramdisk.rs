@@ -142,12 +142,10 @@ impl RamQueue {
         let (off, n) = (offset as usize, len as usize / 8);
         debug_assert!(off.is_multiple_of(8) && off + n * 8 <= self.region.len());
         let start = self.region.as_ptr().wrapping_add(off).cast::<AtomicU64>();
-        // SAFETY: `start..start + n` words lie inside the region, which the
-        // Arc keeps mapped as long as `self`; the start is 8-aligned
-        // (page-aligned region, offset a multiple of 8); the region's bytes
-        // are initialised (mapped zeroed) and, in this module, are only
-        // ever accessed through these atomics, so shared views from several
-        // queues and threads are sound.
+        // The region's bytes are initialised (mapped zeroed) and this module
+        // only ever accesses them through these atomics.
+        // SAFETY: `n` words in the region (kept mapped by the Arc), 8-aligned
+        // (page-aligned region, offset a multiple of 8), shared only as atomics.
         unsafe { std::slice::from_raw_parts(start, n) }
     }
 }

@@ -137,11 +137,10 @@ mod driver {
             let me = nix::unistd::Pid::from_raw(0);
             let affinity = nix::sched::sched_getaffinity(me).ok();
             let core = crate::lcore::current_cpu().map_or(0, |c| c.0 as i32);
+            let name = c"dataplane".as_ptr();
             // SAFETY: a NUL-terminated name that lives for the process (SPDK
-            // keeps the pointer); called once (OnceLock), before any other
-            // SPDK call.
-            let rc =
-                unsafe { sys::dp_spdk_env_init(c"dataplane".as_ptr(), core, mem_mb, !pcie, !huge) };
+            // keeps it); called once (OnceLock), before any other SPDK call.
+            let rc = unsafe { sys::dp_spdk_env_init(name, core, mem_mb, !pcie, !huge) };
             if let Some(set) = affinity {
                 let _ = nix::sched::sched_setaffinity(me, &set);
             }
@@ -471,11 +470,10 @@ mod driver {
         } else {
             Status::Success
         };
-        // SAFETY: the reaped list is the queue's, touched only by its
-        // thread: here (inside process_completions, while the queue holds
-        // no reference to it) and in `poll` after that call returns. It has
-        // room for `depth` entries and holds at most the ones in flight, so
-        // this never allocates (nothing can unwind into C).
+        // The list has room for `depth` entries and holds at most the ones
+        // in flight, so this never allocates (nothing can unwind into C).
+        // SAFETY: the queue's list, touched only by its thread: here (inside
+        // process_completions, no other reference held) and in `poll` after.
         unsafe { (*ctx.reaped).push_back((ctx.id, status)) };
     }
 
@@ -585,12 +583,10 @@ mod driver {
             let (ns, qp, arg) = (self.shared.ns.as_ptr(), self.qpair.as_ptr(), self.ctx(id));
             let cb = Some(complete as unsafe extern "C" fn(*mut c_void, *const sys::spdk_nvme_cpl));
             match kind {
-                // SAFETY: this thread owns the qpair; `arg` is
-                // slot `id`'s callback argument, live until the qpair is
-                // freed; `buf` is the slot's pool buffer, owned by the
-                // in-flight table until this command's callback has run
-                // and `poll` took the slot; the geometry check bounded the
-                // range and the transfer.
+                // `arg` lives until the qpair is freed; `buf` is owned by the
+                // in-flight table until the callback ran and `poll` took it.
+                // SAFETY: this thread owns the qpair; `arg`, `buf` as above;
+                // the geometry check bounded the range and the transfer.
                 OpKind::Read => unsafe {
                     sys::spdk_nvme_ns_cmd_read(ns, qp, buf, lba, blocks, cb, arg, 0)
                 },

@@ -264,10 +264,10 @@ fn polled_read(f: &OpenFile) -> std::result::Result<(), String> {
         .offset(0)
         .build()
         .user_data(1);
-    // SAFETY: the buffer is the region's first `len` bytes and the file is
-    // `f.file`; both outlive the ring, which is dropped (after the wait
-    // below reaps the completion, or on error with nothing submitted)
-    // before them.
+    // The ring is dropped before both, after the wait below reaps the
+    // completion (or on error, with nothing submitted).
+    // SAFETY: the buffer (the region's first `len` bytes) and `f.file`
+    // outlive the ring.
     let pushed = unsafe { ring.submission().push(&read) };
     pushed.map_err(|_| "the probe ring was full".to_owned())?;
     ring.submit_and_wait(1)
@@ -503,12 +503,10 @@ impl Ring {
             Some(index) => (index as libc::c_int, flags | IORING_ENTER_REGISTERED_RING),
             None => (self.ring.as_raw_fd(), flags),
         };
-        // SAFETY: `fd` is this ring's fd or its index in this thread's
-        // registered table; `arg` is null with size 0, or (from `wait`) an
-        // `io_uring_getevents_arg` naming a timespec, both live for the
-        // call. The entries it consumes were pushed by `submit`, whose
-        // contract keeps their buffers alive until their completions are
-        // reaped.
+        // The entries it consumes were pushed by `submit`, whose contract
+        // keeps their buffers alive until their completions are reaped.
+        // SAFETY: `fd` is this ring's (fd or registered index); `arg` is null
+        // (size 0) or `wait`'s getevents arg and timespec, live for the call.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_enter,
@@ -861,11 +859,10 @@ impl Queue for UringQueue {
             (Some(r), true) => r,
             _ => &mut self.main,
         };
-        // SAFETY: the entry names the buffer of slot `id` (a pool object the
-        // in-flight table owns until the completion carrying `id` is
-        // reaped; `Drop` reaps every completion, or leaks the buffer,
-        // before the table goes) and fixed file 0, which the queue keeps
-        // open for as long as the ring.
+        // `Drop` reaps every completion, or leaks the buffer, before the
+        // in-flight table goes.
+        // SAFETY: slot `id`'s buffer is the table's until the completion for
+        // `id` is reaped; fixed file 0 stays open as long as the ring.
         let pushed = unsafe { ring.ring.submission().push(&entry) };
         if pushed.is_err() {
             // The SQ holds at least `depth` entries and at most `depth` are

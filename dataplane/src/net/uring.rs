@@ -419,10 +419,10 @@ impl BufRing {
     /// Makes the entries added so far visible (`io_uring_buf_ring_advance`).
     fn publish(&self) {
         let tail = self.base.as_ptr().wrapping_add(14).cast::<u16>();
+        // Release: the entries written before are visible to the kernel once
+        // it reads this tail (it loads it with `smp_load_acquire`).
         // SAFETY: the ring's tail field (`resv` of entry 0), 2-byte aligned
-        // in the mapping. Release: the entries written before are visible
-        // to the kernel once it reads this tail (it loads it with Acquire,
-        // `smp_load_acquire(&br->tail)`).
+        // in the mapping, which lives as long as `self`.
         let t = unsafe { AtomicU16::from_ptr(tail) };
         t.store(self.tail, Ordering::Release);
     }
@@ -1150,10 +1150,9 @@ impl Port for UdpPort {
             } else {
                 sqe
             };
-            // SAFETY: the data is the mbuf's, which moves into the slot just
-            // below and stays there until the kernel's completion (and, for
-            // SEND_ZC, its notification); the address is in the same boxed
-            // slot, which does not move.
+            // The address is in the same boxed slot, which does not move.
+            // SAFETY: the data is the mbuf's, which moves into the slot below
+            // and stays until the completion (and SEND_ZC's notification).
             if unsafe { self.ring.submission().push(&sqe) }.is_err() {
                 self.tx_free.push(slot);
                 break;
