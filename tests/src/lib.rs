@@ -27,6 +27,26 @@ pub fn available_or_skip(capability: Capability, available: bool, reason: &str) 
     false
 }
 
+/// Checks `DATAPLANE_REQUIRE=dpdk` on an automatic open of a device DPDK
+/// cannot drive: when DPDK is required, `open` (run on whatever thread the
+/// device needs) must refuse with [`dataplane::Error::Required`] naming
+/// dpdk rather than fall back. Does nothing when DPDK is not required.
+///
+/// # Panics
+/// When DPDK is required and `open` fell back or failed otherwise.
+pub fn assert_dpdk_required_refuses<T: std::fmt::Debug>(
+    open: impl FnOnce() -> dataplane::Result<T>,
+) {
+    if !require::required(Capability::Dpdk) {
+        return;
+    }
+    let refused = open();
+    assert!(
+        matches!(&refused, Err(dataplane::Error::Required { capability, .. }) if *capability == "dpdk"),
+        "DATAPLANE_REQUIRE=dpdk, yet: {refused:?}"
+    );
+}
+
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

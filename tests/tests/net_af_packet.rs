@@ -9,7 +9,7 @@
 use dataplane::net::af_packet::AfPacketPort;
 use dataplane::net::netns::{self, Netns, link_counter, unique_name, veth_pair};
 use dataplane::net::{self, BackendChoice, BackendKind, DropReason, MbufBatch, Port, PortConfig};
-use dataplane::require::{Capability, Requirements};
+use dataplane::require::Requirements;
 use dataplane::wire::{ChecksumMode, parse_frame_with};
 use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
 use std::net::Ipv4Addr;
@@ -267,19 +267,14 @@ fn auto_selection_opens_an_interface_with_af_packet() {
     let Some(bed) = bed() else { return };
     let mut cfg = config(1);
     cfg.mbufs = 512;
-    if dataplane::require::required(Capability::Dpdk) {
-        // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over for a kernel
-        // interface is a fallback, and so an error that says why.
-        let c = cfg.clone();
-        let refused = bed
-            .a
-            .run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
-            .expect("thread");
-        assert!(
-            matches!(&refused, Err(dataplane::Error::Required { capability, .. }) if *capability == "dpdk"),
-            "{refused:?}"
-        );
-    }
+    // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a fallback,
+    // and so an error that says why.
+    let c = cfg.clone();
+    let a = &bed.a;
+    dataplane_tests::assert_dpdk_required_refuses(|| {
+        a.run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
+            .expect("thread")
+    });
     // The selection itself, with nothing required.
     let opened = bed
         .a

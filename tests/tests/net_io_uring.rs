@@ -264,19 +264,14 @@ fn auto_selection_reaches_io_uring_for_a_udp_device() {
     let Some(bed) = bed() else { return };
     let mut cfg = PortConfig::new(format!("udp:{A}:9300"));
     cfg.mbufs = 512;
-    if dataplane::require::required(Capability::Dpdk) {
-        // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a
-        // fallback, and so an error that says why.
-        let c = cfg.clone();
-        let refused = bed
-            .a
-            .run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
-            .expect("thread");
-        assert!(
-            matches!(&refused, Err(dataplane::Error::Required { capability, .. }) if *capability == "dpdk"),
-            "{refused:?}"
-        );
-    }
+    // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a fallback,
+    // and so an error that says why.
+    let c = cfg.clone();
+    let a = &bed.a;
+    dataplane_tests::assert_dpdk_required_refuses(|| {
+        a.run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
+            .expect("thread")
+    });
     // The selection itself, with nothing required.
     let opened = bed
         .a
