@@ -78,7 +78,7 @@ one() { # round backend
     rm -f "$results.rx" "$results.tx"
 }
 
-order=(af-packet io-uring mmsg)
+order=(af_packet io_uring mmsg)
 for ((r = 1; r <= rounds; r++)); do
     for b in "${order[@]}"; do one "$r" "$b"; done
     for ((i = ${#order[@]} - 1; i >= 0; i--)); do one "$r" "${order[$i]}"; done
@@ -102,7 +102,7 @@ function median(list,   n, a, i, j, t) {
     sum[v["round"], k] += v["pps"]; seen[v["backend"]] = 1; roles[v["role"]] = 1; rounds[v["round"]] = 1
 }
 END {
-    split("af-packet io-uring mmsg", order, " ")
+    split("af_packet io_uring mmsg", order, " ")
     for (o = 1; o <= 3; o++) for (role in roles) {
         b = order[o]; k = b SUBSEP role
         if (!(b in seen)) continue

@@ -6,9 +6,10 @@
 #
 # As root on Debian/Ubuntu it first installs the system packages the real
 # backends need and reserves hugepages. DATAPLANE_REQUIRE (a comma list of
-# hugepages, hwloc, io_uring, dpdk, spdk, vulkan) turns a backend that would
-# be skipped into a failure; CI sets it (see .ci/run). Without it, tests
-# that cannot run here print `skip: <reason>` and pass.
+# hugepages, hwloc, io_uring, dpdk, spdk, vulkan, netns, loop_device) turns
+# a backend or test that would be skipped into a failure; CI sets it (see
+# .ci/run). Without it, tests that cannot run here print
+# `skip: <capability>: <reason>` and pass.
 #
 # Steps: deps, fmt, clippy, doc, test (unit, end-to-end, doc tests, examples),
 # vulkan-validation, loom, miri, tsan, fuzz. Each prints its time; the

@@ -33,7 +33,7 @@ pub mod info {
         pub require: RequireReport,
         /// Every backend of every subsystem (net, block, accel), in
         /// selection order, with why it can or cannot run here.
-        pub backends: Vec<dataplane::topology::BackendProbe>,
+        pub backends: Vec<dataplane::backend::BackendProbe>,
         /// The Vulkan loader and every physical device, for the
         /// accelerator backend; `None` for an imagined machine.
         pub vulkan: Option<dataplane::accel::Discovery>,
@@ -115,7 +115,7 @@ pub mod info {
             .required
             .iter()
             .copied()
-            .filter(|c| !c.probe(&topology).available)
+            .filter(|&c| !topology.probes.of(c).available)
             .collect();
         Report {
             usable_cpus: topology.usable_cpus(),
@@ -471,15 +471,15 @@ pub mod info {
         let rows: Vec<Vec<String>> = t
             .probes
             .iter()
-            .map(|(name, p)| {
-                let required = r.require.parsed.required.iter().any(|c| c.name() == name);
+            .map(|(cap, p)| {
+                let required = r.require.parsed.requires(cap);
                 let ok = match (p.available, required) {
                     (true, true) => "yes (required)",
                     (true, false) => "yes",
                     (false, true) => "NO (required)",
                     (false, false) => "no",
                 };
-                vec![name.to_owned(), ok.to_owned(), p.reason.clone()]
+                vec![cap.name().to_owned(), ok.to_owned(), p.reason.clone()]
             })
             .collect();
         table(o, "  ", &["backend", "available", "reason"], &rows);

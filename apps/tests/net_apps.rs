@@ -293,7 +293,7 @@ fn l3fwd_counts_malformed_frames_by_reason() {
         cfg.device = format!("memory:{name}");
         dataplane::net::open(&cfg, BackendChoice::Named(BackendKind::Memory))
             .expect("opening a memory end")
-            .ports
+            .value
             .remove(0)
     };
     let (mut src, mut sink) = (open("mal-src"), open("mal-sink"));

@@ -83,7 +83,7 @@ struct Rt<'a> {
 
 fn queue_op(sync: SyncMode) -> Result<Op<'static>, String> {
     let mut q = Queue::<Vec<Vec<u8>>>::open(QueueConfig {
-        backend: BackendChoice::Vulkan,
+        backend: BackendChoice::Named(accel::BackendKind::Vulkan),
         sync,
         depth: 2,
         max_items: 1,
@@ -328,7 +328,7 @@ fn kernels(rounds: usize, quick: bool, out: &mut String, json: &mut Vec<String>)
             let max_items = n;
             let open = |register: bool| -> Option<Queue<Vec<Mbuf>>> {
                 let mut q = Queue::open(QueueConfig {
-                    backend: BackendChoice::Vulkan,
+                    backend: BackendChoice::Named(accel::BackendKind::Vulkan),
                     depth,
                     max_items,
                     staging_bytes: 4 << 20,
@@ -345,7 +345,7 @@ fn kernels(rounds: usize, quick: bool, out: &mut String, json: &mut Vec<String>)
                 let run_dev = |dev: &mut Vec<f64>| -> Option<()> {
                     let r = if big {
                         let mut q = Queue::<Vec<DmaBuf>>::open(QueueConfig {
-                            backend: BackendChoice::Vulkan,
+                            backend: BackendChoice::Named(accel::BackendKind::Vulkan),
                             depth,
                             max_items,
                             staging_bytes: 4 << 20,
@@ -442,7 +442,7 @@ fn import_vs_staging(rounds: usize, out: &mut String, json: &mut Vec<String>) {
     .expect("pool");
     let open = |register: bool| -> Option<Queue<Vec<Mbuf>>> {
         let mut q = Queue::open(QueueConfig {
-            backend: BackendChoice::Vulkan,
+            backend: BackendChoice::Named(accel::BackendKind::Vulkan),
             depth: 1,
             max_items: n,
             staging_bytes: 1 << 20,

@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod accel;
+pub mod backend;
 pub mod block;
 pub mod channel;
 mod error;
@@ -26,7 +27,7 @@ pub use hugepages::NumaNode;
 
 /// Every backend of every subsystem (`net`, `block`, `accel`), in each
 /// subsystem's selection order, with whether it can run here and why.
-pub fn backend_probes() -> Vec<topology::BackendProbe> {
+pub fn backend_probes() -> Vec<backend::BackendProbe> {
     let mut all = net::probes();
     all.extend(block::probes());
     all.extend(accel::probes());

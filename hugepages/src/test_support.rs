@@ -1,23 +1,17 @@
 //! Helpers for the unit tests: the `DATAPLANE_REQUIRE` contract.
 //!
-//! `DATAPLANE_REQUIRE` is a comma list of capabilities (`hugepages`, ...).
-//! A test that cannot get a capability prints `skip: <reason>` and returns,
-//! unless the capability is listed there: then the skip is a failure.
+//! `DATAPLANE_REQUIRE` is a comma list of capabilities (`hugepages`, ...),
+//! parsed by the `dataplane-require` crate as everywhere else. A test that
+//! cannot get a capability prints `skip: <reason>` and returns, unless the
+//! capability is listed there: then the skip is a failure.
 
 use crate::region::{Region, RegionBuilder};
+pub(crate) use dataplane_require::{Capability, available_or_skip, required};
 
-/// Whether `DATAPLANE_REQUIRE` lists `capability`.
-pub(crate) fn required(capability: &str) -> bool {
-    std::env::var("DATAPLANE_REQUIRE").is_ok_and(|v| v.split(',').any(|c| c.trim() == capability))
-}
-
-/// Prints `skip: <reason>`, or fails the test when `capability` is required.
-pub(crate) fn skip(capability: &str, reason: &str) {
-    assert!(
-        !required(capability),
-        "{capability} is required (DATAPLANE_REQUIRE) but unavailable: {reason}"
-    );
-    println!("skip: {reason}");
+/// Prints `skip: <reason>`, or fails the test when `DATAPLANE_REQUIRE`
+/// names `capability`: the workspace's one rule, from `dataplane-require`.
+pub(crate) fn skip(capability: Capability, reason: &str) {
+    available_or_skip(capability, false, reason);
 }
 
 /// Builds a hugepage-backed region with fallback disallowed, or skips (see
@@ -33,7 +27,7 @@ pub(crate) fn hugepage_region(builder: RegionBuilder) -> Option<Region> {
             Some(r)
         }
         Err(e) => {
-            skip("hugepages", &e.to_string());
+            skip(Capability::Hugepages, &e.to_string());
             None
         }
     }

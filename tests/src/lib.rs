@@ -4,28 +4,9 @@
 
 use dataplane::require::{self, Capability};
 
-/// Decides what a test does when `capability` is unavailable here: under
-/// `DATAPLANE_REQUIRE` naming it, the test fails with the reason; otherwise
-/// it prints `skip: <reason>` and the caller returns.
-///
-/// Returns `true` when the test should go on (the capability is available).
-///
-/// # Panics
-/// When the capability is required and unavailable: that is the test
-/// failing, on purpose.
-pub fn available_or_skip(capability: Capability, available: bool, reason: &str) -> bool {
-    if available {
-        return true;
-    }
-    if require::required(capability) {
-        panic!(
-            "{} is required (DATAPLANE_REQUIRE) but unavailable: {reason}",
-            capability.name()
-        );
-    }
-    println!("skip: {} unavailable: {reason}", capability.name());
-    false
-}
+/// Decides what a test does when a capability is unavailable here: the one
+/// rule every test follows (see [`dataplane::require`]).
+pub use dataplane::require::available_or_skip;
 
 /// Checks `DATAPLANE_REQUIRE=dpdk` on an automatic open of a device DPDK
 /// cannot drive: when DPDK is required, `open` (run on whatever thread the

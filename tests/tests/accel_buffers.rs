@@ -21,7 +21,7 @@ fn vulkan<P: Payload>(config: QueueConfig) -> Option<Queue<P>> {
     }
     Some(
         Queue::open(QueueConfig {
-            backend: BackendChoice::Vulkan,
+            backend: BackendChoice::Named(accel::BackendKind::Vulkan),
             ..config
         })
         .expect("a Vulkan queue opens where the probe found a device"),

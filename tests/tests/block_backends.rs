@@ -14,7 +14,8 @@ mod block_support;
 
 use block_support::*;
 use dataplane::block::{
-    self, Completion, DeviceConfig, Invalid, OpKind, PollMode, QueueConfig, Status, SubmitError, op,
+    self, BackendKind, Completion, DeviceConfig, Invalid, OpKind, PollMode, QueueConfig, Status,
+    SubmitError, op,
 };
 use dataplane::lcore::{LcoreConfig, LcoreGroup, PollContext, Role};
 use hugepages::mempool::{Mempool, MempoolConfig};
@@ -409,19 +410,19 @@ fn automatic_selection_and_names() {
     println!(
         "{}: {} (skipped {:?}); notes {:?}",
         cfg.target,
-        opened.device.backend(),
+        opened.value.backend(),
         opened.skipped,
-        opened.device.notes()
+        opened.value.notes()
     );
     assert_eq!(opened.skipped[0].backend, "spdk");
     if backend_or_skip("io_uring") {
-        assert_eq!(opened.device.backend(), "io_uring", "{}", uring.reason);
+        assert_eq!(opened.value.backend(), "io_uring", "{}", uring.reason);
     } else {
-        assert_eq!(opened.device.backend(), "psync");
+        assert_eq!(opened.value.backend(), "psync");
     }
     let ram = block::open(&DeviceConfig::new("ram:64KiB")).expect("a RAM disk");
-    assert_eq!(ram.device.backend(), "ram");
-    assert_eq!(ram.device.geometry().blocks, 128);
+    assert_eq!(ram.value.backend(), "ram");
+    assert_eq!(ram.value.geometry().blocks, 128);
     let names: Vec<_> = ram.skipped.iter().map(|s| s.backend).collect();
     assert_eq!(names, ["spdk", "io_uring", "psync"]);
     assert!(
@@ -430,9 +431,9 @@ fn automatic_selection_and_names() {
             .all(|s| s.reason.contains("does not open"))
     );
 
-    let named = block::open(&cfg.clone().backend("psync")).expect("psync by name");
-    assert_eq!(named.device.backend(), "psync");
-    let err = block::open(&cfg.clone().backend("aio")).expect_err("no such backend");
+    let named = block::open(&cfg.clone().backend(BackendKind::Psync)).expect("psync by name");
+    assert_eq!(named.value.backend(), "psync");
+    let err = "aio".parse::<BackendKind>().expect_err("no such backend");
     assert!(err.to_string().contains("io_uring, psync"), "{err}");
     let err = block::open(&DeviceConfig::new("ram:12 parsecs")).expect_err("a bad size");
     assert!(err.to_string().contains("unknown unit"), "{err}");
@@ -452,7 +453,7 @@ fn child_open_with_iopoll_required() {
     match block::open(&cfg) {
         Ok(o) => {
             // The device really polls: nothing fell back.
-            assert_eq!(o.device.backend(), "io_uring");
+            assert_eq!(o.value.backend(), "io_uring");
             println!("child: IOPOLL available: no fallback to refuse");
         }
         Err(dataplane::Error::Required { capability, reason }) => {
@@ -561,11 +562,11 @@ fn statuses_name_the_failure() {
         }
         let dev = block::open(
             &DeviceConfig::new(file.0.to_string_lossy())
-                .backend(backend)
+                .backend(kind(backend))
                 .create_size(64 << 10),
         )
         .expect("open")
-        .device;
+        .value;
         std::fs::OpenOptions::new()
             .write(true)
             .open(&file.0)

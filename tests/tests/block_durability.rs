@@ -11,7 +11,7 @@
 mod block_support;
 
 use block_support::*;
-use dataplane::block::{self, DeviceConfig, QueueConfig, op};
+use dataplane::block::{self, BackendKind, DeviceConfig, QueueConfig, op};
 use rand::Rng;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -33,9 +33,9 @@ fn child_writer() {
     ) else {
         return;
     };
-    let dev = block::open(&DeviceConfig::new(&target).backend(&backend))
+    let dev = block::open(&DeviceConfig::new(&target).backend(kind(&backend)))
         .expect("the writer opens the target")
-        .device;
+        .value;
     let g = dev.geometry().clone();
     let bs = g.block_size as usize;
     let pool = g.buffer_pool("writer", 32, bs).expect("a pool");
@@ -110,9 +110,9 @@ fn run_and_kill(target: &str, backend: &str, blocks: u64) -> HashMap<u64, u64> {
 }
 
 fn verify(target: &str, durable: &HashMap<u64, u64>) {
-    let dev = block::open(&DeviceConfig::new(target).backend("psync"))
+    let dev = block::open(&DeviceConfig::new(target).backend(BackendKind::Psync))
         .expect("reopening")
-        .device;
+        .value;
     let g = dev.geometry().clone();
     let bs = g.block_size as usize;
     let pool = g.buffer_pool("verify", 8, bs).expect("a pool");
@@ -148,13 +148,7 @@ fn verify(target: &str, durable: &HashMap<u64, u64>) {
 #[test]
 fn sigkill_mid_run_loses_no_flushed_block() {
     let file = TempFile(scratch_file("durable"));
-    let lo = match LoopDev::create("durable-loop", TARGET_BYTES) {
-        Ok(l) => Some(l),
-        Err(why) => {
-            println!("skip: the loop device target: {why}");
-            None
-        }
-    };
+    let lo = LoopDev::create_or_skip("durable-loop", TARGET_BYTES);
     for backend in ["io_uring", "psync"] {
         if !backend_or_skip(backend) {
             continue;
@@ -164,19 +158,19 @@ fn sigkill_mid_run_loses_no_flushed_block() {
         // Create the file at full size before the writer starts.
         let blocks = block::open(
             &DeviceConfig::new(&path)
-                .backend("psync")
+                .backend(BackendKind::Psync)
                 .create_size(TARGET_BYTES),
         )
         .expect("creating the file")
-        .device
+        .value
         .geometry()
         .blocks;
         let durable = run_and_kill(&path, backend, blocks);
         verify(&path, &durable);
         if let Some(l) = &lo {
-            let blocks = block::open(&DeviceConfig::new(&l.dev).backend("psync"))
+            let blocks = block::open(&DeviceConfig::new(&l.dev).backend(BackendKind::Psync))
                 .expect("opening the loop device")
-                .device
+                .value
                 .geometry()
                 .blocks;
             let durable = run_and_kill(&l.dev, backend, blocks);

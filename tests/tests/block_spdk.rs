@@ -152,7 +152,7 @@ fn spdk_nvme_over_tcp_against_nvmf_tgt() {
     let (_target, port) = start_target(&bin);
     let trid = format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}");
     let opened = block::open(&DeviceConfig::new(&trid)).expect("SPDK attaches the controller");
-    let dev = opened.device;
+    let dev = opened.value;
     assert_eq!(dev.backend(), "spdk");
     println!("{trid}: {:?}", dev.notes());
     let g = dev.geometry().clone();

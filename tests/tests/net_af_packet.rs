@@ -3,15 +3,17 @@
 //! both ways, fanout over queues, drops counted by reason, every mbuf back
 //! in its pool.
 //!
-//! Needs root (namespaces, veth, CAP_NET_RAW); prints `skip: <reason>`
-//! without it.
+//! Needs the `netns` capability (root: namespaces, veth, CAP_NET_RAW);
+//! prints `skip: <reason>` without it, and fails instead when
+//! `DATAPLANE_REQUIRE` names `netns`.
 
 use dataplane::net::af_packet::AfPacketPort;
 use dataplane::net::netns::{self, Netns, link_counter, unique_name, veth_pair};
 use dataplane::net::{self, BackendChoice, BackendKind, DropReason, MbufBatch, Port, PortConfig};
-use dataplane::require::Requirements;
+use dataplane::require::{Capability, Requirements};
 use dataplane::wire::{ChecksumMode, parse_frame_with};
 use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
+use dataplane_tests::available_or_skip;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -23,8 +25,7 @@ struct Bed {
 
 fn bed() -> Option<Bed> {
     let p = netns::probe();
-    if !p.available {
-        println!("skip: {}", p.reason);
+    if !available_or_skip(Capability::Netns, p.available, &p.reason) {
         return None;
     }
     let a = Netns::create(&unique_name("dpa")).expect("namespace a");
@@ -160,7 +161,7 @@ fn frames_cross_both_ways_and_every_mbuf_comes_back() {
     let mut a = open(&bed.a, 1);
     let mut b = open(&bed.b, 1);
     let pools: Vec<_> = a.iter().chain(&b).map(|p| p.pool().clone()).collect();
-    assert_eq!(a[0].capabilities().backend, "af-packet");
+    assert_eq!(a[0].capabilities().backend, "af_packet");
     assert!(a[0].link().up, "veth0 in a is up");
 
     for name in ["a->b", "b->a"] {

@@ -32,8 +32,7 @@ fn bed() -> Option<Bed> {
         return None;
     }
     let p = netns::probe();
-    if !p.available {
-        println!("skip: {}", p.reason);
+    if !available_or_skip(Capability::Netns, p.available, &p.reason) {
         return None;
     }
     let a = Netns::create(&unique_name("dpa")).expect("namespace a");
@@ -280,7 +279,7 @@ fn auto_selection_reaches_io_uring_for_a_udp_device() {
         .expect("opened");
     assert_eq!(opened.backend, BackendKind::IoUring);
     let skipped: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
-    assert_eq!(skipped, ["dpdk", "af-packet"]);
+    assert_eq!(skipped, ["dpdk", "af_packet"]);
 }
 
 // ---- TCP over loopback ------------------------------------------------------

@@ -6,7 +6,7 @@
 
 use dataplane::lcore::Role;
 use dataplane::profile::{Plan, Profile};
-use dataplane::require::{self, Capability};
+use dataplane::require::{self, Capability, available_or_skip};
 use dataplane::topology::{CpuId, Topology};
 use std::collections::BTreeSet;
 
@@ -161,8 +161,7 @@ fn required_capabilities_are_available() {
         panic!("{e}");
     }
     let t = detect();
-    for cap in Capability::ALL {
-        let probe = cap.probe(&t);
+    for (cap, probe) in t.probes.iter() {
         let verdict = require::check(cap, probe);
         if require::required(cap) {
             if let Err(e) = verdict {
@@ -170,10 +169,8 @@ fn required_capabilities_are_available() {
             }
         } else {
             assert!(verdict.is_ok(), "{cap}: not required, so it falls back");
-            if !probe.available {
-                println!("skip: {cap}: {}", probe.reason);
-            }
         }
+        available_or_skip(cap, probe.available, &probe.reason);
     }
 }
 
@@ -181,11 +178,7 @@ fn required_capabilities_are_available() {
 fn hwloc_agrees_with_sysfs() {
     let t = detect();
     let Some(info) = &t.hwloc else {
-        let reason = &t.probes.hwloc.reason;
-        if require::required(Capability::Hwloc) {
-            panic!("DATAPLANE_REQUIRE names hwloc but it is unavailable: {reason}");
-        }
-        println!("skip: {reason}");
+        available_or_skip(Capability::Hwloc, false, &t.probes.hwloc.reason);
         return;
     };
     // hwloc shows what the cgroup allows, not this process's affinity mask.

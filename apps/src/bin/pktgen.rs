@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! pktgen --port veth0 --rate 100000 --flows 64 --size 128 --duration 5
-//! pktgen --backend io-uring --port udp:10.0.0.1:9000,peer=10.0.0.2:9000 --json
+//! pktgen --backend io_uring --port udp:10.0.0.1:9000,peer=10.0.0.2:9000 --json
 //! ```
 //!
 //! At the end of the run, sending stops and receiving goes on for

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Options shared by l2fwd, l3fwd and pktgen.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// Network backend: auto, dpdk, af-packet, io-uring or memory. `auto`
+    /// Network backend: auto, dpdk, af_packet, io_uring or memory. `auto`
     /// takes the first that can open each port, in that order.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
@@ -137,12 +137,12 @@ pub fn deal_queues(ports: Vec<OpenedPort>) -> (Vec<PortSummary>, Vec<Vec<Box<dyn
     let summaries = ports.iter().map(PortSummary::of).collect();
     let queues = ports
         .iter()
-        .map(|p| p.opened.ports.len())
+        .map(|p| p.opened.value.len())
         .min()
         .unwrap_or(0);
     let mut per_lcore: Vec<Vec<Box<dyn Port>>> = (0..queues).map(|_| Vec::new()).collect();
     for p in ports {
-        for (q, port) in p.opened.ports.into_iter().enumerate().take(queues) {
+        for (q, port) in p.opened.value.into_iter().enumerate().take(queues) {
             per_lcore[q].push(port);
         }
     }

@@ -523,7 +523,7 @@ pub fn run(args: &PktgenArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> 
     let queues = c.queues.unwrap_or(dp.data.len() as u16).max(1);
     let ports = c.open_ports(&dp.plan, queues)?;
     for p in &ports {
-        let l4 = p.opened.ports.first().map(|q| q.capabilities().layer) == Some(Layer::L4);
+        let l4 = p.opened.value.first().map(|q| q.capabilities().layer) == Some(Layer::L4);
         if l4 && spec.frame_len() < HEADERS_LEN + PROBE_LEN {
             bail!(
                 "--size {} leaves no room for the probe in a datagram",

@@ -5,8 +5,9 @@
 use super::cli::OpenedPort;
 use super::counters::LcoreCounters;
 use anyhow::Context;
+use dataplane::backend::Skip;
 use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role};
-use dataplane::net::{QueueStats, Skip};
+use dataplane::net::QueueStats;
 use dataplane::profile::{Plan, Profile};
 use dataplane::topology::Topology;
 use nix::sys::signal::{SigSet, Signal};
@@ -243,11 +244,11 @@ pub struct PortSummary {
 impl PortSummary {
     /// The summary of an opened port.
     pub fn of(p: &OpenedPort) -> PortSummary {
-        let mac = p.opened.ports.first().and_then(|q| q.capabilities().mac);
+        let mac = p.opened.value.first().and_then(|q| q.capabilities().mac);
         PortSummary {
             device: p.device.clone(),
             backend: p.opened.backend.name(),
-            queues: p.opened.ports.len(),
+            queues: p.opened.value.len(),
             mac: mac.map(|m| {
                 m.iter()
                     .map(|b| format!("{b:02x}"))

@@ -6,7 +6,7 @@
 //! per call in each.
 //!
 //! ```text
-//! bench-sockets send|recv af-packet|io-uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC
+//! bench-sockets send|recv af_packet|io_uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC
 //! ```
 //!
 //! Prints one line of `key=value` pairs: packets, seconds, packets per
@@ -41,7 +41,7 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-sockets send|recv af-packet|io-uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC"
+        "usage: bench-sockets send|recv af_packet|io_uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC"
     );
     std::process::exit(2)
 }
@@ -141,8 +141,8 @@ impl Meter {
 
 fn port(o: &Opts) -> Box<dyn Port> {
     let (device, kind) = match o.backend.as_str() {
-        "af-packet" => (o.iface.clone(), BackendKind::AfPacket),
-        "io-uring" => {
+        "af_packet" => (o.iface.clone(), BackendKind::AfPacket),
+        "io_uring" => {
             let local = if o.send { SRC_PORT } else { DST_PORT };
             (
                 format!("udp:{}:{local},peer={}:{DST_PORT},zc=off", o.local, o.peer),
@@ -158,7 +158,7 @@ fn port(o: &Opts) -> Box<dyn Port> {
     cfg.rx_desc = 2048;
     cfg.tx_desc = 1024;
     match net::open(&cfg, BackendChoice::Named(kind)) {
-        Ok(mut o) if !o.ports.is_empty() => o.ports.remove(0),
+        Ok(mut o) if !o.value.is_empty() => o.value.remove(0),
         Ok(_) => {
             eprintln!("bench-sockets: no queue opened");
             std::process::exit(1)
@@ -172,7 +172,7 @@ fn port(o: &Opts) -> Box<dyn Port> {
 
 fn run_port(o: &Opts, end: Instant, m: &mut Meter) {
     let mut p = port(o);
-    let l2 = o.backend == "af-packet";
+    let l2 = o.backend == "af_packet";
     let tpl = if l2 {
         frame(o, p.capabilities().mac.unwrap_or([2, 0, 0, 0, 0, 1]))
     } else {

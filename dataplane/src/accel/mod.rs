@@ -72,8 +72,8 @@ pub use vulkan::{
     discover,
 };
 
-use crate::require::{self, Capability};
-use crate::topology::{BackendProbe, Probe};
+use crate::backend::{self, BackendProbe, Candidates, Choice, Kind, Probe};
+use crate::require::{self, Capability, Requirements};
 use crate::{Error, Result};
 use hugepages::mbuf::MbufPool;
 use hugepages::mempool::Mempool;
@@ -83,7 +83,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Invocations per workgroup of every kernel; one item per invocation.
 pub const WORKGROUP_SIZE: u32 = layout::WORKGROUP_SIZE;
@@ -304,8 +303,24 @@ pub enum BackendKind {
     Cpu,
 }
 
+impl Kind for BackendKind {
+    const SUBSYSTEM: &'static str = "accel";
+    const ALL: &'static [BackendKind] = &[BackendKind::Vulkan, BackendKind::Cpu];
+
+    fn name(self) -> &'static str {
+        BackendKind::name(self)
+    }
+
+    fn capability(self) -> Option<Capability> {
+        match self {
+            BackendKind::Vulkan => Some(Capability::Vulkan),
+            BackendKind::Cpu => None,
+        }
+    }
+}
+
 impl BackendKind {
-    /// The name, as `--backend` spells it.
+    /// The name, as `--backend`, `dp-info` and `DATAPLANE_REQUIRE` spell it.
     pub const fn name(self) -> &'static str {
         match self {
             BackendKind::Vulkan => "vulkan",
@@ -320,34 +335,20 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// Which backend to open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendChoice {
-    /// Vulkan when a device can be opened, else the CPU with the reason
-    /// logged, unless Vulkan is required (`DATAPLANE_REQUIRE=vulkan`, the
-    /// `require-vulkan` feature, or [`QueueConfig::require_vulkan`]).
-    #[default]
-    Auto,
-    /// Vulkan or an error.
-    Vulkan,
-    /// The CPU.
-    Cpu,
-}
-
-impl FromStr for BackendChoice {
+impl FromStr for BackendKind {
     type Err = Error;
+
+    /// Parses `vulkan` or `cpu`; case does not matter.
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(BackendChoice::Auto),
-            "vulkan" => Ok(BackendChoice::Vulkan),
-            "cpu" => Ok(BackendChoice::Cpu),
-            other => Err(Error::Config(format!(
-                "unknown accelerator backend {other:?}; expected auto, vulkan or cpu"
-            ))),
-        }
+        backend::parse_kind(s)
     }
 }
+
+/// Which backend to open: [`Choice::Auto`] is Vulkan when a device can be
+/// opened, else the CPU with the reason logged, unless Vulkan is required
+/// (`DATAPLANE_REQUIRE=vulkan`, the `require-vulkan` feature, or
+/// [`QueueConfig::require_vulkan`]).
+pub type BackendChoice = Choice<BackendKind>;
 
 /// Which Vulkan device.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -534,31 +535,24 @@ impl<P: Payload> Queue<P> {
     ///   explicitly requested Vulkan queue.
     pub fn open(config: QueueConfig) -> Result<Queue<P>> {
         config.check()?;
-        match config.backend {
-            BackendChoice::Cpu => Ok(Self::cpu(&config, None)),
-            BackendChoice::Vulkan => Self::vulkan(&config),
-            BackendChoice::Auto => match Self::vulkan(&config) {
-                Ok(q) => Ok(q),
-                Err(e) => {
-                    let reason = match &e {
-                        Error::Required { reason, .. } => reason.clone(),
-                        other => other.to_string(),
-                    };
-                    if config.vulkan_required() {
-                        return Err(Error::Required {
-                            capability: Capability::Vulkan.name(),
-                            reason,
-                        });
-                    }
-                    static WARNED: AtomicBool = AtomicBool::new(false);
-                    // Relaxed: the flag only de-duplicates a log line.
-                    if !WARNED.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("accelerator: falling back to the CPU: {reason}");
-                    }
-                    Ok(Self::cpu(&config, Some(reason)))
-                }
+        let required = if config.vulkan_required() {
+            Requirements::of(&[Capability::Vulkan])
+        } else {
+            Requirements::default()
+        };
+        let opened = backend::select(
+            &Accel::<P> {
+                config: &config,
+                payload: std::marker::PhantomData,
             },
+            config.backend,
+            &required,
+        )?;
+        let mut queue = opened.value;
+        if let Some(skip) = opened.skipped.into_iter().next() {
+            queue.info.fallback = Some(skip.reason);
         }
+        Ok(queue)
     }
 
     fn cpu(config: &QueueConfig, fallback: Option<String>) -> Queue<P> {
@@ -670,6 +664,37 @@ impl<P: Payload> Queue<P> {
         match &mut self.backend {
             Backend::Vulkan(q) => q.poll(out),
             Backend::Cpu(q) => q.poll(out),
+        }
+    }
+}
+
+/// The accelerator backends as candidates for one queue configuration.
+struct Accel<'a, P> {
+    config: &'a QueueConfig,
+    payload: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<P: Payload> Candidates for Accel<'_, P> {
+    type Kind = BackendKind;
+    type Value = Queue<P>;
+
+    fn device(&self) -> &str {
+        "a compute queue"
+    }
+
+    /// Vulkan's real probe is the open itself (a loader, an instance, a
+    /// device with a compute queue); the CPU always runs.
+    fn probe(&self, kind: BackendKind) -> Probe {
+        match kind {
+            BackendKind::Vulkan => Probe::ok("tried by opening a queue"),
+            BackendKind::Cpu => Probe::ok("the CPU of the calling lcore"),
+        }
+    }
+
+    fn open(&self, kind: BackendKind) -> Result<Queue<P>> {
+        match kind {
+            BackendKind::Vulkan => Queue::vulkan(self.config),
+            BackendKind::Cpu => Ok(Queue::cpu(self.config, None)),
         }
     }
 }

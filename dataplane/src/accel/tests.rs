@@ -23,11 +23,11 @@ fn configs_are_checked() {
     }
     assert_eq!(
         "Vulkan".parse::<BackendChoice>().ok(),
-        Some(BackendChoice::Vulkan)
+        Some(BackendChoice::Named(BackendKind::Vulkan))
     );
     assert_eq!(
         " cpu".parse::<BackendChoice>().ok(),
-        Some(BackendChoice::Cpu)
+        Some(BackendChoice::Named(BackendKind::Cpu))
     );
     assert!("gpu".parse::<BackendChoice>().is_err());
 }
@@ -66,7 +66,7 @@ fn kernel_lists() {
 fn the_cpu_backend_runs_every_kernel_in_order() {
     let mut q = Queue::<Vec<Vec<u8>>>::open(QueueConfig {
         depth: 2,
-        ..QueueConfig::new(BackendChoice::Cpu)
+        ..QueueConfig::new(BackendChoice::Named(BackendKind::Cpu))
     })
     .expect("cpu");
     assert_eq!(q.info().backend, BackendKind::Cpu);

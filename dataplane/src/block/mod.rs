@@ -9,7 +9,7 @@
 //! ```
 //! use dataplane::block::{self, DeviceConfig, QueueConfig, op};
 //!
-//! let dev = block::open(&DeviceConfig::new("ram:1MiB"))?.device;
+//! let dev = block::open(&DeviceConfig::new("ram:1MiB"))?.value;
 //! let pool = dev.geometry().buffer_pool("io", 64, 4096)?;
 //! let mut q = dev.queue(&QueueConfig::new(32).buffers(&pool))?;
 //!
@@ -63,8 +63,9 @@ pub use geometry::{Geometry, Invalid};
 pub use op::{Op, OpKind};
 pub use ramdisk::RAM_BLOCK_SIZE;
 
-use crate::require::{self, Capability};
-use crate::topology::{BackendProbe, Probe};
+use crate::backend::{self, BackendProbe, Candidates, Choice, Claim, Kind, Probe};
+use crate::require::Capability;
+use crate::topology::PciAddress;
 use crate::{Error, NumaNode, Result};
 use hugepages::mempool::{MEMPOOL_MAX_ALIGN, Mempool, MempoolConfig};
 use serde::Serialize;
@@ -236,7 +237,8 @@ pub enum Target {
     },
     /// An NVMe controller for SPDK: a transport ID
     /// (`trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:...`,
-    /// optionally with `ns:N`) or a PCI address (`0000:03:00.0`).
+    /// optionally with `ns:N`) or a PCI address (`0000:03:00.0`, or
+    /// `03:00.0` as DPDK accepts it).
     Nvme(String),
 }
 
@@ -255,7 +257,7 @@ impl Target {
                 bytes: parse_size(size)?,
             });
         }
-        if t.contains("trtype:") || t.contains("trtype=") || is_pci_address(t) {
+        if t.contains("trtype:") || t.contains("trtype=") || t.parse::<PciAddress>().is_ok() {
             return Ok(Target::Nvme(t.to_owned()));
         }
         Ok(Target::Path(PathBuf::from(t)))
@@ -268,19 +270,6 @@ impl Target {
             Target::Ram { .. } => "a RAM disk",
             Target::Nvme(_) => "an NVMe controller",
         }
-    }
-}
-
-/// `0000:03:00.0` (domain:bus:device.function).
-fn is_pci_address(s: &str) -> bool {
-    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
-    let parts: Vec<&str> = s.split(':').collect();
-    match parts[..] {
-        [dom, bus, devfn] => match devfn.split_once('.') {
-            Some((dev, func)) => hex(dom, 4) && hex(bus, 2) && hex(dev, 2) && hex(func, 1),
-            None => false,
-        },
-        _ => false,
     }
 }
 
@@ -326,8 +315,8 @@ pub enum PollMode {
 pub struct DeviceConfig {
     /// What to open: see [`Target`].
     pub target: String,
-    /// A backend's name to use instead of the automatic choice.
-    pub backend: Option<String>,
+    /// The backend: automatic (the default) or named.
+    pub backend: BackendChoice,
     /// Files: create the file, or extend it, to this many bytes.
     pub create_size: Option<u64>,
     /// Files and RAM disks: the logical block size (default: the device's,
@@ -352,7 +341,7 @@ impl DeviceConfig {
     pub fn new(target: impl Into<String>) -> Self {
         DeviceConfig {
             target: target.into(),
-            backend: None,
+            backend: BackendChoice::Auto,
             create_size: None,
             block_size: None,
             direct: true,
@@ -363,9 +352,10 @@ impl DeviceConfig {
         }
     }
 
-    /// Uses the named backend only.
-    pub fn backend(mut self, name: impl Into<String>) -> Self {
-        self.backend = Some(name.into());
+    /// Uses the named backend only (or, given [`Choice::Auto`], the
+    /// automatic choice).
+    pub fn backend(mut self, choice: impl Into<BackendChoice>) -> Self {
+        self.backend = choice.into();
         self
     }
 
@@ -382,11 +372,8 @@ impl DeviceConfig {
     }
 }
 
-/// A way to open devices: one per backend.
-pub trait Backend: Send + Sync + std::fmt::Debug {
-    /// Its name, as `--backend` spells it.
-    fn name(&self) -> &'static str;
-
+/// A way to open devices: one per backend, named by its [`BackendKind`].
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Whether it can run on this machine at all, and why (not).
     fn probe(&self) -> Probe;
 
@@ -400,124 +387,153 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn open(&self, cfg: &DeviceConfig) -> Result<Arc<dyn Device>>;
 }
 
-/// The backends, in selection order.
-pub fn backends() -> [&'static dyn Backend; 4] {
-    [&spdk::Spdk, &uring::Uring, &psync::Psync, &ramdisk::RamDisk]
+/// One storage backend, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// SPDK's NVMe driver: PCIe controllers bound to vfio-pci, NVMe-oF.
+    Spdk,
+    /// io_uring over an `O_DIRECT` file or block device.
+    IoUring,
+    /// `pread`/`pwrite`, one system call per operation.
+    Psync,
+    /// A RAM disk on a hugepage region.
+    Ram,
 }
 
-/// The capability that makes falling past a backend an error.
-fn capability(backend: &str) -> Option<Capability> {
-    match backend {
-        "spdk" => Some(Capability::Spdk),
-        "io_uring" => Some(Capability::IoUring),
-        _ => None,
+impl Kind for BackendKind {
+    const SUBSYSTEM: &'static str = "block";
+    const ALL: &'static [BackendKind] = &[
+        BackendKind::Spdk,
+        BackendKind::IoUring,
+        BackendKind::Psync,
+        BackendKind::Ram,
+    ];
+
+    fn name(self) -> &'static str {
+        BackendKind::name(self)
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::IoUring => &["io-uring"],
+            BackendKind::Ram => &["ramdisk"],
+            BackendKind::Spdk | BackendKind::Psync => &[],
+        }
+    }
+
+    fn capability(self) -> Option<Capability> {
+        match self {
+            BackendKind::Spdk => Some(Capability::Spdk),
+            BackendKind::IoUring => Some(Capability::IoUring),
+            BackendKind::Psync | BackendKind::Ram => None,
+        }
     }
 }
 
-/// A backend that was passed over, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Skip {
-    /// The backend.
-    pub backend: &'static str,
-    /// Why.
-    pub reason: String,
+impl BackendKind {
+    /// The name as `--backend`, `dp-info` and `DATAPLANE_REQUIRE` spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendKind::Spdk => "spdk",
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Psync => "psync",
+            BackendKind::Ram => "ram",
+        }
+    }
+
+    fn backend(self) -> &'static dyn Backend {
+        match self {
+            BackendKind::Spdk => &spdk::Spdk,
+            BackendKind::IoUring => &uring::Uring,
+            BackendKind::Psync => &psync::Psync,
+            BackendKind::Ram => &ramdisk::RamDisk,
+        }
+    }
 }
 
-/// An opened device and the backends passed over on the way.
-#[derive(Debug)]
-pub struct Opened {
-    /// The device.
-    pub device: Arc<dyn Device>,
-    /// Backends tried or passed over before it, in order, with the reason.
-    pub skipped: Vec<Skip>,
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+
+    /// Parses `spdk`, `io_uring`, `psync` or `ram` (`io-uring` and
+    /// `ramdisk` too); case does not matter.
+    fn from_str(s: &str) -> Result<Self> {
+        backend::parse_kind(s)
+    }
+}
+
+/// Which storage backend to open with.
+pub type BackendChoice = Choice<BackendKind>;
+
+/// An opened device, the backend that opened it, and the backends passed
+/// over on the way.
+pub type Opened = backend::Opened<BackendKind, Arc<dyn Device>>;
+
+/// The storage backends as candidates for one device configuration.
+struct Block<'a> {
+    cfg: &'a DeviceConfig,
+    target: Target,
+}
+
+impl Candidates for Block<'_> {
+    type Kind = BackendKind;
+    type Value = Arc<dyn Device>;
+
+    fn device(&self) -> &str {
+        &self.cfg.target
+    }
+
+    fn probe(&self, kind: BackendKind) -> Probe {
+        kind.backend().probe()
+    }
+
+    fn claim(&self, kind: BackendKind) -> Claim {
+        if kind.backend().handles(&self.target) {
+            Claim::Mine
+        } else {
+            Claim::Foreign(format!("does not open {}", self.target.kind()))
+        }
+    }
+
+    fn open(&self, kind: BackendKind) -> Result<Arc<dyn Device>> {
+        kind.backend().open(self.cfg)
+    }
 }
 
 /// Opens `cfg.target` with the named backend, or the first in order that
-/// can.
+/// can (see the [`backend`](crate::backend) module for the rules; a backend
+/// that never opens this kind of target is passed over without counting
+/// as a fallback).
 ///
 /// # Errors
-/// An unknown backend name; the named backend failing; no backend able to
-/// open the target; or a backend named in `DATAPLANE_REQUIRE` that handles
-/// the target but could not open it.
+/// A malformed target; the named backend failing; no backend able to open
+/// the target; or a backend named in `DATAPLANE_REQUIRE` that handles the
+/// target but could not open it.
 pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
     let target = Target::parse(&cfg.target)?;
-    if let Some(name) = cfg.backend.as_deref() {
-        let Some(b) = backends().into_iter().find(|b| b.name() == name) else {
-            return Err(Error::Config(format!(
-                "unknown block backend {name:?}; expected one of {}",
-                backends().map(|b| b.name()).join(", ")
-            )));
-        };
-        let probe = b.probe();
-        if !probe.available {
-            return Err(Error::Config(format!(
-                "block backend {name} cannot run here: {}",
-                probe.reason
-            )));
-        }
-        let device = b.open(cfg)?;
-        return Ok(Opened {
-            device,
-            skipped: Vec::new(),
-        });
-    }
-    let mut skipped = Vec::new();
-    for b in backends() {
-        let reason = if !b.handles(&target) {
-            skipped.push(Skip {
-                backend: b.name(),
-                reason: format!("does not open {}", target.kind()),
-            });
-            continue;
-        } else {
-            let probe = b.probe();
-            if probe.available {
-                match b.open(cfg) {
-                    Ok(device) => {
-                        tracing::info!(
-                            target = %cfg.target,
-                            backend = b.name(),
-                            "block device opened: {}",
-                            device.notes().join("; ")
-                        );
-                        return Ok(Opened { device, skipped });
-                    }
-                    Err(e) => format!("cannot open {}: {e}", cfg.target),
-                }
-            } else {
-                probe.reason
-            }
-        };
-        tracing::info!(target = %cfg.target, backend = b.name(), "block backend skipped: {reason}");
-        if let Some(cap) = capability(b.name()) {
-            require::check(cap, &Probe::unavailable(reason.clone()))?;
-        }
-        skipped.push(Skip {
-            backend: b.name(),
-            reason,
-        });
-    }
-    let why: Vec<String> = skipped
-        .iter()
-        .map(|s| format!("{}: {}", s.backend, s.reason))
-        .collect();
-    Err(Error::Config(format!(
-        "no block backend can open {}: {}",
-        cfg.target,
-        why.join("; ")
-    )))
+    let opened = backend::select(
+        &Block { cfg, target },
+        cfg.backend,
+        crate::require::requirements(),
+    )?;
+    tracing::info!(
+        target = %cfg.target,
+        backend = opened.backend.name(),
+        "block device opened: {}",
+        opened.value.notes().join("; ")
+    );
+    Ok(opened)
 }
 
 /// Every storage backend, in selection order, with whether it can run here.
 pub fn probes() -> Vec<BackendProbe> {
-    backends()
-        .into_iter()
-        .map(|b| BackendProbe {
-            subsystem: "block",
-            backend: b.name(),
-            probe: b.probe(),
-        })
-        .collect()
+    backend::probes(|k: BackendKind| k.backend().probe())
 }
 
 #[cfg(test)]

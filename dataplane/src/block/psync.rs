@@ -9,7 +9,7 @@ use super::file::{self, OpenFile};
 use super::inflight::Slot;
 use super::op::{Op, OpKind};
 use super::{Backend, Device, DeviceConfig, Geometry, Queue, QueueConfig, QueueStats, Target};
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use nix::fcntl::{FallocateFlags, fallocate};
 use std::collections::VecDeque;
@@ -23,10 +23,6 @@ use std::sync::Arc;
 pub(crate) struct Psync;
 
 impl Backend for Psync {
-    fn name(&self) -> &'static str {
-        "psync"
-    }
-
     fn probe(&self) -> Probe {
         Probe::ok("pread/pwrite/fdatasync need nothing beyond the file")
     }

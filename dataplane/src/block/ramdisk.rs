@@ -10,7 +10,7 @@ use super::completion::{Completion, Completions, Status, SubmitError};
 use super::inflight::Slot;
 use super::op::{Op, OpKind};
 use super::{Backend, Device, DeviceConfig, Geometry, Queue, QueueConfig, QueueStats, Target};
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use hugepages::region::{Backing, Region};
 use std::collections::VecDeque;
@@ -29,10 +29,6 @@ const RAM_MAX_TRANSFER: u32 = 1 << 20;
 pub(crate) struct RamDisk;
 
 impl Backend for RamDisk {
-    fn name(&self) -> &'static str {
-        "ram"
-    }
-
     fn probe(&self) -> Probe {
         Probe::ok("a hugepage region (4 KiB pages when none are free) as the namespace")
     }

@@ -6,7 +6,7 @@
 //! build (see `spdk-sys`) it only says why.
 
 use super::{Backend, Device, DeviceConfig, Target};
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -15,10 +15,6 @@ use std::sync::Arc;
 pub(crate) struct Spdk;
 
 impl Backend for Spdk {
-    fn name(&self) -> &'static str {
-        "spdk"
-    }
-
     fn probe(&self) -> Probe {
         if spdk_sys::AVAILABLE {
             Probe::ok(format!(

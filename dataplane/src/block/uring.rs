@@ -29,7 +29,7 @@ use super::op::{Op, OpKind};
 use super::{
     Backend, Device, DeviceConfig, Geometry, PollMode, Queue, QueueConfig, QueueStats, Target,
 };
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use hugepages::mempool::Mempool;
 use hugepages::region::Region;
@@ -175,10 +175,6 @@ fn probe_once() -> Probe {
 }
 
 impl Backend for Uring {
-    fn name(&self) -> &'static str {
-        "io_uring"
-    }
-
     fn probe(&self) -> Probe {
         static PROBE: OnceLock<Probe> = OnceLock::new();
         PROBE.get_or_init(probe_once).clone()

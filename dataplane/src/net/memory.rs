@@ -23,8 +23,8 @@ use super::{
     Backend, Capabilities, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig, PortId,
     QueueId, QueueStats,
 };
+use crate::backend::Probe;
 use crate::ring::{self, Consumer, Producer, Single};
-use crate::topology::Probe;
 use crate::{Error, Result};
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use std::collections::HashMap;
@@ -328,10 +328,6 @@ pub fn unregister(name: &str) -> bool {
 pub struct Memory;
 
 impl Backend for Memory {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
     fn probe(&self) -> Probe {
         Probe::ok("in-memory port pairs over SPSC rings need nothing from the machine")
     }

@@ -13,8 +13,8 @@
 //! | backend | `--backend` | device | layer |
 //! | --- | --- | --- | --- |
 //! | DPDK ethdev | `dpdk` | a PCI address or a vdev | L2 |
-//! | [`af_packet`] | `af-packet` | an interface name: `veth0` | L2 |
-//! | [`uring`] (io_uring UDP, TCP) | `io-uring` | `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]`, `tcp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]` | L4 |
+//! | [`af_packet`] | `af_packet` | an interface name: `veth0` | L2 |
+//! | [`uring`] (io_uring UDP, TCP) | `io_uring` | `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]`, `tcp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]` | L4 |
 //! | [`memory`] | `memory` | `memory:NAME` (a pair end) | L2 |
 //!
 //! Around the ports: [`TxBuffer`] (DPDK's `rte_eth_tx_buffer` with the
@@ -33,11 +33,11 @@ mod select;
 mod tx_buffer;
 pub mod uring;
 
-pub use select::{BackendChoice, BackendKind, Opened, Skip, open, open_with};
+pub use select::{BackendChoice, BackendKind, Opened, open, open_with, probes};
 pub use tx_buffer::{OnFull, TX_DRAIN_US, TxBuffer};
 
+use crate::backend::Probe;
 use crate::ring::Batch;
-use crate::topology::{BackendProbe, Probe};
 use hugepages::NumaNode;
 use hugepages::mbuf::Mbuf;
 use serde::Serialize;
@@ -310,11 +310,8 @@ impl PortConfig {
     }
 }
 
-/// A way to open ports: one per backend.
+/// A way to open ports: one per backend, named by its [`BackendKind`].
 pub trait Backend: Send + Sync {
-    /// Its name, as `--backend` spells it.
-    fn name(&self) -> &'static str;
-
     /// Whether it can run on this machine at all, and why (not).
     fn probe(&self) -> Probe;
 
@@ -422,16 +419,4 @@ impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Every network backend, in selection order, with whether it can run here.
-pub fn probes() -> Vec<BackendProbe> {
-    BackendKind::ALL
-        .into_iter()
-        .map(|kind| BackendProbe {
-            subsystem: "net",
-            backend: kind.name(),
-            probe: kind.backend().probe(),
-        })
-        .collect()
 }

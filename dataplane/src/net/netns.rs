@@ -26,7 +26,7 @@
 //! [`probe`] says whether they can run here.
 #![deny(unsafe_code)]
 
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use std::fs::File;
 use std::process::Command;
@@ -40,25 +40,10 @@ pub struct Netns {
 }
 
 /// Whether namespaces and veth pairs can be made here: root (or
-/// CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2's `ip`.
+/// CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2's `ip`; the `netns`
+/// capability of `DATAPLANE_REQUIRE`.
 pub fn probe() -> Probe {
-    match Command::new("ip").arg("-V").output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => return Probe::unavailable(format!("`ip -V` failed: {}", o.status)),
-        Err(e) => return Probe::unavailable(format!("iproute2's `ip` is not runnable: {e}")),
-    }
-    use std::os::unix::fs::MetadataExt;
-    // The owner of /proc/self is the process's effective uid.
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-        != 0
-    {
-        return Probe::unavailable(
-            "network namespaces and veth pairs need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)",
-        );
-    }
-    Probe::ok("root, with iproute2's ip")
+    crate::topology::netns_probe()
 }
 
 /// A name no other test or process uses at the same time:
@@ -230,6 +215,7 @@ pub fn link_counter(ns: &Netns, ifname: &str, counter: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::require::Capability;
 
     #[test]
     fn names_are_unique_and_short() {
@@ -241,8 +227,8 @@ mod tests {
 
     #[test]
     fn a_namespace_comes_and_goes() {
-        if !probe().available {
-            println!("skip: {}", probe().reason);
+        let p = probe();
+        if !crate::require::available_or_skip(Capability::Netns, p.available, &p.reason) {
             return;
         }
         let name = unique_name("dpu");

@@ -1,5 +1,5 @@
-//! Choosing a backend for a device: the ordered registry, `--backend`, and
-//! the fallback rules.
+//! The network backends in selection order, their names and their
+//! device-claim rules; the selection itself is [`backend::select`].
 //!
 //! [`open`] with [`BackendChoice::Auto`] tries DPDK, AF_PACKET, io_uring and
 //! memory ports in that order. A backend is skipped when its probe says it
@@ -7,34 +7,61 @@
 //! ([`BackendKind::claims`]: `memory:a` is not a DPDK device, and DPDK's
 //! EAL is not started to find that out), or when it cannot open this
 //! device (an interface that does not exist, an EAL that fails); each skip
-//! is logged once per process at `warn` with its reason, and returned in
-//! [`Opened::skipped`] for the apps' JSON and `dp-info`. When
-//! `DATAPLANE_REQUIRE` names `dpdk` (or `io_uring`), skipping that backend is
-//! an error instead. A named backend ([`BackendChoice::Named`]) never falls
-//! back.
+//! is logged and returned in [`Opened::skipped`](backend::Opened) for the
+//! apps' JSON and `dp-info`. When `DATAPLANE_REQUIRE` names `dpdk` (or
+//! `io_uring`), skipping that backend is an error instead. A named backend
+//! ([`BackendChoice::Named`]) never falls back.
 #![deny(unsafe_code)]
 
 use super::{Backend, Port, PortConfig, af_packet, dpdk, memory, uring};
+use crate::Result;
+use crate::backend::{self, Candidates, Choice, Claim, Kind, Probe};
 use crate::require::{Capability, Requirements};
-use crate::{Error, Result};
+use crate::topology::PciAddress;
 use serde::Serialize;
-use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
-use std::sync::Mutex;
 
 /// One network backend, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// DPDK ethdev: PCI devices bound to vfio-pci, and vdevs.
     Dpdk,
     /// AF_PACKET sockets with memory-mapped rings.
     AfPacket,
-    /// io_uring UDP sockets.
+    /// io_uring UDP and TCP sockets.
     IoUring,
     /// In-memory port pairs over SPSC rings.
     Memory,
+}
+
+impl Kind for BackendKind {
+    const SUBSYSTEM: &'static str = "net";
+    const ALL: &'static [BackendKind] = &[
+        BackendKind::Dpdk,
+        BackendKind::AfPacket,
+        BackendKind::IoUring,
+        BackendKind::Memory,
+    ];
+
+    fn name(self) -> &'static str {
+        BackendKind::name(self)
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::AfPacket => &["af-packet"],
+            BackendKind::IoUring => &["io-uring"],
+            BackendKind::Dpdk | BackendKind::Memory => &[],
+        }
+    }
+
+    fn capability(self) -> Option<Capability> {
+        match self {
+            BackendKind::Dpdk => Some(Capability::Dpdk),
+            BackendKind::IoUring => Some(Capability::IoUring),
+            BackendKind::AfPacket | BackendKind::Memory => None,
+        }
+    }
 }
 
 impl BackendKind {
@@ -46,12 +73,12 @@ impl BackendKind {
         BackendKind::Memory,
     ];
 
-    /// The name as `--backend` spells it.
+    /// The name as `--backend`, `dp-info` and `DATAPLANE_REQUIRE` spell it.
     pub const fn name(self) -> &'static str {
         match self {
             BackendKind::Dpdk => "dpdk",
-            BackendKind::AfPacket => "af-packet",
-            BackendKind::IoUring => "io-uring",
+            BackendKind::AfPacket => "af_packet",
+            BackendKind::IoUring => "io_uring",
             BackendKind::Memory => "memory",
         }
     }
@@ -74,8 +101,8 @@ impl BackendKind {
     /// | backend | device |
     /// | --- | --- |
     /// | dpdk | a PCI address (`0000:03:00.0`, `03:00.0`) or a vdev (`net_*`, `eth_*`, arguments after a comma) |
-    /// | af-packet | an interface name: 1 to 15 bytes, no `/`, `:`, `,` or white space |
-    /// | io-uring | `udp:...` |
+    /// | af_packet | an interface name: 1 to 15 bytes, no `/`, `:`, `,` or white space |
+    /// | io_uring | `udp:...` or `tcp:...` |
     /// | memory | `memory:NAME` |
     ///
     /// # Errors
@@ -85,7 +112,9 @@ impl BackendKind {
         let ok = match self {
             BackendKind::Dpdk => {
                 let name = device.split(',').next().unwrap_or_default();
-                is_pci_address(name) || name.starts_with("net_") || name.starts_with("eth_")
+                name.parse::<PciAddress>().is_ok()
+                    || name.starts_with("net_")
+                    || name.starts_with("eth_")
             }
             BackendKind::AfPacket => {
                 (1..16).contains(&device.len())
@@ -106,122 +135,67 @@ impl BackendKind {
                 format!("{device:?} is neither a PCI address nor a DPDK vdev (net_*)")
             }
             BackendKind::AfPacket => format!("{device:?} is not an interface name"),
-            BackendKind::IoUring => format!("{device:?} is not an io_uring socket (udp:ADDR:PORT)"),
+            BackendKind::IoUring => {
+                format!("{device:?} is not an io_uring socket (udp:ADDR:PORT or tcp:ADDR:PORT)")
+            }
             BackendKind::Memory => format!("{device:?} is not a memory port (memory:NAME)"),
         })
     }
 
     /// The `DATAPLANE_REQUIRE` capability that forbids falling back from
     /// this backend, if any.
-    pub const fn capability(self) -> Option<Capability> {
-        match self {
-            BackendKind::Dpdk => Some(Capability::Dpdk),
-            BackendKind::IoUring => Some(Capability::IoUring),
-            BackendKind::AfPacket | BackendKind::Memory => None,
-        }
+    pub fn capability(self) -> Option<Capability> {
+        Kind::capability(self)
     }
 }
 
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for BackendKind {
-    type Err = Error;
+impl std::str::FromStr for BackendKind {
+    type Err = crate::Error;
 
-    /// Parses `dpdk`, `af-packet`, `io-uring` or `memory`; case does not
-    /// matter and `_` may stand for `-`.
+    /// Parses `dpdk`, `af_packet`, `io_uring` or `memory` (`af-packet` and
+    /// `io-uring` too); case does not matter.
     fn from_str(s: &str) -> Result<Self> {
-        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
-        BackendKind::ALL
-            .into_iter()
-            .find(|k| k.name() == norm)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "unknown network backend {s:?}; expected auto, dpdk, af-packet, io-uring or memory"
-                ))
-            })
-    }
-}
-
-/// `DDDD:BB:DD.F` or `BB:DD.F`, in hex.
-fn is_pci_address(s: &str) -> bool {
-    let hex = |p: &str, n: usize| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit());
-    let parts: Vec<&str> = s.split(':').collect();
-    let (bus, devfn) = match parts.as_slice() {
-        [domain, bus, devfn] if hex(domain, 4) => (*bus, *devfn),
-        [bus, devfn] => (*bus, *devfn),
-        _ => return false,
-    };
-    match devfn.split_once('.') {
-        Some((dev, func)) => hex(bus, 2) && hex(dev, 2) && hex(func, 1),
-        None => false,
+        backend::parse_kind(s)
     }
 }
 
 /// What `--backend` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendChoice {
-    /// The first backend, in selection order, that can run here and open
-    /// the device.
-    #[default]
-    Auto,
-    /// This backend or an error: never falls back.
-    Named(BackendKind),
-}
+pub type BackendChoice = Choice<BackendKind>;
 
-impl fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackendChoice::Auto => f.write_str("auto"),
-            BackendChoice::Named(k) => k.fmt(f),
+/// The outcome of [`open`]: one port per queue, the backend that opened
+/// them, and every backend skipped before it.
+pub type Opened = backend::Opened<BackendKind, Vec<Box<dyn Port>>>;
+
+/// The network backends as candidates for one port configuration.
+struct Net<'a>(&'a PortConfig);
+
+impl Candidates for Net<'_> {
+    type Kind = BackendKind;
+    type Value = Vec<Box<dyn Port>>;
+
+    fn device(&self) -> &str {
+        &self.0.device
+    }
+
+    fn probe(&self, kind: BackendKind) -> Probe {
+        kind.backend().probe()
+    }
+
+    fn claim(&self, kind: BackendKind) -> Claim {
+        match kind.claims(&self.0.device) {
+            Ok(()) => Claim::Mine,
+            Err(why) => Claim::NotMine(why),
         }
     }
-}
 
-impl FromStr for BackendChoice {
-    type Err = Error;
-
-    /// `auto`, or a backend name as [`BackendKind`] parses it.
-    fn from_str(s: &str) -> Result<Self> {
-        if s.trim().eq_ignore_ascii_case("auto") {
-            Ok(BackendChoice::Auto)
-        } else {
-            s.parse().map(BackendChoice::Named)
-        }
-    }
-}
-
-/// A backend passed over during selection, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Skip {
-    /// The backend, as `--backend` spells it.
-    pub backend: &'static str,
-    /// Why: its probe's reason, or why it could not open the device.
-    pub reason: String,
-}
-
-/// The outcome of [`open`]: the ports, the backend that opened them, and
-/// every backend skipped before it.
-pub struct Opened {
-    /// The backend that opened the device.
-    pub backend: BackendKind,
-    /// One port per queue.
-    pub ports: Vec<Box<dyn Port>>,
-    /// Backends tried and passed over, in selection order.
-    pub skipped: Vec<Skip>,
-}
-
-impl fmt::Debug for Opened {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Opened")
-            .field("backend", &self.backend)
-            .field("ports", &self.ports.len())
-            .field("skipped", &self.skipped)
-            .finish()
+    fn open(&self, kind: BackendKind) -> Result<Self::Value> {
+        kind.backend().open(self.0)
     }
 }
 
@@ -247,10 +221,11 @@ impl fmt::Debug for Opened {
 ///
 /// # Errors
 ///
-/// - [`Error::Required`] when a backend that `DATAPLANE_REQUIRE` names
-///   would be skipped;
-/// - [`Error::Config`] when the named backend cannot open the device, or
-///   when no backend can (the message lists every reason).
+/// - [`Error::Required`](crate::Error::Required) when a backend that
+///   `DATAPLANE_REQUIRE` names would be skipped;
+/// - [`Error::Config`](crate::Error::Config) when the named backend cannot
+///   open the device, or when no backend can (the message lists every
+///   reason).
 pub fn open(cfg: &PortConfig, choice: BackendChoice) -> Result<Opened> {
     open_with(cfg, choice, crate::require::requirements())
 }
@@ -265,85 +240,12 @@ pub fn open_with(
     choice: BackendChoice,
     required: &Requirements,
 ) -> Result<Opened> {
-    if let BackendChoice::Named(kind) = choice {
-        let backend = kind.backend();
-        let probe = backend.probe();
-        if !probe.available {
-            return Err(Error::Config(format!(
-                "--backend {kind}: cannot run here: {}",
-                probe.reason
-            )));
-        }
-        let ports = backend.open(cfg).map_err(|e| {
-            Error::Config(format!("--backend {kind}: cannot open {}: {e}", cfg.device))
-        })?;
-        return Ok(Opened {
-            backend: kind,
-            ports,
-            skipped: Vec::new(),
-        });
-    }
-    let mut skipped = Vec::new();
-    for kind in BackendKind::ALL {
-        let backend = kind.backend();
-        let probe = backend.probe();
-        let reason = if !probe.available {
-            probe.reason
-        } else if let Err(why) = kind.claims(&cfg.device) {
-            why
-        } else {
-            match backend.open(cfg) {
-                Ok(ports) => {
-                    return Ok(Opened {
-                        backend: kind,
-                        ports,
-                        skipped,
-                    });
-                }
-                Err(e) => format!("cannot open {}: {e}", cfg.device),
-            }
-        };
-        if let Some(cap) = kind.capability()
-            && required.requires(cap)
-        {
-            return Err(Error::Required {
-                capability: cap.name(),
-                reason: format!(
-                    "backend {kind} was passed over for {}: {reason}",
-                    cfg.device
-                ),
-            });
-        }
-        log_skip_once(kind, &reason);
-        skipped.push(Skip {
-            backend: kind.name(),
-            reason,
-        });
-    }
-    let reasons: Vec<String> = skipped
-        .iter()
-        .map(|s| format!("{}: {}", s.backend, s.reason))
-        .collect();
-    Err(Error::Config(format!(
-        "no network backend can open {:?} ({})",
-        cfg.device,
-        reasons.join("; ")
-    )))
+    backend::select(&Net(cfg), choice, required)
 }
 
-/// Logs a skip at `warn`, once per backend and reason per process.
-fn log_skip_once(kind: BackendKind, reason: &str) {
-    static LOGGED: Mutex<BTreeSet<(&'static str, String)>> = Mutex::new(BTreeSet::new());
-    let first = match LOGGED.lock() {
-        Ok(mut seen) => seen.insert((kind.name(), reason.to_owned())),
-        // A panic while holding the set only loses de-duplication.
-        Err(poisoned) => poisoned
-            .into_inner()
-            .insert((kind.name(), reason.to_owned())),
-    };
-    if first {
-        tracing::warn!(backend = kind.name(), "network backend skipped: {reason}");
-    }
+/// Every network backend, in selection order, with whether it can run here.
+pub fn probes() -> Vec<backend::BackendProbe> {
+    backend::probes(|k: BackendKind| k.backend().probe())
 }
 
 #[cfg(test)]
@@ -374,11 +276,15 @@ mod tests {
             " Auto ".parse::<BackendChoice>().ok(),
             Some(BackendChoice::Auto)
         );
+        assert_eq!(
+            "io-uring".parse::<BackendKind>().ok(),
+            Some(BackendKind::IoUring)
+        );
         let err = "xdp".parse::<BackendChoice>().expect_err("unknown");
-        assert!(err.to_string().contains("af-packet"), "{err}");
+        assert!(err.to_string().contains("af_packet"), "{err}");
         assert_eq!(
             BackendChoice::Named(BackendKind::IoUring).to_string(),
-            "io-uring"
+            "io_uring"
         );
     }
 
@@ -392,16 +298,16 @@ mod tests {
         .expect("memory opens");
         assert_eq!(opened.backend, BackendKind::Memory);
         let names: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
-        assert_eq!(names, ["dpdk", "af-packet", "io-uring"]);
+        assert_eq!(names, ["dpdk", "af_packet", "io_uring"]);
         assert!(opened.skipped.iter().all(|s| !s.reason.is_empty()));
-        assert_eq!(opened.ports.len(), 1);
+        assert_eq!(opened.value.len(), 1);
     }
 
     #[test]
     fn a_required_backend_refuses_the_fallback() {
         let req = Requirements::parse("dpdk");
         match open_with(&small("memory:select-req"), BackendChoice::Auto, &req) {
-            Err(Error::Required { capability, reason }) => {
+            Err(crate::Error::Required { capability, reason }) => {
                 assert_eq!(capability, "dpdk");
                 assert!(reason.contains("passed over"), "{reason}");
             }
@@ -424,7 +330,7 @@ mod tests {
             &Requirements::default(),
         )
         .expect_err("no such interface");
-        assert!(err.to_string().contains("af-packet"), "{err}");
+        assert!(err.to_string().contains("af_packet"), "{err}");
     }
 
     #[test]
@@ -476,7 +382,7 @@ mod tests {
         )
         .expect_err("nothing opens it");
         let msg = err.to_string();
-        for name in ["dpdk", "af-packet", "io-uring", "memory"] {
+        for name in ["dpdk", "af_packet", "io_uring", "memory"] {
             assert!(msg.contains(name), "{msg}");
         }
     }

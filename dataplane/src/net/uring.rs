@@ -59,7 +59,7 @@ use super::{
     Backend, Capabilities, DropReason, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig,
     PortId, QueueId, QueueStats,
 };
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use ::io_uring::{IoUring as Ring, cqueue, opcode, squeue, types};
 use hugepages::mbuf::{Mbuf, MbufHeader, MbufPool, MbufPoolConfig};
@@ -174,10 +174,6 @@ fn probe_now() -> Probe {
 }
 
 impl Backend for IoUring {
-    fn name(&self) -> &'static str {
-        "io-uring"
-    }
-
     fn probe(&self) -> Probe {
         static PROBE: OnceLock<Probe> = OnceLock::new();
         PROBE.get_or_init(probe_now).clone()
@@ -227,7 +223,7 @@ impl UdpDevice {
     ///
     /// [`Error::Config`] saying what part is wrong.
     pub fn parse(device: &str) -> Result<UdpDevice> {
-        let bad = |why: String| Error::Config(format!("io-uring device {device:?}: {why}"));
+        let bad = |why: String| Error::Config(format!("io_uring device {device:?}: {why}"));
         let (transport, rest) = if let Some(rest) = device.strip_prefix(UDP_PREFIX) {
             (Transport::Udp, rest)
         } else if let Some(rest) = device.strip_prefix(TCP_PREFIX) {
@@ -590,7 +586,7 @@ fn from_name(name: &[u8]) -> Option<SocketAddr> {
 }
 
 fn io_err(what: &str, dev: &str) -> impl FnOnce(io::Error) -> Error {
-    let context = format!("io-uring {dev}: {what}");
+    let context = format!("io_uring {dev}: {what}");
     move |e| Error::io(context, e)
 }
 
@@ -606,13 +602,13 @@ impl UdpPort {
         let dev = UdpDevice::parse(&cfg.device)?;
         if cfg.queues == 0 || cfg.burst == 0 || cfg.burst > MAX_BURST {
             return Err(Error::Config(format!(
-                "io-uring {}: {} queues, burst {} (need >= 1 queue and a burst of 1..={MAX_BURST})",
+                "io_uring {}: {} queues, burst {} (need >= 1 queue and a burst of 1..={MAX_BURST})",
                 cfg.device, cfg.queues, cfg.burst
             )));
         }
         if cfg.queues > 1 && dev.local.port() == 0 && dev.transport == Transport::Udp {
             return Err(Error::Config(format!(
-                "io-uring {}: {} queues share one port through SO_REUSEPORT; give the port",
+                "io_uring {}: {} queues share one port through SO_REUSEPORT; give the port",
                 cfg.device, cfg.queues
             )));
         }
@@ -694,7 +690,7 @@ impl UdpPort {
             Vec::new()
         };
         let mut caps = Capabilities::basic(
-            "io-uring",
+            "io_uring",
             Layer::L4,
             cfg.burst,
             pool.data_room() - hugepages::mbuf::PKTMBUF_HEADROOM,
@@ -745,7 +741,7 @@ impl UdpPort {
         port.refill();
         if port.empty.len() == usize::from(entries) {
             return Err(Error::Config(format!(
-                "io-uring {name}: the pool of {} mbufs gave none to receive into",
+                "io_uring {name}: the pool of {} mbufs gave none to receive into",
                 cfg.mbufs
             )));
         }
@@ -1016,7 +1012,7 @@ fn register_pool(ring: &Ring, pool: &MbufPool, dev: &str) -> Vec<(usize, usize, 
             .collect(),
         Err(e) => {
             tracing::warn!(
-                "io-uring {dev}: registering the pool for zero-copy sends failed ({e}); sends copy"
+                "io_uring {dev}: registering the pool for zero-copy sends failed ({e}); sends copy"
             );
             Vec::new()
         }
@@ -1229,7 +1225,7 @@ impl Drop for UdpPort {
         if self.recv_armed || self.tx_in_flight() > 0 {
             // Never free what the kernel may still write: leak it.
             tracing::error!(
-                "io-uring port {:?}: the kernel did not give back its buffers in {DRAIN_TIMEOUT:?}; leaking them",
+                "io_uring port {:?}: the kernel did not give back its buffers in {DRAIN_TIMEOUT:?}; leaking them",
                 self.id
             );
             return;
@@ -1303,6 +1299,6 @@ mod tests {
     fn the_probe_names_what_it_found() {
         let p = IoUring.probe();
         assert!(!p.reason.is_empty());
-        println!("io-uring backend: {p}");
+        println!("io_uring backend: {p}");
     }
 }

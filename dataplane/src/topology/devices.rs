@@ -1,5 +1,6 @@
 //! NICs, NVMe controllers and GPUs, read from sysfs with their NUMA node.
 
+use super::PciAddress;
 use super::sysfs::{Root, read_num, read_trimmed};
 use crate::NumaNode;
 use serde::Serialize;
@@ -118,18 +119,6 @@ fn numa_node(path: &Path) -> Option<NumaNode> {
     u32::try_from(n).ok().map(NumaNode)
 }
 
-/// `dddd:bb:dd.f`, the form sysfs names PCI functions by.
-pub(super) fn is_pci_address(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 12
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
-}
-
 /// The PCI address of a device directory: its own name when it is a PCI
 /// function, else the nearest PCI function among its ancestors.
 fn pci_of(device: &Path) -> Option<String> {
@@ -137,7 +126,7 @@ fn pci_of(device: &Path) -> Option<String> {
     real.components()
         .rev()
         .filter_map(|c| c.as_os_str().to_str())
-        .find(|c| is_pci_address(c))
+        .find(|c| PciAddress::from_sysfs(c).is_some())
         .map(str::to_owned)
 }
 
@@ -309,11 +298,11 @@ mod tests {
 
     #[test]
     fn names() {
-        assert!(is_pci_address("0000:3b:00.0"));
-        assert!(is_pci_address("0000:AF:1f.7"));
-        assert!(!is_pci_address("virtio2"));
-        assert!(!is_pci_address("pci0000:00"));
-        assert!(!is_pci_address("0000:3b:00.00"));
+        assert!(PciAddress::from_sysfs("0000:3b:00.0").is_some());
+        assert!(PciAddress::from_sysfs("0000:AF:1f.7").is_some());
+        assert!(PciAddress::from_sysfs("virtio2").is_none());
+        assert!(PciAddress::from_sysfs("pci0000:00").is_none());
+        assert!(PciAddress::from_sysfs("0000:3b:00.00").is_none());
         assert!(is_namespace_name("nvme0n1"));
         assert!(is_namespace_name("nvme12c3n4"));
         assert!(!is_namespace_name("nvme0"));

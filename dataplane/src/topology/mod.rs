@@ -28,13 +28,17 @@
 
 mod devices;
 pub mod hwloc;
+mod pci;
 mod probe;
 mod sysfs;
 pub(crate) use sysfs::thread_affinity as sysfs_thread_affinity;
 
 pub use devices::{Gpu, Nic, NvmeController, NvmeNamespace};
 pub use hwloc::HwlocInfo;
-pub use probe::{BackendProbe, Probe, Probes};
+pub use pci::PciAddress;
+pub use probe::{Probes, loop_device as loop_device_probe, netns as netns_probe};
+
+use crate::backend::Probe;
 
 use crate::{NumaNode, Result};
 use hugepages::system::{HugepagePool, HugetlbfsMount};
@@ -249,6 +253,8 @@ impl Topology {
             spdk: probe::spdk(),
             hugepages: probe::hugepages(&topo.hugepages),
             hwloc: hwloc_probe,
+            netns: probe::netns(),
+            loop_device: probe::loop_device(),
         };
         Ok(topo)
     }
@@ -348,14 +354,7 @@ impl Topology {
             nics: Vec::new(),
             nvme: Vec::new(),
             gpus: gpu_list,
-            probes: Probes {
-                io_uring: synthetic(),
-                vulkan: synthetic(),
-                dpdk: synthetic(),
-                spdk: synthetic(),
-                hugepages: synthetic(),
-                hwloc: synthetic(),
-            },
+            probes: Probes::all(synthetic),
             hwloc: None,
             notes: Vec::new(),
         }

@@ -1,4 +1,4 @@
-//! Backend probes: can this backend run here, and why (not).
+//! Capability probes: can this backend run here, and why (not).
 //!
 //! Each probe does the real thing on a small scale rather than guessing from
 //! versions: io_uring gets a NOP round trip, the Vulkan loader gets loaded.
@@ -9,53 +9,9 @@
 
 use super::Hugepages;
 use super::sysfs::Root;
+use crate::backend::Probe;
+use crate::require::Capability;
 use serde::Serialize;
-
-/// The answer of one backend probe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Probe {
-    /// Whether the backend can be used.
-    pub available: bool,
-    /// What was found, in one line: why it can, or exactly why not.
-    pub reason: String,
-}
-
-/// One backend of one subsystem (`net`, `block`, `accel`) and whether it
-/// can run here: what `dp-info` lists, in each subsystem's selection order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BackendProbe {
-    /// The subsystem: `net`, `block` or `accel`.
-    pub subsystem: &'static str,
-    /// The backend, as `--backend` spells it.
-    pub backend: &'static str,
-    /// Whether it can run, and why (not).
-    pub probe: Probe,
-}
-
-impl Probe {
-    /// The backend can be used; `reason` says what was found.
-    pub fn ok(reason: impl Into<String>) -> Self {
-        Self {
-            available: true,
-            reason: reason.into(),
-        }
-    }
-
-    /// The backend cannot be used; `reason` says why.
-    pub fn unavailable(reason: impl Into<String>) -> Self {
-        Self {
-            available: false,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl core::fmt::Display for Probe {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let word = if self.available { "yes" } else { "no" };
-        write!(f, "{word}: {}", self.reason)
-    }
-}
 
 /// Every backend probe of a [`Topology`](super::Topology).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,21 +28,91 @@ pub struct Probes {
     pub hugepages: Probe,
     /// libhwloc (the `hwloc` feature).
     pub hwloc: Probe,
+    /// Network namespaces and veth pairs, for the socket backends' tests.
+    pub netns: Probe,
+    /// Loop block devices, for the storage tests.
+    pub loop_device: Probe,
 }
 
 impl Probes {
-    /// Every probe with its name as `DATAPLANE_REQUIRE` spells it.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Probe)> {
-        [
-            ("io_uring", &self.io_uring),
-            ("vulkan", &self.vulkan),
-            ("dpdk", &self.dpdk),
-            ("spdk", &self.spdk),
-            ("hugepages", &self.hugepages),
-            ("hwloc", &self.hwloc),
-        ]
-        .into_iter()
+    /// Every probe with the capability it answers for, in
+    /// `DATAPLANE_REQUIRE`'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (Capability, &Probe)> {
+        Capability::ALL.into_iter().map(|c| (c, self.of(c)))
     }
+
+    /// The probe of `cap`.
+    pub fn of(&self, cap: Capability) -> &Probe {
+        match cap {
+            Capability::Hugepages => &self.hugepages,
+            Capability::Hwloc => &self.hwloc,
+            Capability::IoUring => &self.io_uring,
+            Capability::Dpdk => &self.dpdk,
+            Capability::Spdk => &self.spdk,
+            Capability::Vulkan => &self.vulkan,
+            Capability::Netns => &self.netns,
+            Capability::LoopDevice => &self.loop_device,
+        }
+    }
+
+    /// Every probe answering `what` (not probed, synthetic).
+    pub(super) fn all(what: impl Fn() -> Probe) -> Self {
+        Probes {
+            io_uring: what(),
+            vulkan: what(),
+            dpdk: what(),
+            spdk: what(),
+            hugepages: what(),
+            hwloc: what(),
+            netns: what(),
+            loop_device: what(),
+        }
+    }
+}
+
+/// Whether this process runs as root: the owner of `/proc/self` is its
+/// effective uid.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Whether `program arg` runs and exits 0; if not, why.
+fn runs(program: &str, arg: &str) -> Result<(), String> {
+    match std::process::Command::new(program).arg(arg).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("`{program} {arg}` failed: {}", o.status)),
+        Err(e) => Err(format!("`{program}` is not runnable: {e}")),
+    }
+}
+
+/// Network namespaces and veth pairs: root (CAP_SYS_ADMIN and
+/// CAP_NET_ADMIN) and iproute2's `ip`.
+pub fn netns() -> Probe {
+    if let Err(why) = runs("ip", "-V") {
+        return Probe::unavailable(format!("iproute2: {why}"));
+    }
+    if !is_root() {
+        return Probe::unavailable(
+            "network namespaces and veth pairs need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)",
+        );
+    }
+    Probe::ok("root, with iproute2's ip")
+}
+
+/// Loop block devices: root, `/dev/loop-control` and util-linux's
+/// `losetup`.
+pub fn loop_device() -> Probe {
+    if let Err(why) = runs("losetup", "--version") {
+        return Probe::unavailable(format!("util-linux: {why}"));
+    }
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        return Probe::unavailable("no /dev/loop-control (the loop driver is not loaded)");
+    }
+    if !is_root() {
+        return Probe::unavailable("attaching a loop device needs root");
+    }
+    Probe::ok("root, with /dev/loop-control and losetup")
 }
 
 /// io_uring: the sysctl first, then a two-entry ring, one NOP submitted and

@@ -141,14 +141,7 @@ pub(super) fn read(root_path: &Path) -> Result<Topology> {
         nics: devices::nics(root, &mut notes),
         nvme: devices::nvme(root),
         gpus: devices::gpus(root),
-        probes: Probes {
-            io_uring: unprobed(),
-            vulkan: unprobed(),
-            dpdk: unprobed(),
-            spdk: unprobed(),
-            hugepages: unprobed(),
-            hwloc: unprobed(),
-        },
+        probes: Probes::all(unprobed),
         hwloc: None,
         notes,
     })

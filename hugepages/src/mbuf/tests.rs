@@ -1,5 +1,6 @@
 use super::*;
 use crate::slot;
+use crate::test_support::{Capability, skip};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
@@ -38,7 +39,13 @@ fn layout_matches_installed_rte_mbuf() {
         .output()
     {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        _ => return println!("skip: libdpdk-dev (pkg-config libdpdk) not installed"),
+        _ => {
+            skip(
+                Capability::Dpdk,
+                "libdpdk-dev (pkg-config libdpdk) not installed",
+            );
+            return;
+        }
     };
     let fields = [
         ("buf_addr", offset_of!(MbufHeader, buf_addr)),
@@ -85,17 +92,20 @@ fn layout_matches_installed_rte_mbuf() {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return println!(
-                "skip: cannot compile against rte_mbuf_core.h: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
+            let why = String::from_utf8_lossy(&o.stderr);
+            skip(
+                Capability::Dpdk,
+                &format!(
+                    "cannot compile against rte_mbuf_core.h: {}",
+                    why.lines().next().unwrap_or("")
+                ),
             );
+            return;
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return println!("skip: no C compiler: {e}");
+            skip(Capability::Dpdk, &format!("no C compiler: {e}"));
+            return;
         }
     }
     let out = std::process::Command::new(&exe).output().unwrap();

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_support::skip;
+use crate::test_support::{Capability, skip};
 use std::collections::HashSet;
 use std::sync::mpsc;
 use std::thread;
@@ -409,7 +409,7 @@ fn pa_mode_objects_never_straddle_a_page() {
     };
     let p = match Mempool::new(config) {
         Ok(p) => p,
-        Err(e) => return skip("hugepages", &e.to_string()),
+        Err(e) => return skip(Capability::Hugepages, &e.to_string()),
     };
     let region = &p.regions()[0];
     if region.iova_mode() != IovaMode::Pa {
@@ -450,7 +450,7 @@ fn hugepage_pool_or_fallback_is_reported() {
     let r = &p.regions()[0];
     if let crate::region::Backing::Normal { reason } = r.backing() {
         assert!(!reason.is_empty());
-        return skip("hugepages", &format!("pool fell back: {reason}"));
+        return skip(Capability::Hugepages, &format!("pool fell back: {reason}"));
     }
     let b = p.alloc_buf().unwrap();
     assert!(r.contains(b.as_ptr()));

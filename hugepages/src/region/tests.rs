@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_support::{hugepage_region, skip};
+use crate::test_support::{Capability, hugepage_region, skip};
 
 const MIB: usize = 1 << 20;
 
@@ -419,8 +419,8 @@ fn no_hugepages_reserved_means_fallback_with_reason() {
     if free > 0 {
         return println!("skip: {free} free 2 MiB hugepages: the fallback is not forced");
     }
-    if crate::test_support::required("hugepages") {
-        return skip("hugepages", "no free 2 MiB hugepages");
+    if crate::test_support::required(Capability::Hugepages) {
+        return skip(Capability::Hugepages, "no free 2 MiB hugepages");
     }
     let r = Region::builder(MIB).build().unwrap();
     match r.backing() {

@@ -3,7 +3,9 @@
 //! checksum, and a driver that runs operations to completion.
 #![allow(dead_code)] // each test file uses a different part
 
-use dataplane::block::{self, Completion, Completions, Device, DeviceConfig, Op, Queue};
+use dataplane::block::{
+    self, BackendKind, Completion, Completions, Device, DeviceConfig, Op, Queue,
+};
 use dataplane::require::Capability;
 use dataplane_tests::available_or_skip;
 use std::path::PathBuf;
@@ -41,6 +43,23 @@ pub struct LoopDev {
 }
 
 impl LoopDev {
+    /// [`LoopDev::create`], or `None` after [`available_or_skip`] for the
+    /// `loop_device` capability (a failure when `DATAPLANE_REQUIRE` names
+    /// it).
+    pub fn create_or_skip(name: &str, bytes: u64) -> Option<LoopDev> {
+        let probe = dataplane::topology::loop_device_probe();
+        if !available_or_skip(Capability::LoopDevice, probe.available, &probe.reason) {
+            return None;
+        }
+        match LoopDev::create(name, bytes) {
+            Ok(l) => Some(l),
+            Err(why) => {
+                available_or_skip(Capability::LoopDevice, false, &why);
+                None
+            }
+        }
+    }
+
     /// `losetup --find --show --direct-io=on` over a new file of `bytes`;
     /// `Err` with the reason when this process may not (not root, no
     /// losetup, no loop driver).
@@ -91,8 +110,14 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A block backend by name.
+pub fn kind(name: &str) -> BackendKind {
+    name.parse().expect("a block backend of that name")
+}
+
 /// The probe of a block backend.
-pub fn probe(name: &str) -> dataplane::topology::Probe {
+pub fn probe(name: &str) -> dataplane::backend::Probe {
+    let name = kind(name).name();
     block::probes()
         .into_iter()
         .find(|p| p.backend == name)
@@ -100,19 +125,17 @@ pub fn probe(name: &str) -> dataplane::topology::Probe {
         .expect("a block backend of that name")
 }
 
-/// Whether a test over `backend` should run: io_uring and SPDK go through
-/// `available_or_skip` (a failure under `DATAPLANE_REQUIRE`); the others
-/// always run.
+/// Whether a test over `backend` should run, through [`available_or_skip`]
+/// for the backend's capability (a failure under `DATAPLANE_REQUIRE`); a
+/// backend with no capability (psync, the RAM disk) runs wherever its
+/// probe passes, and a failed probe of one is a failure.
 pub fn backend_or_skip(backend: &str) -> bool {
     let p = probe(backend);
-    match backend {
-        "io_uring" => available_or_skip(Capability::IoUring, p.available, &p.reason),
-        "spdk" => available_or_skip(Capability::Spdk, p.available, &p.reason),
-        _ => {
-            if !p.available {
-                println!("skip: {backend} unavailable: {}", p.reason);
-            }
-            p.available
+    match dataplane::backend::Kind::capability(kind(backend)) {
+        Some(cap) => available_or_skip(cap, p.available, &p.reason),
+        None => {
+            assert!(p.available, "{backend} cannot run: {}", p.reason);
+            true
         }
     }
 }
@@ -130,34 +153,28 @@ pub fn targets(name: &str, bytes: u64) -> Targets {
     let mut devices = Vec::new();
     let mut files = Vec::new();
     let file = TempFile(scratch_file(name));
-    let lo = match LoopDev::create(&format!("{name}-loop"), bytes) {
-        Ok(l) => Some(l),
-        Err(why) => {
-            println!("skip: loop device targets: {why}");
-            None
-        }
-    };
+    let lo = LoopDev::create_or_skip(&format!("{name}-loop"), bytes);
     for backend in ["io_uring", "psync"] {
         if !backend_or_skip(backend) {
             continue;
         }
         let cfg = DeviceConfig::new(file.0.to_string_lossy())
-            .backend(backend)
+            .backend(kind(backend))
             .create_size(bytes);
         let dev = block::open(&cfg)
             .unwrap_or_else(|e| panic!("{backend} on {:?}: {e}", file.0))
-            .device;
+            .value;
         devices.push((format!("{backend} on a file"), dev));
         if let Some(l) = &lo {
-            let dev = block::open(&DeviceConfig::new(&l.dev).backend(backend))
+            let dev = block::open(&DeviceConfig::new(&l.dev).backend(kind(backend)))
                 .unwrap_or_else(|e| panic!("{backend} on {}: {e}", l.dev))
-                .device;
+                .value;
             devices.push((format!("{backend} on {}", l.dev), dev));
         }
     }
     let ram = block::open(&DeviceConfig::new(format!("ram:{bytes}")))
         .expect("a RAM disk")
-        .device;
+        .value;
     devices.push(("RAM disk".into(), ram));
     files.push(file);
     Targets {

@@ -76,9 +76,10 @@ struct Args {
     #[arg(long)]
     target: String,
 
-    /// A backend instead of the automatic choice: spdk, io_uring, psync, ram.
-    #[arg(long)]
-    backend: Option<String>,
+    /// Storage backend: auto, spdk, io_uring, psync or ram. `auto` takes
+    /// the first that can open the target.
+    #[arg(long, default_value = "auto")]
+    backend: block::BackendChoice,
 
     /// The pattern.
     #[arg(long, value_enum, default_value = "randread")]
@@ -513,7 +514,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut cfg = DeviceConfig::new(&args.target);
-    cfg.backend = args.backend.clone();
+    cfg.backend = args.backend;
     cfg.create_size = args.size;
     cfg.direct = !args.buffered;
     cfg.iopoll = match args.iopoll {
@@ -526,7 +527,7 @@ fn main() -> anyhow::Result<()> {
     for s in &opened.skipped {
         eprintln!("nvme-perf: skipped {}: {}", s.backend, s.reason);
     }
-    let dev: Arc<dyn Device> = opened.device;
+    let dev: Arc<dyn Device> = opened.value;
     let g = dev.geometry().clone();
     if args.bs == 0 || !args.bs.is_multiple_of(u64::from(g.block_size)) {
         bail!(

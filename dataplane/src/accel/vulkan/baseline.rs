@@ -28,7 +28,7 @@ impl BareLoop {
     /// Opens the default Vulkan device with one fence-tracked slot.
     pub fn open() -> crate::Result<BareLoop> {
         let config = QueueConfig {
-            backend: crate::accel::BackendChoice::Vulkan,
+            backend: crate::accel::BackendChoice::Named(crate::accel::BackendKind::Vulkan),
             depth: 1,
             max_items: 1,
             staging_bytes: 4096,

@@ -2,8 +2,8 @@
 
 use super::vk_err;
 use crate::Error;
+use crate::backend::Probe;
 use crate::require::Capability;
-use crate::topology::Probe;
 use ash::vk;
 use serde::Serialize;
 use std::ffi::{CStr, c_void};

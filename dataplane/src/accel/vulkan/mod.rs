@@ -29,7 +29,7 @@ use super::{
     BufferPath, Buffers, Completion, DeviceError, DeviceSelector, HostMemory, Kernels, Payload,
     QueueConfig, QueueInfo, QueueStats, Registration, Rejected, SubmitError, SyncMode, layout,
 };
-use crate::topology::Probe;
+use crate::backend::Probe;
 use ash::vk;
 use gpu::{B_CTRL, B_DATA, B_OUT, B_PARAMS, Gpu, PARAMS_BYTES};
 use instance::{Instance, unavailable};

@@ -40,7 +40,7 @@ use super::{
     Backend, Capabilities, DropReason, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig,
     PortId, QueueId, QueueStats,
 };
-use crate::topology::Probe;
+use crate::backend::Probe;
 use crate::{Error, Result};
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use ring::{Mapping, RxRing, TX_DATA_OFFSET, TxCounts, TxRing};
@@ -310,10 +310,6 @@ fn open_tx(cfg: &PortConfig, info: &IfInfo) -> Result<(OwnedFd, TxRing)> {
 }
 
 impl Backend for AfPacket {
-    fn name(&self) -> &'static str {
-        "af-packet"
-    }
-
     fn probe(&self) -> Probe {
         match packet_socket() {
             Ok(_) => Probe::ok("AF_PACKET raw sockets open (CAP_NET_RAW)"),
@@ -397,7 +393,7 @@ impl AfPacketPort {
         let info = if_info(probe_fd.as_fd(), &cfg.device).map_err(ctx("interface", &cfg.device))?;
         let fanout = (cfg.queues > 1).then(fanout_group);
         let id = next_port_id();
-        let mut caps = Capabilities::basic("af-packet", Layer::L2, cfg.burst, info.mtu, cfg.queues);
+        let mut caps = Capabilities::basic("af_packet", Layer::L2, cfg.burst, info.mtu, cfg.queues);
         caps.rss = cfg.queues > 1;
         caps.mac = info.mac;
         let mut ports = Vec::with_capacity(usize::from(cfg.queues));

@@ -5,8 +5,8 @@
 use super::config::EalConfig;
 use super::status::{EalInfo, EalState, PoolState, PoolStatus, ShutdownReport};
 use super::{eal, pool, port};
+use crate::backend::Probe;
 use crate::net::PortConfig;
-use crate::topology::Probe;
 use crate::{Error, Result};
 use std::sync::Arc;
 

@@ -85,7 +85,7 @@ pub use status::{EalInfo, EalState, PoolState, PoolStatus, ShutdownReport};
 
 use super::{Backend, Port, PortConfig};
 use crate::Result;
-use crate::topology::Probe;
+use crate::backend::Probe;
 use std::sync::Arc;
 
 /// The DPDK backend.
@@ -93,10 +93,6 @@ use std::sync::Arc;
 pub struct Dpdk;
 
 impl Backend for Dpdk {
-    fn name(&self) -> &'static str {
-        "dpdk"
-    }
-
     /// Whether DPDK is compiled in and the EAL can run: not yet started
     /// (it will be at the first open), running, or failed (with DPDK's
     /// reason).
