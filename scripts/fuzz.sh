@@ -9,7 +9,9 @@
 # Needs a nightly toolchain (cargo-fuzz builds with -Zsanitizer=address)
 # and cargo-fuzz, which it installs when missing (cargo install cargo-fuzz
 # --locked). When either cannot be had it says why, then fails under
-# CI=true and skips elsewhere, like test.sh's other nightly-only steps.
+# CI=true or whenever DATAPLANE_REQUIRE is set (a run that requires
+# capabilities must not quietly drop a step), and skips elsewhere, like
+# test.sh's other nightly-only steps.
 #
 # Inputs that crash land in fuzz/artifacts/<target>/; the corpus grows in
 # fuzz/corpus/<target>/ (both ignored by git). Replay one with
@@ -26,7 +28,7 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || [[ $seconds -eq 0 ]]; then
 fi
 
 unavailable() {
-    if [[ ${CI:-} == true ]]; then
+    if [[ ${CI:-} == true || -n ${DATAPLANE_REQUIRE:-} ]]; then
         echo "fuzz.sh: $1" >&2
         exit 1
     fi

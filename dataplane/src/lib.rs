@@ -54,3 +54,9 @@ pub mod prelude {
     };
     pub use crate::{Error, Result, SendError};
 }
+
+/// The README's code, run as a doctest of this crate so that a plain
+/// `cargo test` checks that the first code a user copies compiles and runs.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,6 +1,4 @@
-//! Helpers shared by the end-to-end tests in `tests/tests/`, and the
-//! README's code run as a doctest (below), so the first code a user copies
-//! is known to compile and run.
+//! Helpers shared by the end-to-end tests in `tests/tests/`.
 
 use dataplane::require::{self, Capability};
 
@@ -27,7 +25,3 @@ pub fn assert_dpdk_required_refuses<T: std::fmt::Debug>(
         "DATAPLANE_REQUIRE=dpdk, yet: {refused:?}"
     );
 }
-
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

@@ -24,14 +24,15 @@ const BATCH: u64 = 64;
 /// The target: 4 MiB, so that generations wrap and overwrite older ones.
 const TARGET_BYTES: u64 = 4 << 20;
 
-/// The writer: runs only when the test below starts it.
+/// The writer: run only by the test below, in a child process it kills.
 #[test]
+#[ignore = "run by sigkill_mid_run_loses_no_flushed_block in a child process"]
 fn child_writer() {
     let (Ok(target), Ok(backend)) = (
         std::env::var("BLOCK_DURABILITY_TARGET"),
         std::env::var("BLOCK_DURABILITY_BACKEND"),
     ) else {
-        return;
+        panic!("child_writer runs in a child process that names its target and backend");
     };
     let dev = block::open(&DeviceConfig::new(&target).backend(kind(&backend)))
         .expect("the writer opens the target")
@@ -73,7 +74,13 @@ fn child_writer() {
 
 fn run_and_kill(target: &str, backend: &str, blocks: u64) -> HashMap<u64, u64> {
     let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("BLOCK_DURABILITY_TARGET", target)
         .env("BLOCK_DURABILITY_BACKEND", backend)
         .stdout(Stdio::piped())

@@ -722,16 +722,24 @@ impl<P: Payload> Drop for VulkanQueue<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::require::{Capability, available_or_skip};
 
     #[test]
     fn the_messenger_counts_validation_messages() {
-        let Ok(inst) = Instance::new(None) else {
-            println!("skip: no Vulkan loader");
-            return;
+        let inst = match Instance::new(None) {
+            Ok(inst) => inst,
+            Err(e) => {
+                available_or_skip(Capability::Vulkan, false, &e.to_string());
+                return;
+            }
         };
         let before = debug_messages().count;
         if !inst.submit_debug_message(c"a test message, not a real one") {
-            println!("skip: the loader has no VK_EXT_debug_utils");
+            available_or_skip(
+                Capability::Vulkan,
+                false,
+                "the loader has no VK_EXT_debug_utils",
+            );
             return;
         }
         let after = debug_messages();
