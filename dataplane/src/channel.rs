@@ -128,18 +128,6 @@ pub enum RecvTimeoutError {
     Disconnected,
 }
 
-impl From<TryRecvError> for crate::Error {
-    fn from(e: TryRecvError) -> Self {
-        crate::Error::Stopped(e.to_string())
-    }
-}
-
-impl From<RecvTimeoutError> for crate::Error {
-    fn from(e: RecvTimeoutError) -> Self {
-        crate::Error::Stopped(e.to_string())
-    }
-}
-
 /// The constructors.
 #[derive(Debug)]
 pub struct Channel;
@@ -653,5 +641,15 @@ mod tests {
         assert_eq!(expect, UNBOUNDED_RING as u32 * 3);
         drop(rx);
         assert!(matches!(tx.send(1), Err(SendError::Disconnected(1))));
+    }
+
+    #[test]
+    fn errors_say_what_happened() {
+        let e: crate::Error = TryRecvError::Empty.into();
+        assert_eq!(e.to_string(), "channel is empty");
+        let e: crate::Error = RecvTimeoutError::Timeout.into();
+        assert_eq!(e.to_string(), "timed out waiting on channel");
+        let e: crate::Error = SendError::Disconnected(1u8).into();
+        assert_eq!(e.to_string(), "receiver is stopped");
     }
 }

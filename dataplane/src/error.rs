@@ -82,6 +82,20 @@ pub enum Error {
     #[error("{0} is full")]
     Full(String),
 
+    /// A receive from a channel found nothing: empty for now, or empty
+    /// with every sender gone.
+    #[error(transparent)]
+    Recv(#[from] crate::channel::TryRecvError),
+
+    /// A receive from a channel waited and found nothing.
+    #[error(transparent)]
+    RecvTimeout(#[from] crate::channel::RecvTimeoutError),
+
+    /// A broadcast did not reach every worker; the message says how many
+    /// it missed and why (`BroadcastError` hands the copies back).
+    #[error("{0}")]
+    Broadcast(String),
+
     /// A partitioner answered an index that is not a worker.
     #[error("key has no owner: partitioner answered {index} of {workers} workers")]
     NoOwner {

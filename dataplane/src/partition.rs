@@ -157,10 +157,14 @@ pub fn reduce(hash: u64, n: usize) -> usize {
 /// Maps a partition key to the index of the worker that owns it.
 ///
 /// `key` is the key's [`PartitionKey`]: the integer itself for integer
-/// keys, a hash otherwise. An answer of `workers` or more means "no owner".
+/// keys (so that ranges mean something), a seeded hash otherwise; a
+/// partitioner that wants to spread sequential integers hashes them
+/// itself, as [`HashPartitioner`] does. An answer of `workers` or more
+/// means "no owner".
 pub trait Partitioner: Send + Sync {
-    /// The owning worker's index for `key` among `workers` workers.
-    fn partition_hash(&self, key: u64, workers: usize) -> usize;
+    /// The owning worker's index for partition key `key` among `workers`
+    /// workers.
+    fn owner(&self, key: u64, workers: usize) -> usize;
 }
 
 /// Partitions any [`PartitionKey`] directly.
@@ -168,7 +172,7 @@ pub trait PartitionerExt: Partitioner {
     /// The owning worker's index for `key` among `workers` workers.
     #[inline]
     fn partition<K: PartitionKey + ?Sized>(&self, key: &K, workers: usize) -> usize {
-        self.partition_hash(key.partition_key(), workers)
+        self.owner(key.partition_key(), workers)
     }
 }
 
@@ -203,7 +207,7 @@ impl Default for HashPartitioner {
 
 impl Partitioner for HashPartitioner {
     #[inline(always)]
-    fn partition_hash(&self, key: u64, workers: usize) -> usize {
+    fn owner(&self, key: u64, workers: usize) -> usize {
         if workers == 0 {
             return 0;
         }
@@ -244,7 +248,7 @@ impl RangePartitioner {
 
 impl Partitioner for RangePartitioner {
     #[inline]
-    fn partition_hash(&self, key: u64, _workers: usize) -> usize {
+    fn owner(&self, key: u64, _workers: usize) -> usize {
         // The answer may exceed the pool's size: the pool refuses it.
         self.boundaries.partition_point(|&b| b <= key)
     }
@@ -310,7 +314,7 @@ impl ConsistentHashPartitioner {
 
 impl Partitioner for ConsistentHashPartitioner {
     #[inline]
-    fn partition_hash(&self, key: u64, _workers: usize) -> usize {
+    fn owner(&self, key: u64, _workers: usize) -> usize {
         if self.ring.is_empty() {
             return usize::MAX;
         }
@@ -336,7 +340,7 @@ impl RoundRobinPartitioner {
 
 impl Partitioner for RoundRobinPartitioner {
     #[inline]
-    fn partition_hash(&self, _key: u64, workers: usize) -> usize {
+    fn owner(&self, _key: u64, workers: usize) -> usize {
         if workers == 0 {
             return 0;
         }
@@ -365,7 +369,7 @@ impl<F> std::fmt::Debug for CustomPartitioner<F> {
 
 impl<F: Fn(u64, usize) -> usize + Send + Sync> Partitioner for CustomPartitioner<F> {
     #[inline]
-    fn partition_hash(&self, key: u64, workers: usize) -> usize {
+    fn owner(&self, key: u64, workers: usize) -> usize {
         (self.f)(key, workers)
     }
 }

@@ -58,17 +58,23 @@
 //! carrying the worker's queue depth and how long ago it last handled a
 //! message.
 
+mod builder;
+mod config;
+mod handle;
 mod pool;
+mod routes;
 mod sender;
 mod stats;
 mod supervisor;
 #[cfg(test)]
 mod tests;
 
-pub use pool::{
-    PoolBuilder, PoolConfig, PoolReport, WorkerConfig, WorkerHandle, WorkerPool, spawn,
-};
-pub use sender::{BroadcastError, PartitionedSender};
+pub use builder::PoolBuilder;
+pub use config::{PoolConfig, WorkerConfig};
+pub use handle::{WorkerHandle, spawn};
+pub use pool::{PoolReport, WorkerPool};
+pub use routes::BroadcastError;
+pub use sender::PartitionedSender;
 pub use stats::{WorkerStats, WorkerStatus};
 pub use supervisor::{Pong, RestartPolicy};
 

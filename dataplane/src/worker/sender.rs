@@ -2,7 +2,7 @@
 //! (DPDK's `rte_eth_tx_buffer` pattern) and the source adapter that wraps
 //! messages into envelopes as they are copied into a worker's ring.
 
-use super::pool::WorkerPool;
+use super::routes::Routes;
 use super::stats::WorkerStatus;
 use super::supervisor::WORKER_BURST;
 use super::{Envelope, Worker, WorkerId};
@@ -12,38 +12,6 @@ use crate::ring::Batch;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Copies of a broadcast message that did not reach their worker.
-pub struct BroadcastError<M> {
-    /// Each worker that did not get it, with its copy handed back.
-    pub failed: Vec<(WorkerId, SendError<M>)>,
-}
-
-impl<M> fmt::Debug for BroadcastError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.failed.iter().map(|(w, e)| (w, e.to_string())))
-            .finish()
-    }
-}
-
-impl<M> fmt::Display for BroadcastError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "broadcast missed {} workers", self.failed.len())?;
-        if let Some((w, e)) = self.failed.first() {
-            write!(f, " ({w}: {e}, ...)")?;
-        }
-        Ok(())
-    }
-}
-
-impl<M> std::error::Error for BroadcastError<M> {}
-
-impl<M> From<BroadcastError<M>> for crate::Error {
-    fn from(e: BroadcastError<M>) -> Self {
-        crate::Error::Full(e.to_string())
-    }
-}
-
 /// Buffers messages per worker and moves each buffer in one burst when it
 /// fills (or on [`flush`](Self::flush)): one ring reservation per
 /// `WORKER_BURST` (32) messages instead of one per message.
@@ -52,7 +20,7 @@ impl<M> From<BroadcastError<M>> for crate::Error {
 /// flushes it, waiting for room as long as the target workers are alive;
 /// call `flush` and check its result to handle a full queue yourself.
 pub struct PartitionedSender<'p, W: Worker> {
-    pool: &'p WorkerPool<W>,
+    routes: &'p Routes<W::Message>,
     bufs: Box<[Batch<Envelope<W::Message>, WORKER_BURST>]>,
 }
 
@@ -65,10 +33,10 @@ impl<W: Worker> fmt::Debug for PartitionedSender<'_, W> {
 }
 
 impl<'p, W: Worker> PartitionedSender<'p, W> {
-    pub(crate) fn new(pool: &'p WorkerPool<W>) -> Self {
+    pub(crate) fn new(routes: &'p Routes<W::Message>) -> Self {
         PartitionedSender {
-            pool,
-            bufs: (0..pool.num_workers()).map(|_| Batch::new()).collect(),
+            routes,
+            bufs: (0..routes.len()).map(|_| Batch::new()).collect(),
         }
     }
 
@@ -84,7 +52,7 @@ impl<'p, W: Worker> PartitionedSender<'p, W> {
         key: &K,
         msg: W::Message,
     ) -> Result<(), SendError<W::Message>> {
-        match self.pool.owner(key) {
+        match self.routes.owner(key) {
             Ok(i) => self.send_to_worker(i, msg),
             Err(index) => Err(SendError::NoOwner {
                 value: msg,
@@ -105,7 +73,7 @@ impl<'p, W: Worker> PartitionedSender<'p, W> {
         msg: W::Message,
     ) -> Result<(), SendError<W::Message>> {
         let i = worker.into().0 as usize;
-        let msg = self.pool.check(i, msg)?;
+        let msg = self.routes.check(i, msg)?;
         if self.bufs[i].is_full() && self.flush_one(i) == WORKER_BURST {
             return Err(SendError::Full(msg));
         }
@@ -124,7 +92,7 @@ impl<'p, W: Worker> PartitionedSender<'p, W> {
     #[inline]
     fn flush_one(&mut self, i: usize) -> usize {
         let buf = &mut self.bufs[i];
-        if let Some(link) = self.pool.link(i) {
+        if let Some(link) = self.routes.link(i) {
             link.tx.push_burst(&mut *buf);
         }
         buf.len()
@@ -153,14 +121,14 @@ impl<W: Worker> Drop for PartitionedSender<'_, W> {
             // waiting for; a failed worker never will.
             let alive = self.bufs.iter().enumerate().any(|(i, b)| {
                 !b.is_empty()
-                    && self.pool.link(i).is_some_and(|l| {
+                    && self.routes.link(i).is_some_and(|l| {
                         !matches!(
                             l.shared.counters.status(),
                             WorkerStatus::Failed | WorkerStatus::Stopped
                         )
                     })
             });
-            if !alive || self.pool.is_stopped() {
+            if !alive || self.routes.stopped {
                 tracing::error!(
                     count = self.pending(),
                     "sender dropped with messages for failed workers"
