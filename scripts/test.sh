@@ -11,7 +11,8 @@
 # .ci/run). Without it, tests that cannot run here print
 # `skip: <capability>: <reason>` and pass.
 #
-# Steps: deps, fmt, clippy, doc, test (unit, end-to-end, doc tests, examples),
+# Steps: deps, fmt, layers (no import cycle, no layer reaching up),
+# clippy, doc, test (unit, end-to-end, doc tests, examples),
 # vulkan-validation, loom, miri, tsan, fuzz. Each prints its time; the
 # first failure stops the run.
 set -euo pipefail
@@ -69,6 +70,7 @@ echo "features: ${features[*]:-none}; DATAPLANE_REQUIRE=${require:-none}"
 
 # ---- static checks -----------------------------------------------------------
 step fmt cargo fmt --all -- --check
+step layers python3 scripts/check-layers.py
 step clippy cargo clippy --workspace --all-targets "${feature_args[@]}" -- -D warnings
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${feature_args[@]}"
 

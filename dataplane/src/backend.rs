@@ -41,8 +41,8 @@
 //! ```
 #![deny(unsafe_code)]
 
-use crate::require::{Capability, Requirements};
 use crate::{Error, Result};
+use dataplane_require::{Capability, Requirements};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;

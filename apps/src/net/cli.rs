@@ -1,9 +1,9 @@
 //! The options every network program takes, and opening its ports.
 
-use super::run::PortSummary;
+use super::ports::OpenedPort;
 use anyhow::{Context, bail};
 use dataplane::net::dpdk::{self, EalConfig};
-use dataplane::net::{self, BackendChoice, MAX_BURST, Opened, Port, PortConfig, TX_DRAIN_US};
+use dataplane::net::{self, BackendChoice, MAX_BURST, PortConfig, TX_DRAIN_US};
 use dataplane::profile::Plan;
 use std::time::Duration;
 
@@ -120,33 +120,6 @@ impl CommonArgs {
             })
             .collect()
     }
-}
-
-/// A port as opened: the device string and what selection found.
-#[derive(Debug)]
-pub struct OpenedPort {
-    /// The device as given.
-    pub device: String,
-    /// The backend, the queues and the skipped backends.
-    pub opened: Opened,
-}
-
-/// The summaries of the ports, then their queues dealt out: element i
-/// holds queue i of every port, in port order, for data lcore i.
-pub fn deal_queues(ports: Vec<OpenedPort>) -> (Vec<PortSummary>, Vec<Vec<Box<dyn Port>>>) {
-    let summaries = ports.iter().map(PortSummary::of).collect();
-    let queues = ports
-        .iter()
-        .map(|p| p.opened.value.len())
-        .min()
-        .unwrap_or(0);
-    let mut per_lcore: Vec<Vec<Box<dyn Port>>> = (0..queues).map(|_| Vec::new()).collect();
-    for p in ports {
-        for (q, port) in p.opened.value.into_iter().enumerate().take(queues) {
-            per_lcore[q].push(port);
-        }
-    }
-    (summaries, per_lcore)
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -6,8 +6,9 @@
 //! Transmit goes through a [`TxBuffer`] per port, flushed at a full burst
 //! or by the drain timer.
 
-use super::cli::{CommonArgs, deal_queues, default_mac};
+use super::cli::{CommonArgs, default_mac};
 use super::counters::LcoreCounters;
+use super::ports::deal_queues;
 use super::run::{self, Summary, Watch, data_plan};
 use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};

@@ -23,9 +23,10 @@
 //! 0.0.0.0/0         1
 //! ```
 
-use super::cli::{CommonArgs, deal_queues, default_mac, parse_mac};
+use super::cli::{CommonArgs, default_mac, parse_mac};
 use super::counters::LcoreCounters;
 use super::l2fwd::{PUBLISH_EVERY, update_macs};
+use super::ports::deal_queues;
 use super::run::{self, Summary, Watch, data_plan};
 use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};
@@ -235,7 +236,7 @@ impl L3fwd {
                 Ok(info) => info,
                 Err(e) => {
                     f.dropped += 1;
-                    drop(e.drop_reason(), m);
+                    drop(DropReason::from(e), m);
                     continue;
                 }
             };

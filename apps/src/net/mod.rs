@@ -15,4 +15,5 @@ pub mod frame;
 pub mod l2fwd;
 pub mod l3fwd;
 pub mod pktgen;
+pub mod ports;
 pub mod run;

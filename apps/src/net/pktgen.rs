@@ -8,11 +8,12 @@
 //! Flows differ in source address and port, so that RSS (or AF_PACKET's
 //! fanout, or SO_REUSEPORT) spreads them over a receiver's queues.
 
-use super::cli::{CommonArgs, deal_queues, parse_mac};
+use super::cli::{CommonArgs, parse_mac};
 use super::counters::LcoreCounters;
 use super::frame::MIN_FRAME_SIZE;
 use super::frame::{HEADERS_LEN, PROBE_LEN, Probe, UdpFlow, emit_udp, read_probe};
 use super::l2fwd::PUBLISH_EVERY;
+use super::ports::deal_queues;
 use super::run::{self, Summary, Watch, data_plan};
 use anyhow::{Context, bail};
 use dataplane::lcore::{PollContext, Poller};

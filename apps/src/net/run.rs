@@ -2,8 +2,8 @@
 //! second, an orderly stop (at the end of `--duration`, or on SIGINT or
 //! SIGTERM, DPDK l2fwd's `force_quit`), and the summary.
 
-use super::cli::OpenedPort;
 use super::counters::LcoreCounters;
+use super::ports::PortSummary;
 use anyhow::Context;
 use dataplane::backend::Skip;
 use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role};
@@ -64,7 +64,7 @@ impl DataPlan {
 
     /// A group with one lcore per lcore of the plan.
     pub fn group(&self) -> LcoreGroup {
-        LcoreGroup::from_plan(&self.plan)
+        self.plan.lcore_group()
     }
 }
 
@@ -224,40 +224,6 @@ pub fn run(group: LcoreGroup, watch: Watch) -> anyhow::Result<Outcome> {
         elapsed,
         per_lcore,
     })
-}
-
-/// One port in the summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct PortSummary {
-    /// The device as given.
-    pub device: String,
-    /// The backend that opened it.
-    pub backend: &'static str,
-    /// Queues opened.
-    pub queues: usize,
-    /// The MAC address, for L2 ports.
-    pub mac: Option<String>,
-    /// Backends passed over for it, with their reasons.
-    pub skipped: Vec<Skip>,
-}
-
-impl PortSummary {
-    /// The summary of an opened port.
-    pub fn of(p: &OpenedPort) -> PortSummary {
-        let mac = p.opened.value.first().and_then(|q| q.capabilities().mac);
-        PortSummary {
-            device: p.device.clone(),
-            backend: p.opened.backend.name(),
-            queues: p.opened.value.len(),
-            mac: mac.map(|m| {
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            }),
-            skipped: p.opened.skipped.clone(),
-        }
-    }
 }
 
 /// One lcore in the summary.

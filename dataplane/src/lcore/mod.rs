@@ -52,7 +52,6 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use crate::profile::Plan;
 use crate::topology::CpuId;
 use crate::{Error, Result};
 use serde::Serialize;
@@ -306,21 +305,6 @@ impl LcoreGroup {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             allow_shared_cpus: false,
         }
-    }
-
-    /// One lcore per lcore of `plan`, pinned when the plan has affinity on,
-    /// with the plan's idle policy. Lcore ids follow the plan's.
-    pub fn from_plan(plan: &Plan) -> Self {
-        let mut g = LcoreGroup::new();
-        g.allow_shared_cpus = plan.shared_cores || !plan.affinity;
-        for l in &plan.lcores {
-            let mut c = LcoreConfig::new(l.role).idle(plan.idle);
-            if plan.affinity {
-                c = c.cpu(l.cpu);
-            }
-            g.add(c);
-        }
-        g
     }
 
     /// Adds an lcore; ids are given in order from 0.

@@ -265,26 +265,6 @@ fn drain_times_out_on_a_poller_that_never_settles() {
 }
 
 #[test]
-fn stop_from_another_thread_and_plans_launch() {
-    let topo = crate::topology::Topology::synthetic(2, 1, 1, 0);
-    let plan = crate::profile::Plan::builder(&topo, crate::profile::Profile::Production)
-        .affinity(false)
-        .build()
-        .unwrap();
-    let g = LcoreGroup::from_plan(&plan);
-    assert_eq!(g.lcores().count(), plan.lcores.len());
-    let running = g.launch().unwrap();
-    let stop = running.stop_handle();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(5));
-        stop.request_stop();
-    });
-    let reports = running.join().unwrap();
-    t.join().unwrap();
-    assert_eq!(reports.len(), plan.lcores.len());
-}
-
-#[test]
 fn dropping_a_running_group_stops_it() {
     let mut g = LcoreGroup::new();
     let id = g.add(LcoreConfig::new(Role::App));

@@ -38,6 +38,7 @@ pub use tx_buffer::{OnFull, TX_DRAIN_US, TxBuffer};
 
 use crate::backend::Probe;
 use crate::ring::Batch;
+use crate::wire::WireError;
 use hugepages::NumaNode;
 use hugepages::mbuf::Mbuf;
 use serde::Serialize;
@@ -415,8 +416,49 @@ impl DropReason {
     }
 }
 
+impl From<WireError> for DropReason {
+    /// The reason a packet the parsers refused is dropped under.
+    /// Unsupported packets count as `Filtered`: they are not broken, they
+    /// are not for this data path.
+    fn from(e: WireError) -> DropReason {
+        match e {
+            WireError::Truncated(_) => DropReason::Truncated,
+            WireError::Malformed(_) => DropReason::Malformed,
+            WireError::BadChecksum(_) => DropReason::BadChecksum,
+            WireError::Unsupported(_) => DropReason::Filtered,
+        }
+    }
+}
+
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Field, Header};
+
+    #[test]
+    fn wire_errors_map_to_drop_reasons() {
+        for (e, want) in [
+            (WireError::Truncated(Header::Udp), DropReason::Truncated),
+            (
+                WireError::Malformed(Field::Ipv4HeaderLen),
+                DropReason::Malformed,
+            ),
+            (
+                WireError::BadChecksum(Header::Ipv4),
+                DropReason::BadChecksum,
+            ),
+            (
+                WireError::Unsupported(Field::VlanDepth),
+                DropReason::Filtered,
+            ),
+        ] {
+            assert_eq!(DropReason::from(e), want, "{e}");
+        }
     }
 }

@@ -115,11 +115,12 @@
 #![deny(unsafe_code)]
 
 mod builder;
+mod overrides;
 mod planner;
 
 pub use builder::PlanBuilder;
 
-use crate::lcore::{IdlePolicy, LcoreId, Role};
+use crate::lcore::{IdlePolicy, LcoreConfig, LcoreGroup, LcoreId, Role};
 use crate::topology::{CpuId, Topology};
 use crate::{Error, NumaNode, Result};
 use serde::Serialize;
@@ -274,6 +275,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// One lcore per lcore of the plan, pinned when the plan has affinity
+    /// on, with the plan's idle policy; lcore ids follow the plan's. Add
+    /// pollers to it, then launch it.
+    pub fn lcore_group(&self) -> LcoreGroup {
+        let mut g = LcoreGroup::new().allow_shared_cpus(self.shared_cores || !self.affinity);
+        for l in &self.lcores {
+            let mut c = LcoreConfig::new(l.role).idle(self.idle);
+            if self.affinity {
+                c = c.cpu(l.cpu);
+            }
+            g.add(c);
+        }
+        g
+    }
+
     /// The plan of `profile` on `topo`, without overrides.
     ///
     /// # Errors

@@ -1,6 +1,6 @@
 //! The planning rules of the module docs, applied to a topology.
 
-use super::builder::{Overrides, Setting};
+use super::overrides::{Overrides, Setting};
 use super::{LcorePlan, Plan, Profile};
 use crate::lcore::{IdlePolicy, LcoreId, Role};
 use crate::topology::{Cpu, CpuId, Topology};

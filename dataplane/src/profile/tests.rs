@@ -509,3 +509,23 @@ fn parsers() {
     );
     assert!("turbo".parse::<Profile>().is_err());
 }
+
+#[test]
+fn stop_from_another_thread_and_plans_launch() {
+    let topo = Topology::synthetic(2, 1, 1, 0);
+    let plan = Plan::builder(&topo, Profile::Production)
+        .affinity(false)
+        .build()
+        .unwrap();
+    let g = plan.lcore_group();
+    assert_eq!(g.lcores().count(), plan.lcores.len());
+    let running = g.launch().unwrap();
+    let stop = running.stop_handle();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        stop.request_stop();
+    });
+    let reports = running.join().unwrap();
+    t.join().unwrap();
+    assert_eq!(reports.len(), plan.lcores.len());
+}

@@ -203,6 +203,17 @@ pub struct Topology {
     pub notes: Vec<String>,
 }
 
+/// CPUs, nodes and cgroup (`sysfs`), then the devices (`devices`), from the
+/// tree at `root`.
+fn read_tree(root: &Path) -> Result<Topology> {
+    let mut topo = sysfs::read(root)?;
+    let tree = sysfs::Root(root);
+    topo.nics = devices::nics(tree, &mut topo.notes);
+    topo.nvme = devices::nvme(tree);
+    topo.gpus = devices::gpus(tree);
+    Ok(topo)
+}
+
 impl Topology {
     /// Detects this machine: sysfs and procfs, this process's affinity mask
     /// and cgroup, hugepages, and a live probe of every backend (an io_uring
@@ -215,7 +226,7 @@ impl Topology {
     /// left unknown and noted in [`Topology::notes`].
     pub fn detect() -> Result<Topology> {
         let root = Path::new("/");
-        let mut topo = sysfs::read(root)?;
+        let mut topo = read_tree(root)?;
 
         match sysfs::affinity() {
             Ok(mask) => {
@@ -271,7 +282,7 @@ impl Topology {
     /// [`Error::Io`](crate::Error::Io) when no CPU can be found under
     /// `root/sys/devices/system/cpu`.
     pub fn detect_at(root: &Path) -> Result<Topology> {
-        sysfs::read(root)
+        read_tree(root)
     }
 
     /// A machine of the given shape, read from nowhere: `cpus` logical CPUs

@@ -4,7 +4,7 @@
 //! readers at a small fake tree. A file that is missing or malformed yields
 //! `None` (and, where it matters, a note), never a panic.
 
-use super::{Cgroup, Cpu, CpuId, Hugepages, Node, Probe, Probes, Topology, devices};
+use super::{Cgroup, Cpu, CpuId, Hugepages, Node, Probe, Probes, Topology};
 use crate::{Error, NumaNode, Result};
 use hugepages::system::parse_list;
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,9 +138,10 @@ pub(super) fn read(root_path: &Path) -> Result<Topology> {
         cgroup,
         nodes,
         hugepages: Hugepages::default(),
-        nics: devices::nics(root, &mut notes),
-        nvme: devices::nvme(root),
-        gpus: devices::gpus(root),
+        // Filled by `devices`, which reads through this module.
+        nics: Vec::new(),
+        nvme: Vec::new(),
+        gpus: Vec::new(),
         probes: Probes::all(unprobed),
         hwloc: None,
         notes,

@@ -1,6 +1,5 @@
 //! Why a header was refused, and the drop reason it is counted under.
 
-use crate::net::DropReason;
 use std::fmt;
 
 /// A header kind, as named in errors.
@@ -158,19 +157,6 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// The reason a packet refused with this error is dropped under.
-    ///
-    /// Unsupported packets count as `Filtered`: they are not broken, they
-    /// are not for this data path.
-    pub fn drop_reason(self) -> DropReason {
-        match self {
-            WireError::Truncated(_) => DropReason::Truncated,
-            WireError::Malformed(_) => DropReason::Malformed,
-            WireError::BadChecksum(_) => DropReason::BadChecksum,
-            WireError::Unsupported(_) => DropReason::Filtered,
-        }
-    }
-
     /// The header the error is about.
     pub fn header(self) -> Header {
         match self {
@@ -180,35 +166,9 @@ impl WireError {
     }
 }
 
-impl From<WireError> for DropReason {
-    fn from(e: WireError) -> DropReason {
-        e.drop_reason()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn drop_reasons() {
-        assert_eq!(
-            DropReason::from(WireError::Truncated(Header::Udp)),
-            DropReason::Truncated
-        );
-        assert_eq!(
-            WireError::Malformed(Field::Ipv4HeaderLen).drop_reason(),
-            DropReason::Malformed
-        );
-        assert_eq!(
-            WireError::BadChecksum(Header::Ipv4).drop_reason(),
-            DropReason::BadChecksum
-        );
-        assert_eq!(
-            WireError::Unsupported(Field::VlanDepth).drop_reason(),
-            DropReason::Filtered
-        );
-    }
 
     #[test]
     fn messages_name_the_field() {

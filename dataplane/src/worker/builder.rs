@@ -2,7 +2,7 @@
 //! application lcore with its rings, started.
 #![deny(unsafe_code)]
 
-use super::config::WorkerConfig;
+use super::config::{PoolConfig, WorkerConfig};
 use super::pool::WorkerPool;
 use super::routes::{Link, Routes};
 use super::supervisor::{CONTROL_CAPACITY, Control, RestartPolicy, WorkerPoller, WorkerShared};
@@ -302,5 +302,100 @@ impl<W: Worker> PoolBuilder<W> {
         let pool = WorkerPool::started(routes, running, plan);
         pool.wait_started(self.start_timeout)?;
         Ok(pool)
+    }
+}
+
+/// The ways to build a pool: the builder, the original design's
+/// constructors, and the profiles.
+impl<W: Worker> WorkerPool<W> {
+    /// A builder with the `production` profile.
+    pub fn builder() -> PoolBuilder<W> {
+        PoolBuilder::new(Profile::Production)
+    }
+
+    /// The original design's form: `config` and a factory, hash-partitioned.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn with_config(
+        config: PoolConfig,
+        factory: impl FnMut(usize) -> W + 'static,
+    ) -> Result<Self> {
+        Self::with_partitioner(config, factory, Arc::new(HashPartitioner::new()))
+    }
+
+    /// The original design's form with a partitioner.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn with_partitioner(
+        config: PoolConfig,
+        factory: impl FnMut(usize) -> W + 'static,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Self> {
+        let mut b = Self::builder()
+            .factory(factory)
+            .cpu_affinity(config.enable_cpu_affinity)
+            .worker_config(config.worker_config)
+            .partitioner_arc(partitioner);
+        if config.num_workers > 0 {
+            b = b.workers(config.num_workers);
+        }
+        b.build()
+    }
+}
+
+impl<W: Worker + Default> WorkerPool<W> {
+    /// Zero-config: the `production` plan for this machine (one worker per
+    /// application lcore, pinned), `DATAPLANE_*` overrides applied.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new() -> Result<Self> {
+        Self::builder().factory(|_| W::default()).build()
+    }
+
+    /// Zero-config with the `production` profile.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn production() -> Result<Self> {
+        Self::new()
+    }
+
+    /// Zero-config with the `low_latency` profile: one worker per physical
+    /// core, busy polling, small bursts.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn low_latency() -> Result<Self> {
+        Self::builder()
+            .profile(Profile::LowLatency)
+            .factory(|_| W::default())
+            .build()
+    }
+
+    /// Zero-config with the `performance` profile: every hardware thread,
+    /// busy polling, large queues.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn performance() -> Result<Self> {
+        Self::builder()
+            .profile(Profile::Performance)
+            .factory(|_| W::default())
+            .build()
+    }
+
+    /// Zero-config with the `power` profile: fewer workers that sleep when
+    /// idle.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn power() -> Result<Self> {
+        Self::builder()
+            .profile(Profile::Power)
+            .factory(|_| W::default())
+            .build()
     }
 }

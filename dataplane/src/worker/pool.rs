@@ -2,8 +2,6 @@
 //! them.
 #![deny(unsafe_code)]
 
-use super::builder::PoolBuilder;
-use super::config::PoolConfig;
 use super::routes::{BroadcastError, Routes, map_err};
 use super::sender::PartitionedSender;
 use super::stats::{WorkerStats, WorkerStatus};
@@ -11,12 +9,12 @@ use super::supervisor::{Control, Pong};
 use super::{Envelope, Worker, WorkerId};
 use crate::channel::SendError;
 use crate::lcore::{LcoreReport, Running};
-use crate::partition::{HashPartitioner, PartitionKey, Partitioner};
-use crate::profile::{Plan, Profile};
+use crate::partition::PartitionKey;
+use crate::profile::Plan;
 use crate::ring::Batch;
 use crate::{Error, Result};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Workers on application lcores, and the routes to them. `Sync`: any
@@ -55,42 +53,6 @@ impl<W: Worker> WorkerPool<W> {
             running: Mutex::new(Some(running)),
             plan,
         }
-    }
-
-    /// A builder with the `production` profile.
-    pub fn builder() -> PoolBuilder<W> {
-        PoolBuilder::new(Profile::Production)
-    }
-
-    /// The original design's form: `config` and a factory, hash-partitioned.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn with_config(
-        config: PoolConfig,
-        factory: impl FnMut(usize) -> W + 'static,
-    ) -> Result<Self> {
-        Self::with_partitioner(config, factory, Arc::new(HashPartitioner::new()))
-    }
-
-    /// The original design's form with a partitioner.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn with_partitioner(
-        config: PoolConfig,
-        factory: impl FnMut(usize) -> W + 'static,
-        partitioner: Arc<dyn Partitioner>,
-    ) -> Result<Self> {
-        let mut b = Self::builder()
-            .factory(factory)
-            .cpu_affinity(config.enable_cpu_affinity)
-            .worker_config(config.worker_config)
-            .partitioner_arc(partitioner);
-        if config.num_workers > 0 {
-            b = b.workers(config.num_workers);
-        }
-        b.build()
     }
 
     pub(super) fn wait_started(&self, timeout: Duration) -> Result<()> {
@@ -414,61 +376,6 @@ impl<W: Worker> WorkerPool<W> {
             lcores,
             undelivered,
         }
-    }
-}
-
-impl<W: Worker + Default> WorkerPool<W> {
-    /// Zero-config: the `production` plan for this machine (one worker per
-    /// application lcore, pinned), `DATAPLANE_*` overrides applied.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn new() -> Result<Self> {
-        Self::builder().factory(|_| W::default()).build()
-    }
-
-    /// Zero-config with the `production` profile.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn production() -> Result<Self> {
-        Self::new()
-    }
-
-    /// Zero-config with the `low_latency` profile: one worker per physical
-    /// core, busy polling, small bursts.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn low_latency() -> Result<Self> {
-        Self::builder()
-            .profile(Profile::LowLatency)
-            .factory(|_| W::default())
-            .build()
-    }
-
-    /// Zero-config with the `performance` profile: every hardware thread,
-    /// busy polling, large queues.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn performance() -> Result<Self> {
-        Self::builder()
-            .profile(Profile::Performance)
-            .factory(|_| W::default())
-            .build()
-    }
-
-    /// Zero-config with the `power` profile: fewer workers that sleep when
-    /// idle.
-    ///
-    /// # Errors
-    /// As [`PoolBuilder::build`].
-    pub fn power() -> Result<Self> {
-        Self::builder()
-            .profile(Profile::Power)
-            .factory(|_| W::default())
-            .build()
     }
 }
 

@@ -1,0 +1,67 @@
+//! Ports as a program opened them: each device with what selection found,
+//! its summary for the report, and its queues dealt out to data lcores.
+
+use dataplane::backend::Skip;
+use dataplane::net::{Opened, Port};
+use serde::Serialize;
+
+/// A port as opened: the device string and what selection found.
+#[derive(Debug)]
+pub struct OpenedPort {
+    /// The device as given.
+    pub device: String,
+    /// The backend, the queues and the skipped backends.
+    pub opened: Opened,
+}
+
+/// The summaries of the ports, then their queues dealt out: element i
+/// holds queue i of every port, in port order, for data lcore i.
+pub fn deal_queues(ports: Vec<OpenedPort>) -> (Vec<PortSummary>, Vec<Vec<Box<dyn Port>>>) {
+    let summaries = ports.iter().map(PortSummary::of).collect();
+    let queues = ports
+        .iter()
+        .map(|p| p.opened.value.len())
+        .min()
+        .unwrap_or(0);
+    let mut per_lcore: Vec<Vec<Box<dyn Port>>> = (0..queues).map(|_| Vec::new()).collect();
+    for p in ports {
+        for (q, port) in p.opened.value.into_iter().enumerate().take(queues) {
+            per_lcore[q].push(port);
+        }
+    }
+    (summaries, per_lcore)
+}
+
+/// One port in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortSummary {
+    /// The device as given.
+    pub device: String,
+    /// The backend that opened it.
+    pub backend: &'static str,
+    /// Queues opened.
+    pub queues: usize,
+    /// The MAC address, for L2 ports.
+    pub mac: Option<String>,
+    /// Backends passed over for it, with their reasons.
+    pub skipped: Vec<Skip>,
+}
+
+impl PortSummary {
+    /// The summary of an opened port.
+    pub fn of(p: &OpenedPort) -> PortSummary {
+        let mac = p.opened.value.first().and_then(|q| q.capabilities().mac);
+        PortSummary {
+            device: p.device.clone(),
+            backend: p.opened.backend.name(),
+            queues: p.opened.value.len(),
+            mac: mac.map(|m| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            }),
+            skipped: p.opened.skipped.clone(),
+        }
+    }
+}
