@@ -9,7 +9,7 @@
 
 use dataplane::net::meta;
 use dataplane::net::netns::{self, Netns, unique_name, veth_pair};
-use dataplane::net::uring::{IoUring, UdpPort};
+use dataplane::net::uring::{IoUring, SocketPort};
 use dataplane::net::{
     self, Backend, BackendChoice, BackendKind, DropReason, Layer, MbufBatch, Port, PortConfig,
 };
@@ -45,14 +45,14 @@ fn bed() -> Option<Bed> {
     Some(Bed { a, b })
 }
 
-fn open(ns: &Netns, device: String, queues: u16) -> Vec<UdpPort> {
+fn open(ns: &Netns, device: String, queues: u16) -> Vec<SocketPort> {
     let mut cfg = PortConfig::new(device);
     cfg.queues = queues;
     cfg.mbufs = 2048;
     cfg.mbuf_cache = 0;
     cfg.rx_desc = 256;
     cfg.tx_desc = 256;
-    ns.run(move || UdpPort::open(&cfg))
+    ns.run(move || SocketPort::open(&cfg))
         .expect("thread in the namespace")
         .expect("io_uring UDP port")
 }
@@ -72,7 +72,7 @@ struct Tally {
 /// Sends `count` datagrams (`seq` as the first 4 bytes, then a pattern)
 /// from `tx` to its default peer, at most 128 in flight, and receives them
 /// on `rx`, checking each one's peer is `from`.
-fn exchange(tx: &mut UdpPort, rx: &mut [UdpPort], count: u32, from: SocketAddr) -> Tally {
+fn exchange(tx: &mut SocketPort, rx: &mut [SocketPort], count: u32, from: SocketAddr) -> Tally {
     let mut t = Tally {
         received: vec![0; rx.len()],
         ..Tally::default()
@@ -134,12 +134,12 @@ fn exchange(tx: &mut UdpPort, rx: &mut [UdpPort], count: u32, from: SocketAddr) 
     t
 }
 
-fn drops(ports: &[UdpPort]) -> u64 {
+fn drops(ports: &[SocketPort]) -> u64 {
     ports.iter().map(|p| p.stats().total_drops()).sum()
 }
 
 /// Waits until `port` has no send in flight (completions reaped).
-fn settle(port: &mut UdpPort) {
+fn settle(port: &mut SocketPort) {
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut sink = MbufBatch::new();
     while port.tx_in_flight() > 0 && Instant::now() < deadline {
@@ -307,7 +307,7 @@ fn stream_byte(i: u64) -> u8 {
 /// Sends `total` bytes of the test stream on `port` in mbufs of varied
 /// sizes (both sides of the zero-copy threshold), at most `tx_desc` in
 /// flight, and returns how many mbufs went.
-fn send_stream(port: &mut UdpPort, total: u64) -> u64 {
+fn send_stream(port: &mut SocketPort, total: u64) -> u64 {
     let mut at = 0u64;
     let mut mbufs = 0u64;
     let mut sizes = [1usize, 7, 100, 1024, 1400, 64, 1500, 333].iter().cycle();
@@ -354,7 +354,7 @@ fn send_stream(port: &mut UdpPort, total: u64) -> u64 {
 
 /// Receives on `port` until the peer closes, checking every byte against
 /// the test stream; returns the bytes received.
-fn receive_stream(port: &mut UdpPort) -> u64 {
+fn receive_stream(port: &mut SocketPort) -> u64 {
     let mut at = 0u64;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut batch = MbufBatch::new();
@@ -382,7 +382,7 @@ fn tcp_client_streams_both_ways_in_order() {
     let peer = listener.local_addr().expect("address");
     // The kernel completes the handshake from the backlog: connect first.
     let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
-    let mut port = UdpPort::open(&cfg)
+    let mut port = SocketPort::open(&cfg)
         .expect("tcp port")
         .pop()
         .expect("a queue");
@@ -448,7 +448,7 @@ fn tcp_listener_accepts_a_stream_per_queue() {
         streams
     });
     let cfg = tcp_cfg(format!("tcp:{local},accept=10"), 2);
-    let mut ports = UdpPort::open(&cfg).expect("two accepted streams");
+    let mut ports = SocketPort::open(&cfg).expect("two accepted streams");
     assert_eq!(ports.len(), 2);
     let mut texts = Vec::new();
     for p in &mut ports {
@@ -488,8 +488,8 @@ fn tcp_listener_without_clients_says_so() {
     let local = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
-    let err =
-        UdpPort::open(&tcp_cfg(format!("tcp:{local},accept=0"), 1)).expect_err("nobody connects");
+    let err = SocketPort::open(&tcp_cfg(format!("tcp:{local},accept=0"), 1))
+        .expect_err("nobody connects");
     let text = err.to_string();
     assert!(text.contains("0 of 1 connections accepted"), "{text}");
 }
@@ -502,7 +502,7 @@ fn tcp_reset_by_the_peer_takes_the_link_down_once() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let peer = listener.local_addr().expect("address");
     let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
-    let mut port = UdpPort::open(&cfg)
+    let mut port = SocketPort::open(&cfg)
         .expect("tcp port")
         .pop()
         .expect("a queue");

@@ -1,0 +1,83 @@
+//! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`) through which
+//! mbufs are lent to the kernel for multishot receives.
+
+use super::*;
+
+/// A provided-buffer ring: `io_uring_buf` entries in page-aligned memory
+/// shared with the kernel, the tail in the first entry's `resv` field.
+#[derive(Debug)]
+pub(super) struct BufRing {
+    base: NonNull<u8>,
+    bytes: usize,
+    entries: u16,
+    tail: u16,
+}
+
+/// `struct io_uring_buf`: addr (u64), len (u32), bid (u16), resv (u16).
+pub(super) const BUF_ENTRY: usize = 16;
+
+impl BufRing {
+    pub(super) fn new(entries: u16) -> io::Result<BufRing> {
+        let bytes = (usize::from(entries) * BUF_ENTRY).next_multiple_of(4096);
+        // SAFETY: a fresh private anonymous mapping; nothing else is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave 0"))?;
+        Ok(BufRing {
+            base,
+            bytes,
+            entries,
+            tail: 0,
+        })
+    }
+
+    pub(super) fn addr(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+
+    /// Writes an entry at the tail, not yet visible to the kernel.
+    pub(super) fn add(&mut self, addr: u64, len: u32, bid: u16) {
+        let slot = usize::from(self.tail & (self.entries - 1));
+        let e = self.base.as_ptr().wrapping_add(slot * BUF_ENTRY);
+        // SAFETY: `slot < entries`, so the 16-byte entry is in the mapping;
+        // the kernel reads entries only between its head and our published
+        // tail, and this one is past the tail.
+        unsafe { e.cast::<u64>().write_volatile(addr) };
+        // SAFETY: as above.
+        unsafe { e.wrapping_add(8).cast::<u32>().write_volatile(len) };
+        // SAFETY: as above.
+        unsafe { e.wrapping_add(12).cast::<u16>().write_volatile(bid) };
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the entries added so far visible (`io_uring_buf_ring_advance`).
+    pub(super) fn publish(&self) {
+        let tail = self.base.as_ptr().wrapping_add(14).cast::<u16>();
+        // Release: the entries written before are visible to the kernel once
+        // it reads this tail (it loads it with `smp_load_acquire`).
+        // SAFETY: the ring's tail field (`resv` of entry 0), 2-byte aligned
+        // in the mapping, which lives as long as `self`.
+        let t = unsafe { AtomicU16::from_ptr(tail) };
+        t.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps what `new` mapped. The owner unregisters the ring
+        // first; if that failed, the kernel still holds its own pin on the
+        // pages, so unmapping our view cannot make it write freed memory.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
