@@ -18,6 +18,7 @@ pub mod require;
 pub mod ring;
 pub mod time;
 pub mod topology;
+mod uring;
 pub mod wire;
 pub mod worker;
 

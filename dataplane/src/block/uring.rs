@@ -30,6 +30,7 @@ use super::{
     Backend, Device, DeviceConfig, Geometry, PollMode, Queue, QueueConfig, QueueStats, Target,
 };
 use crate::backend::Probe;
+use crate::uring::{MAX_FIXED_BUFFER, RingSetup, TaskRun, fixed_buffers, missing_opcodes};
 use crate::{Error, Result};
 use hugepages::mempool::Mempool;
 use hugepages::region::Region;
@@ -41,10 +42,6 @@ use std::time::{Duration, Instant};
 /// The device, as the ring knows it: fixed file 0.
 const FILE: types::Fixed = types::Fixed(0);
 
-/// The largest buffer the kernel registers as one fixed buffer (1 GiB,
-/// io_uring/rsrc.c); a larger region is left unregistered.
-const MAX_FIXED_BUFFER: usize = 1 << 30;
-
 /// How long dropping a queue waits for operations still in flight before
 /// giving their buffers up (leaked, never reused while the device may
 /// still write them).
@@ -54,30 +51,8 @@ const DROP_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) struct Uring;
 
-/// The setup flags a ring gets, best first; the first the kernel takes is
-/// used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TaskRun {
-    /// SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG (Linux 6.1).
-    Defer,
-    /// COOP_TASKRUN | TASKRUN_FLAG (Linux 5.19).
-    Coop,
-    /// Neither: completions interrupt the lcore to be posted.
-    Plain,
-}
-
-impl TaskRun {
-    fn describe(self) -> &'static str {
-        match self {
-            TaskRun::Defer => "deferred task work (DEFER_TASKRUN)",
-            TaskRun::Coop => "cooperative task work (COOP_TASKRUN)",
-            TaskRun::Plain => "task work by interrupt (no COOP/DEFER_TASKRUN)",
-        }
-    }
-}
-
-/// Builds a ring of `entries` with the best task-run mode the kernel has,
-/// created disabled.
+/// Builds a disabled ring of `entries` (the lcore that uses it enables
+/// it) with the best task-run mode the kernel has.
 fn build_ring(
     entries: u32,
     iopoll: bool,
@@ -90,33 +65,14 @@ fn build_ring(
     } else {
         &[TaskRun::Defer, TaskRun::Coop, TaskRun::Plain]
     };
-    let mut last = None;
-    for &mode in modes {
-        let mut b = IoUring::builder();
-        b.setup_r_disabled().setup_cqsize(entries * 2).setup_clamp();
-        if iopoll {
-            b.setup_iopoll();
-        }
-        if let Some(idle) = sqpoll {
-            b.setup_sqpoll(idle);
-        }
-        match mode {
-            TaskRun::Defer => {
-                b.setup_single_issuer()
-                    .setup_defer_taskrun()
-                    .setup_taskrun_flag();
-            }
-            TaskRun::Coop => {
-                b.setup_coop_taskrun().setup_taskrun_flag();
-            }
-            TaskRun::Plain => {}
-        }
-        match b.build(entries) {
-            Ok(ring) => return Ok((ring, mode)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL)))
+    crate::uring::build_ring(&RingSetup {
+        entries,
+        cq_entries: entries * 2,
+        modes,
+        disabled: true,
+        iopoll,
+        sqpoll,
+    })
 }
 
 fn probe_once() -> Probe {
@@ -143,25 +99,22 @@ fn probe_once() -> Probe {
             return Probe::unavailable(format!("{why} (kernel {kernel})"));
         }
     };
-    let mut probe = io_uring::Probe::new();
-    if let Err(e) = ring.submitter().register_probe(&mut probe) {
-        return Probe::unavailable(format!(
-            "cannot list the kernel's io_uring opcodes: {e} (kernel {kernel})"
-        ));
-    }
     let needed = [
-        ("READ_FIXED", opcode::ReadFixed::CODE),
-        ("WRITE_FIXED", opcode::WriteFixed::CODE),
-        ("READ", opcode::Read::CODE),
-        ("WRITE", opcode::Write::CODE),
-        ("FSYNC", opcode::Fsync::CODE),
-        ("FALLOCATE", opcode::Fallocate::CODE),
+        (opcode::ReadFixed::CODE, "READ_FIXED"),
+        (opcode::WriteFixed::CODE, "WRITE_FIXED"),
+        (opcode::Read::CODE, "READ"),
+        (opcode::Write::CODE, "WRITE"),
+        (opcode::Fsync::CODE, "FSYNC"),
+        (opcode::Fallocate::CODE, "FALLOCATE"),
     ];
-    let missing: Vec<&str> = needed
-        .iter()
-        .filter(|(_, code)| !probe.is_supported(*code))
-        .map(|(name, _)| *name)
-        .collect();
+    let missing = match missing_opcodes(&ring, &needed) {
+        Ok(m) => m,
+        Err(e) => {
+            return Probe::unavailable(format!(
+                "cannot list the kernel's io_uring opcodes: {e} (kernel {kernel})"
+            ));
+        }
+    };
     if !missing.is_empty() {
         return Probe::unavailable(format!(
             "the kernel's io_uring lacks {} (kernel {kernel})",
@@ -650,20 +603,14 @@ impl UringQueue {
         let depth = cfg.depth;
         let entries = u32::try_from(depth.next_power_of_two())
             .map_err(|_| Error::Config(format!("queue depth {depth} is too large")))?;
-        let mut fixed = Vec::new();
-        let mut iovecs = Vec::new();
-        for pool in &cfg.buffers {
-            for r in pool.regions() {
-                if r.len() > MAX_FIXED_BUFFER {
-                    continue;
-                }
-                fixed.push((r.as_ptr().addr(), r.as_ptr().addr() + r.len()));
-                iovecs.push(libc::iovec {
-                    iov_base: r.as_ptr().cast(),
-                    iov_len: r.len(),
-                });
-            }
-        }
+        let iovecs = fixed_buffers(
+            cfg.buffers.iter().flat_map(|p| p.regions()),
+            MAX_FIXED_BUFFER,
+        );
+        let mut fixed: Vec<(usize, usize)> = iovecs
+            .iter()
+            .map(|v| (v.iov_base.addr(), v.iov_base.addr() + v.iov_len))
+            .collect();
         let (main, mode, registered) =
             Ring::new(entries, dev.iopoll, dev.sqpoll, &dev.file, &iovecs)?;
         if !registered {

@@ -149,15 +149,10 @@ fn probe_now() -> Probe {
         Ok(r) => r,
         Err(e) => return Probe::unavailable(format!("io_uring_setup: {e}")),
     };
-    let mut probe = ::io_uring::Probe::new();
-    if let Err(e) = ring.submitter().register_probe(&mut probe) {
-        return Probe::unavailable(format!("IORING_REGISTER_PROBE failed: {e}"));
-    }
-    let missing: Vec<&str> = NEEDED_OPS
-        .iter()
-        .filter(|(op, _)| !probe.is_supported(*op))
-        .map(|(_, name)| *name)
-        .collect();
+    let missing = match crate::uring::missing_opcodes(&ring, &NEEDED_OPS) {
+        Ok(m) => m,
+        Err(e) => return Probe::unavailable(format!("IORING_REGISTER_PROBE failed: {e}")),
+    };
     if !missing.is_empty() {
         return Probe::unavailable(format!(
             "the kernel's io_uring lacks {} ({})",

@@ -4,6 +4,7 @@ use super::buf_ring::BufRing;
 use super::device::SocketDevice;
 use super::socket::*;
 use super::*;
+use crate::uring::{MAX_FIXED_BUFFER, TaskRun, fixed_buffers};
 
 /// A send the kernel has not finished with.
 #[derive(Debug)]
@@ -146,13 +147,18 @@ impl SocketPort {
         let tx_slots = usize::from(cfg.tx_desc.max(1)).min(1 << 15);
         let sq = (tx_slots + 8).next_power_of_two() as u32;
         let cq = (sq * 2).max(u32::from(entries) * 2).next_power_of_two();
-        let ring = Ring::builder()
-            .setup_cqsize(cq)
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(sq)
-            .or_else(|_| Ring::builder().setup_cqsize(cq).build(sq))
-            .map_err(io_err("io_uring_setup", name))?;
+        // Cooperative task work at best: the port is opened on one thread
+        // (in its namespace) and polled on another, which DEFER_TASKRUN's
+        // single issuer does not allow.
+        let (ring, _) = crate::uring::build_ring(&crate::uring::RingSetup {
+            entries: sq,
+            cq_entries: cq,
+            modes: &[TaskRun::Coop, TaskRun::Plain],
+            disabled: false,
+            iopoll: false,
+            sqpoll: None,
+        })
+        .map_err(io_err("io_uring_setup", name))?;
         ring.submitter()
             .register_files(&[socket.raw()])
             .map_err(io_err("IORING_REGISTER_FILES", name))?;
@@ -249,14 +255,7 @@ impl SocketPort {
 /// Registers the pool's regions as fixed buffers for zero-copy sends;
 /// empty (sends copy) when the kernel refuses, which is logged.
 pub(super) fn register_pool(ring: &Ring, pool: &MbufPool, dev: &str) -> Vec<(usize, usize, u16)> {
-    let iovecs: Vec<libc::iovec> = pool
-        .regions()
-        .iter()
-        .map(|r| libc::iovec {
-            iov_base: r.as_ptr().cast(),
-            iov_len: r.len(),
-        })
-        .collect();
+    let iovecs = fixed_buffers(pool.regions(), MAX_FIXED_BUFFER);
     // SAFETY: the regions belong to the pool, which the port keeps (and
     // whose memory is never unmapped while the ring exists: the ring is
     // dropped first, as a field declared before the pool).
