@@ -9,7 +9,9 @@
 use super::completion::{Completion, Completions, Status, SubmitError};
 use super::inflight::Slot;
 use super::op::{Op, OpKind};
-use super::{Backend, Device, DeviceConfig, Geometry, Queue, QueueConfig, QueueStats, Target};
+use super::{
+    Backend, Device, DeviceConfig, Geometry, Invalid, Queue, QueueConfig, QueueStats, Target,
+};
 use crate::backend::Probe;
 use crate::{Error, Result};
 use hugepages::region::{Backing, Region};
@@ -134,15 +136,15 @@ impl RamQueue {
     /// The words of `len` bytes at `offset` (both multiples of 8, inside
     /// the region: the geometry check bounds them, block sizes are
     /// multiples of 8 and the region is page-aligned).
-    fn words(&self, offset: u64, len: u64) -> &[AtomicU64] {
-        let (off, n) = (offset as usize, len as usize / 8);
-        debug_assert!(off.is_multiple_of(8) && off + n * 8 <= self.region.len());
-        let start = self.region.as_ptr().wrapping_add(off).cast::<AtomicU64>();
-        // The region's bytes are initialised (mapped zeroed) and this module
-        // only ever accesses them through these atomics.
-        // SAFETY: `n` words in the region (kept mapped by the Arc), 8-aligned
-        // (page-aligned region, offset a multiple of 8), shared only as atomics.
-        unsafe { std::slice::from_raw_parts(start, n) }
+    /// (The region is shared between queues as atomics only, so the
+    /// lcores never race on plain memory.) `None` when the range is not
+    /// inside the region, which the geometry check already rules out.
+    fn words(&self, offset: u64, len: u64) -> Option<&[AtomicU64]> {
+        let (off, n) = (
+            usize::try_from(offset).ok()?,
+            usize::try_from(len / 8).ok()?,
+        );
+        self.region.slice::<AtomicU64>(off, n)
     }
 }
 
@@ -156,12 +158,19 @@ impl Queue for RamQueue {
         }
         let offset = self.geometry.offset(op.lba);
         let len = self.geometry.len(op.blocks);
+        let Some(words) = self.words(offset, len) else {
+            let why = Invalid::OutOfRange {
+                lba: op.lba,
+                blocks: op.blocks,
+                device_blocks: self.geometry.blocks,
+            };
+            return Err(SubmitError::Invalid { op, why });
+        };
         let kind = op.kind;
         let mut slot = Slot::from_op(op, if kind.has_data() { len as u32 } else { 0 });
         match kind {
             OpKind::Read => {
                 if let Some(buf) = slot.buf.as_mut() {
-                    let words = self.words(offset, len);
                     for (dst, w) in buf[..len as usize].chunks_exact_mut(8).zip(words) {
                         // Relaxed: each word is independent data; ordering
                         // against other queues comes from the caller's
@@ -172,7 +181,6 @@ impl Queue for RamQueue {
             }
             OpKind::Write => {
                 if let Some(buf) = slot.buf.as_ref() {
-                    let words = self.words(offset, len);
                     for (src, w) in buf[..len as usize].chunks_exact(8).zip(words) {
                         let mut b = [0u8; 8];
                         b.copy_from_slice(src);
@@ -181,7 +189,7 @@ impl Queue for RamQueue {
                 }
             }
             OpKind::WriteZeroes | OpKind::Deallocate => {
-                for w in self.words(offset, len) {
+                for w in words {
                     w.store(0, Ordering::Relaxed);
                 }
             }

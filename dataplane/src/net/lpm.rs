@@ -70,23 +70,41 @@ impl Tbl24 {
         let region = Region::builder(TBL24_LEN * 4)
             .iova_mode(IovaMode::Va)
             .build()?;
+        if region.slice::<u32>(0, TBL24_LEN).is_none() {
+            return Err(Error::Config(format!(
+                "the LPM's tbl24 region has {} bytes, not {}",
+                region.len(),
+                TBL24_LEN * 4
+            )));
+        }
         Ok(Tbl24 { region })
     }
 
+    /// The table as an array, so that an index below 2^24 needs no
+    /// bounds check: the lookups' view. `None` cannot happen (the region
+    /// holds `TBL24_LEN` words, checked in `new`), and would read as "no
+    /// route".
     #[inline(always)]
-    fn get(&self) -> &[u32; TBL24_LEN] {
-        let p = self.region.as_ptr().cast::<[u32; TBL24_LEN]>();
-        // SAFETY: the region is at least 64 MiB (TBL24_LEN u32s), page
-        // aligned, zeroed by the kernel when mapped (zero is a valid `u32`),
-        // owned by this table, and only reached through `&self`/`&mut self`.
-        unsafe { &*p }
+    fn table(&self) -> Option<&[u32; TBL24_LEN]> {
+        self.region
+            .slice::<u32>(0, TBL24_LEN)
+            .and_then(|s| s.try_into().ok())
     }
 
-    #[inline(always)]
-    fn get_mut(&mut self) -> &mut [u32; TBL24_LEN] {
-        let p = self.region.as_ptr().cast::<[u32; TBL24_LEN]>();
-        // SAFETY: as in `get`, and `&mut self` makes it exclusive.
-        unsafe { &mut *p }
+    /// Entry `i`: the control path's view.
+    fn at(&self, i: usize) -> u32 {
+        self.table().map_or(0, |t| t[i & (TBL24_LEN - 1)])
+    }
+
+    /// Sets entry `i`.
+    fn set(&mut self, i: usize, value: u32) {
+        if let Some(e) = self
+            .region
+            .slice_mut::<u32>(0, TBL24_LEN)
+            .and_then(|s| s.get_mut(i))
+        {
+            *e = value;
+        }
     }
 }
 
@@ -167,7 +185,7 @@ impl Lpm4 {
             )));
         }
         let p = u32::from(prefix) & mask(depth);
-        if depth > 24 && self.tbl24.get()[(p >> 8) as usize] & EXT == 0 && !self.group_available() {
+        if depth > 24 && self.tbl24.at((p >> 8) as usize) & EXT == 0 && !self.group_available() {
             return Err(Error::Full(format!(
                 "the LPM's {} tbl8 groups",
                 self.max_groups
@@ -196,14 +214,14 @@ impl Lpm4 {
         if depth <= 24 {
             let start = (p >> 8) as usize;
             for i in start..start + (1usize << (24 - depth)) {
-                let e = self.tbl24.get()[i];
+                let e = self.tbl24.at(i);
                 if e & EXT != 0 {
                     self.free_groups.push(e & HOP_MASK);
                 }
-                self.tbl24.get_mut()[i] = 0;
+                self.tbl24.set(i, 0);
             }
         } else {
-            let e = self.tbl24.get()[(p >> 8) as usize];
+            let e = self.tbl24.at((p >> 8) as usize);
             if e & EXT != 0 {
                 let g = &mut self.tbl8[(e & HOP_MASK) as usize];
                 let start = (p & 0xff) as usize;
@@ -234,7 +252,7 @@ impl Lpm4 {
     /// Gives back the group of tbl24 entry `i` when no rule longer than
     /// /24 falls in it any more: its entries are then all the same.
     fn collapse(&mut self, i: usize) {
-        let e = self.tbl24.get()[i];
+        let e = self.tbl24.at(i);
         if e & EXT == 0 {
             return;
         }
@@ -248,7 +266,7 @@ impl Lpm4 {
         }
         let g = e & HOP_MASK;
         let first = self.tbl8.get(g as usize).map_or(0, |grp| grp[0]);
-        self.tbl24.get_mut()[i] = first;
+        self.tbl24.set(i, first);
         self.free_groups.push(g);
     }
 
@@ -286,7 +304,7 @@ impl Lpm4 {
             let base = (i as u32) << 8;
             let first = (lo.max(base) - base) as usize;
             let last = (hi.min(base | 0xff) - base) as usize;
-            let e = self.tbl24.get()[i];
+            let e = self.tbl24.at(i);
             if e & EXT != 0 {
                 for x in &mut self.tbl8[(e & HOP_MASK) as usize][first..=last] {
                     if better(*x) {
@@ -295,11 +313,11 @@ impl Lpm4 {
                 }
             } else if depth <= 24 {
                 if better(e) {
-                    self.tbl24.get_mut()[i] = new;
+                    self.tbl24.set(i, new);
                 }
             } else {
                 let g = self.alloc_group(e)?;
-                self.tbl24.get_mut()[i] = VALID | EXT | g;
+                self.tbl24.set(i, VALID | EXT | g);
                 for x in &mut self.tbl8[g as usize][first..=last] {
                     if better(*x) {
                         *x = new;
@@ -313,7 +331,7 @@ impl Lpm4 {
     /// The next hop of the longest prefix matching `ip` (host order).
     #[inline(always)]
     pub fn lookup(&self, ip: u32) -> Option<u32> {
-        let e = self.tbl24.get()[(ip >> 8) as usize];
+        let e = self.tbl24.table()?[(ip >> 8) as usize];
         let e = if e & EXT != 0 {
             self.tbl8
                 .get((e & HOP_MASK) as usize)
@@ -335,7 +353,10 @@ impl Lpm4 {
     #[inline]
     pub fn lookup_burst(&self, ips: &[u32], hops: &mut [u32]) -> u64 {
         let n = ips.len().min(hops.len()).min(64);
-        let t24 = self.tbl24.get();
+        let Some(t24) = self.tbl24.table() else {
+            hops[..n].fill(0);
+            return 0;
+        };
         for (h, &ip) in hops[..n].iter_mut().zip(&ips[..n]) {
             *h = t24[(ip >> 8) as usize];
         }

@@ -172,6 +172,34 @@ impl NumaPolicy {
     }
 }
 
+/// Types whose values a region's bytes may be read as: every bit pattern,
+/// all zeroes included, is a valid value, and there is no padding, pointer
+/// or drop glue. The integers and the atomic integers.
+///
+/// # Safety
+///
+/// Implement it only for types where every bit pattern of their size is a
+/// valid value.
+pub unsafe trait Plain: Sized {}
+
+macro_rules! plain {
+    ($($t:ty),*) => {$(
+        // SAFETY: an integer (or atomic integer) of this width is valid
+        // for every bit pattern and has no padding.
+        unsafe impl Plain for $t {}
+    )*};
+}
+plain!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+plain!(
+    std::sync::atomic::AtomicU8,
+    std::sync::atomic::AtomicU16,
+    std::sync::atomic::AtomicU32,
+    std::sync::atomic::AtomicU64,
+    std::sync::atomic::AtomicUsize
+);
+
 /// Builds a [`Region`]; see [`Region::builder`].
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
@@ -484,6 +512,54 @@ impl Region {
     /// The first byte of the region.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// `len` items of `T` starting at byte `offset`, read in place; `None`
+    /// when they would run past the end or `offset` is not aligned for `T`.
+    /// A fresh region is zeroed, which every [`Plain`] type reads as a
+    /// value.
+    ///
+    /// ```
+    /// use hugepages::region::Region;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let mut r = Region::builder(4096).build()?;
+    /// r.slice_mut::<u32>(0, 4).expect("in bounds")[1] = 7;
+    /// assert_eq!(r.slice::<u32>(0, 4), Some(&[0, 7, 0, 0][..]));
+    /// assert!(r.slice::<u32>(2, 1).is_none()); // misaligned
+    /// assert!(r.slice::<u64>(0, r.len()).is_none()); // past the end
+    /// // Atomics may be shared and written through `&self`.
+    /// r.slice::<AtomicU64>(8, 1).expect("in bounds")[0].store(1, Ordering::Relaxed);
+    /// # Ok::<(), hugepages::Error>(())
+    /// ```
+    pub fn slice<T: Plain>(&self, offset: usize, len: usize) -> Option<&[T]> {
+        let p = self.typed_ptr::<T>(offset, len)?;
+        // SAFETY: `typed_ptr` checked that `len` items of `T` from `offset`
+        // lie inside the mapping (kept by `&self`) and are aligned; the
+        // mapping is initialised (zeroed when mapped, then written only
+        // with values of some `Plain` type), every bit pattern is a valid
+        // `T` (the `Plain` contract), and through safe code the bytes are
+        // only written via `slice_mut`, which needs `&mut self`, or via
+        // atomics, which tolerate sharing.
+        Some(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+
+    /// As [`Region::slice`], writable.
+    pub fn slice_mut<T: Plain>(&mut self, offset: usize, len: usize) -> Option<&mut [T]> {
+        let p = self.typed_ptr::<T>(offset, len)?;
+        // SAFETY: as in `slice`; `&mut self` makes the borrow exclusive.
+        Some(unsafe { std::slice::from_raw_parts_mut(p, len) })
+    }
+
+    /// The address of `len` items of `T` at `offset`, if in bounds and
+    /// aligned.
+    fn typed_ptr<T>(&self, offset: usize, len: usize) -> Option<*mut T> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        if offset.checked_add(bytes)? > self.len {
+            return None;
+        }
+        let p = self.ptr.as_ptr().wrapping_add(offset);
+        p.cast::<T>().is_aligned().then(|| p.cast::<T>())
     }
 
     /// The length in bytes: the requested length rounded up to the page size.
