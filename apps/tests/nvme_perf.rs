@@ -1,8 +1,11 @@
 //! nvme-perf end to end: short runs on a file (io_uring or whatever opens
-//! it, and psync) and on the RAM disk, with read-after-write verification;
-//! each must complete I/Os, find no corruption and print one JSON summary
-//! as the last line of stdout.
+//! it, and psync) and on the RAM disk, with read-after-write verification,
+//! in this process through the library; each must complete I/Os and find
+//! no corruption. The binary is run for its `--help`, its refusals and its
+//! JSON line.
 
+use clap::Parser;
+use dataplane_apps::storage::perf::{self, PerfArgs};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -13,22 +16,40 @@ fn nvme_perf(args: &[&str]) -> Output {
         .expect("running nvme-perf")
 }
 
-/// Runs nvme-perf with `args` plus a short measurement and `--json`, and
-/// returns the summary.
+/// Runs the load generator in this process with `args` plus a short
+/// measurement, checks it found no error, and returns its summary as the
+/// JSON `--json` prints.
 fn run(args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.extend(["--time", "0.3", "--json"]);
-    let out = nvme_perf(&all);
+    let mut all = vec!["nvme-perf"];
+    all.extend_from_slice(args);
+    all.extend(["--time", "0.3"]);
+    let parsed = PerfArgs::try_parse_from(&all).unwrap_or_else(|e| panic!("{all:?}: {e}"));
+    let summary = perf::run(&parsed).unwrap_or_else(|e| panic!("nvme-perf {all:?} failed: {e:#}"));
+    perf::print_text(&summary);
+    summary
+        .check()
+        .unwrap_or_else(|e| panic!("nvme-perf {all:?}: {e:#}"));
+    let s = serde_json::to_value(&summary).expect("the summary serialises");
+    println!("{s}");
+    s
+}
+
+/// The binary itself: `--json` prints the same summary as its last line.
+#[test]
+fn the_binary_prints_one_json_summary_last() {
+    let out = nvme_perf(&[
+        "--target", "ram:4MiB", "--qd", "4", "--time", "0.2", "--json",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "nvme-perf {all:?} failed:\n{stdout}\n{}",
+        "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let last = stdout.lines().last().expect("a summary line");
     let s: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
-    println!("{s}");
-    s
+    assert_eq!(s["tool"], "nvme-perf");
+    check(&s, 1);
 }
 
 fn check(s: &serde_json::Value, lcores: usize) {

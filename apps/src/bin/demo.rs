@@ -49,13 +49,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    dataplane_apps::init_tracing();
     anyhow::ensure!(
         (64..=1518).contains(&args.size),
         "--size {} must be 64 to 1518",

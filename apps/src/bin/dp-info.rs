@@ -56,13 +56,7 @@ fn parse_shape(s: &str) -> Result<[usize; 4], String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    dataplane_apps::init_tracing();
 
     let profiles: Vec<Profile> = args.profile.into_iter().collect();
     let report = match args.synthetic {

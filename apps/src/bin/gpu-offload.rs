@@ -364,12 +364,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    dataplane_apps::init_tracing();
     if args.batch == 0 || args.batch > 4096 {
         bail!("--batch {} must be 1 to 4096", args.batch);
     }

@@ -9,8 +9,9 @@
 //! ```
 
 use clap::Parser;
+use dataplane_apps::init_tracing;
 use dataplane_apps::net::l2fwd::{L2fwdArgs, run};
-use dataplane_apps::net::run::{finish, init_tracing, quit_on_signals};
+use dataplane_apps::net::run::{finish, quit_on_signals};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

@@ -11,8 +11,9 @@
 //! `--drain-ms`, so that packets still in flight are not counted as lost.
 
 use clap::Parser;
+use dataplane_apps::init_tracing;
 use dataplane_apps::net::pktgen::{PktgenArgs, run};
-use dataplane_apps::net::run::{finish, init_tracing, quit_on_signals};
+use dataplane_apps::net::run::{finish, quit_on_signals};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

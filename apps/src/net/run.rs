@@ -428,18 +428,6 @@ pub fn drops_map(s: &QueueStats) -> BTreeMap<&'static str, u64> {
     s.drops_by_reason().map(|(r, n)| (r.name(), n)).collect()
 }
 
-/// Logs to standard error at `warn` (or as `RUST_LOG` says), keeping
-/// standard output for the rates and the summary.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-}
-
 /// Mbufs of DPDK's pools not back in them, once every port is closed:
 /// `None` when DPDK made no pool (the other backends' pools are owned by
 /// their ports and checked by the tests that own them).

@@ -98,13 +98,17 @@ impl Tbl24 {
 
     /// Sets entry `i`.
     fn set(&mut self, i: usize, value: u32) {
-        if let Some(e) = self
-            .region
-            .slice_mut::<u32>(0, TBL24_LEN)
-            .and_then(|s| s.get_mut(i))
-        {
-            *e = value;
+        if let Some(t) = self.table_mut() {
+            t[i & (TBL24_LEN - 1)] = value;
         }
+    }
+
+    /// The table, writable: the control path's view for loops over many
+    /// entries.
+    fn table_mut(&mut self) -> Option<&mut [u32; TBL24_LEN]> {
+        self.region
+            .slice_mut::<u32>(0, TBL24_LEN)
+            .and_then(|s| s.try_into().ok())
     }
 }
 
@@ -213,12 +217,13 @@ impl Lpm4 {
         // Clear what the rule covered...
         if depth <= 24 {
             let start = (p >> 8) as usize;
-            for i in start..start + (1usize << (24 - depth)) {
-                let e = self.tbl24.at(i);
-                if e & EXT != 0 {
-                    self.free_groups.push(e & HOP_MASK);
+            if let Some(t24) = self.tbl24.table_mut() {
+                for e in &mut t24[start..start + (1usize << (24 - depth))] {
+                    if *e & EXT != 0 {
+                        self.free_groups.push(*e & HOP_MASK);
+                    }
+                    *e = 0;
                 }
-                self.tbl24.set(i, 0);
             }
         } else {
             let e = self.tbl24.at((p >> 8) as usize);
@@ -299,30 +304,48 @@ impl Lpm4 {
         }
         let new = entry(depth, hop);
         let better = |e: u32| e & VALID == 0 || depth_of(e) <= depth;
-        for i in (lo >> 8) as usize..=(hi >> 8) as usize {
-            // The part of this /24 in range, as last-byte indices.
+        if depth > 24 {
+            // Within one /24: its group (made from the entry when it has
+            // none yet) gets the rule over the last bytes it covers.
+            let i = (lo >> 8) as usize;
             let base = (i as u32) << 8;
-            let first = (lo.max(base) - base) as usize;
-            let last = (hi.min(base | 0xff) - base) as usize;
+            let (first, last) = ((lo - base) as usize, (hi - base) as usize);
             let e = self.tbl24.at(i);
-            if e & EXT != 0 {
-                for x in &mut self.tbl8[(e & HOP_MASK) as usize][first..=last] {
-                    if better(*x) {
-                        *x = new;
-                    }
-                }
-            } else if depth <= 24 {
-                if better(e) {
-                    self.tbl24.set(i, new);
-                }
+            let g = if e & EXT != 0 {
+                e & HOP_MASK
             } else {
                 let g = self.alloc_group(e)?;
                 self.tbl24.set(i, VALID | EXT | g);
-                for x in &mut self.tbl8[g as usize][first..=last] {
+                g
+            };
+            for x in &mut self.tbl8[g as usize][first..=last] {
+                if better(*x) {
+                    *x = new;
+                }
+            }
+            return Ok(());
+        }
+        let Some(t24) = self.tbl24.table_mut() else {
+            return Err(Error::Config("the LPM's tbl24 region is missing".into()));
+        };
+        for (i, e) in t24
+            .iter_mut()
+            .enumerate()
+            .take((hi >> 8) as usize + 1)
+            .skip((lo >> 8) as usize)
+        {
+            if *e & EXT != 0 {
+                // The part of this /24 in range, as last-byte indices.
+                let base = (i as u32) << 8;
+                let first = (lo.max(base) - base) as usize;
+                let last = (hi.min(base | 0xff) - base) as usize;
+                for x in &mut self.tbl8[(*e & HOP_MASK) as usize][first..=last] {
                     if better(*x) {
                         *x = new;
                     }
                 }
+            } else if better(*e) {
+                *e = new;
             }
         }
         Ok(())

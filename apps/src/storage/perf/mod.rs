@@ -15,8 +15,11 @@
 //! accounts it, divided by the I/Os completed in it), system calls per I/O;
 //! with `--json`, a summary object as the last line of stdout.
 
-mod histogram;
+mod latency;
+mod load;
 mod verify;
+
+pub use latency::Latency;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
@@ -24,17 +27,18 @@ use dataplane::block::{self, Completions, Device, DeviceConfig, PollMode, Queue,
 use dataplane::lcore::{IdlePolicy, LcoreConfig, LcoreGroup, PollContext, Role};
 use dataplane::time::{rdtsc, tsc_hz};
 use dataplane::topology::{CpuId, Topology};
-use histogram::{Histogram, Latency};
 use hugepages::mempool::DmaBuf;
+use latency::Histogram;
+use load::{LcoreResult, Load, Rng, process_cpu_ns};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use verify::{POISON, Verify, fill_pattern};
+use verify::Verify;
 
 /// The I/O pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Pattern {
+pub enum Pattern {
     /// Random reads.
     Randread,
     /// Random writes.
@@ -50,14 +54,16 @@ enum Pattern {
 }
 
 impl Pattern {
-    fn random(self) -> bool {
+    /// Whether offsets are random.
+    pub fn random(self) -> bool {
         matches!(
             self,
             Pattern::Randread | Pattern::Randwrite | Pattern::Randrw
         )
     }
 
-    fn read_percent(self, mix: u8) -> u8 {
+    /// Percent of I/Os that read, given `--mix`.
+    pub fn read_percent(self, mix: u8) -> u8 {
         match self {
             Pattern::Randread | Pattern::Read => 100,
             Pattern::Randwrite | Pattern::Write => 0,
@@ -70,92 +76,96 @@ impl Pattern {
 /// throughput, latency and CPU cost.
 #[derive(Debug, Parser)]
 #[command(name = "nvme-perf", version)]
-struct Args {
+pub struct PerfArgs {
     /// What to drive: a file or block device, `ram:SIZE`, or an SPDK
     /// transport ID / PCI address.
     #[arg(long)]
-    target: String,
+    pub target: String,
 
     /// Storage backend: auto, spdk, io_uring, psync or ram. `auto` takes
     /// the first that can open the target.
     #[arg(long, default_value = "auto")]
-    backend: block::BackendChoice,
+    pub backend: block::BackendChoice,
 
     /// The pattern.
     #[arg(long, value_enum, default_value = "randread")]
-    rw: Pattern,
+    pub rw: Pattern,
 
     /// Percent reads for randrw and rw.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
-    mix: u8,
+    pub mix: u8,
 
     /// Bytes per I/O (4k, 128k, 1m, or a number).
     #[arg(long, default_value = "4k", value_parser = parse_size)]
-    bs: u64,
+    pub bs: u64,
 
     /// Operations in flight per lcore.
     #[arg(long, default_value_t = 32)]
-    qd: usize,
+    pub qd: usize,
 
     /// Lcores, each with its own queue pair (pinned to the first usable
     /// CPUs, or to --cpus).
     #[arg(long, default_value_t = 1)]
-    lcores: usize,
+    pub lcores: usize,
 
     /// CPUs to pin the lcores to, in order (e.g. `1` or `0,1`).
     #[arg(long, value_delimiter = ',')]
-    cpus: Vec<u32>,
+    pub cpus: Vec<u32>,
 
     /// Seconds to measure.
     #[arg(long, default_value_t = 10.0)]
-    time: f64,
+    pub time: f64,
 
     /// Seconds to run before measuring.
     #[arg(long, default_value_t = 0.0)]
-    ramp: f64,
+    pub ramp: f64,
 
     /// Files: create or extend to this size (e.g. 1G).
     #[arg(long, value_parser = parse_size)]
-    size: Option<u64>,
+    pub size: Option<u64>,
 
     /// Use only the first SPAN bytes of the target (default: all of it).
     #[arg(long, value_parser = parse_size)]
-    span: Option<u64>,
+    pub span: Option<u64>,
 
     /// Buffered I/O instead of O_DIRECT (files and block devices).
     #[arg(long)]
-    buffered: bool,
+    pub buffered: bool,
 
     /// io_uring: polled completions: auto, off or required.
     #[arg(long, value_enum, default_value = "auto")]
-    iopoll: IoPoll,
+    pub iopoll: IoPoll,
 
     /// Sleep in the kernel for a completion when there is nothing to submit
     /// (fio's way: the core is left to the kernel threads behind files
     /// and loop devices) instead of polling (SPDK's way, a core at 100%).
     /// io_uring only; the other backends always poll.
     #[arg(long)]
-    wait: bool,
+    pub wait: bool,
 
     /// io_uring: a kernel submission thread (SQPOLL) idling after this many ms.
     #[arg(long)]
-    sqpoll: Option<u32>,
+    pub sqpoll: Option<u32>,
 
     /// Read-after-write checking: every write (of a pattern naming its LBA
     /// and a generation) is read back into a poisoned buffer and compared.
     /// Replaces --rw's read/write choice; half the I/Os are reads.
     #[arg(long)]
-    verify: bool,
+    pub verify: bool,
 
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
+/// io_uring's polled completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum IoPoll {
+pub enum IoPoll {
+    /// When the device has poll queues.
     Auto,
+    /// Never.
     Off,
+    /// Or refuse to open.
     Required,
 }
 
@@ -163,352 +173,116 @@ fn parse_size(s: &str) -> Result<u64, String> {
     block::parse_size(s).map_err(|e| e.to_string())
 }
 
-/// What one lcore measured.
-#[derive(Debug)]
-struct LcoreResult {
-    ios: u64,
-    reads: u64,
-    writes: u64,
-    errors: u64,
-    hist: Histogram,
-    thread_cpu_ns: u64,
-    queue: block::QueueStats,
-    verified: u64,
-    mismatches: u64,
-}
-
-impl LcoreResult {
-    fn new() -> Self {
-        LcoreResult {
-            ios: 0,
-            reads: 0,
-            writes: 0,
-            errors: 0,
-            hist: Histogram::new(),
-            thread_cpu_ns: 0,
-            queue: block::QueueStats::default(),
-            verified: 0,
-            mismatches: 0,
-        }
-    }
-}
-
-/// The xorshift64* generator: one multiply per offset.
-struct Rng(u64);
-
-impl Rng {
-    #[inline]
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32
-    /// for any n here).
-    #[inline]
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
-/// USER_HZ: the unit of the times in /proc/*/stat, 100 on every Linux ABI.
-const USER_HZ: u64 = 100;
-
-/// User plus system CPU time from a `/proc/.../stat` file: the same
-/// accounting `getrusage` reports, at 10 ms resolution (runs last seconds).
-fn stat_cpu_ns(path: &str) -> u64 {
-    let Ok(s) = std::fs::read_to_string(path) else {
-        return 0;
-    };
-    // After the command name's closing parenthesis: state is field 3, so
-    // utime (14) and stime (15) are the 12th and 13th words.
-    let Some((_, rest)) = s.rsplit_once(')') else {
-        return 0;
-    };
-    let w: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) * (1_000_000_000 / USER_HZ)
-}
-
-fn thread_cpu_ns() -> u64 {
-    stat_cpu_ns("/proc/thread-self/stat")
-}
-
-fn process_cpu_ns() -> u64 {
-    stat_cpu_ns("/proc/self/stat")
-}
-
-/// One lcore's load: its queue, its buffers, and what it measured.
-struct Load {
-    queue: Box<dyn Queue>,
-    spare: Vec<DmaBuf>,
-    stamps: Vec<u64>,
-    free_tags: Vec<u32>,
-    out: Completions,
-    rng: Rng,
-    random: bool,
-    read_pct: u64,
-    blocks_per_io: u32,
-    io_bytes: usize,
-    slots: u64,
-    base_slot: u64,
-    next_seq: u64,
-    verify: Option<Verify>,
-    wait: bool,
-    /// TSC at which measuring starts and must stop.
-    measure_from: u64,
-    measure_until: u64,
-    ns_per_tick: f64,
-    cpu_at_start: u64,
-    cpu_at_end: u64,
-    result: LcoreResult,
-    report: Arc<Mutex<Option<LcoreResult>>>,
-}
-
-impl Load {
-    /// The next slot and direction for `tag`, and the buffer prepared for
-    /// it (pattern written, or poisoned for a verified read).
-    #[inline]
-    fn plan(&mut self, tag: u32, buf: &mut DmaBuf) -> (u64, bool) {
-        if let Some(v) = self.verify.as_mut() {
-            let t = tag as usize;
-            if let Some((slot, _)) = v.written[t] {
-                buf[..self.io_bytes].fill(POISON);
-                return (slot, true);
-            }
-            let per_lane = self.slots / v.lanes;
-            let k = if self.random {
-                self.rng.below(per_lane)
-            } else {
-                let k = v.seq[t] % per_lane;
-                v.seq[t] += 1;
-                k
-            };
-            let slot = v.lane_base + u64::from(tag) + k * v.lanes;
-            v.generation += 1;
-            let seed = v.generation;
-            fill_pattern(&mut buf[..self.io_bytes], slot, seed);
-            v.written[t] = Some((slot, seed));
-            return (slot, false);
-        }
-        let slot = if self.random {
-            self.rng.below(self.slots)
-        } else {
-            let s = (self.base_slot + self.next_seq) % self.slots;
-            self.next_seq += 1;
-            s
-        };
-        let read =
-            self.read_pct == 100 || (self.read_pct > 0 && self.rng.below(100) < self.read_pct);
-        (slot, read)
-    }
-
-    #[inline]
-    fn refill(&mut self, now: u64) -> usize {
-        let mut n = 0;
-        while !self.spare.is_empty() {
-            let Some(tag) = self.free_tags.pop() else {
-                break;
-            };
-            let Some(mut buf) = self.spare.pop() else {
-                self.free_tags.push(tag);
-                break;
-            };
-            let (slot, read) = self.plan(tag, &mut buf);
-            let lba = slot * u64::from(self.blocks_per_io);
-            let op = if read {
-                op::Read::new(buf, lba, self.blocks_per_io)
-                    .tag(u64::from(tag))
-                    .build()
-            } else {
-                // Writes carry the buffer's current bytes.
-                op::Write::new(buf, lba, self.blocks_per_io)
-                    .tag(u64::from(tag) | WRITE_BIT)
-                    .build()
-            };
-            match self.queue.submit(op) {
-                Ok(()) => {
-                    self.stamps[tag as usize] = now;
-                    n += 1;
-                }
-                Err(e) => {
-                    self.free_tags.push(tag);
-                    if let Some(v) = self.verify.as_mut()
-                        && !read
-                    {
-                        // Not written after all.
-                        v.written[tag as usize] = None;
-                    }
-                    self.refused(e);
-                    break;
-                }
-            }
-        }
-        n
-    }
-
-    #[cold]
-    fn refused(&mut self, e: block::SubmitError) {
-        if let Some(why) = e.invalid() {
-            // A bad request is a bug in this program's arithmetic: say it.
-            tracing::error!("submission refused: {why}");
-            self.result.errors += 1;
-        }
-        self.spare.extend(e.into_op().into_buf());
-    }
-}
-
-const WRITE_BIT: u64 = 1 << 63;
-
-/// The longest `--wait` sleep once the run is ending, so that a device
-/// that never answers cannot hold the lcore. While the load runs, the
-/// queue is full and a completion always comes: the sleep has no timer
-/// (`Duration::MAX`), as fio's, whose arming would cost a hypervisor exit
-/// per sleep here.
-const WAIT_TIMEOUT: Duration = Duration::from_millis(1);
-
-impl dataplane::lcore::Poller for Load {
-    fn poll(&mut self, ctx: &PollContext) -> usize {
-        let now = ctx.now();
-        let measuring = now >= self.measure_from && now < self.measure_until;
-        if measuring && self.cpu_at_start == 0 {
-            self.cpu_at_start = thread_cpu_ns();
-        }
-        if now >= self.measure_until && self.cpu_at_end == 0 {
-            self.cpu_at_end = thread_cpu_ns();
-        }
-        let stop = ctx.stopping() || now >= self.measure_until;
-        let mut work = 0;
-        if !stop {
-            work += self.refill(now);
-        }
-        let n = if self.wait {
-            let timeout = if stop { WAIT_TIMEOUT } else { Duration::MAX };
-            self.queue.wait(&mut self.out, timeout)
-        } else {
-            self.queue.poll(&mut self.out)
-        };
-        if n > 0 {
-            let done = rdtsc();
-            let Load {
-                out,
-                verify,
-                result,
-                stamps,
-                free_tags,
-                spare,
-                ns_per_tick,
-                io_bytes,
-                ..
-            } = self;
-            for c in out.drain() {
-                let tag = (c.tag & !WRITE_BIT) as u32;
-                let write = c.tag & WRITE_BIT != 0;
-                let ok = c.status.is_ok();
-                if measuring {
-                    let ticks = done.saturating_sub(stamps[tag as usize]);
-                    result.hist.record((ticks as f64 * *ns_per_tick) as u64);
-                    result.ios += 1;
-                    if write {
-                        result.writes += 1;
-                    } else {
-                        result.reads += 1;
-                    }
-                }
-                if !ok {
-                    result.errors += 1;
-                }
-                if let Some(v) = verify.as_mut() {
-                    v.complete(tag, write, ok, c.buf.as_ref(), *io_bytes);
-                }
-                free_tags.push(tag);
-                spare.extend(c.buf);
-            }
-            work += n;
-        }
-        // Draining: busy while anything is still in flight.
-        work + self.queue.in_flight()
-    }
-
-    fn stop(&mut self, _ctx: &PollContext) {
-        let end = if self.cpu_at_end == 0 {
-            thread_cpu_ns()
-        } else {
-            self.cpu_at_end
-        };
-        let cpu = end.saturating_sub(self.cpu_at_start);
-        let mut r = std::mem::replace(&mut self.result, LcoreResult::new());
-        r.thread_cpu_ns = cpu;
-        r.queue = self.queue.stats();
-        if let Some(v) = &self.verify {
-            r.verified = v.checked;
-            r.mismatches = v.mismatches;
-        }
-        if let Ok(mut slot) = self.report.lock() {
-            *slot = Some(r);
-        }
-    }
-}
-
 /// The JSON summary.
 #[derive(Debug, Serialize)]
-struct Summary {
-    tool: &'static str,
-    target: String,
-    backend: String,
-    rw: Pattern,
-    mix_read_percent: u8,
-    bs: u64,
-    qd: usize,
-    lcores: usize,
-    seconds: f64,
-    ios: u64,
-    iops: f64,
-    mib_per_s: f64,
-    errors: u64,
-    verify: Option<VerifySummary>,
-    latency: Latency,
-    cpu_ns_per_io: f64,
-    lcore_cpu_ns_per_io: f64,
-    syscalls_per_io: f64,
-    notes: Vec<String>,
-    per_lcore: Vec<LcoreSummary>,
+pub struct Summary {
+    /// Always `nvme-perf`.
+    pub tool: &'static str,
+    /// The target as given.
+    pub target: String,
+    /// The backend that opened it.
+    pub backend: String,
+    /// The pattern.
+    pub rw: Pattern,
+    /// Percent of I/Os that read.
+    pub mix_read_percent: u8,
+    /// Bytes per I/O.
+    pub bs: u64,
+    /// Operations in flight per lcore.
+    pub qd: usize,
+    /// Lcores driving the target.
+    pub lcores: usize,
+    /// The measured window.
+    pub seconds: f64,
+    /// I/Os completed in the window.
+    pub ios: u64,
+    /// I/Os per second.
+    pub iops: f64,
+    /// Bandwidth in MiB/s.
+    pub mib_per_s: f64,
+    /// Failed completions and refused submissions.
+    pub errors: u64,
+    /// What `--verify` found, when asked.
+    pub verify: Option<VerifySummary>,
+    /// Completion latency.
+    pub latency: Latency,
+    /// Process CPU time (user plus system) per I/O in the window.
+    pub cpu_ns_per_io: f64,
+    /// The lcore threads' CPU time per I/O.
+    pub lcore_cpu_ns_per_io: f64,
+    /// System calls per I/O (an upper bound: the whole run's calls over the window's I/Os).
+    pub syscalls_per_io: f64,
+    /// What the device found and decided when it opened.
+    pub notes: Vec<String>,
+    /// Each lcore's figures.
+    pub per_lcore: Vec<LcoreSummary>,
 }
 
 /// What `--verify` found.
 #[derive(Debug, Serialize)]
-struct VerifySummary {
+pub struct VerifySummary {
     /// Reads compared with what was written before them.
-    checked: u64,
+    pub checked: u64,
     /// Of those, how many differed.
-    mismatches: u64,
+    pub mismatches: u64,
 }
 
+/// One lcore's figures.
 #[derive(Debug, Serialize)]
-struct LcoreSummary {
-    lcore: usize,
-    cpu: Option<u32>,
-    ios: u64,
-    reads: u64,
-    writes: u64,
-    iops: f64,
-    mib_per_s: f64,
-    latency: Latency,
-    cpu_ns_per_io: f64,
-    syscalls: u64,
+pub struct LcoreSummary {
+    /// The lcore's index.
+    pub lcore: usize,
+    /// Its CPU.
+    pub cpu: Option<u32>,
+    /// I/Os completed in the window.
+    pub ios: u64,
+    /// Reads completed.
+    pub reads: u64,
+    /// Writes completed.
+    pub writes: u64,
+    /// I/Os per second.
+    pub iops: f64,
+    /// Bandwidth in MiB/s.
+    pub mib_per_s: f64,
+    /// Completion latency.
+    pub latency: Latency,
+    /// The lcore thread's CPU time per I/O.
+    pub cpu_ns_per_io: f64,
+    /// System calls made.
+    pub syscalls: u64,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+impl Summary {
+    /// `Ok` when every I/O succeeded and every read-back matched.
+    ///
+    /// # Errors
+    ///
+    /// The count of I/O errors, or of reads that differ from what was
+    /// written.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.errors > 0 {
+            bail!("{} I/O errors", self.errors);
+        }
+        if let Some(v) = &self.verify
+            && v.mismatches > 0
+        {
+            bail!(
+                "verify: {} of {} reads differ from what was written",
+                v.mismatches,
+                v.checked
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs the load `args` describes and returns what it measured.
+///
+/// # Errors
+///
+/// A refused argument (with the flag's name), a target that does not open,
+/// or an lcore that could not start or report.
+pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
     if args.qd == 0 || args.lcores == 0 || args.time <= 0.0 {
         bail!("--qd, --lcores and --time must be positive");
     }
@@ -721,20 +495,11 @@ fn main() -> anyhow::Result<()> {
         notes: dev.notes(),
         per_lcore: per,
     };
-    print_text(&summary);
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    }
-    if errors > 0 {
-        bail!("{errors} I/O errors");
-    }
-    if mismatches > 0 {
-        bail!("verify: {mismatches} of {verified} reads differ from what was written");
-    }
-    Ok(())
+    Ok(summary)
 }
 
-fn print_text(s: &Summary) {
+/// Prints the summary as a table.
+pub fn print_text(s: &Summary) {
     println!(
         "nvme-perf: {} on {} ({}), {:?} bs={} qd={} lcores={} for {:.1} s",
         s.backend,

@@ -1,0 +1,16 @@
+//! A storage load generator in the spirit of SPDK's `perf` and fio; see
+//! [`dataplane_apps::storage::perf`] for what it does and prints.
+
+use clap::Parser;
+use dataplane_apps::storage::perf::{self, PerfArgs};
+
+fn main() -> anyhow::Result<()> {
+    let args = PerfArgs::parse();
+    dataplane_apps::init_tracing();
+    let summary = perf::run(&args)?;
+    perf::print_text(&summary);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    summary.check()
+}

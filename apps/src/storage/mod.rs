@@ -1,0 +1,3 @@
+//! Storage programs' library code: the `nvme-perf` load generator.
+
+pub mod perf;
