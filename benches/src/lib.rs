@@ -12,7 +12,9 @@
 //!   `ring_perf_autotest` reference line.
 //!
 //! docs/performance.md says how to run them and records the results.
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 pub mod cpu;
 pub mod dpdk;
 pub mod harness;

@@ -39,7 +39,6 @@
 //! assert_eq!(BackendKind::SUBSYSTEM, "net");
 //! # Ok::<(), dataplane::Error>(())
 //! ```
-#![deny(unsafe_code)]
 
 use crate::{Error, Result};
 use dataplane_require::{Capability, Requirements};

@@ -16,7 +16,6 @@
 //! Bounded channels push back when full ([`SendError::Full`] hands the
 //! value back); [`Channel::mpsc_unbounded`] never does, at the price of a
 //! locked overflow queue while its ring is full.
-#![deny(unsafe_code)]
 
 use crate::ring::{self, Batch, CapacityError, Multi, PushError, Single, Sink, Source};
 use std::collections::VecDeque;

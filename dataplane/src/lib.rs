@@ -3,6 +3,10 @@
 //! One pinned thread per core (an *lcore*) owns its queues outright; bounded
 //! lock-free [`ring`]s are the only links between lcores. On top sits the
 //! shared-nothing worker API.
+// Unsafe code is denied here and allowed, with a reason, on exactly the
+// modules that meet memory, the kernel or a foreign ABI: the list in
+// docs/architecture.md is this crate's `#[allow(unsafe_code)]` lines.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod accel;
@@ -15,7 +19,9 @@ pub mod net;
 pub mod partition;
 pub mod profile;
 pub mod require;
+#[allow(unsafe_code)]
 pub mod ring;
+#[allow(unsafe_code)]
 pub mod time;
 pub mod topology;
 mod uring;

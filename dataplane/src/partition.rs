@@ -18,7 +18,6 @@
 //! A partitioner may answer an index that is not a worker (a range table
 //! longer than the pool, an empty consistent-hash ring); the pool refuses
 //! such a send with `SendError::NoOwner` and hands the message back.
-#![deny(unsafe_code)]
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::OnceLock;

@@ -12,7 +12,6 @@
 //! with the fallback logged once (see [`backend`](crate::backend)'s log
 //! policy). An unknown name makes [`check_env`] fail, so a typo in CI cannot
 //! silently turn a requirement off.
-#![deny(unsafe_code)]
 
 use crate::{Error, Result};
 

@@ -6,7 +6,6 @@
 //!
 //! Registering memory with a ring stays with each backend: what keeps the
 //! memory mapped while it is registered is the backend's to say.
-#![deny(unsafe_code)]
 
 use io_uring::IoUring;
 use std::io;

@@ -4,7 +4,6 @@
 //! returns [`PoolExhausted`](crate::mempool::PoolExhausted) or
 //! [`MbufError`](crate::mbuf::MbufError), which are `Copy` and carry no heap
 //! data.
-#![deny(unsafe_code)]
 
 use crate::NumaNode;
 use crate::region::PageSize;

@@ -26,11 +26,18 @@
 //! assert_eq!(pool.in_use(), 0);
 //! # Ok::<(), hugepages::Error>(())
 //! ```
+// Unsafe code is denied here and allowed, with a reason, on exactly the
+// modules that meet memory, the kernel or a foreign ABI: the list in
+// docs/architecture.md is this crate's `#[allow(unsafe_code)]` lines.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+#[allow(unsafe_code)]
 pub mod mbuf;
+#[allow(unsafe_code)]
 pub mod mempool;
+#[allow(unsafe_code)]
 pub mod region;
 pub mod slot;
 mod stack;

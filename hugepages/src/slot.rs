@@ -28,7 +28,6 @@
 //! .unwrap()?;
 //! # Ok::<(), hugepages::Error>(())
 //! ```
-#![deny(unsafe_code)]
 
 use crate::Error;
 use crate::sync::{AtomicU64, Ordering};

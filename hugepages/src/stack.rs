@@ -67,7 +67,6 @@
 //!   loads could read the future links (load buffering).
 //! - `len` loads for statistics are Acquire (the pool's drop relies on it,
 //!   see mempool).
-#![deny(unsafe_code)]
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering, spin_loop};
 use crossbeam_utils::CachePadded;

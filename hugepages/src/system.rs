@@ -1,7 +1,6 @@
 //! What the running kernel offers: hugepage pools by size and NUMA node, and
 //! hugetlbfs mounts. Read from sysfs and procfs, which every Linux has; a
 //! missing file means "none", never an error.
-#![deny(unsafe_code)]
 
 use crate::NumaNode;
 use serde::Serialize;

@@ -1,4 +1,5 @@
 //! Helpers shared by the end-to-end tests in `tests/tests/`.
+#![deny(unsafe_code)]
 
 use dataplane::require::{self, Capability};
 

@@ -12,6 +12,7 @@
 //!
 //! On a machine with fewer cores than lcores (a 2-core laptop) the lcores
 //! are not pinned and share the cores; the output says so.
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use dataplane_apps::net::demo::{DemoConfig, run_demo};

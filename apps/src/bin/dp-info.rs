@@ -12,6 +12,7 @@
 //! `DATAPLANE_REQUIRE` is checked against the probes and reported, never
 //! fatal here: `dp-info` exits 0 on any machine so that it can explain one
 //! that lacks everything.
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use dataplane::profile::Profile;

@@ -15,6 +15,7 @@
 //! the generator wrote them; the summary says which path was taken. Until
 //! the network backends land, packets are generated in memory and the I/O
 //! lcore forwards them as its `rx_burst` would.
+#![deny(unsafe_code)]
 
 use anyhow::{Context, bail};
 use clap::Parser;

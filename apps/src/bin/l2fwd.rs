@@ -7,6 +7,7 @@
 //! l2fwd --port veth0 --port veth1 --duration 10
 //! l2fwd --backend dpdk --vdev net_ring0 --vdev net_ring1 -p 0x3 --json
 //! ```
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use dataplane_apps::init_tracing;

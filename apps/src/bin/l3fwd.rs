@@ -11,6 +11,7 @@
 //!
 //! Route file: `PREFIX/LEN NEXTHOP_PORT [DST_MAC]` per line, `#` comments
 //! (see `dataplane_apps::net::l3fwd`).
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use dataplane_apps::init_tracing;

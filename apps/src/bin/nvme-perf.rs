@@ -1,5 +1,6 @@
 //! A storage load generator in the spirit of SPDK's `perf` and fio; see
 //! [`dataplane_apps::storage::perf`] for what it does and prints.
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use dataplane_apps::storage::perf::{self, PerfArgs};

@@ -9,6 +9,7 @@
 //!
 //! At the end of the run, sending stops and receiving goes on for
 //! `--drain-ms`, so that packets still in flight are not counted as lost.
+#![deny(unsafe_code)]
 
 use clap::Parser;
 use dataplane_apps::init_tracing;

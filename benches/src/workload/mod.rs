@@ -3,8 +3,10 @@
 //! and the interleaved comparison call the same functions.
 
 pub mod fwd;
+#[allow(unsafe_code)]
 pub mod mempool;
 pub mod pool;
+#[allow(unsafe_code)]
 pub mod ring;
 
 use crate::cpu::{SpinBarrier, pin_to_cpu, rdtsc};

@@ -1,6 +1,5 @@
 //! The CPU backend: every kernel's Rust implementation, run on the lcore
 //! that polls, with the same queue semantics as the Vulkan backend.
-#![deny(unsafe_code)]
 
 use super::kernel::Params;
 use super::{

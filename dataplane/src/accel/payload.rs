@@ -3,7 +3,6 @@
 // `Payload` is an unsafe trait (its implementors promise where the bytes
 // are and that nobody else reaches them); its implementations here are the
 // only unsafe code of this file.
-#![allow(unsafe_code)]
 
 use crate::ring::Batch;
 use hugepages::mbuf::Mbuf;

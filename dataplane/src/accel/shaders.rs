@@ -1,6 +1,5 @@
 //! The kernels' SPIR-V, compiled from `dataplane/shaders/*.wgsl` by
 //! `build/shaders.rs`.
-#![deny(unsafe_code)]
 
 include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 

@@ -1,6 +1,5 @@
 //! What comes back: completions with their buffer, tag and status, and the
 //! error of a refused submission, which hands the operation back.
-#![deny(unsafe_code)]
 
 use super::geometry::Invalid;
 use super::op::{Op, OpKind};

@@ -1,6 +1,5 @@
 //! A namespace's geometry, and the submission-time checks every backend
 //! runs before anything reaches the device.
-#![deny(unsafe_code)]
 
 use super::op::{Op, OpKind};
 use serde::Serialize;

@@ -1,7 +1,6 @@
 //! The table of operations in flight on one queue: a slot per queue entry,
 //! indexed by the id the device echoes back (io_uring's `user_data`,
 //! SPDK's callback argument), holding the buffer the device owns meanwhile.
-#![deny(unsafe_code)]
 
 use super::completion::{Completion, Status};
 use super::op::{Op, OpKind};

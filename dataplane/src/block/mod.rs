@@ -49,13 +49,16 @@
 //! naming `io_uring` or `spdk` makes falling past that backend an error.
 
 mod completion;
+#[allow(unsafe_code)]
 mod file;
 mod geometry;
 mod inflight;
 pub mod op;
 mod psync;
 mod ramdisk;
+#[allow(unsafe_code)]
 mod spdk;
+#[allow(unsafe_code)]
 mod uring;
 
 pub use completion::{Completion, Completions, MAX_COMPLETIONS, Status, SubmitError};

@@ -5,7 +5,6 @@
 //! count), so a misaligned offset cannot be expressed; the buffer's
 //! alignment, the bounds and the transfer size are checked at submission.
 //! The data of a read or write starts at the buffer's first byte.
-#![deny(unsafe_code)]
 
 use hugepages::mempool::DmaBuf;
 use serde::Serialize;

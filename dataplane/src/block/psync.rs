@@ -2,7 +2,6 @@
 //! file or block device, for kernels and sandboxes where io_uring is not
 //! allowed. Each operation runs to its end inside `submit` (as fio's psync
 //! engine does) and its completion is handed out by the next `poll`.
-#![deny(unsafe_code)]
 
 use super::completion::{Completion, Completions, Status, SubmitError};
 use super::file::{self, OpenFile};

@@ -1,6 +1,5 @@
 //! Pinning threads to CPUs, and refusing CPUs that cannot be used before
 //! any thread starts.
-#![deny(unsafe_code)]
 
 use crate::topology::CpuId;
 use crate::{Error, Result};

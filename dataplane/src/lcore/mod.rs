@@ -49,6 +49,7 @@
 mod affinity;
 mod group;
 mod run;
+#[allow(unsafe_code)]
 mod running;
 mod stats;
 #[cfg(test)]

@@ -1,5 +1,4 @@
 //! Per-lcore counters: written by their lcore alone, read by anyone.
-#![deny(unsafe_code)]
 
 use crossbeam_utils::CachePadded;
 use serde::Serialize;

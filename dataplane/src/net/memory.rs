@@ -17,7 +17,6 @@
 //!   finds them (`memory:NAME`), each end once. Opening a `memory:NAME`
 //!   that is not registered creates a pair whose other end is
 //!   `NAME.peer`, left registered for a later open.
-#![deny(unsafe_code)]
 
 use super::{
     Backend, Capabilities, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig, PortId,

@@ -12,7 +12,6 @@
 //! Layout (32 bytes): `[0]` the family (0 none, 4 IPv4, 6 IPv6), `[2..4]`
 //! the port, big-endian, `[4..8]` the IPv6 flow info, `[8..24]` the address
 //! (IPv4 in the first 4 bytes), `[24..28]` the IPv6 scope id.
-#![deny(unsafe_code)]
 
 use hugepages::mbuf::Mbuf;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

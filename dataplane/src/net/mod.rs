@@ -23,6 +23,7 @@
 //! peer address) and [`netns`] (network namespaces and veth pairs for
 //! tests and benchmarks).
 
+#[allow(unsafe_code)]
 pub mod af_packet;
 pub mod dpdk;
 pub mod lpm;
@@ -31,6 +32,7 @@ pub mod meta;
 pub mod netns;
 mod select;
 mod tx_buffer;
+#[allow(unsafe_code)]
 pub mod uring;
 
 pub use select::{BackendChoice, BackendKind, Opened, open, open_with, probes};

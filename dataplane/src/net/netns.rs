@@ -24,7 +24,6 @@
 //!
 //! The commands are iproute2's `ip` (and `sysctl` through `ip netns exec`);
 //! [`probe`] says whether they can run here.
-#![deny(unsafe_code)]
 
 use crate::backend::Probe;
 use crate::{Error, Result};

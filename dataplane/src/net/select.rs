@@ -11,7 +11,6 @@
 //! apps' JSON and `dp-info`. When `DATAPLANE_REQUIRE` names `dpdk` (or
 //! `io_uring`), skipping that backend is an error instead. A named backend
 //! ([`BackendChoice::Named`]) never falls back.
-#![deny(unsafe_code)]
 
 use super::{Backend, Port, PortConfig, af_packet, dpdk, memory, uring};
 use crate::Result;

@@ -2,7 +2,6 @@
 //! when a burst is full or when a TSC drain timer says they have waited
 //! long enough (DPDK's `rte_eth_tx_buffer` with the `drain_tsc` check of
 //! examples/l2fwd).
-#![deny(unsafe_code)]
 
 use super::{DropReason, MAX_BURST, MbufBatch, Port};
 use crate::time::TscTimer;

@@ -112,7 +112,6 @@
 //! Builder calls and `from_env` apply in the order written, so
 //! `.from_env().burst(8)` forces 8 whatever the environment says, and
 //! `.burst(8).from_env()` lets the environment win.
-#![deny(unsafe_code)]
 
 mod builder;
 mod overrides;

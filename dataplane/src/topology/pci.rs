@@ -1,5 +1,4 @@
 //! PCI addresses, as DPDK, SPDK and sysfs write them.
-#![deny(unsafe_code)]
 
 use serde::{Serialize, Serializer};
 use std::fmt;

@@ -5,7 +5,6 @@
 // Two small unsafe blocks, each with its SAFETY line: pushing a NOP onto a
 // submission queue and loading a shared library. The rest of `topology`
 // denies unsafe code.
-#![allow(unsafe_code)]
 
 use super::Hugepages;
 use super::sysfs::Root;

@@ -60,7 +60,6 @@
 //! assert_eq!(&frame[info.payload()], b"ping");
 //! # Ok::<(), dataplane::wire::WireError>(())
 //! ```
-#![deny(unsafe_code)]
 
 mod arp;
 pub mod checksum;

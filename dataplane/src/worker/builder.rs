@@ -1,6 +1,5 @@
 //! [`PoolBuilder`]: a plan for this machine, then one worker per
 //! application lcore with its rings, started.
-#![deny(unsafe_code)]
 
 use super::config::{PoolConfig, WorkerConfig};
 use super::pool::WorkerPool;

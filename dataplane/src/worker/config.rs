@@ -1,6 +1,5 @@
 //! The original design's configuration structs: [`WorkerConfig`] and
 //! [`PoolConfig`].
-#![deny(unsafe_code)]
 
 /// How one worker runs (the original design's `WorkerConfig`).
 #[derive(Debug, Clone)]

@@ -1,5 +1,4 @@
 //! A single worker on its own lcore: [`spawn`] and its [`WorkerHandle`].
-#![deny(unsafe_code)]
 
 use super::config::WorkerConfig;
 use super::pool::WorkerPool;

@@ -1,6 +1,5 @@
 //! [`WorkerPool`]: workers on application lcores, and how messages reach
 //! them.
-#![deny(unsafe_code)]
 
 use super::routes::{BroadcastError, Routes, map_err};
 use super::sender::PartitionedSender;

@@ -4,7 +4,6 @@
 //!
 //! [`WorkerPool`]: super::WorkerPool
 //! [`PartitionedSender`]: super::PartitionedSender
-#![deny(unsafe_code)]
 
 use super::stats::WorkerStatus;
 use super::supervisor::{Control, WorkerShared};

@@ -1,6 +1,5 @@
 //! Per-worker counters and status: written by the worker's lcore, read by
 //! anyone.
-#![deny(unsafe_code)]
 
 use super::WorkerId;
 use crossbeam_utils::CachePadded;

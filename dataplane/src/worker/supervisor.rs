@@ -1,6 +1,5 @@
 //! The poller that runs one worker on its lcore: control messages, bursts
 //! of messages, ticks, and supervision.
-#![deny(unsafe_code)]
 
 use super::stats::{Counters, WorkerStatus};
 use super::{Envelope, Worker, WorkerId};

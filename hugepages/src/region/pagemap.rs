@@ -4,7 +4,6 @@
 //! One 64-bit entry per 4 KiB virtual page, at offset `vaddr / 4096 * 8`:
 //! bits 0-54 hold the page frame number, bit 63 says the page is present.
 //! Since Linux 4.2 the PFN reads as 0 without `CAP_SYS_ADMIN`.
-#![deny(unsafe_code)]
 
 use super::PageSize;
 use std::fs::File;

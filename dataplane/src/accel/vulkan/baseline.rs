@@ -1,6 +1,5 @@
 //! The peer of the round-trip comparison: a bare `ash` loop.
 // ash calls are unsafe; one per block, each with its SAFETY line.
-#![allow(unsafe_code)]
 
 use super::{QueueConfig, SyncMode, VulkanQueue, vk_err};
 use ash::vk;

@@ -11,7 +11,6 @@
 //! `vkQueueSubmit` and one semaphore read per poll.
 // The backend: ash calls are unsafe. Each block holds one call, with its
 // SAFETY line; everything else here is safe code around them.
-#![allow(unsafe_code)]
 
 mod baseline;
 mod complete;

@@ -1,5 +1,4 @@
 //! How the EAL is started: [`EalConfig`] and the argument list it becomes.
-#![deny(unsafe_code)]
 
 use crate::profile::Plan;
 use crate::topology::CpuId;

@@ -1,6 +1,5 @@
 //! The backend's API over a compiled-in DPDK: the functions of the parent
 //! module, on top of `eal`, `port` and `pool`.
-#![deny(unsafe_code)]
 
 use super::config::EalConfig;
 use super::status::{EalInfo, EalState, PoolState, PoolStatus, ShutdownReport};

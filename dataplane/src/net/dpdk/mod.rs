@@ -54,7 +54,6 @@
 //! can be opened afresh), and frees each pool once every mbuf is back
 //! ([`pools`] shows where each stands). [`shutdown`] then runs
 //! `rte_eal_cleanup`.
-#![deny(unsafe_code)]
 
 #[cfg(not(dpdk))]
 mod absent;

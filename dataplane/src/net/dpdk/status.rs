@@ -1,6 +1,5 @@
 //! What the backend reports about itself: the EAL's state, its pools, and
 //! what a shutdown did. Plain data, the same with or without DPDK.
-#![deny(unsafe_code)]
 
 use crate::net::{PortId, QueueId};
 use std::sync::Arc;
