@@ -1,4 +1,4 @@
-//! The basic worker: one counter on its own lcore (the seed's quick start,
+//! The basic worker: one counter on its own lcore (the original design's quick start,
 //! with the crate name changed).
 
 use dataplane::prelude::*;

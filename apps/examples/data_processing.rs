@@ -1,5 +1,5 @@
 //! A worker pool with partitioning: messages with the same key always reach
-//! the same worker (the seed's second quick start).
+//! the same worker (the original design's second quick start).
 
 use dataplane::prelude::*;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! A pipeline of forwarding workers: a parse stage whose workers forward to
 //! an aggregate stage by key, stopped front to back so nothing in flight is
-//! lost (the seed's inter-worker communication example, made whole).
+//! lost (the original design's inter-worker communication example, made whole).
 
 use dataplane::prelude::*;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Finds the system's DPDK through pkg-config, generates the bindings,
 //! compiles the C shim and tells cargo how to link.
 //!
-//! The crate compiles either way: with `dpdk_available` set when the
+//! The crate compiles either way: with `dpdk` set when the
 //! library was found (and the bindings, the shim and the link flags), and
 //! without it, plus the reason in `DPDK_SYS_REASON`, when not. The
 //! `require` feature turns the miss into a build error.
@@ -37,11 +37,11 @@ fn main() {
     }
     println!("cargo::rerun-if-changed=csrc/shim.h");
     println!("cargo::rerun-if-changed=csrc/shim.c");
-    println!("cargo::rustc-check-cfg=cfg(dpdk_available)");
+    println!("cargo::rustc-check-cfg=cfg(dpdk)");
 
     match build() {
         Ok(found) => {
-            println!("cargo::rustc-cfg=dpdk_available");
+            println!("cargo::rustc-cfg=dpdk");
             println!("cargo::rustc-env=DPDK_SYS_VERSION={}", found.version);
             println!("cargo::rustc-env=DPDK_SYS_LINK={}", found.link.name());
             let reason = format!(

@@ -2,7 +2,7 @@
 //! `spdk_env_dpdk`, `spdk_syslibs`), generates the bindings, compiles the
 //! C shim and tells cargo how to link.
 //!
-//! The crate compiles either way: with `spdk_available` set when SPDK was
+//! The crate compiles either way: with `spdk` set when SPDK was
 //! found (and the bindings, the shim and the link flags), and without it,
 //! plus the reason in `SPDK_SYS_REASON`, when not. SPDK has no Debian
 //! package: point `PKG_CONFIG_PATH` at an install's `lib/pkgconfig` (for
@@ -39,7 +39,7 @@ fn main() {
     }
     println!("cargo::rerun-if-changed=csrc/shim.h");
     println!("cargo::rerun-if-changed=csrc/shim.c");
-    println!("cargo::rustc-check-cfg=cfg(spdk_available)");
+    println!("cargo::rustc-check-cfg=cfg(spdk)");
 
     match build() {
         Ok(version) => {
@@ -47,7 +47,7 @@ fn main() {
                 "found SPDK {version} through pkg-config ({}), linked static whole-archive",
                 PACKAGES.join(", ")
             );
-            println!("cargo::rustc-cfg=spdk_available");
+            println!("cargo::rustc-cfg=spdk");
             println!("cargo::rustc-env=SPDK_SYS_VERSION={version}");
             println!("cargo::rustc-env=SPDK_SYS_REASON={reason}");
             println!("cargo::metadata=available=1");

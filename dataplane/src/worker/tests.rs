@@ -531,7 +531,7 @@ fn zero_config_profiles_and_the_seed_forms() {
     assert_eq!(pool.plan().profile, Profile::Power);
     drop(pool);
 
-    // The seed's PoolConfig / WorkerConfig / with_partitioner forms.
+    // The original design's PoolConfig / WorkerConfig / with_partitioner forms.
     let config = PoolConfig::new()
         .with_num_workers(2)
         .with_cpu_affinity(false)
@@ -554,7 +554,7 @@ fn zero_config_profiles_and_the_seed_forms() {
     assert!(pool.all_running());
     pool.stop_all().unwrap();
 
-    // A single worker, the seed's `worker::spawn`.
+    // A single worker, the original design's `worker::spawn`.
     let mut w = spawn(Summer, WorkerConfig::new().with_name("counter")).unwrap();
     w.send(5).unwrap();
     w.send(10).unwrap();

@@ -7,6 +7,15 @@
 //! already faulted in stays where it is), and `MADV_POPULATE_WRITE` turns
 //! "this node has no free hugepage" into an error return where touching the
 //! page would raise SIGBUS.
+//!
+//! These are `libc` calls rather than `memmap2` (which the framework uses
+//! for the rings it shares with the kernel): a region needs the hugepage
+//! size in `MAP_HUGETLB`'s flag bits, `mbind` between mapping and first
+//! touch, `MADV_POPULATE_WRITE` instead of `MAP_POPULATE` (whose failure
+//! is a silent partial populate, not an error), and its own fallback and
+//! IOVA bookkeeping around each step; `memmap2` would wrap only the
+//! `mmap`/`munmap` pair, and the pointer it hands back is all a region
+//! keeps anyway.
 
 use super::{NumaPolicy, PageSize};
 use crate::{Error, NumaNode, system};

@@ -1,7 +1,7 @@
 //! Bindings to the system's DPDK.
 //!
 //! The build script asks pkg-config for `libdpdk` (22.11 or a newer LTS).
-//! When it is found the crate sets `cfg(dpdk_available)` and holds:
+//! When it is found the crate sets `cfg(dpdk)` and holds:
 //!
 //! - bindgen's bindings of the EAL, ethdev, mempool and mbuf functions and
 //!   types the framework uses (an allow-list, in `build.rs`);
@@ -19,7 +19,7 @@
 #![no_std]
 
 /// Whether DPDK was found when this crate was built.
-pub const AVAILABLE: bool = cfg!(dpdk_available);
+pub const AVAILABLE: bool = cfg!(dpdk);
 
 /// The version pkg-config reported, or `""` when DPDK was not found.
 pub const VERSION: &str = env!("DPDK_SYS_VERSION");
@@ -33,7 +33,7 @@ pub const LINK: &str = env!("DPDK_SYS_LINK");
 pub const REASON: &str = env!("DPDK_SYS_REASON");
 
 /// The generated bindings and the shim's declarations.
-#[cfg(dpdk_available)]
+#[cfg(dpdk)]
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
@@ -52,7 +52,7 @@ mod bindings {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
 
-#[cfg(dpdk_available)]
+#[cfg(dpdk)]
 pub use bindings::*;
 
 #[cfg(test)]
@@ -66,7 +66,7 @@ mod tests {
 
     /// The version pkg-config reported is the version of the headers the
     /// bindings were generated from.
-    #[cfg(dpdk_available)]
+    #[cfg(dpdk)]
     #[test]
     fn headers_match_pkg_config() {
         let headers = alloc_free_version();
@@ -80,7 +80,7 @@ mod tests {
 
     /// The headers' "YY.MM.m", without an allocator (the crate is
     /// `no_std`).
-    #[cfg(dpdk_available)]
+    #[cfg(dpdk)]
     fn alloc_free_version() -> Version {
         use core::fmt::Write;
         let mut v = Version::default();
@@ -94,21 +94,21 @@ mod tests {
         v
     }
 
-    #[cfg(dpdk_available)]
+    #[cfg(dpdk)]
     #[derive(Default)]
     struct Version {
         buf: [u8; 32],
         len: usize,
     }
 
-    #[cfg(dpdk_available)]
+    #[cfg(dpdk)]
     impl Version {
         fn as_str(&self) -> &str {
             core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
         }
     }
 
-    #[cfg(dpdk_available)]
+    #[cfg(dpdk)]
     impl core::fmt::Write for Version {
         fn write_str(&mut self, s: &str) -> core::fmt::Result {
             let end = self.len + s.len();

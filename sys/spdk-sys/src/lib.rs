@@ -3,7 +3,7 @@
 //! The build script asks pkg-config for `spdk_nvme`, `spdk_env_dpdk` and
 //! `spdk_syslibs` (SPDK 24.09 or newer; SPDK has no distribution package,
 //! so `PKG_CONFIG_PATH` must name the install's `lib/pkgconfig`). When
-//! they are found the crate sets `cfg(spdk_available)` and holds:
+//! they are found the crate sets `cfg(spdk)` and holds:
 //!
 //! - bindgen's bindings of the NVMe driver and env functions the storage
 //!   backend uses (an allow-list, in `build.rs`), with the controller,
@@ -23,7 +23,7 @@
 #![no_std]
 
 /// Whether SPDK was found when this crate was built.
-pub const AVAILABLE: bool = cfg!(spdk_available);
+pub const AVAILABLE: bool = cfg!(spdk);
 
 /// The SPDK release (`spdk/version.h`, e.g. `26.09-pre`), or `""` when
 /// SPDK was not found.
@@ -33,7 +33,7 @@ pub const VERSION: &str = env!("SPDK_SYS_VERSION");
 pub const REASON: &str = env!("SPDK_SYS_REASON");
 
 /// The generated bindings and the shim's declarations.
-#[cfg(spdk_available)]
+#[cfg(spdk)]
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
@@ -52,7 +52,7 @@ mod bindings {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
 
-#[cfg(spdk_available)]
+#[cfg(spdk)]
 pub use bindings::*;
 
 #[cfg(test)]
@@ -64,7 +64,7 @@ mod tests {
     }
 
     /// The version string names the headers the bindings came from.
-    #[cfg(spdk_available)]
+    #[cfg(spdk)]
     #[test]
     fn version_matches_the_headers() {
         let major = super::SPDK_VERSION_MAJOR;

@@ -24,7 +24,6 @@
 use hugepages::mbuf::Mbuf;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// `RTE_MBUF_F_RX_VLAN`: the mbuf's `vlan_tci` is valid.
@@ -32,75 +31,32 @@ const MBUF_F_RX_VLAN: u64 = 1 << 0;
 /// `RTE_MBUF_F_RX_RSS_HASH`: the mbuf's RSS hash is valid.
 const MBUF_F_RX_RSS_HASH: u64 = 1 << 1;
 
-/// A shared mapping of a socket's ring, unmapped on drop.
+/// A shared mapping of a socket's ring (memmap2's `MmapRaw`: a raw
+/// view, since the kernel writes it concurrently), unmapped on drop.
 #[derive(Debug)]
 pub(super) struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
+    map: memmap2::MmapRaw,
 }
 
-// SAFETY: the mapping is plain shared memory; the ring types that own it
-// are used by one thread at a time (`&mut self`).
-unsafe impl Send for Mapping {}
-
 impl Mapping {
-    /// Maps `len` bytes of the ring of `fd`.
+    /// Maps `len` bytes of the ring of `fd`, populated, and locked in RAM
+    /// when RLIMIT_MEMLOCK allows (the ring works without the lock, only
+    /// with the chance of a page fault on first touch).
     pub(super) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh shared mapping of the socket's ring, at an address
-        // the kernel chooses; nothing else is mapped or touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        let p = if p == libc::MAP_FAILED {
-            // MAP_LOCKED needs RLIMIT_MEMLOCK room; the ring works without
-            // it, only with the chance of a page fault on first touch.
-            // SAFETY: as above, without MAP_LOCKED.
-            let again = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_POPULATE,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if again == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            again
-        } else {
-            p
-        };
-        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave 0"))?;
-        Ok(Mapping { base, len })
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_raw(fd.as_raw_fd())?;
+        if let Err(e) = map.lock() {
+            tracing::debug!("AF_PACKET ring not locked in RAM: {e}");
+        }
+        Ok(Mapping { map })
     }
 
     /// A pointer `off` bytes into the mapping; `None` past its end.
     #[inline(always)]
     fn at(&self, off: usize, need: usize) -> Option<*mut u8> {
-        (off.checked_add(need)? <= self.len).then(|| self.base.as_ptr().wrapping_add(off))
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no pointer into it
-        // outlives the ring that owns this mapping.
-        let rc = unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-        if rc != 0 {
-            tracing::error!(
-                "munmap of an AF_PACKET ring failed: {}",
-                io::Error::last_os_error()
-            );
-        }
+        (off.checked_add(need)? <= self.map.len()).then(|| self.map.as_mut_ptr().wrapping_add(off))
     }
 }
 

@@ -7,8 +7,10 @@ use super::*;
 /// shared with the kernel, the tail in the first entry's `resv` field.
 #[derive(Debug)]
 pub(super) struct BufRing {
+    /// Private anonymous memory (memmap2), written by us and read by the
+    /// kernel; reached through its raw pointer only.
+    _map: memmap2::MmapMut,
     base: NonNull<u8>,
-    bytes: usize,
     entries: u16,
     tail: u16,
 }
@@ -19,24 +21,15 @@ pub(super) const BUF_ENTRY: usize = 16;
 impl BufRing {
     pub(super) fn new(entries: u16) -> io::Result<BufRing> {
         let bytes = (usize::from(entries) * BUF_ENTRY).next_multiple_of(4096);
-        // SAFETY: a fresh private anonymous mapping; nothing else is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave 0"))?;
+        // Page aligned, as the kernel requires, and zeroed.
+        let mut map = memmap2::MmapOptions::new()
+            .len(bytes)
+            .populate()
+            .map_anon()?;
+        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap gave 0"))?;
         Ok(BufRing {
+            _map: map,
             base,
-            bytes,
             entries,
             tail: 0,
         })
@@ -73,11 +66,6 @@ impl BufRing {
     }
 }
 
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped. The owner unregisters the ring
-        // first; if that failed, the kernel still holds its own pin on the
-        // pages, so unmapping our view cannot make it write freed memory.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
-    }
-}
+// The mapping is unmapped when `map` drops. The owner unregisters the ring
+// first; if that failed, the kernel still holds its own pin on the pages,
+// so unmapping our view cannot make it write freed memory.
