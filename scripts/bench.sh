@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# The benchmark entry point: runs every benchmark script that exists.
+# The benchmark entry point for the message-passing core: the interleaved
+# ring, mempool and worker-pool comparisons (bench-ring.sh), and with
+# `criterion` the criterion groups too. The other comparisons have their
+# own scripts, each run on its own (they need root, namespaces, DPDK or
+# fio, and minutes each): bench-fwd.sh (forwarding against testpmd and
+# DPDK's l2fwd), bench-sockets.sh (AF_PACKET and io_uring over veth),
+# bench-storage.sh (nvme-perf against fio), bench-accel.sh (accelerator
+# queues against a bare ash loop).
 #
 #   scripts/bench.sh              # the interleaved comparisons (bench-ring.sh)
 #   scripts/bench.sh criterion    # ... and then `cargo bench -p dataplane-benches`

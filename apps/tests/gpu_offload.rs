@@ -52,14 +52,7 @@ fn cpu_backend() {
 #[test]
 fn vulkan_backend() {
     let probe = accel::probe();
-    if !probe.available {
-        if require::required(Capability::Vulkan) {
-            panic!(
-                "vulkan is required (DATAPLANE_REQUIRE) but unavailable: {}",
-                probe.reason
-            );
-        }
-        println!("skip: vulkan unavailable: {}", probe.reason);
+    if !require::available_or_skip(Capability::Vulkan, probe.available, &probe.reason) {
         return;
     }
     let s = run("vulkan");

@@ -397,11 +397,7 @@ fn dpdk_or_skip() -> bool {
     let EalState::Unavailable(why) = dpdk::state() else {
         return true;
     };
-    if require::required(Capability::Dpdk) {
-        panic!("dpdk is required (DATAPLANE_REQUIRE) but unavailable: {why}");
-    }
-    println!("skip: dpdk unavailable: {why}");
-    false
+    require::available_or_skip(Capability::Dpdk, false, &why)
 }
 
 /// Runs `exe` on DPDK vdevs (each process its own EAL, `--in-memory`) and

@@ -12,9 +12,10 @@
 //!
 //! Packets live in a hugepage mbuf pool registered with the queue, so on a
 //! device with `VK_EXT_external_memory_host` the kernels read them where
-//! the generator wrote them; the summary says which path was taken. Until
-//! the network backends land, packets are generated in memory and the I/O
-//! lcore forwards them as its `rx_burst` would.
+//! the generator wrote them; the summary says which path was taken.
+//! Packets are generated in memory and the I/O lcore forwards them as its
+//! `rx_burst` would; receiving from a real port (the network backends in
+//! `dataplane::net`) is not wired into this program yet.
 #![deny(unsafe_code)]
 
 use anyhow::{Context, bail};

@@ -413,7 +413,8 @@ fn pa_mode_objects_never_straddle_a_page() {
     };
     let region = &p.regions()[0];
     if region.iova_mode() != IovaMode::Pa {
-        return println!("skip: no PA mode: {}", region.iova_mode_reason());
+        let why = format!("no PA mode: {}", region.iova_mode_reason());
+        return skip(Capability::Hugepages, &why);
     }
     let page = region.page_size().bytes();
     let mut objs = vec![ptr::null_mut(); 2000];
