@@ -17,8 +17,11 @@
 //! `DEP_DPDK_<KEY>` in their build scripts): `AVAILABLE` (`1` or `0`),
 //! `VERSION`, `LINK` (`shared` or `static`), `REASON`.
 
+#[path = "../build_common.rs"]
+mod common;
+
+use common::{first_line, pkg_config_words};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The oldest DPDK whose `rte_mbuf` layout and APIs the bindings are
 /// checked against (the LTS of 2022).
@@ -136,26 +139,14 @@ fn build() -> Result<Found, String> {
 /// an allow-list of what the framework uses.
 fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
     let header = csrc.join("shim.h");
-    let mut b = bindgen::Builder::default()
-        .header(header.to_string_lossy())
+    let mut b = common::bindgen_builder(csrc)
         .clang_args(cflags)
-        .clang_arg(format!("-I{}", csrc.display()))
-        .use_core()
-        .ctypes_prefix("::core::ffi")
-        .default_enum_style(bindgen::EnumVariation::Consts)
-        .prepend_enum_name(false)
-        .derive_default(true)
-        .derive_debug(true)
-        .impl_debug(false)
-        .layout_tests(true)
-        .generate_comments(false)
         // Macros such as RTE_ETH_RSS_IP are expressions of other macros
         // (RTE_BIT64); clang evaluates them.
         .clang_macro_fallback()
         // Its scratch files (.macro_eval.c, a precompiled header) go to
         // OUT_DIR; by default they land in the crate's source directory.
-        .clang_macro_fallback_build_dir(out)
-        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+        .clang_macro_fallback_build_dir(out);
     for f in [
         // EAL, lcores, errors.
         "rte_eal_init",
@@ -231,13 +222,7 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         .opaque_type("rte_mempool")
         .opaque_type("rte_device")
         .opaque_type("rte_mbuf_ext_shared_info");
-    let generated = b
-        .generate()
-        .map_err(|e| format!("bindgen over {} failed: {e}", header.display()))?;
-    let path = out.join("bindings.rs");
-    generated
-        .write_to_file(&path)
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+    common::write_bindings(b, &header, out)
 }
 
 /// Compiles the shim with DPDK's own flags (its headers need the `-march`
@@ -306,28 +291,4 @@ fn emit_links(words: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// `pkg-config <args>`, split into words.
-fn pkg_config_words(args: &[&str]) -> Result<Vec<String>, String> {
-    let exe = std::env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into());
-    let out = Command::new(&exe)
-        .args(args)
-        .output()
-        .map_err(|e| format!("running {exe}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{exe} {} failed: {}",
-            args.join(" "),
-            first_line(&String::from_utf8_lossy(&out.stderr))
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect())
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
 }

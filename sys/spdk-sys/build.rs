@@ -17,8 +17,11 @@
 //! drop (NVMe/TCP would then find no TCP transport). Everything else
 //! pkg-config lists (DPDK, isa-l, OpenSSL, libuuid, ...) links as it says.
 
+#[path = "../build_common.rs"]
+mod common;
+
+use common::{first_line, pkg_config_words};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The pkg-config packages the NVMe driver needs.
 const PACKAGES: [&str; 3] = ["spdk_nvme", "spdk_env_dpdk", "spdk_syslibs"];
@@ -151,20 +154,7 @@ fn version(includes: &[String]) -> Result<String, String> {
 /// allow-list of what the NVMe backend uses.
 fn bindings(csrc: &Path, includes: &[String], out: &Path) -> Result<(), String> {
     let header = csrc.join("shim.h");
-    let mut b = bindgen::Builder::default()
-        .header(header.to_string_lossy())
-        .clang_args(includes.iter().map(|d| format!("-I{d}")))
-        .clang_arg(format!("-I{}", csrc.display()))
-        .use_core()
-        .ctypes_prefix("::core::ffi")
-        .default_enum_style(bindgen::EnumVariation::Consts)
-        .prepend_enum_name(false)
-        .derive_default(true)
-        .derive_debug(true)
-        .impl_debug(false)
-        .layout_tests(true)
-        .generate_comments(false)
-        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    let mut b = common::bindgen_builder(csrc).clang_args(includes.iter().map(|d| format!("-I{d}")));
     for f in [
         // Memory.
         "spdk_mem_register",
@@ -209,13 +199,7 @@ fn bindings(csrc: &Path, includes: &[String], out: &Path) -> Result<(), String> 
         .opaque_type("spdk_nvme_qpair")
         .opaque_type("spdk_nvme_cpl")
         .opaque_type("spdk_nvme_ctrlr_opts");
-    let generated = b
-        .generate()
-        .map_err(|e| format!("bindgen over {} failed: {e}", header.display()))?;
-    let path = out.join("bindings.rs");
-    generated
-        .write_to_file(&path)
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+    common::write_bindings(b, &header, out)
 }
 
 fn shim(csrc: &Path, includes: &[String]) -> Result<(), String> {
@@ -268,28 +252,4 @@ fn emit_links(words: &[String]) {
             println!("cargo::warning=spdk-sys: ignoring link word {w}");
         }
     }
-}
-
-/// `pkg-config <args>`, split into words.
-fn pkg_config_words(args: &[&str]) -> Result<Vec<String>, String> {
-    let exe = std::env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into());
-    let out = Command::new(&exe)
-        .args(args)
-        .output()
-        .map_err(|e| format!("running {exe}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{exe} {} failed: {}",
-            args.join(" "),
-            first_line(&String::from_utf8_lossy(&out.stderr))
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect())
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
 }

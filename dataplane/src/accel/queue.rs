@@ -50,7 +50,7 @@ pub(super) enum Backend<P: Payload> {
 }
 
 /// A compute queue owned by one lcore: `Send`, not `Sync` (every operation
-/// takes `&mut self`). See the [module docs](self).
+/// takes `&mut self`). See the [module docs](crate::accel).
 pub struct Queue<P: Payload> {
     backend: Backend<P>,
     info: QueueInfo,

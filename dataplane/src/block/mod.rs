@@ -510,7 +510,7 @@ impl Candidates for Block<'_> {
 }
 
 /// Opens `cfg.target` with the named backend, or the first in order that
-/// can (see the [`backend`](crate::backend) module for the rules; a backend
+/// can (see the [`crate::backend`] module for the rules; a backend
 /// that never opens this kind of target is passed over without counting
 /// as a fallback).
 ///

@@ -2,7 +2,7 @@
 //! loop over the things it owns (DPDK's EAL lcores and
 //! `rte_eal_mp_remote_launch`, in safe Rust).
 //!
-//! An [`LcoreGroup`] is built from a [`Plan`] (or lcore
+//! An [`LcoreGroup`] is built from a [`Plan`](crate::profile::Plan) (or lcore
 //! by lcore), given [`Poller`]s, and launched. Each lcore thread pins itself
 //! to its CPU, claims a mempool cache slot (so that `Mempool` and `Mbuf`
 //! operations on it go through the per-lcore cache), then loops: one pass

@@ -135,7 +135,7 @@ impl fmt::Display for Field {
 /// Why a header was refused.
 ///
 /// Small and `Copy`: the data path returns it per packet and counts it
-/// under [`WireError::drop_reason`].
+/// under `DropReason::from` (in `net`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {

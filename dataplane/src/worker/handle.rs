@@ -12,7 +12,7 @@ use std::time::Duration;
 /// One worker on its own lcore (the original design's `worker::spawn`).
 ///
 /// # Errors
-/// As [`PoolBuilder::build`].
+/// As [`PoolBuilder::build`](super::PoolBuilder::build).
 pub fn spawn<W: Worker>(worker: W, config: WorkerConfig) -> Result<WorkerHandle<W>> {
     // Pinned only where the config names a CPU.
     let pool = WorkerPool::builder()
