@@ -429,12 +429,7 @@ fn l2fwd_on_dpdk_null_vdevs() {
             "0.5",
         ],
     );
-    assert!(u(&s, "rx_packets") > 0, "{s}");
-    assert_eq!(
-        u(&s, "rx_packets"),
-        u(&s, "tx_packets") + u(&s, "drops_total"),
-        "{s}"
-    );
+    assert_forwarded_or_counted(&s);
 }
 
 #[test]
@@ -457,12 +452,7 @@ fn l3fwd_on_dpdk_null_vdevs_counts_what_it_cannot_route() {
             "0.5",
         ],
     );
-    assert!(u(&s, "rx_packets") > 0, "{s}");
-    assert_eq!(
-        u(&s, "rx_packets"),
-        u(&s, "tx_packets") + u(&s, "drops_total"),
-        "{s}"
-    );
+    assert_forwarded_or_counted(&s);
 }
 
 #[test]
@@ -502,6 +492,17 @@ fn pktgen_and_l3fwd_on_dpdk_ring_vdevs() {
     assert_eq!(
         u(&s, "rx_packets"),
         u(&s, "tx_packets") + u(&s, "drops_total"),
+        "{s}"
+    );
+}
+
+/// Something was received, and everything received was sent or counted
+/// as a drop.
+fn assert_forwarded_or_counted(s: &serde_json::Value) {
+    assert!(u(s, "rx_packets") > 0, "{s}");
+    assert_eq!(
+        u(s, "rx_packets"),
+        u(s, "tx_packets") + u(s, "drops_total"),
         "{s}"
     );
 }

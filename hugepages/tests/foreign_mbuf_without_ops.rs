@@ -4,7 +4,7 @@
 //! binary, because the registration is process-wide and permanent.
 
 use hugepages::mbuf::{Mbuf, MbufHeader};
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 
 #[repr(C, align(64))]
 struct FakeDpdkMbuf {
@@ -15,28 +15,11 @@ struct FakeDpdkMbuf {
 fn foreign_mbuf() -> Mbuf {
     let raw = Box::into_raw(Box::new(FakeDpdkMbuf {
         hdr: MbufHeader {
-            buf_addr: ptr::null_mut(),
-            buf_iova: 0,
-            data_off: 0,
-            refcnt: 1,
-            nb_segs: 1,
             port: 0,
-            ol_flags: 0,
-            packet_type: 0,
-            pkt_len: 0,
-            data_len: 0,
-            vlan_tci: 0,
-            hash: [0; 2],
-            vlan_tci_outer: 0,
             buf_len: 64,
-            pool: ptr::null_mut(),
-            next: ptr::null_mut(),
-            tx_offload: 0,
-            // A multiple of 8, as DPDK requires: not the native tag.
-            priv_size: 0,
-            shinfo: ptr::null_mut(),
-            timesync: 0,
-            dynfield1: [0; 9],
+            // priv_size 0, a multiple of 8 as DPDK requires: not the
+            // native tag, so this header reads as foreign.
+            ..MbufHeader::default()
         },
         buf: [0; 64],
     }));

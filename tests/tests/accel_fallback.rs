@@ -49,18 +49,11 @@ fn child() {
 }
 
 fn run_child(case: &str, env: &[(&str, &str)], require: bool) -> String {
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD, case)
-    .env_remove("DATAPLANE_REQUIRE")
-    .env_remove("VK_INSTANCE_LAYERS");
+    let mut cmd = Command::new(dataplane_tests::this_test_binary());
+    cmd.args(dataplane_tests::child_test_args("child"))
+        .env(CHILD, case)
+        .env_remove("DATAPLANE_REQUIRE")
+        .env_remove("VK_INSTANCE_LAYERS");
     if require {
         cmd.env("DATAPLANE_REQUIRE", "vulkan");
     }

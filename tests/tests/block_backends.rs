@@ -73,15 +73,7 @@ fn read_after_write_is_checksum_intact() {
         let mut lba = 0u64;
         while lba < span {
             let n = rng.random_range(1..=per_buf).min((span - lba) as u32);
-            let mut buf = pool.alloc_buf().expect("a buffer");
-            for i in 0..n as usize {
-                fill_block(&mut buf[i * bs..(i + 1) * bs], lba + i as u64, generation);
-            }
-            submit(
-                q.as_mut(),
-                op::Write::new(buf, lba, n).tag(lba).build(),
-                &mut done,
-            );
+            write_patterned(q.as_mut(), &pool, bs, (lba, n), generation, &mut done);
             lba += u64::from(n);
             // Completions return their buffers to the pool when dropped.
             for c in done.drain(..) {
@@ -482,13 +474,10 @@ fn require_io_uring_refuses_a_fallback() {
     // poll queues). With DATAPLANE_REQUIRE=io_uring that fallback must be an
     // error; on a disk that polls there is none, and the test says so.
     let file = TempFile(scratch_file("require"));
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
+    let out = std::process::Command::new(dataplane_tests::this_test_binary())
+        .args(dataplane_tests::child_test_args(
             "child_open_with_io_uring_required",
-            "--ignored",
-            "--nocapture",
-        ])
+        ))
         .env(
             "BLOCK_TEST_REQUIRE_CHILD",
             format!("{}=iopoll", file.0.display()),

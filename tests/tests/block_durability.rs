@@ -61,26 +61,15 @@ fn child_writer() {
                 assert!(c.status.is_ok(), "write: {}", c.status);
             }
         }
-        drain(q.as_mut(), &mut done);
-        submit(q.as_mut(), op::Flush::new().build(), &mut done);
-        drain(q.as_mut(), &mut done);
-        for c in done.drain(..) {
-            assert!(c.status.is_ok(), "{}: {}", c.kind, c.status);
-        }
+        drain_and_flush(q.as_mut(), &mut done);
         // Writes and flush completed: these blocks must survive.
         println!("durable {generation} {first} {BATCH}");
     }
 }
 
 fn run_and_kill(target: &str, backend: &str, blocks: u64) -> HashMap<u64, u64> {
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
-            "child_writer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = Command::new(dataplane_tests::this_test_binary())
+        .args(dataplane_tests::child_test_args("child_writer"))
         .env("BLOCK_DURABILITY_TARGET", target)
         .env("BLOCK_DURABILITY_BACKEND", backend)
         .stdout(Stdio::piped())

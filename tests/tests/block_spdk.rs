@@ -170,26 +170,13 @@ fn spdk_nvme_over_tcp_against_nvmf_tgt() {
     let mut lba = 0;
     while lba < 1024 {
         let n = 1 + (lba % 8) as u32;
-        let mut buf = pool.alloc_buf().expect("a buffer");
-        for i in 0..n as usize {
-            fill_block(&mut buf[i * bs..(i + 1) * bs], lba + i as u64, generation);
-        }
-        submit(
-            q.as_mut(),
-            op::Write::new(buf, lba, n).tag(lba).build(),
-            &mut done,
-        );
+        write_patterned(q.as_mut(), &pool, bs, (lba, n), generation, &mut done);
         lba += u64::from(n);
         for c in done.drain(..) {
             assert!(c.status.is_ok(), "write: {}", c.status);
         }
     }
-    drain(q.as_mut(), &mut done);
-    submit(q.as_mut(), op::Flush::new().build(), &mut done);
-    drain(q.as_mut(), &mut done);
-    for c in done.drain(..) {
-        assert!(c.status.is_ok(), "{}: {}", c.kind, c.status);
-    }
+    drain_and_flush(q.as_mut(), &mut done);
     // Read back, checksum every block.
     for lba in (0..1024).step_by(8) {
         let buf = pool.alloc_buf().expect("a buffer");

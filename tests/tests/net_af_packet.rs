@@ -8,40 +8,23 @@
 //! `DATAPLANE_REQUIRE` names `netns`.
 
 use dataplane::net::af_packet::AfPacketPort;
-use dataplane::net::netns::{self, Netns, link_counter, unique_name, veth_pair};
+use dataplane::net::netns::{Netns, link_counter};
 use dataplane::net::{self, BackendChoice, BackendKind, DropReason, MbufBatch, Port, PortConfig};
-use dataplane::require::{Capability, Requirements};
 use dataplane::wire::{ChecksumMode, parse_frame_with};
 use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
-use dataplane_tests::available_or_skip;
+use dataplane_tests::{VethBed, veth_bed};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// Two namespaces joined by a veth pair, `veth0` in each.
-struct Bed {
-    a: Netns,
-    b: Netns,
-}
-
-fn bed() -> Option<Bed> {
-    let p = netns::probe();
-    if !available_or_skip(Capability::Netns, p.available, &p.reason) {
-        return None;
-    }
-    let a = Netns::create(&unique_name("dpa")).expect("namespace a");
-    let b = Netns::create(&unique_name("dpb")).expect("namespace b");
-    veth_pair(&a, "veth0", &b, "veth0").expect("veth pair");
-    Some(Bed { a, b })
+fn bed() -> Option<VethBed> {
+    veth_bed()
 }
 
 fn config(queues: u16) -> PortConfig {
-    let mut cfg = PortConfig::new("veth0");
-    cfg.queues = queues;
-    cfg.mbufs = 2048;
-    cfg.mbuf_cache = 0;
-    cfg.rx_desc = 512;
-    cfg.tx_desc = 256;
-    cfg
+    PortConfig::new("veth0")
+        .with_queues(queues)
+        .with_descriptors(512, 256)
+        .with_mbufs(2048, 0)
 }
 
 fn open(ns: &Netns, queues: u16) -> Vec<AfPacketPort> {
@@ -270,18 +253,7 @@ fn auto_selection_opens_an_interface_with_af_packet() {
     cfg.mbufs = 512;
     // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a fallback,
     // and so an error that says why.
-    let c = cfg.clone();
-    let a = &bed.a;
-    dataplane_tests::assert_dpdk_required_refuses(|| {
-        a.run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
-            .expect("thread")
-    });
-    // The selection itself, with nothing required.
-    let opened = bed
-        .a
-        .run(move || net::open_with(&cfg, BackendChoice::Auto, &Requirements::parse("")))
-        .expect("thread")
-        .expect("opened");
+    let opened = dataplane_tests::auto_open_in(&bed.a, cfg);
     assert_eq!(opened.backend, BackendKind::AfPacket);
     assert_eq!(opened.skipped.len(), 1);
     assert_eq!(opened.skipped[0].backend, "dpdk");

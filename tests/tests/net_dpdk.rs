@@ -67,7 +67,7 @@ fn is_root() -> bool {
 /// Runs `scenario` in a child process (optionally under a wrapper command
 /// such as `ip netns exec NS`) and fails with its output if it fails.
 fn run_child(scenario: &str, wrapper: &[&str], env: &[(&str, &str)]) {
-    let exe = std::env::current_exe().expect("the test binary's path");
+    let exe = dataplane_tests::this_test_binary();
     let mut cmd = match wrapper.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
@@ -76,14 +76,8 @@ fn run_child(scenario: &str, wrapper: &[&str], env: &[(&str, &str)]) {
         }
         None => Command::new(&exe),
     };
-    cmd.args([
-        "child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, scenario);
+    cmd.args(dataplane_tests::child_test_args("child"))
+        .env(CHILD_ENV, scenario);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -8,50 +8,37 @@
 //! names `io_uring`) and root for the namespaces.
 
 use dataplane::net::meta;
-use dataplane::net::netns::{self, Netns, unique_name, veth_pair};
+use dataplane::net::netns::Netns;
 use dataplane::net::uring::{IoUring, SocketPort};
-use dataplane::net::{
-    self, Backend, BackendChoice, BackendKind, DropReason, Layer, MbufBatch, Port, PortConfig,
-};
-use dataplane::require::{Capability, Requirements};
-use dataplane_tests::available_or_skip;
+use dataplane::net::{Backend, BackendKind, DropReason, Layer, MbufBatch, Port, PortConfig};
+use dataplane::require::Capability;
+use dataplane_tests::{VethBed, available_or_skip, veth_bed};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-
-struct Bed {
-    a: Netns,
-    b: Netns,
-}
 
 const A: &str = "10.99.0.1";
 const B: &str = "10.99.0.2";
 
-fn bed() -> Option<Bed> {
+fn bed() -> Option<VethBed> {
     let probe = IoUring.probe();
     if !available_or_skip(Capability::IoUring, probe.available, &probe.reason) {
         return None;
     }
-    let p = netns::probe();
-    if !available_or_skip(Capability::Netns, p.available, &p.reason) {
-        return None;
-    }
-    let a = Netns::create(&unique_name("dpa")).expect("namespace a");
-    let b = Netns::create(&unique_name("dpb")).expect("namespace b");
-    veth_pair(&a, "veth0", &b, "veth0").expect("veth pair");
-    a.exec(&["ip", "addr", "add", &format!("{A}/24"), "dev", "veth0"])
+    let bed = veth_bed()?;
+    bed.a
+        .exec(&["ip", "addr", "add", &format!("{A}/24"), "dev", "veth0"])
         .expect("address a");
-    b.exec(&["ip", "addr", "add", &format!("{B}/24"), "dev", "veth0"])
+    bed.b
+        .exec(&["ip", "addr", "add", &format!("{B}/24"), "dev", "veth0"])
         .expect("address b");
-    Some(Bed { a, b })
+    Some(bed)
 }
 
 fn open(ns: &Netns, device: String, queues: u16) -> Vec<SocketPort> {
-    let mut cfg = PortConfig::new(device);
-    cfg.queues = queues;
-    cfg.mbufs = 2048;
-    cfg.mbuf_cache = 0;
-    cfg.rx_desc = 256;
-    cfg.tx_desc = 256;
+    let cfg = PortConfig::new(device)
+        .with_queues(queues)
+        .with_descriptors(256, 256)
+        .with_mbufs(2048, 0);
     ns.run(move || SocketPort::open(&cfg))
         .expect("thread in the namespace")
         .expect("io_uring UDP port")
@@ -265,18 +252,7 @@ fn auto_selection_reaches_io_uring_for_a_udp_device() {
     cfg.mbufs = 512;
     // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a fallback,
     // and so an error that says why.
-    let c = cfg.clone();
-    let a = &bed.a;
-    dataplane_tests::assert_dpdk_required_refuses(|| {
-        a.run(move || net::open(&c, BackendChoice::Auto).map(|o| o.backend))
-            .expect("thread")
-    });
-    // The selection itself, with nothing required.
-    let opened = bed
-        .a
-        .run(move || net::open_with(&cfg, BackendChoice::Auto, &Requirements::parse("")))
-        .expect("thread")
-        .expect("opened");
+    let opened = dataplane_tests::auto_open_in(&bed.a, cfg);
     assert_eq!(opened.backend, BackendKind::IoUring);
     let skipped: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
     assert_eq!(skipped, ["dpdk", "af_packet"]);
@@ -290,13 +266,10 @@ fn tcp_ok() -> bool {
 }
 
 fn tcp_cfg(device: String, queues: u16) -> PortConfig {
-    let mut cfg = PortConfig::new(device);
-    cfg.queues = queues;
-    cfg.mbufs = 1024;
-    cfg.mbuf_cache = 0;
-    cfg.rx_desc = 128;
-    cfg.tx_desc = 128;
-    cfg
+    PortConfig::new(device)
+        .with_queues(queues)
+        .with_descriptors(128, 128)
+        .with_mbufs(1024, 0)
 }
 
 /// The byte at offset `i` of a test stream.
@@ -372,20 +345,27 @@ fn receive_stream(port: &mut SocketPort) -> u64 {
     at
 }
 
+/// A listener on loopback and a one-queue TCP port connected to it (the
+/// kernel completes the handshake from the backlog, so connecting comes
+/// first and accepting after).
+fn connected_tcp_port() -> (std::net::TcpListener, SocketPort) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let peer = listener.local_addr().expect("address");
+    let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
+    let port = SocketPort::open(&cfg)
+        .expect("tcp port")
+        .pop()
+        .expect("a queue");
+    (listener, port)
+}
+
 #[test]
 fn tcp_client_streams_both_ways_in_order() {
     if !tcp_ok() {
         return;
     }
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
-    let peer = listener.local_addr().expect("address");
-    // The kernel completes the handshake from the backlog: connect first.
-    let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
-    let mut port = SocketPort::open(&cfg)
-        .expect("tcp port")
-        .pop()
-        .expect("a queue");
+    let (listener, mut port) = connected_tcp_port();
     assert!(!port.capabilities().rss);
     let (mut theirs, _) = listener.accept().expect("accept");
     const TOTAL: u64 = 3 << 20;
@@ -499,13 +479,7 @@ fn tcp_reset_by_the_peer_takes_the_link_down_once() {
     if !tcp_ok() {
         return;
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
-    let peer = listener.local_addr().expect("address");
-    let cfg = tcp_cfg(format!("tcp:127.0.0.1:0,peer={peer}"), 1);
-    let mut port = SocketPort::open(&cfg)
-        .expect("tcp port")
-        .pop()
-        .expect("a queue");
+    let (listener, mut port) = connected_tcp_port();
     let (theirs, _) = listener.accept().expect("accept");
     // SO_LINGER 0: close sends a reset instead of a FIN.
     let linger = libc::linger {

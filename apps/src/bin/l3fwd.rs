@@ -14,17 +14,10 @@
 #![deny(unsafe_code)]
 
 use clap::Parser;
-use dataplane_apps::init_tracing;
 use dataplane_apps::net::l3fwd::{L3fwdArgs, run};
-use dataplane_apps::net::run::{finish, quit_on_signals};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use dataplane_apps::net::run::program_main;
 
 fn main() -> anyhow::Result<()> {
     let args = L3fwdArgs::parse();
-    init_tracing();
-    let quit = Arc::new(AtomicBool::new(false));
-    quit_on_signals(quit.clone())?;
-    let s = run(&args, quit)?;
-    finish(&s, args.common.json)
+    program_main(args.common.json, |quit| run(&args, quit))
 }

@@ -20,6 +20,7 @@ use super::frame::{Probe, UdpFlow, emit_udp, write_probe};
 use super::l2fwd::PUBLISH_EVERY;
 use super::l3fwd::{L3fwd, L3fwdLcore, parse_routes};
 use super::pktgen::{Histogram, Latency, probe_of};
+use super::ports::lcore_totals;
 use super::run::{self, DataPlan, Outcome, Summary, Watch};
 use anyhow::Context;
 use dataplane::lcore::{LcoreId, PollContext, Poller};
@@ -180,11 +181,7 @@ impl Generator {
     }
 
     fn totals(&self) -> QueueStats {
-        let mut s = self.app;
-        for p in &self.ports {
-            s.add(&p.stats());
-        }
-        s
+        lcore_totals(self.app, &self.ports, &[])
     }
 }
 

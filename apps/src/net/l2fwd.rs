@@ -8,11 +8,11 @@
 
 use super::cli::{CommonArgs, default_mac};
 use super::counters::LcoreCounters;
-use super::ports::deal_queues;
-use super::run::{self, Summary, Watch, data_plan};
+use super::ports::{deal_queues, lcore_totals, service_tx};
+use super::run::{self, Summary, data_plan};
 use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};
-use dataplane::net::{DropReason, MbufBatch, OnFull, Port, QueueStats, TxBuffer};
+use dataplane::net::{MbufBatch, OnFull, Port, QueueStats, TxBuffer};
 use dataplane::time::{TscTimer, rdtsc};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -131,13 +131,7 @@ impl L2fwdLcore {
     }
 
     fn totals(&self) -> QueueStats {
-        let mut s = self.app;
-        for p in &self.ports {
-            s.add(&p.stats());
-        }
-        let dropped: u64 = self.tx.iter().map(TxBuffer::dropped).sum();
-        s.drop_n(DropReason::TxFull, dropped);
-        s
+        lcore_totals(self.app, &self.ports, &self.tx)
     }
 }
 
@@ -159,15 +153,8 @@ impl Poller for L2fwdLcore {
                 }
             }
         }
-        let now = ctx.now();
-        for (buf, port) in self.tx.iter_mut().zip(self.ports.iter_mut()) {
-            if ctx.stopping() {
-                buf.flush(port);
-            } else {
-                buf.poll(port, now);
-            }
-        }
-        if self.publish.expired(now) || ctx.stopping() {
+        service_tx(&mut self.tx, &mut self.ports, ctx);
+        if self.publish.expired(ctx.now()) || ctx.stopping() {
             self.counters.publish(&self.totals());
         }
         work
@@ -247,18 +234,7 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         );
         group.poller(lcore, poller).context("adding a poller")?;
     }
-    let out = run::run(
-        group,
-        Watch {
-            name: "l2fwd",
-            duration: c.duration()?,
-            counters,
-            quit,
-            tx_off: None,
-            lines: true,
-            summed: None,
-        },
-    )?;
+    let out = run::forward("l2fwd", group, counters, c.duration()?, quit)?;
     let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
     run::note_mbufs(&mut s);
     Ok(s)

@@ -26,8 +26,8 @@
 use super::cli::{CommonArgs, default_mac, parse_mac};
 use super::counters::LcoreCounters;
 use super::l2fwd::{PUBLISH_EVERY, update_macs};
-use super::ports::deal_queues;
-use super::run::{self, Summary, Watch, data_plan};
+use super::ports::{deal_queues, lcore_totals, service_tx};
+use super::run::{self, Summary, data_plan};
 use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::lpm::{Lpm4, MAX_NEXT_HOP};
@@ -402,13 +402,7 @@ impl L3fwdLcore {
     /// Counters: the ports', the forwarding drops, and transmit buffers
     /// that overflowed.
     pub fn totals(&self) -> QueueStats {
-        let mut s = self.app;
-        for p in &self.ports {
-            s.add(&p.stats());
-        }
-        let dropped: u64 = self.tx.iter().map(TxBuffer::dropped).sum();
-        s.drop_n(DropReason::TxFull, dropped);
-        s
+        lcore_totals(self.app, &self.ports, &self.tx)
     }
 }
 
@@ -458,17 +452,9 @@ impl Poller for L3fwdLcore {
                 app.drop_n(DropReason::TxFull, tx_full);
             }
         }
-        let now = ctx.now();
-        let mut held = 0;
-        for (buf, port) in self.tx.iter_mut().zip(self.ports.iter_mut()) {
-            if ctx.stopping() {
-                work += buf.flush(port);
-            } else {
-                work += buf.poll(port, now);
-            }
-            held += buf.len();
-        }
-        if self.publish.expired(now) || ctx.stopping() {
+        let (sent, held) = service_tx(&mut self.tx, &mut self.ports, ctx);
+        work += sent;
+        if self.publish.expired(ctx.now()) || ctx.stopping() {
             self.counters.publish(&self.totals());
         }
         // Draining: packets still held keep the lcore busy (the lcore
@@ -541,18 +527,7 @@ pub fn run(args: &L3fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         }
         group.poller(lcore, poller).context("adding a poller")?;
     }
-    let out = run::run(
-        group,
-        Watch {
-            name: "l3fwd",
-            duration: c.duration()?,
-            counters,
-            quit,
-            tx_off: None,
-            lines: true,
-            summed: None,
-        },
-    )?;
+    let out = run::forward("l3fwd", group, counters, c.duration()?, quit)?;
     let mut s = Summary::new("l3fwd", port_summaries, &dp.plan, &out);
     s.extra.insert("routes".into(), routes.len().into());
     s.extra

@@ -13,7 +13,7 @@ use super::counters::LcoreCounters;
 use super::frame::MIN_FRAME_SIZE;
 use super::frame::{HEADERS_LEN, PROBE_LEN, Probe, UdpFlow, emit_udp, read_probe};
 use super::l2fwd::PUBLISH_EVERY;
-use super::ports::deal_queues;
+use super::ports::{deal_queues, lcore_totals};
 use super::run::{self, Summary, Watch, data_plan};
 use anyhow::{Context, bail};
 use dataplane::lcore::{PollContext, Poller};
@@ -401,11 +401,7 @@ impl PktgenLcore {
     }
 
     fn totals(&self) -> QueueStats {
-        let mut s = self.app;
-        for p in &self.ports {
-            s.add(&p.stats());
-        }
-        s
+        lcore_totals(self.app, &self.ports, &[])
     }
 }
 

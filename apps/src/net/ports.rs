@@ -2,7 +2,8 @@
 //! its summary for the report, and its queues dealt out to data lcores.
 
 use dataplane::backend::Skip;
-use dataplane::net::{Opened, Port};
+use dataplane::lcore::PollContext;
+use dataplane::net::{DropReason, Opened, Port, QueueStats, TxBuffer};
 use serde::Serialize;
 
 /// A port as opened: the device string and what selection found.
@@ -64,4 +65,37 @@ impl PortSummary {
             skipped: p.opened.skipped.clone(),
         }
     }
+}
+
+/// An lcore's counters: its own (`app`: drops it decided), plus every
+/// port's, plus what its transmit buffers dropped when full.
+pub fn lcore_totals(app: QueueStats, ports: &[Box<dyn Port>], tx: &[TxBuffer]) -> QueueStats {
+    let mut s = app;
+    for p in ports {
+        s.add(&p.stats());
+    }
+    let dropped: u64 = tx.iter().map(TxBuffer::dropped).sum();
+    s.drop_n(DropReason::TxFull, dropped);
+    s
+}
+
+/// Gives each transmit buffer its pass: flushed when the lcore is
+/// stopping, else sent when full or past its drain time. Returns the
+/// packets sent and those still held.
+pub fn service_tx(
+    tx: &mut [TxBuffer],
+    ports: &mut [Box<dyn Port>],
+    ctx: &PollContext,
+) -> (usize, usize) {
+    let now = ctx.now();
+    let (mut sent, mut held) = (0, 0);
+    for (buf, port) in tx.iter_mut().zip(ports.iter_mut()) {
+        sent += if ctx.stopping() {
+            buf.flush(port)
+        } else {
+            buf.poll(port, now)
+        };
+        held += buf.len();
+    }
+    (sent, held)
 }

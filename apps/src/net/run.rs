@@ -465,3 +465,47 @@ pub fn finish(s: &Summary, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A network program's `main` after parsing: logging, SIGINT and SIGTERM
+/// as the quit flag, the run, and the summary (`json`: as one JSON line).
+///
+/// # Errors
+///
+/// The run's error, or a summary that shows mbufs not back in their pools.
+pub fn program_main(
+    json: bool,
+    run: impl FnOnce(Arc<AtomicBool>) -> anyhow::Result<Summary>,
+) -> anyhow::Result<()> {
+    crate::init_tracing();
+    let quit = Arc::new(AtomicBool::new(false));
+    quit_on_signals(quit.clone())?;
+    let s = run(quit)?;
+    finish(&s, json)
+}
+
+/// Runs a forwarding program's lcores, a line of rates every second,
+/// until its duration or `quit`.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn forward(
+    name: &'static str,
+    group: LcoreGroup,
+    counters: Vec<(LcoreId, Arc<LcoreCounters>)>,
+    duration: Option<Duration>,
+    quit: Arc<AtomicBool>,
+) -> anyhow::Result<Outcome> {
+    run(
+        group,
+        Watch {
+            name,
+            duration,
+            counters,
+            quit,
+            tx_off: None,
+            lines: true,
+            summed: None,
+        },
+    )
+}

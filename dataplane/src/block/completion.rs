@@ -74,6 +74,33 @@ pub const MAX_COMPLETIONS: usize = 256;
 /// [`Queue::poll`](super::Queue::poll) up to its spare room.
 pub type Completions = Batch<Completion, MAX_COMPLETIONS>;
 
+/// Moves finished operations of a backend that completes them in
+/// `submit` (psync, the RAM disk) into `out`, up to its spare room,
+/// counting them and their errors; returns how many moved.
+pub(crate) fn hand_over(
+    done: &mut std::collections::VecDeque<Completion>,
+    out: &mut Completions,
+    stats: &mut super::QueueStats,
+) -> usize {
+    let mut n = 0;
+    while out.spare() > 0 {
+        let Some(c) = done.pop_front() else {
+            break;
+        };
+        stats.completed += 1;
+        if !c.status.is_ok() {
+            stats.errors += 1;
+        }
+        if let Err(c) = out.push(c) {
+            // Unreachable: room was checked; keep it rather than lose it.
+            done.push_front(c);
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 /// Why a queue did not take an operation. Either way the operation, with
 /// its buffer, comes back to the caller and nothing was submitted.
 #[derive(Debug)]

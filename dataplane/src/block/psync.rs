@@ -3,7 +3,7 @@
 //! allowed. Each operation runs to its end inside `submit` (as fio's psync
 //! engine does) and its completion is handed out by the next `poll`.
 
-use super::completion::{Completion, Completions, Status, SubmitError};
+use super::completion::{Completion, Completions, Status, SubmitError, hand_over};
 use super::file::{self, OpenFile};
 use super::inflight::Slot;
 use super::op::{Op, OpKind};
@@ -183,23 +183,7 @@ impl Queue for PsyncQueue {
     }
 
     fn poll(&mut self, out: &mut Completions) -> usize {
-        let mut n = 0;
-        while out.spare() > 0 {
-            let Some(c) = self.done.pop_front() else {
-                break;
-            };
-            self.stats.completed += 1;
-            if !c.status.is_ok() {
-                self.stats.errors += 1;
-            }
-            if let Err(c) = out.push(c) {
-                // Unreachable: room was checked; keep it rather than lose it.
-                self.done.push_front(c);
-                break;
-            }
-            n += 1;
-        }
-        n
+        hand_over(&mut self.done, out, &mut self.stats)
     }
 
     fn depth(&self) -> usize {

@@ -6,7 +6,7 @@
 //! behaviour. Operations finish inside `submit`; `poll` hands out their
 //! completions.
 
-use super::completion::{Completion, Completions, Status, SubmitError};
+use super::completion::{Completion, Completions, Status, SubmitError, hand_over};
 use super::inflight::Slot;
 use super::op::{Op, OpKind};
 use super::{
@@ -201,19 +201,7 @@ impl Queue for RamQueue {
     }
 
     fn poll(&mut self, out: &mut Completions) -> usize {
-        let mut n = 0;
-        while out.spare() > 0 {
-            let Some(c) = self.done.pop_front() else {
-                break;
-            };
-            self.stats.completed += 1;
-            if let Err(c) = out.push(c) {
-                self.done.push_front(c);
-                break;
-            }
-            n += 1;
-        }
-        n
+        hand_over(&mut self.done, out, &mut self.stats)
     }
 
     fn depth(&self) -> usize {

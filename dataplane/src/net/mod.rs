@@ -313,6 +313,28 @@ impl PortConfig {
     }
 }
 
+impl PortConfig {
+    /// Sets the queues.
+    pub fn with_queues(mut self, queues: u16) -> Self {
+        self.queues = queues;
+        self
+    }
+
+    /// Sets the rx and tx descriptors per queue.
+    pub fn with_descriptors(mut self, rx: u16, tx: u16) -> Self {
+        self.rx_desc = rx;
+        self.tx_desc = tx;
+        self
+    }
+
+    /// Sets the mbufs of each queue's pool and its per-lcore cache.
+    pub fn with_mbufs(mut self, mbufs: usize, cache: usize) -> Self {
+        self.mbufs = mbufs;
+        self.mbuf_cache = cache;
+        self
+    }
+}
+
 /// A way to open ports: one per backend, named by its [`BackendKind`].
 pub trait Backend: Send + Sync {
     /// Whether it can run on this machine at all, and why (not).

@@ -149,6 +149,36 @@ pub struct MbufHeader {
     pub dynfield1: [u32; 9],
 }
 
+impl Default for MbufHeader {
+    /// A detached header as `rte_pktmbuf_reset` leaves one: one reference,
+    /// one segment, no port, no buffer, no pool, everything else zero.
+    fn default() -> Self {
+        MbufHeader {
+            buf_addr: ptr::null_mut(),
+            buf_iova: 0,
+            data_off: 0,
+            refcnt: 1,
+            nb_segs: 1,
+            port: MBUF_PORT_INVALID,
+            ol_flags: 0,
+            packet_type: 0,
+            pkt_len: 0,
+            data_len: 0,
+            vlan_tci: 0,
+            hash: [0; 2],
+            vlan_tci_outer: 0,
+            buf_len: 0,
+            pool: ptr::null_mut(),
+            next: ptr::null_mut(),
+            tx_offload: 0,
+            shinfo: ptr::null_mut(),
+            priv_size: 0,
+            timesync: 0,
+            dynfield1: [0; 9],
+        }
+    }
+}
+
 // The layout of rte_mbuf in DPDK 22.11 (rte_mbuf_core.h, RTE_IOVA_AS_PA).
 const _: () = {
     assert!(size_of::<MbufHeader>() == MBUF_HEADER_SIZE);

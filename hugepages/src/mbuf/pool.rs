@@ -112,24 +112,10 @@ impl MbufPool {
                 buf_addr: obj.wrapping_add(buf_off),
                 buf_iova: obj_iova + buf_off as u64,
                 data_off: data_room.min(PKTMBUF_HEADROOM as u16),
-                refcnt: 1,
-                nb_segs: 1,
-                port: MBUF_PORT_INVALID,
-                ol_flags: 0,
-                packet_type: 0,
-                pkt_len: 0,
-                data_len: 0,
-                vlan_tci: 0,
-                hash: [0; 2],
-                vlan_tci_outer: 0,
                 buf_len: data_room,
                 pool: core,
-                next: ptr::null_mut(),
-                tx_offload: 0,
-                shinfo: ptr::null_mut(),
                 priv_size: NATIVE_PRIV_SIZE_TAG,
-                timesync: 0,
-                dynfield1: [0; 9],
+                ..MbufHeader::default()
             };
             // SAFETY: `obj` is a 64-byte aligned object of at least 128
             // bytes in the new pool, which nobody else can reach yet.

@@ -457,27 +457,11 @@ static OTHER_OPS: ForeignMbufOps = ForeignMbufOps {
 fn fake_dpdk_mbuf() -> Mbuf {
     let b = Box::new(FakeDpdkMbuf {
         hdr: MbufHeader {
-            buf_addr: ptr::null_mut(),
             buf_iova: 0x1000,
             data_off: 64,
-            refcnt: 1,
-            nb_segs: 1,
             port: 0,
-            ol_flags: 0,
-            packet_type: 0,
-            pkt_len: 0,
-            data_len: 0,
-            vlan_tci: 0,
-            hash: [0; 2],
-            vlan_tci_outer: 0,
             buf_len: 256,
-            pool: ptr::null_mut(),
-            next: ptr::null_mut(),
-            tx_offload: 0,
-            shinfo: ptr::null_mut(),
-            priv_size: 0,
-            timesync: 0,
-            dynfield1: [0; 9],
+            ..MbufHeader::default()
         },
         buf: [0; 256],
     });

@@ -4,10 +4,11 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use dataplane::block::{
-    self, BackendKind, Completion, Completions, Device, DeviceConfig, Op, Queue,
+    self, BackendKind, Completion, Completions, Device, DeviceConfig, Op, Queue, op,
 };
 use dataplane::require::Capability;
 use dataplane_tests::available_or_skip;
+use hugepages::mempool::Mempool;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -278,5 +279,33 @@ pub fn drain(q: &mut dyn Queue, done: &mut Vec<Completion>) {
             "{} operations still in flight after 30 s",
             q.in_flight()
         );
+    }
+}
+
+/// Writes `n` blocks of `generation`'s pattern at `lba` from one buffer of
+/// `pool` (blocks of `bs` bytes), tagged with the LBA.
+pub fn write_patterned(
+    q: &mut dyn Queue,
+    pool: &Mempool,
+    bs: usize,
+    (lba, n): (u64, u32),
+    generation: u64,
+    done: &mut Vec<Completion>,
+) {
+    let mut buf = pool.alloc_buf().expect("a buffer");
+    for i in 0..n as usize {
+        fill_block(&mut buf[i * bs..(i + 1) * bs], lba + i as u64, generation);
+    }
+    submit(q, op::Write::new(buf, lba, n).tag(lba).build(), done);
+}
+
+/// Waits for everything in flight, flushes, and checks that every
+/// completion (the flush's included) succeeded.
+pub fn drain_and_flush(q: &mut dyn Queue, done: &mut Vec<Completion>) {
+    drain(q, done);
+    submit(q, op::Flush::new().build(), done);
+    drain(q, done);
+    for c in done.drain(..) {
+        assert!(c.status.is_ok(), "{}: {}", c.kind, c.status);
     }
 }

@@ -16,13 +16,10 @@ fn eal_config(memory: Memory) -> EalConfig {
 }
 
 fn small_port(device: &str, queues: u16) -> PortConfig {
-    let mut cfg = PortConfig::new(device);
-    cfg.queues = queues;
-    cfg.rx_desc = 256;
-    cfg.tx_desc = 256;
-    cfg.mbufs = 2048;
-    cfg.mbuf_cache = 64;
-    cfg
+    PortConfig::new(device)
+        .with_queues(queues)
+        .with_descriptors(256, 256)
+        .with_mbufs(2048, 64)
 }
 
 /// Every pool the backend made is freed with all its mbufs back; then the
