@@ -12,7 +12,8 @@
 //!   unrecorded warm-up round.
 //! - `--scale`: multiplies every work size (default 1; 0.1 for a smoke run).
 //! - `--only`: comparisons whose key contains one of the names: `spsc_single`,
-//!   `spsc_burst`, `pingpong`, `mpmc_single`, `mpmc_burst`, `mempool`, `pool`.
+//!   `spsc_burst`, `pingpong`, `mpmc_single`, `shared_core`, `mpmc_burst`,
+//!   `mempool`, `pool`.
 //! - `--json`: also write every sample and the summary there.
 //!
 //! Environment: `DP_BENCH_CPUS=P,C` (default `0,1`); `DP_BENCH_RING_C`,
@@ -261,6 +262,48 @@ fn main() {
             mops,
         ));
         show(r, &mut reports);
+    }
+
+    if wanted("shared_core") {
+        let n = scale(2e6);
+        for k in [2usize, 4, 8] {
+            let r = Comparison::new(
+                format!(
+                    "4c. {k} producer threads sharing cpu {}, one consumer, u64, single items",
+                    cpus.producer
+                ),
+                Metric::Throughput,
+                "crossbeam ArrayQueue",
+            )
+            .contender("ours mpsc", move || Ok(ring::shared_core_ours(cpus, k, n)))
+            .contender("crossbeam ArrayQueue", move || {
+                Ok(ring::shared_core_arrayqueue(cpus, k, n))
+            })
+            .contender("ours Channel::mpsc", move || {
+                Ok(ring::shared_core_channel(cpus, k, n))
+            })
+            .contender("crossbeam-channel", move || {
+                Ok(ring::shared_core_crossbeam_channel(cpus, k, n))
+            })
+            .run(args.rounds, progress);
+            verdicts.push(speed_target(
+                &r,
+                &format!("4c {k} producers on one core >= ArrayQueue"),
+                "ours mpsc",
+                "crossbeam ArrayQueue",
+                1.0,
+                mops,
+            ));
+            verdicts.push(speed_target(
+                &r,
+                &format!("4c (info) {k} producers: Channel::mpsc vs crossbeam-channel"),
+                "ours Channel::mpsc",
+                "crossbeam-channel",
+                1.0,
+                mops,
+            ));
+            show(r, &mut reports);
+        }
     }
 
     let mut autotest: Option<(Option<f64>, String)> = None;

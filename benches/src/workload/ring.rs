@@ -626,6 +626,124 @@ pub fn mpmc_burst_ours(cpus: CpuPair, items: u64) -> Sample {
     )
 }
 
+// ---- producers sharing one core -----------------------------------------------
+
+/// `producers` threads all pinned to `cpus.producer`, each pushing its
+/// share of `0..items` one at a time (spinning with `pause` on a full
+/// queue), one consumer on `cpus.consumer` popping and summing. The
+/// producers are preempted by each other at arbitrary points, including
+/// between claiming a slot and publishing it. `push` and `pop` are the
+/// queue's single-item operations; `pop` gets a fresh handle per sample.
+pub fn shared_core<P, C>(cpus: CpuPair, producers: usize, items: u64, tx: P, rx: C) -> Sample
+where
+    P: Fn(u64) -> bool + Clone + Send,
+    C: FnMut() -> Option<u64> + Send,
+{
+    use crate::cpu::pin_to_cpu;
+    use std::time::Instant;
+    let mut rx = rx;
+    let per = items / producers as u64;
+    let total = per * producers as u64;
+    let start = std::sync::Barrier::new(producers + 1);
+    let (t0, t1) = std::thread::scope(|s| {
+        for k in 0..producers as u64 {
+            let tx = tx.clone();
+            let start = &start;
+            s.spawn(move || {
+                pin_to_cpu(cpus.producer).expect("pin a producer");
+                start.wait();
+                // Producer k sends k, k + P, k + 2P, ...: together 0..total.
+                let mut i = k;
+                while i < total {
+                    if tx(i) {
+                        i += producers as u64;
+                    } else {
+                        spin_loop();
+                    }
+                }
+            });
+        }
+        let c = s.spawn(|| {
+            pin_to_cpu(cpus.consumer).expect("pin the consumer");
+            start.wait();
+            let t0 = Instant::now();
+            let (mut got, mut acc) = (0u64, 0u64);
+            while got < total {
+                match rx() {
+                    Some(v) => {
+                        acc = acc.wrapping_add(v);
+                        got += 1;
+                    }
+                    None => spin_loop(),
+                }
+            }
+            assert_eq!(acc, super::expected_sum(total), "consumer sum");
+            (t0, Instant::now())
+        });
+        c.join().expect("consumer thread")
+    });
+    let nanos = (t1 - t0).as_nanos() as f64;
+    Sample {
+        ops: total,
+        nanos,
+        cycles: nanos * crate::cpu::tsc_per_ns(),
+        side_cycles_per_op: None,
+    }
+}
+
+/// Ours: `ring::mpsc`, producers sharing one core.
+pub fn shared_core_ours(cpus: CpuPair, producers: usize, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let (tx, mut rx) = ring::mpsc::<u64>(RING_SIZE).expect("power of two");
+    shared_core(
+        cpus,
+        producers,
+        items,
+        move |v| tx.push(v).is_ok(),
+        move || rx.pop(),
+    )
+}
+
+/// Peer: `crossbeam_queue::ArrayQueue`, producers sharing one core.
+pub fn shared_core_arrayqueue(cpus: CpuPair, producers: usize, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING_SIZE));
+    let q2 = q.clone();
+    shared_core(
+        cpus,
+        producers,
+        items,
+        move |v| q.push(v).is_ok(),
+        move || q2.pop(),
+    )
+}
+
+/// Ours: `Channel::mpsc`, producers sharing one core.
+pub fn shared_core_channel(cpus: CpuPair, producers: usize, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let (tx, mut rx) = dataplane::channel::Channel::mpsc::<u64>(RING_SIZE).expect("power of two");
+    shared_core(
+        cpus,
+        producers,
+        items,
+        move |v| tx.send(v).is_ok(),
+        move || rx.try_recv().ok(),
+    )
+}
+
+/// Peer: `crossbeam_channel::bounded`, producers sharing one core.
+pub fn shared_core_crossbeam_channel(cpus: CpuPair, producers: usize, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(RING_SIZE);
+    shared_core(
+        cpus,
+        producers,
+        items,
+        move |v| tx.try_send(v).is_ok(),
+        move || rx.try_recv().ok(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
