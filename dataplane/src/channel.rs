@@ -499,12 +499,13 @@ impl<T> UnboundedReceiver<T> {
         if self.shared.overflowing.load(Ordering::Acquire) {
             let mut q = self.shared.lock();
             // Every ring push a sender made before its first overflow push
-            // has completed (same thread) and is published: take those
-            // first, then the queue. Senders are held off the ring until
-            // the flag clears below, so nothing newer slips in between.
-            while let Some(v) = self.ring.pop() {
-                self.taken.push_back(v);
-            }
+            // has completed (same thread), though it may still be hidden
+            // behind another sender's push in flight: take everything
+            // reserved so far first, then the queue. Senders are held off
+            // the ring until the flag clears below, so nothing newer slips
+            // in between.
+            let taken = &mut self.taken;
+            self.ring.drain_reserved(|v| taken.push_back(v));
             self.taken.extend(q.drain(..));
             self.shared.overflowing.store(false, Ordering::Release);
             drop(q);

@@ -1,10 +1,10 @@
-//! The ring shared by both sides and the four position protocols
-//! (single/multi producer × single/multi consumer), after DPDK's
-//! `rte_ring_core.h` and `rte_ring_c11_pvt.h`.
+//! The ring shared by both sides and the position protocols (single/multi
+//! producer × single/multi consumer), after DPDK's `rte_ring_core.h` and
+//! `rte_ring_c11_pvt.h`, with per-run publication for multiple producers.
 //!
 //! Positions are free-running `usize` counters; a slot is `pos & mask`.
 //! Each side has a `head` (the next position a thread may reserve) and a
-//! `tail` (everything before it is published to the other side):
+//! `tail` (everything before it is released to the other side):
 //!
 //! ```text
 //!        cons.tail      cons.head        prod.tail      prod.head
@@ -13,14 +13,37 @@
 //!
 //! A single-threaded side needs no reservation: it keeps its head in its
 //! handle and only publishes its tail. A multi-threaded side reserves with a
-//! CAS on its head, fills its slots, then waits for the threads that
-//! reserved before it to publish and publishes in turn, so that tails only
-//! ever move over fully written (or fully read) slots.
+//! CAS on its head and fills its slots. Then the two kinds of
+//! multi-threaded side part:
+//!
+//! - **Multiple producers publish each run on its own.** A producer that
+//!   reserved the run `pos..end` (one item or a burst) writes its items,
+//!   then stores `end` in the stamp of `pos`'s slot, in an array beside the
+//!   slots (so that the slots stay a run of `T` for the burst copies and the
+//!   chunk view). A consumer at a run boundary `b` reads the stamp of `b`:
+//!   a value in `b + 1 ..= b + capacity` is the end of the run that starts
+//!   at `b` in this lap (a stamp left by an earlier lap is at most `b`), and
+//!   the next boundary; anything else means not published yet. Consumers
+//!   only ever look at boundaries: a single consumer's cached limit is one,
+//!   and the consumers' shared bound only grows (from boundary to
+//!   boundary), so it never falls behind their head. No producer ever waits
+//!   for another: one preempted between its reservation and its stamp holds
+//!   back only the consumers, which see the ring end at its run until it
+//!   runs again, as with crossbeam's `ArrayQueue`. (rte_ring's in-order tail,
+//!   which this replaced, made every producer behind a preempted one spin
+//!   out its time slice; with producers sharing a core that cut a ring to a
+//!   few hundred thousand items a second.) `prod.tail` is unused.
+//! - **Multiple consumers release in order**, as rte_ring does: a consumer
+//!   waits for the consumers that reserved before it to publish `cons.tail`,
+//!   so that producers need only that one position to know what is free.
+//!   A consumer preempted mid-pop can hold up the consumers behind it (they
+//!   spin, then yield their core).
 //!
 //! Synchronisation, one edge per direction: a producer's `Release` store of
-//! `prod.tail` pairs with a consumer's `Acquire` load of it (the slot writes
-//! are visible before the consumer reads them); a consumer's `Release` store
-//! of `cons.tail` pairs with a producer's `Acquire` load of it (the slot reads
+//! `prod.tail` (single producer) or of a run's stamp (multiple producers)
+//! pairs with a consumer's `Acquire` load of it (the slot writes are visible
+//! before the consumer reads them); a consumer's `Release` store of
+//! `cons.tail` pairs with a producer's `Acquire` load of it (the slot reads
 //! are finished before a producer overwrites the slots).
 
 use core::mem::MaybeUninit;
@@ -75,10 +98,14 @@ impl HeadTail {
     }
 }
 
-/// Pause-spins a publishing thread makes waiting for the thread ahead of it
+/// Pause-spins a releasing consumer makes waiting for the one ahead of it
 /// before it starts yielding its core: about 10 µs at one pause per ~40
 /// cycles, far longer than a running thread takes to copy a burst.
 const PUBLISH_SPINS: u32 = 1024;
+
+/// Items a consumer of a multi-producer ring looks for past what it asked
+/// for, so that runs of single pushes are found a few at a time.
+const RUNS_AHEAD: usize = 8;
 
 /// How many items a reservation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +148,12 @@ pub(crate) struct Shared<T> {
 #[derive(Debug)]
 struct ReadOnly<T> {
     slots: Box<[Slot<T>]>,
+    /// Multi-producer rings: per slot, the end of the run published from it
+    /// (see the module docs). Empty for single-producer rings, which
+    /// publish `prod.tail` instead.
+    stamps: Box<[AtomicUsize]>,
+    /// `!stamps.is_empty()`, beside the mask on the line every operation reads.
+    stamped: bool,
     mask: usize,
     /// Live producer and consumer handles, for `is_abandoned`.
     producers: AtomicUsize,
@@ -140,18 +173,28 @@ pub(crate) struct Local {
 }
 
 impl<T> Shared<T> {
-    /// A ring of `capacity` slots; the caller has checked it is a power of two.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A ring of `capacity` slots; the caller has checked it is a power of
+    /// two. `stamped`: the producers are multi-threaded and publish runs.
+    pub(crate) fn new(capacity: usize, stamped: bool) -> Self {
         debug_assert!(capacity.is_power_of_two());
         let slots = (0..capacity)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
+        // A stamp of 0 is no run's end for any position of the first lap
+        // (`0 - b` wraps above the capacity).
+        let stamps = if stamped {
+            (0..capacity).map(|_| AtomicUsize::new(0)).collect()
+        } else {
+            Box::default()
+        };
         Shared {
             // Producers may fill the empty ring; consumers have nothing yet.
             prod: HeadTail::new(capacity),
             cons: HeadTail::new(0),
             ro: CachePadded::new(ReadOnly {
                 slots,
+                stamps,
+                stamped,
                 mask: capacity - 1,
                 producers: AtomicUsize::new(1),
                 consumers: AtomicUsize::new(1),
@@ -202,20 +245,28 @@ impl<T> Shared<T> {
     /// Returns the first reserved position and the count (0: no room).
     #[inline]
     pub(crate) fn mp_reserve(&self, want: Want) -> (usize, usize) {
-        self.multi_reserve(&self.prod.reserve, &self.cons.tail, self.capacity(), want)
+        self.multi_reserve(&self.prod.reserve, want, |_| {
+            // Acquire: pairs with the consumers' Release store of
+            // `cons.tail`: their reads of the slots before it are done.
+            self.cons
+                .tail
+                .load(Ordering::Acquire)
+                .wrapping_add(self.capacity())
+        })
     }
 
     /// A multi-threaded side's reservation: up to `want` positions from
-    /// `r.head`, below `r.bound`, which is refreshed from `other_tail`
-    /// (plus `offset`: the capacity for producers, 0 for consumers) only
-    /// when it allows too few. Returns the first position and the count.
+    /// `r.head`, below `r.bound`, which is refreshed by `refresh(wanted)`
+    /// only when it allows too few. `refresh` returns a position before
+    /// which every position is ready for this side, with an Acquire edge
+    /// from the other side's accesses to those slots. Returns the first
+    /// position and the count.
     #[inline(always)]
     fn multi_reserve(
         &self,
         r: &Reserve,
-        other_tail: &AtomicUsize,
-        offset: usize,
         want: Want,
+        refresh: impl Fn(usize) -> usize,
     ) -> (usize, usize) {
         let cap = self.capacity();
         // The head first, then the bound (as DPDK loads the head before
@@ -253,7 +304,10 @@ impl<T> Shared<T> {
                 ) {
                     Ok(_) => return (head, n),
                     Err(actual) => {
+                        // Another thread moved on; a refresh may now find
+                        // more than the bound in hand.
                         head = actual;
+                        fresh = false;
                         continue;
                     }
                 }
@@ -265,15 +319,28 @@ impl<T> Shared<T> {
                 spin_loop();
                 head = r.head.load(Ordering::Relaxed);
             }
-            // Acquire: pairs with the other side's Release store of its
-            // tail (`publish_*`): its accesses to the slots before it are
-            // done.
-            bound = other_tail.load(Ordering::Acquire).wrapping_add(offset);
-            // Release: passes that edge on to this side's other threads
-            // (the Acquire load above). A racing refresh may store an older
-            // bound after ours; that only under-reports room.
-            r.bound.store(bound, Ordering::Release);
+            bound = refresh(wanted);
+            Self::raise(&r.bound, bound);
             fresh = true;
+        }
+    }
+
+    /// Raises `bound` to `new` unless it is already there or beyond (in
+    /// position order). The bound only grows: the consumers of a
+    /// multi-producer ring scan from it, so it must stay a run boundary at
+    /// or ahead of their head.
+    #[inline]
+    fn raise(bound: &AtomicUsize, new: usize) {
+        let mut cur = bound.load(Ordering::Relaxed);
+        // `new` ahead of `cur`: their distance is below half the position
+        // space (both are within a capacity of the head).
+        while new != cur && new.wrapping_sub(cur) <= usize::MAX / 2 {
+            // Release: passes the refresh's Acquire edge on to this side's
+            // other threads (their Acquire load of `bound`).
+            match bound.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
         }
     }
 
@@ -288,9 +355,14 @@ impl<T> Shared<T> {
     #[inline(always)]
     pub(crate) fn sc_reserve(&self, local: &mut Local, want: Want) -> usize {
         if local.limit.wrapping_sub(local.pos) < want.count() {
-            // Acquire: pairs with the producer's Release store of
-            // `prod.tail`; the slot writes before it are visible.
-            local.limit = self.prod.tail.load(Ordering::Acquire);
+            local.limit = if self.ro.stamped {
+                // `limit` is a run boundary at or after `pos`.
+                self.published_runs(local.pos, local.limit, want.count())
+            } else {
+                // Acquire: pairs with the producer's Release store of
+                // `prod.tail`; the slot writes before it are visible.
+                self.prod.tail.load(Ordering::Acquire)
+            };
         }
         want.grant(local.limit.wrapping_sub(local.pos))
     }
@@ -298,10 +370,66 @@ impl<T> Shared<T> {
     /// Multi consumer: reserve up to `want` items with a CAS on `cons.head`.
     #[inline]
     pub(crate) fn mc_reserve(&self, want: Want) -> (usize, usize) {
-        self.multi_reserve(&self.cons.reserve, &self.prod.tail, 0, want)
+        let r = &self.cons.reserve;
+        self.multi_reserve(r, want, |wanted| {
+            if self.ro.stamped {
+                // The bound is a run boundary at or after every consumer's
+                // head (it only grows, and no reservation passes it);
+                // Acquire as in `multi_reserve`.
+                let head = r.head.load(Ordering::Relaxed);
+                let from = r.bound.load(Ordering::Acquire);
+                self.published_runs(head, from, wanted)
+            } else {
+                // Acquire: pairs with the producer's Release store of
+                // `prod.tail`; the slot writes before it are visible.
+                self.prod.tail.load(Ordering::Acquire)
+            }
+        })
+    }
+
+    /// Multi-producer rings: follows the published runs from the boundary
+    /// `from` (at or after `pos`) until `wanted` items past `pos` are
+    /// covered or a run is not published yet; returns the boundary reached.
+    #[inline]
+    fn published_runs(&self, pos: usize, from: usize, wanted: usize) -> usize {
+        let cap = self.capacity();
+        let wanted = wanted.max(RUNS_AHEAD).min(cap);
+        let mut b = from;
+        while b.wrapping_sub(pos) < wanted {
+            // Acquire: pairs with the producer's Release store of this
+            // stamp (`publish_run`): the run's slot writes are visible.
+            let end = self.stamp(b).load(Ordering::Acquire);
+            // This lap's run from `b` ends in `b + 1 ..= b + cap`; a stamp
+            // of an earlier lap's run from this slot is at most `b`.
+            if end.wrapping_sub(b).wrapping_sub(1) >= cap {
+                break;
+            }
+            b = end;
+        }
+        b
     }
 
     // ---- publishing -------------------------------------------------------
+
+    /// Multiple producers: publish the run of `n` items written from `pos`.
+    /// Never waits.
+    #[inline(always)]
+    pub(crate) fn publish_run(&self, pos: usize, n: usize) {
+        debug_assert!(self.ro.stamped && n > 0);
+        // Release: the slot writes before it happen-before a consumer's
+        // Acquire load that sees this run's end (`published_runs`).
+        self.stamp(pos)
+            .store(pos.wrapping_add(n), Ordering::Release);
+    }
+
+    #[inline(always)]
+    fn stamp(&self, pos: usize) -> &AtomicUsize {
+        let idx = pos & self.ro.mask;
+        debug_assert!(idx < self.ro.stamps.len());
+        // SAFETY: `stamps` has `mask + 1` entries when `stamped`, the only
+        // case that calls this; `idx <= mask`.
+        unsafe { self.ro.stamps.get_unchecked(idx) }
+    }
 
     /// Single-threaded side: publish everything before `new`.
     #[inline(always)]
@@ -311,14 +439,12 @@ impl<T> Shared<T> {
         side.tail.store(new, Ordering::Release);
     }
 
-    /// Multi-threaded side: wait for the threads that reserved before `old`
+    /// Multiple consumers: wait for the consumers that reserved before `old`
     /// to publish, then publish `old..new`. As in rte_ring's default mode a
-    /// thread preempted between reserving and publishing holds up the ones
+    /// consumer preempted between reserving and publishing holds up the ones
     /// behind it; lcores are pinned one per core, which keeps that rare, and
     /// where threads outnumber cores the waiter yields its core after a
-    /// short spin so that the preempted thread can finish (spinning through
-    /// whole timeslices instead cut throughput to a few thousand items/s in
-    /// an oversubscribed test).
+    /// short spin so that the preempted thread can finish.
     #[inline]
     pub(crate) fn publish_multi(side: &HeadTail, old: usize, new: usize) {
         let mut spins = 0u32;
@@ -448,10 +574,26 @@ impl<T> Shared<T> {
         self.ro.slots.as_ptr().cast_mut().cast::<T>()
     }
 
-    /// Items published and not yet consumed, as seen now.
+    /// The producers' end: `prod.tail`, or for multi-producer rings
+    /// `prod.head` (reserved slots count as taken).
+    fn prod_end(&self, order: Ordering) -> usize {
+        if self.ro.stamped {
+            self.prod.reserve.head.load(order)
+        } else {
+            self.prod.tail.load(order)
+        }
+    }
+
+    /// The end of what producers have reserved (and will publish) so far.
+    pub(crate) fn reserved_end(&self) -> usize {
+        self.prod_end(Ordering::Acquire)
+    }
+
+    /// Items in the ring (published, or reserved by a producer) and not yet
+    /// released by the consumers, as seen now.
     pub(crate) fn len(&self) -> usize {
         let cons = self.cons.tail.load(Ordering::Acquire);
-        let prod = self.prod.tail.load(Ordering::Acquire);
+        let prod = self.prod_end(Ordering::Acquire);
         prod.wrapping_sub(cons).min(self.capacity())
     }
 }
@@ -462,10 +604,11 @@ impl<T> Drop for Shared<T> {
             return;
         }
         // Every handle is gone (this is the last Arc), so every reservation
-        // was published and the positions are final. Arc's drop already
+        // was written and published (no push returns between reserving and
+        // publishing) and the positions are final. Arc's drop already
         // synchronised with the other handles' drops.
         let mut pos = self.cons.tail.load(Ordering::Relaxed);
-        let end = self.prod.tail.load(Ordering::Relaxed);
+        let end = self.prod_end(Ordering::Relaxed);
         while pos != end {
             // SAFETY: `cons.tail..prod.tail` holds published, unconsumed items
             // and nobody else can reach them any more.

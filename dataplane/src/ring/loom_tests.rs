@@ -10,7 +10,8 @@ use loom::thread;
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
-    // The MP/MC in-order publish spins (yielding to loom); allow for it.
+    // The multi-consumer in-order release spins (yielding to loom); allow
+    // for it.
     b.max_branches = 10_000;
     b.check(f);
 }
@@ -180,5 +181,34 @@ fn loom_items_left_behind_are_dropped_once() {
         drop(c);
         t.join().unwrap();
         assert_eq!(LArc::strong_count(&token), 1);
+    });
+}
+
+#[test]
+fn loom_mpsc_runs_across_the_wrap() {
+    // Capacity 2, a run of two then a single item: the third reuses the
+    // first slot, so the consumer meets the previous lap's stamp there and
+    // must not take it for this lap's.
+    model(|| {
+        let (p, mut c) = mpsc::<u32>(2).unwrap();
+        let t = thread::spawn(move || {
+            let mut b = Batch::<u32, 2>::new();
+            b.fill_from(&mut (0..2));
+            until(|| {
+                p.push_burst(&mut b);
+                b.is_empty()
+            });
+            until(|| p.push(2).is_ok());
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match c.pop() {
+                Some(v) => got.push(v),
+                None => thread::yield_now(),
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+        assert!(c.pop().is_none());
     });
 }

@@ -57,8 +57,10 @@
 //! # Design
 //!
 //! The position protocol is rte_ring's (head/tail per side; a multi-threaded
-//! side reserves with a CAS on its head and publishes its tail in
-//! reservation order); see `core.rs` for each synchronising edge. Each
+//! side reserves with a CAS on its head), except that multiple producers
+//! publish each reserved run with a stamp of its own instead of a shared
+//! tail in reservation order; see `core.rs` for the protocol and each
+//! synchronising edge. Each
 //! side keeps a cached copy of the other side's tail (a single-threaded
 //! side in its handle, as `rtrb` does; a multi-threaded side beside its
 //! head), so it touches the other side's cache line only when the cached
@@ -68,10 +70,14 @@
 //! polls, and a head beside it would bounce with every poll (docs/performance.md
 //! has the measurements).
 //!
-//! Like rte_ring's default mode, the multi-threaded modes are not lock-free
-//! in the strict sense: a thread preempted between reserving slots and
-//! publishing them holds up the threads that reserved after it. Lcores are
-//! pinned one per core, which is what makes that acceptable.
+//! A push never waits for another thread: a producer preempted between
+//! reserving its slots and publishing them delays only what the consumers
+//! see (the ring looks as if it ended at its run), not the other producers,
+//! so threads that outnumber cores (thread pools, async tasks, overcommitted
+//! machines) can share a multi-producer ring. Multiple consumers still
+//! release their slots in reservation order, as rte_ring's default mode
+//! does: a consumer preempted mid-pop holds up the consumers behind it
+//! (they spin briefly, then yield their core).
 
 mod batch;
 mod core;
@@ -152,7 +158,10 @@ pub struct BulkError {
 }
 
 mod sealed {
-    pub trait Sealed {}
+    pub trait Sealed {
+        /// Several threads on this side.
+        const MULTI: bool;
+    }
 }
 
 /// How many threads may use one side of a ring: [`Single`] or [`Multi`].
@@ -168,8 +177,12 @@ pub enum Single {}
 #[derive(Debug)]
 pub enum Multi {}
 
-impl sealed::Sealed for Single {}
-impl sealed::Sealed for Multi {}
+impl sealed::Sealed for Single {
+    const MULTI: bool = false;
+}
+impl sealed::Sealed for Multi {
+    const MULTI: bool = true;
+}
 impl Mode for Single {}
 impl Mode for Multi {}
 
@@ -214,7 +227,7 @@ pub type Pair<T, P, C> = (Producer<T, P>, Consumer<T, C>);
 
 fn pair<T, P: Mode, C: Mode>(capacity: usize) -> Result<Pair<T, P, C>, CapacityError> {
     check_capacity(capacity)?;
-    let shared = Arc::new(Shared::new(capacity));
+    let shared = Arc::new(Shared::new(capacity, <P as sealed::Sealed>::MULTI));
     let (pl, cl) = (shared.sp_local(), shared.sc_local());
     Ok((
         Producer {
@@ -456,7 +469,7 @@ impl<T> Producer<T, Multi> {
         }
         // SAFETY: the CAS in `mp_reserve` gave us `pos` alone.
         unsafe { self.shared.write_one(pos, value) };
-        Shared::<T>::publish_multi(&self.shared.prod, pos, pos.wrapping_add(1));
+        self.shared.publish_run(pos, 1);
         Ok(())
     }
 
@@ -495,7 +508,7 @@ impl<T> Producer<T, Multi> {
         // SAFETY: the CAS in `mp_reserve` gave us `pos..pos + n` alone;
         // `n <= src.remaining()`.
         unsafe { self.shared.write_slots(pos, n, src) };
-        Shared::<T>::publish_multi(&self.shared.prod, pos, pos.wrapping_add(n));
+        self.shared.publish_run(pos, n);
     }
 }
 
@@ -561,6 +574,32 @@ impl<T> Consumer<T, Single> {
         unsafe { self.shared.read_slots(self.local.pos, n, dst) };
         self.local.pos = self.local.pos.wrapping_add(n);
         Shared::<T>::publish_single(&self.shared.cons, self.local.pos);
+    }
+}
+
+impl<T> Consumer<T, Single> {
+    /// Pops every item whose slot some producer had reserved when this was
+    /// called, in ring order, waiting (spinning, then yielding) for pushes
+    /// still in flight to be published. A multi-producer ring publishes
+    /// each push on its own, so an item whose push has returned may still be
+    /// hidden behind an earlier reservation; this is how a consumer makes
+    /// sure it has everything sent so far.
+    pub(crate) fn drain_reserved(&mut self, mut f: impl FnMut(T)) {
+        let end = self.shared.reserved_end();
+        let mut spins = 0u32;
+        while self.local.pos != end {
+            match self.pop() {
+                Some(v) => {
+                    f(v);
+                    spins = 0;
+                }
+                None if spins < 1024 => {
+                    spins += 1;
+                    hugepages::sync::spin_loop();
+                }
+                None => hugepages::sync::yield_now(),
+            }
+        }
     }
 }
 

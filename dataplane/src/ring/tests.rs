@@ -487,3 +487,71 @@ fn stress_mpmc_single_items_and_bulk() {
         },
     );
 }
+
+/// Eight producer threads on one core, single-item pushes, one consumer:
+/// producers are preempted between reserving a slot and publishing it all
+/// the time, and no push may wait for another producer to run again.
+/// Every item arrives once, in each producer's order. (A producer that
+/// waited on a preempted one, as rte_ring's in-order tail does, spun out
+/// its time slice on every such preemption: this test then took minutes
+/// where it now takes a fraction of a second; it asserts no timing.)
+#[test]
+fn producers_sharing_one_core_never_wait_for_each_other() {
+    #[cfg(not(miri))]
+    let pin_to_first_cpu = {
+        use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+        use nix::unistd::Pid;
+        let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        let cpu = (0..CpuSet::count())
+            .find(|&c| allowed.is_set(c).unwrap_or(false))
+            .unwrap();
+        move || {
+            let mut one = CpuSet::new();
+            one.set(cpu).unwrap();
+            // Best effort: where pinning is refused the threads still
+            // outnumber the cores of a small machine.
+            let _ = sched_setaffinity(Pid::from_raw(0), &one);
+        }
+    };
+    #[cfg(miri)]
+    let pin_to_first_cpu = || {};
+    let per_producer: u64 = if cfg!(miri) { 50 } else { 20_000 };
+    let (p, mut c) = mpsc::<(u32, u64)>(256).unwrap();
+    let producers: Vec<_> = (0..8u32)
+        .map(|id| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                pin_to_first_cpu();
+                for s in 0..per_producer {
+                    let mut item = (id, s);
+                    while let Err(PushError::Full(back)) = p.push(item) {
+                        item = back;
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(p);
+    let mut last = [None::<u64>; 8];
+    let mut got = 0u64;
+    while got < 8 * per_producer {
+        match c.pop() {
+            Some((id, s)) => {
+                let l = &mut last[id as usize];
+                assert!(
+                    l.is_none_or(|l| s == l + 1),
+                    "producer {id}: {s} after {l:?}"
+                );
+                *l = Some(s);
+                got += 1;
+            }
+            None => std::thread::yield_now(),
+        }
+    }
+    for t in producers {
+        t.join().unwrap();
+    }
+    assert!(c.pop().is_none());
+    assert!(last.iter().all(|l| *l == Some(per_producer - 1)));
+}

@@ -321,17 +321,20 @@ impl<W: Worker> Poller for WorkerPoller<W> {
         if tick.expired(ctx.now()) {
             self.tick();
         }
-        // While draining, a held burst (after a failure) is work in flight.
-        work + self.batch.len()
+        // While draining, a held burst (after a failure) is work in flight,
+        // and so are messages still in the queue, counting sends in flight
+        // from other threads that are reserved but not yet published (a
+        // multi-producer ring publishes each send on its own).
+        let queued = if ctx.stopping() { self.inbox.len() } else { 0 };
+        work + self.batch.len() + queued
     }
 
     fn stop(&mut self, _ctx: &PollContext) {
         if self.failed || self.state.is_none() {
             let mut left: Vec<Envelope<W::Message>> = self.batch.drain().collect();
-            let mut b = Batch::<Envelope<W::Message>, WORKER_BURST>::new();
-            while self.inbox.pop_burst(&mut b) > 0 {
-                left.extend(b.drain());
-            }
+            // Sends in flight from other threads complete without waiting
+            // for anyone; take them too.
+            self.inbox.drain_reserved(|m| left.push(m));
             if !left.is_empty() {
                 tracing::error!(worker = %self.id, count = left.len(), "messages undelivered: the worker failed");
                 self.shared
