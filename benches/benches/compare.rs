@@ -152,6 +152,14 @@ fn main() {
             .contender("ours", || Ok(ring::spsc_single_ours(cpus, n)))
             .contender("rtrb", || Ok(ring::spsc_single_rtrb(cpus, n)))
             .contender("ringbuf", || Ok(ring::spsc_single_ringbuf(cpus, n)))
+            // Which side is faster decides the regime (docs/performance.md):
+            // each loop with one side slowed by two moves per item.
+            .contender("ours, consumer +2 moves", || {
+                Ok(ring::spsc_single_ours_skewed(cpus, n, ring::Skew::Consumer))
+            })
+            .contender("rtrb, producer +2 moves", || {
+                Ok(ring::spsc_single_rtrb_skewed(cpus, n, ring::Skew::Producer))
+            })
             .run(args.rounds, progress);
         verdicts.push(speed_target(
             &r,

@@ -39,8 +39,36 @@ fn sum(items: &[u64]) -> u64 {
 
 // ---- SP/SC, one item at a time ------------------------------------------
 
+/// Which side of a single-item loop is slowed by two moves per item (each
+/// item passed through `black_box` twice): the probe of docs/performance.md
+/// target 1, which side catching the other decides the speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skew {
+    /// Neither: the plain loops.
+    None,
+    /// The producer.
+    Producer,
+    /// The consumer.
+    Consumer,
+}
+
+/// `v`, through two `black_box` moves when `slow`.
+#[inline(always)]
+fn skew(v: u64, slow: bool) -> u64 {
+    if slow {
+        std::hint::black_box(std::hint::black_box(v))
+    } else {
+        v
+    }
+}
+
 /// Ours: `ring::spsc`, `push` / `pop`.
 pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
+    spsc_single_ours_skewed(cpus, items, Skew::None)
+}
+
+/// Ours: `ring::spsc`, `push` / `pop`, one side slowed as `s` says.
+pub fn spsc_single_ours_skewed(cpus: CpuPair, items: u64, s: Skew) -> Sample {
     let _pad = super::placement_pad();
     let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
     cross_core(
@@ -49,7 +77,7 @@ pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
         move |n| {
             let mut i = 0;
             while i < n {
-                match tx.push(i) {
+                match tx.push(skew(i, s == Skew::Producer)) {
                     Ok(()) => i += 1,
                     Err(_) => spin_loop(),
                 }
@@ -61,7 +89,7 @@ pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
             while got < n {
                 match rx.pop() {
                     Some(v) => {
-                        acc = acc.wrapping_add(v);
+                        acc = acc.wrapping_add(skew(v, s == Skew::Consumer));
                         got += 1;
                     }
                     None => spin_loop(),
@@ -74,6 +102,11 @@ pub fn spsc_single_ours(cpus: CpuPair, items: u64) -> Sample {
 
 /// Peer: `rtrb::RingBuffer`, `push` / `pop`.
 pub fn spsc_single_rtrb(cpus: CpuPair, items: u64) -> Sample {
+    spsc_single_rtrb_skewed(cpus, items, Skew::None)
+}
+
+/// Peer: `rtrb::RingBuffer`, `push` / `pop`, one side slowed as `s` says.
+pub fn spsc_single_rtrb_skewed(cpus: CpuPair, items: u64, s: Skew) -> Sample {
     let _pad = super::placement_pad();
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
     cross_core(
@@ -82,7 +115,7 @@ pub fn spsc_single_rtrb(cpus: CpuPair, items: u64) -> Sample {
         move |n| {
             let mut i = 0;
             while i < n {
-                match tx.push(i) {
+                match tx.push(skew(i, s == Skew::Producer)) {
                     Ok(()) => i += 1,
                     Err(_) => spin_loop(),
                 }
@@ -94,7 +127,7 @@ pub fn spsc_single_rtrb(cpus: CpuPair, items: u64) -> Sample {
             while got < n {
                 match rx.pop() {
                     Ok(v) => {
-                        acc = acc.wrapping_add(v);
+                        acc = acc.wrapping_add(skew(v, s == Skew::Consumer));
                         got += 1;
                     }
                     Err(_) => spin_loop(),

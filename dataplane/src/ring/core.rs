@@ -98,10 +98,10 @@ impl HeadTail {
     }
 }
 
-/// Pause-spins a releasing consumer makes waiting for the one ahead of it
-/// before it starts yielding its core: about 10 µs at one pause per ~40
+/// Pause-spins a consumer makes waiting for another thread (a consumer
+/// ahead of it, a push in flight) before it starts yielding its core: about 10 µs at one pause per ~40
 /// cycles, far longer than a running thread takes to copy a burst.
-const PUBLISH_SPINS: u32 = 1024;
+pub(crate) const PUBLISH_SPINS: u32 = 1024;
 
 /// Items a consumer of a multi-producer ring looks for past what it asked
 /// for, so that runs of single pushes are found a few at a time.
@@ -152,8 +152,6 @@ struct ReadOnly<T> {
     /// (see the module docs). Empty for single-producer rings, which
     /// publish `prod.tail` instead.
     stamps: Box<[AtomicUsize]>,
-    /// `!stamps.is_empty()`, beside the mask on the line every operation reads.
-    stamped: bool,
     mask: usize,
     /// Live producer and consumer handles, for `is_abandoned`.
     producers: AtomicUsize,
@@ -194,7 +192,6 @@ impl<T> Shared<T> {
             ro: CachePadded::new(ReadOnly {
                 slots,
                 stamps,
-                stamped,
                 mask: capacity - 1,
                 producers: AtomicUsize::new(1),
                 consumers: AtomicUsize::new(1),
@@ -245,7 +242,7 @@ impl<T> Shared<T> {
     /// Returns the first reserved position and the count (0: no room).
     #[inline]
     pub(crate) fn mp_reserve(&self, want: Want) -> (usize, usize) {
-        self.multi_reserve(&self.prod.reserve, want, |_| {
+        self.multi_reserve(&self.prod.reserve, want, false, |_| {
             // Acquire: pairs with the consumers' Release store of
             // `cons.tail`: their reads of the slots before it are done.
             self.cons
@@ -259,13 +256,17 @@ impl<T> Shared<T> {
     /// `r.head`, below `r.bound`, which is refreshed by `refresh(wanted)`
     /// only when it allows too few. `refresh` returns a position before
     /// which every position is ready for this side, with an Acquire edge
-    /// from the other side's accesses to those slots. Returns the first
-    /// position and the count.
+    /// from the other side's accesses to those slots. `grows`: the bound
+    /// must only grow (the consumers of a multi-producer ring scan from it);
+    /// otherwise a racing refresh may store an older bound after ours,
+    /// which only under-reports room. Returns the first position and the
+    /// count.
     #[inline(always)]
     fn multi_reserve(
         &self,
         r: &Reserve,
         want: Want,
+        grows: bool,
         refresh: impl Fn(usize) -> usize,
     ) -> (usize, usize) {
         let cap = self.capacity();
@@ -320,9 +321,21 @@ impl<T> Shared<T> {
                 head = r.head.load(Ordering::Relaxed);
             }
             bound = refresh(wanted);
-            Self::raise(&r.bound, bound);
+            if grows {
+                Self::raise(&r.bound, bound);
+            } else {
+                // Release: passes the refresh's Acquire edge on to this
+                // side's other threads (their Acquire load of `bound`).
+                r.bound.store(bound, Ordering::Release);
+            }
             fresh = true;
         }
+    }
+
+    /// Whether the producers publish runs (a multi-producer ring).
+    #[inline(always)]
+    fn is_stamped(&self) -> bool {
+        !self.ro.stamps.is_empty()
     }
 
     /// Raises `bound` to `new` unless it is already there or beyond (in
@@ -355,7 +368,7 @@ impl<T> Shared<T> {
     #[inline(always)]
     pub(crate) fn sc_reserve(&self, local: &mut Local, want: Want) -> usize {
         if local.limit.wrapping_sub(local.pos) < want.count() {
-            local.limit = if self.ro.stamped {
+            local.limit = if self.is_stamped() {
                 // `limit` is a run boundary at or after `pos`.
                 self.published_runs(local.pos, local.limit, want.count())
             } else {
@@ -371,8 +384,8 @@ impl<T> Shared<T> {
     #[inline]
     pub(crate) fn mc_reserve(&self, want: Want) -> (usize, usize) {
         let r = &self.cons.reserve;
-        self.multi_reserve(r, want, |wanted| {
-            if self.ro.stamped {
+        self.multi_reserve(r, want, self.is_stamped(), |wanted| {
+            if self.is_stamped() {
                 // The bound is a run boundary at or after every consumer's
                 // head (it only grows, and no reservation passes it);
                 // Acquire as in `multi_reserve`.
@@ -415,7 +428,7 @@ impl<T> Shared<T> {
     /// Never waits.
     #[inline(always)]
     pub(crate) fn publish_run(&self, pos: usize, n: usize) {
-        debug_assert!(self.ro.stamped && n > 0);
+        debug_assert!(self.is_stamped() && n > 0);
         // Release: the slot writes before it happen-before a consumer's
         // Acquire load that sees this run's end (`published_runs`).
         self.stamp(pos)
@@ -577,7 +590,7 @@ impl<T> Shared<T> {
     /// The producers' end: `prod.tail`, or for multi-producer rings
     /// `prod.head` (reserved slots count as taken).
     fn prod_end(&self, order: Ordering) -> usize {
-        if self.ro.stamped {
+        if self.is_stamped() {
             self.prod.reserve.head.load(order)
         } else {
             self.prod.tail.load(order)

@@ -593,7 +593,7 @@ impl<T> Consumer<T, Single> {
                     f(v);
                     spins = 0;
                 }
-                None if spins < 1024 => {
+                None if spins < self::core::PUBLISH_SPINS => {
                     spins += 1;
                     hugepages::sync::spin_loop();
                 }
