@@ -138,7 +138,7 @@ if ! need_nightly; then
     exit 0
 fi
 
-# Loom: every ring mode, the mempool's shared stack and cache, slot handover.
+# Loom: every ring mode, the mempool's shared ring and cache, slot handover.
 loom_tests() {
     RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$target/loom" \
         cargo test --release -p hugepages -p dataplane --lib loom

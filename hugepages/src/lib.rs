@@ -7,7 +7,7 @@
 //!   has an IOVA (physical address with privilege, else virtual).
 //! - [`mempool`]: a [`Mempool`](mempool::Mempool) carves fixed-size objects
 //!   out of regions and hands them out in bulk through per-lcore caches in
-//!   front of a lock-free shared store, `rte_mempool`'s model.
+//!   front of a shared MP/MC ring, `rte_mempool`'s model.
 //! - [`slot`]: which lcore cache a thread owns.
 //! - [`mbuf`]: the [`Mbuf`](mbuf::Mbuf) packet buffer, laid out like DPDK's
 //!   `rte_mbuf` so that the DPDK backend can hand out real ones behind the
@@ -40,7 +40,6 @@ pub mod mempool;
 #[allow(unsafe_code)]
 pub mod region;
 pub mod slot;
-mod stack;
 pub mod sync;
 pub mod system;
 

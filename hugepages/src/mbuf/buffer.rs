@@ -343,6 +343,32 @@ impl Mbuf {
         Ok(())
     }
 
+    /// Places the data `offset` bytes into the buffer, `len` bytes long
+    /// (`data_off` and `data_len` at once): for a buffer a device filled at
+    /// an offset of its choosing (an AF_XDP frame lands after the kernel's
+    /// 256-byte XDP headroom, not after ours).
+    ///
+    /// # Errors
+    ///
+    /// [`MbufError::ExceedsBuffer`] when `offset + len` is past the buffer;
+    /// nothing is changed.
+    pub fn set_data(&mut self, offset: usize, len: usize) -> Result<(), MbufError> {
+        let buf = self.buf_len();
+        let Some(max) = buf.checked_sub(offset).filter(|&m| len <= m) else {
+            return Err(MbufError::ExceedsBuffer {
+                requested: offset.saturating_add(len),
+                max: buf,
+            });
+        };
+        debug_assert!(len <= max);
+        let h = self.header_mut();
+        // Both fit in u16: offset + len <= buf_len, a u16.
+        h.data_off = offset as u16;
+        h.data_len = len as u16;
+        h.pkt_len = len as u32;
+        Ok(())
+    }
+
     /// Frees mbufs in bulk, as `rte_pktmbuf_free_bulk`: consecutive mbufs
     /// of the same native pool go back with one put, consecutive foreign
     /// ones with one `free_bulk` call.

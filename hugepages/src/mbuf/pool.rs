@@ -216,4 +216,15 @@ impl MbufPool {
     pub fn regions(&self) -> &[Region] {
         self.pool.regions()
     }
+
+    /// The mbuf whose object (header, private area or buffer) holds the
+    /// byte at `ptr`: its index, from 0 to `capacity()`, and its header.
+    /// `None` outside every mbuf of this pool. How a backend maps an
+    /// address the kernel or a device hands back (AF_XDP's rx and
+    /// completion rings) to the mbuf it lent.
+    pub fn mbuf_containing(&self, ptr: *const u8) -> Option<(usize, NonNull<MbufHeader>)> {
+        self.pool
+            .object_containing(ptr)
+            .map(|(i, obj)| (i, obj.cast()))
+    }
 }

@@ -512,3 +512,44 @@ fn foreign_mbufs_go_through_the_registered_ops() {
     assert_eq!(FOREIGN_BULK_CALLS.load(Ordering::Relaxed), bulk_calls + 2);
     assert_all_back(&p);
 }
+
+#[test]
+fn every_byte_of_an_mbuf_names_it_and_nothing_else_does() {
+    // 4 KiB pages: with a 2 KiB data room an mbuf (2304 bytes) does not
+    // divide the page, so the pool leaves a gap before each page boundary
+    // rather than let an object straddle it. Addresses must be mapped to
+    // objects with that layout, not by a stride from the first.
+    let p = pool(64, 0);
+    let mut seen = std::collections::HashSet::new();
+    let mut held = Vec::new();
+    while let Some(m) = p.alloc() {
+        let hdr = m.as_ptr();
+        let start = hdr.as_ptr().cast::<u8>().cast_const();
+        let end = m.header().buf_addr.wrapping_add(m.buf_len());
+        for probe in [
+            start,
+            start.wrapping_add(127),
+            m.data().as_ptr(),
+            end.wrapping_sub(1),
+        ] {
+            let (i, h) = p.mbuf_containing(probe).expect("a byte of the mbuf");
+            assert_eq!(h, hdr);
+            assert!(i < p.capacity());
+            seen.insert(i);
+        }
+        // The byte after the object is another object's or nobody's.
+        if let Some((_, h)) = p.mbuf_containing(end) {
+            assert_ne!(h, hdr);
+        }
+        held.push(m);
+    }
+    assert_eq!(seen.len(), p.capacity(), "one index per mbuf");
+    let region = &p.regions()[0];
+    assert!(
+        p.mbuf_containing(region.as_ptr().wrapping_add(region.len()))
+            .is_none()
+    );
+    assert!(p.mbuf_containing(std::ptr::null()).is_none());
+    drop(held);
+    assert_all_back(&p);
+}

@@ -1,7 +1,65 @@
-//! The pool itself: objects carved from regions, the shared lock-free
-//! store, and the per-lcore caches with rte_mempool's put and get rules.
+//! The pool itself: objects carved from regions, the shared ring store,
+//! and the per-lcore caches with rte_mempool's put and get rules.
 
 use super::*;
+
+/// Object indices a put in the general layout hands the store per
+/// reservation (a stack buffer of 256 bytes): more than a burst of 32, so
+/// that a burst is one.
+const STORE_PUT_CHUNK: usize = 64;
+
+/// The layout of a pool that is one region of objects packed end to end
+/// with a power-of-two stride (in PA mode too when the stride divides the
+/// page): an object's index is its offset shifted right and back, so the
+/// store's get and put convert a burst with no search, no division and no
+/// table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Packed {
+    /// The first object (with the region's provenance).
+    base: *mut u8,
+    /// `count * stride`: offsets below it are inside the objects.
+    span: usize,
+    /// `stride - 1`: an object's offset has none of these bits.
+    mask: usize,
+    /// log2(stride).
+    shift: u32,
+}
+
+impl Packed {
+    /// Whether every pointer is the start of an object, in one pass with
+    /// no branch per pointer (so it vectorises with SSE2, which has no
+    /// unsigned 64-bit compare): `off < span` iff `off - span` wraps to a
+    /// value with the top bit set (both being below 2^63, which the second
+    /// check ensures for the offsets and allocation limits ensure for
+    /// `span`), so the AND of those keeps the top bit only if every offset
+    /// is in range; the OR of the offsets has none of the `mask` bits only
+    /// if every offset is a multiple of the stride.
+    #[inline]
+    fn all_objects(&self, objs: &[*mut u8]) -> bool {
+        let base = self.base.addr();
+        let (mut below, mut bits) = (usize::MAX, 0usize);
+        for &p in objs {
+            let off = p.addr().wrapping_sub(base);
+            below &= off.wrapping_sub(self.span);
+            bits |= off;
+        }
+        let top = 1 << (usize::BITS - 1);
+        below & top != 0 && bits & (top | self.mask) == 0
+    }
+
+    /// The index of an object (one `all_objects` accepted).
+    #[inline]
+    fn index(&self, p: *mut u8) -> u32 {
+        // Below `span >> shift = count <= u32::MAX` for an object.
+        (p.addr().wrapping_sub(self.base.addr()) >> self.shift) as u32
+    }
+
+    /// The object at an index the store handed out.
+    #[inline]
+    fn object(&self, index: u32) -> *mut u8 {
+        self.base.wrapping_add((index as usize) << self.shift)
+    }
+}
 
 /// Where the objects of one region lie.
 #[derive(Debug)]
@@ -14,8 +72,9 @@ pub(crate) struct Chunk {
     pub(crate) first: u32,
     /// Objects in the region.
     pub(crate) count: u32,
-    /// Objects per page when objects may not straddle pages (PA mode), else
-    /// 0 (objects are packed end to end).
+    /// Objects per page when objects may not straddle pages (PA mode) and
+    /// the stride does not divide the page, else 0 (objects are packed end
+    /// to end, which is the same layout when the stride divides the page).
     pub(crate) per_page: u32,
     /// log2 of the page size, used when `per_page != 0`.
     pub(crate) page_shift: u32,
@@ -71,10 +130,14 @@ pub(crate) struct PoolCore {
     pub(crate) name: String,
     pub(crate) elt_size: usize,
     pub(crate) stride: usize,
+    /// Division by `stride`, for [`PoolCore::index_of`].
+    pub(crate) stride_div: Divisor,
+    /// The fast layout, when the pool has it.
+    pub(crate) packed: Option<Packed>,
     pub(crate) count: u32,
     pub(crate) cache_size: u32,
     pub(crate) cache_cap: usize,
-    pub(crate) store: Stack,
+    pub(crate) store: Ring,
     /// `MAX_LCORE_SLOTS` caches, or none when `cache_size == 0`.
     pub(crate) caches: Box<[CachePadded<LcoreCache>]>,
     /// The object arrays of all caches in one zeroed allocation (so untouched
@@ -91,9 +154,11 @@ pub(crate) struct PoolCore {
 // SAFETY: the raw pointers are addresses in the pool's own regions and
 // cache memory, which the core owns and frees only in its destructor.
 unsafe impl Send for PoolCore {}
-// SAFETY: shared use is through atomics (store, cache lens) and the cache
-// arrays, each of which only the thread holding its slot touches (slot
-// ownership is unique: crate::slot); everything else is immutable.
+// SAFETY: shared use is through the store (whose own Sync argument is in
+// ring.rs), atomics (cache lens) and the cache arrays, each of which only
+// the thread holding its slot touches (slot ownership is unique:
+// crate::slot); everything else is immutable. `Packed::base` is only read
+// and offset, never written through here.
 unsafe impl Sync for PoolCore {}
 
 impl Drop for PoolCore {
@@ -115,6 +180,23 @@ impl PoolCore {
         // `validate` bounds these: count <= u32::MAX, cache_size <= 512.
         let count = config.count as u32;
         let (regions, chunks, objs) = carve(config, stride, count)?;
+
+        let packed = match &*chunks {
+            [only] if only.per_page == 0 && stride.is_power_of_two() => Some(Packed {
+                base: regions[only.region].as_ptr(),
+                span: only.count as usize * stride,
+                mask: stride - 1,
+                shift: stride.trailing_zeros(),
+            }),
+            _ => None,
+        };
+        let Some(store) = Ring::full(count) else {
+            return Err(Error::Config(format!(
+                "mempool {:?}: {count} objects need a ring larger than this target's address \
+                 space",
+                config.name
+            )));
+        };
 
         let cache_size = config.cache_size;
         let cache_cap = cache_flush_threshold(cache_size) + cache_size;
@@ -142,10 +224,12 @@ impl PoolCore {
             name: config.name.clone(),
             elt_size: config.elt_size,
             stride,
+            stride_div: Divisor::new(stride),
+            packed,
             count,
             cache_size: cache_size as u32,
             cache_cap,
-            store: Stack::full(count),
+            store,
             caches,
             cache_mem,
             objs,
@@ -167,6 +251,7 @@ impl PoolCore {
 
     /// The index of the object starting at `p`, or `None` when `p` is not
     /// the start of an object of this pool.
+    #[inline]
     pub(crate) fn index_of(&self, p: *const u8) -> Option<u32> {
         let addr = p.addr();
         let chunk = match &*self.chunks {
@@ -180,17 +265,36 @@ impl PoolCore {
         if off >= chunk.len {
             return None;
         }
-        let (slot, rem) = if chunk.per_page == 0 {
+        let slot = if chunk.per_page == 0 {
+            self.stride_div.exact(off)?
+        } else {
+            let page = off >> chunk.page_shift;
+            let in_page = off & ((1 << chunk.page_shift) - 1);
+            page * chunk.per_page as usize + self.stride_div.exact(in_page)?
+        };
+        if slot >= chunk.count as usize {
+            return None;
+        }
+        Some(chunk.first + slot as u32)
+    }
+
+    /// The index of the object holding the byte at `p` (its first byte or
+    /// any of its `elt_size`), or `None` when no object holds it.
+    pub(crate) fn index_containing(&self, p: *const u8) -> Option<u32> {
+        let chunk = self.chunk_of(p)?;
+        let off = p.addr() - chunk.base;
+        let (slot, in_obj) = if chunk.per_page == 0 {
             (off / self.stride, off % self.stride)
         } else {
             let page = off >> chunk.page_shift;
             let in_page = off & ((1 << chunk.page_shift) - 1);
-            (
-                page * chunk.per_page as usize + in_page / self.stride,
-                in_page % self.stride,
-            )
+            let (k, rest) = (in_page / self.stride, in_page % self.stride);
+            if k >= chunk.per_page as usize {
+                return None;
+            }
+            (page * chunk.per_page as usize + k, rest)
         };
-        if rem != 0 || slot >= chunk.count as usize {
+        if in_obj >= self.elt_size || slot >= chunk.count as usize {
             return None;
         }
         Some(chunk.first + slot as u32)
@@ -208,25 +312,52 @@ impl PoolCore {
     }
 
     pub(crate) fn store_get(&self, out: &mut [*mut u8]) -> Result<(), PoolExhausted> {
-        let objs = &self.objs;
-        if self
-            .store
-            .pop_bulk(out.len(), |i, idx| out[i] = objs[idx as usize])
-        {
+        if self.store_take(out) {
             Ok(())
         } else {
             Err(PoolExhausted)
         }
     }
 
-    /// Pushes `objs` to the store; its final `len` update is the last
+    /// Fills `out` from the store, all or nothing.
+    #[inline]
+    fn store_take(&self, out: &mut [*mut u8]) -> bool {
+        let n = out.len();
+        match self.packed {
+            Some(packed) => self.store.get_bulk(n, |i, idx| out[i] = packed.object(idx)),
+            None => {
+                let table = &self.objs;
+                self.store
+                    .get_bulk(n, |i, idx| out[i] = table[idx as usize])
+            }
+        }
+    }
+
+    /// Puts `objs` in the store; its final `prod.tail` store is the last
     /// access to the pool (module docs).
     pub(crate) fn store_put(&self, objs: &[*mut u8]) {
-        // A pointer that is not an object of this pool breaks put's
-        // contract (debug builds assert on entry); dropping it here keeps
-        // the store consistent in release builds.
-        self.store
-            .push_bulk(objs.iter().filter_map(|&p| self.index_of(p)));
+        if let Some(packed) = self.packed
+            && packed.all_objects(objs)
+        {
+            self.store.put_bulk(objs.iter().map(|&p| packed.index(p)));
+            return;
+        }
+        // The general layout, or a pointer that is not an object of this
+        // pool, which breaks put's contract (debug builds assert on entry):
+        // dropping it here keeps the store consistent in release builds.
+        // Indices go to the ring STORE_PUT_CHUNK at a time.
+        let mut buf = [0u32; STORE_PUT_CHUNK];
+        for part in objs.chunks(STORE_PUT_CHUNK) {
+            let mut n = 0;
+            for (slot, i) in buf
+                .iter_mut()
+                .zip(part.iter().filter_map(|&p| self.index_of(p)))
+            {
+                *slot = i;
+                n += 1;
+            }
+            self.store.put_bulk(buf[..n].iter().copied());
+        }
     }
 
     /// See [`Mempool::get_bulk`].
@@ -250,12 +381,7 @@ impl PoolCore {
                 // the cache ends at cache_size (DPDK 22.11). The array holds
                 // it: len + req = cache_size + n < 2 * cache_size <= cap.
                 let req = cache_size + n - len;
-                let table = &self.objs;
-                let dst = &mut objs[len..len + req];
-                if !self
-                    .store
-                    .pop_bulk(req, |i, idx| dst[i] = table[idx as usize])
-                {
+                if !self.store_take(&mut objs[len..len + req]) {
                     // Not enough for a refill: maybe enough for the request.
                     return self.store_get(out);
                 }
@@ -335,7 +461,7 @@ impl PoolCore {
 
     pub(crate) fn available(&self) -> usize {
         // The store first, then the caches (module docs, rule 2).
-        let mut n = self.store.len() as usize;
+        let mut n = self.store.len();
         for c in self.caches.iter() {
             // Acquire: pairs with the owner's Release stores.
             n += c.len.load(Ordering::Acquire) as usize;
@@ -486,7 +612,13 @@ pub(crate) fn carve(
             len: region.len(),
             first: (objs.len() - n) as u32,
             count: n as u32,
-            per_page: per_page as u32,
+            // A stride that divides the page leaves no gap at page ends:
+            // the packed layout, whose index arithmetic is cheaper.
+            per_page: if per_page != 0 && page.bytes() % stride != 0 {
+                per_page as u32
+            } else {
+                0
+            },
             page_shift: page.shift(),
             region: regions.len(),
         });

@@ -30,21 +30,40 @@
 //!
 //! # The store and the caches
 //!
-//! The shared store is a lock-free LIFO stack of `u32` object indices in the
-//! style of DPDK's `rte_stack_lf`: a 64-bit head packing the top index with
-//! a 32-bit ABA tag, a side array of `next` links, and a `len` counter that
-//! a pop decrements first, as a reservation (so a bulk pop is all or
-//! nothing and fails fast), and a push increments last. Uncontended, a
-//! bulk operation is one CAS on the head and one update of `len`. The
-//! algorithm, each ordering and the ABA argument are written out in
-//! `src/stack.rs`. In front of it,
-//! each pool has [`MAX_LCORE_SLOTS`] caches, one per [`slot`]: the thread
-//! holding slot *k* alone touches cache *k* (its object array through an
-//! `UnsafeCell`, its `len` with plain loads and Release stores that others
-//! read only for statistics). Put and get follow DPDK 22.11
-//! (`rte_mempool_do_generic_put`/`_get`), described at [`Mempool::put_bulk`]
-//! and [`Mempool::get_bulk`]. A thread without a slot uses the store
-//! directly.
+//! The shared store is a bounded multi-producer multi-consumer ring of
+//! `u32` object indices in the style of `rte_ring` (which is also
+//! `rte_mempool`'s default store): producer and consumer each have a head
+//! and a tail on their own cache line; a get or put CASes its side's head
+//! forward by `n` to reserve `n` positions, all or nothing, copies, waits
+//! for its side's tail to reach its head and stores the tail past its run.
+//! The capacity is the smallest power of two that holds every object, so
+//! a put never finds it full, and a get that finds fewer than `n` objects
+//! fails at once having taken nothing. Uncontended, a bulk operation is one
+//! CAS and one tail store. The algorithm, each ordering, and what a thread
+//! preempted inside an operation costs the others are written out in
+//! `src/mempool/ring.rs`. Objects come out in the order they went in, as
+//! from `rte_mempool`'s ring: the least recently freed first.
+//!
+//! The ring holds indices, not pointers (half the memory, and a put checks
+//! that each pointer is an object of the pool). For the common layout, one
+//! region of objects packed end to end with a power-of-two stride, an
+//! index is the offset shifted, both ways; otherwise a put finds the
+//! region and divides by the stride with a multiply (`src/mempool/divisor.rs`)
+//! and a get reads the object table.
+//!
+//! In front of the store, each pool has [`MAX_LCORE_SLOTS`] caches, one per
+//! [`slot`]: the thread holding slot *k* alone touches cache *k* (its
+//! object array through an `UnsafeCell`, its `len` with plain loads and
+//! Release stores that others read only for statistics). Put and get
+//! follow DPDK 22.11 (`rte_mempool_do_generic_put`/`_get`), described at
+//! [`Mempool::put_bulk`] and [`Mempool::get_bulk`]. A thread without a slot
+//! uses the store directly.
+//!
+//! The store's count, in [`Mempool::available`], is `prod.tail - cons.head`:
+//! the objects that puts have published and no get has reserved. It is
+//! read `cons.head` first, then `prod.tail`, both with Acquire, which makes
+//! it never negative (ring.rs, "Orderings"); a get in flight has already
+//! left it, a put in flight has not yet joined it.
 //!
 //! # Dropping the pool
 //!
@@ -55,17 +74,28 @@
 //! later, and that must stay memory-safe.
 //!
 //! Deciding "every object is back" while other threads may still be inside
-//! `put` (an `Mbuf` dropped without a pool handle) needs two rules:
+//! `put` (an `Mbuf` dropped without a pool handle) needs two rules. (No get
+//! can be in flight: a get needs a handle, and the handles' `Arc` orders
+//! every get before the drop, so the drop reads `cons.head` exactly.)
 //!
 //! 1. The last access a put makes to the pool is the Release write that
 //!    makes its objects count as available: a cache's `len` store, or the
-//!    store's `len` `fetch_add` when a put flushes its cache (the cache
-//!    `len` is lowered *before* the flushed objects reach the store, so the
-//!    count can run short for a moment, never long).
-//! 2. The drop reads the store's `len` first, then every cache's, all with
-//!    Acquire. A flush lowers its cache's `len` before it raises the
-//!    store's, so reading in the opposite order cannot count the flushed
-//!    objects twice.
+//!    store's `prod.tail` store when a put goes to the store or flushes its
+//!    cache there (the cache `len` is lowered *before* the flushed objects
+//!    reach the store, so the count can run short for a moment, never
+//!    long). A put to the store that is split into several reservations
+//!    (the general layout, 64 indices at a time) publishes its last run
+//!    last, and until then its objects are not all counted.
+//! 2. The drop reads the store's count first (`prod.tail` with Acquire),
+//!    then every cache's `len`, all with Acquire. A flush lowers its cache's
+//!    `len` before it raises `prod.tail`, so reading in the opposite order
+//!    cannot count the flushed objects twice.
+//!
+//! The `prod.tail` stores of the puts form a chain: each put waits, with
+//! an Acquire load, for the previous put's tail store before it makes its
+//! own (ring.rs). So a drop whose Acquire load reads a `prod.tail` value
+//! synchronises with every put whose run ends at or before it, not only
+//! with the last one.
 //!
 //! So a drop that counts every object has synchronised with the last write
 //! of every put, and every put's accesses happen before the free. (Like
@@ -73,24 +103,30 @@
 //! memory by the return; see rust-lang/rust#55005.)
 
 mod core;
+mod divisor;
 mod dmabuf;
+mod ring;
 
 pub(crate) use core::{MbufPoolInfo, PoolCore};
 pub use dmabuf::DmaBuf;
 
 use core::CoreOwner;
+use divisor::Divisor;
+use ring::Ring;
 
 use crate::Error;
 use crate::NumaNode;
 use crate::region::{Iova, IovaMode, PageSize, Region};
 use crate::slot::{self, MAX_LCORE_SLOTS};
-use crate::stack::{MAX_OBJECTS, Stack};
 use crate::sync::{Arc, AtomicU32, Ordering, UnsafeCell};
 use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::ptr::{self, NonNull};
+
+/// The most objects a pool holds: object indices are `u32`.
+const MAX_OBJECTS: usize = u32::MAX as usize;
 
 /// The largest per-lcore cache (`RTE_MEMPOOL_CACHE_MAX_SIZE`, DPDK
 /// lib/mempool/rte_mempool.h).
@@ -376,6 +412,16 @@ impl Mempool {
     /// Whether `ptr` is the start of an object of this pool.
     pub fn is_object(&self, ptr: *const u8) -> bool {
         self.core().index_of(ptr).is_some()
+    }
+
+    /// The object holding the byte at `ptr` (its first byte or any of its
+    /// `elt_size`): its index, from 0 to `capacity()`, and its start.
+    /// `None` when no object of this pool holds it. How a driver maps an
+    /// address a device hands back to the object it lent.
+    pub fn object_containing(&self, ptr: *const u8) -> Option<(usize, NonNull<u8>)> {
+        let core = self.core();
+        let i = core.index_containing(ptr)?;
+        Some((i as usize, NonNull::new(*core.objs.get(i as usize)?)?))
     }
 
     /// Takes one object as an owning [`DmaBuf`], returned on drop.

@@ -30,7 +30,7 @@ fn counts(p: &Mempool) -> (usize, usize) {
     let cache = slot::current().map_or(0, |s| {
         core.caches[s.index()].len.load(Ordering::Relaxed) as usize
     });
-    (core.store.len() as usize, cache)
+    (core.store.len(), cache)
 }
 
 /// Runs `f` on a new thread holding a slot.
@@ -175,7 +175,7 @@ fn cache_refill_and_flush_across_the_threshold() {
         let a = p.get().unwrap();
         assert_eq!(counts(&p), (55, 8));
         assert_eq!(p.available(), 63);
-        // LIFO: a put object is the next one got.
+        // The cache is LIFO: a put object is the next one got.
         // SAFETY: from this pool, returned once, unused.
         unsafe { p.put(a) };
         assert_eq!(counts(&p), (55, 9));
@@ -532,4 +532,101 @@ fn randomized_stress() {
     // SAFETY: from this pool, returned once, unused.
     unsafe { p.put_bulk(&all) };
     assert_all_back(&p);
+}
+
+/// The shared store under contention, for a bounded time: four threads,
+/// two holding cache slots and two without, take and return random-size
+/// bursts (1 to 100, past the put chunk and the cache size, so that both
+/// the cache and the store paths run, and gets often find too few
+/// objects). Each object's owner is recorded on take and cleared on
+/// return, so a double hand-out fails at once; at the end every object is
+/// back exactly once. Run for both index layouts (power-of-two stride:
+/// shift; 72 bytes: the general search and division) with and without
+/// caches.
+#[test]
+fn store_stress_timed() {
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+    use std::sync::atomic::{AtomicBool, AtomicU32 as StdU32, Ordering::Relaxed};
+    use std::time::{Duration, Instant};
+    let (count, budget, min_iters) = if cfg!(miri) {
+        (48, Duration::ZERO, 15)
+    } else {
+        (512, Duration::from_millis(80), 1000)
+    };
+    let seed: u64 = rand::rng().random();
+    println!("seed {seed}");
+    for (elt_size, cache_size) in [(64, 0), (72, 0), (64, 8), (72, 8)] {
+        let p = Mempool::new(MempoolConfig {
+            name: "stress".into(),
+            count,
+            elt_size,
+            align: 8,
+            cache_size,
+            page_size: PageSize::Size4K,
+            ..MempoolConfig::default()
+        })
+        .unwrap();
+        assert_eq!(p.core().packed.is_some(), elt_size == 64);
+        let owner: Vec<StdU32> = (0..count).map(|_| StdU32::new(0)).collect();
+        let stop = AtomicBool::new(false);
+        let start = Instant::now();
+        thread::scope(|s| {
+            for t in 1..=4u32 {
+                let (p, owner, stop) = (&p, &owner, &stop);
+                s.spawn(move || {
+                    let _slot = (t % 2 == 0).then(|| slot::claim().unwrap());
+                    let mut rng = SmallRng::seed_from_u64(seed ^ u64::from(t));
+                    let mut held: Vec<*mut u8> = Vec::new();
+                    let mut burst = [ptr::null_mut(); 100];
+                    let mut iters = 0;
+                    while iters < min_iters || !stop.load(Relaxed) {
+                        iters += 1;
+                        if held.len() < count / 4 && rng.random_bool(0.5) {
+                            let n = rng.random_range(1..=100);
+                            if p.get_bulk(&mut burst[..n]).is_err() {
+                                continue;
+                            }
+                            for &o in &burst[..n] {
+                                let i = p.core().index_of(o).expect("an object of the pool");
+                                let prev = owner[i as usize].swap(t, Relaxed);
+                                assert_eq!(
+                                    prev, 0,
+                                    "object {i} handed to {t} while {prev} holds it"
+                                );
+                            }
+                            held.extend_from_slice(&burst[..n]);
+                        } else if !held.is_empty() {
+                            let n = rng.random_range(1..=held.len().min(100));
+                            let give = held.split_off(held.len() - n);
+                            for &o in &give {
+                                let i = p.core().index_of(o).expect("an object of the pool");
+                                assert_eq!(owner[i as usize].swap(0, Relaxed), t);
+                            }
+                            // SAFETY: from this pool, returned once, unused.
+                            unsafe { p.put_bulk(&give) };
+                        }
+                    }
+                    for &o in &held {
+                        let i = p.core().index_of(o).expect("an object of the pool");
+                        owner[i as usize].store(0, Relaxed);
+                    }
+                    // SAFETY: from this pool, returned once, unused.
+                    unsafe { p.put_bulk(&held) };
+                    p.flush_cache();
+                });
+            }
+            while start.elapsed() < budget {
+                thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, Relaxed);
+        });
+        assert_all_back(&p);
+        let mut all = vec![ptr::null_mut(); count];
+        p.get_bulk(&mut all).unwrap();
+        let set: HashSet<usize> = all.iter().map(|o| o.addr()).collect();
+        assert_eq!(set.len(), count, "elt_size {elt_size}, cache {cache_size}");
+        // SAFETY: from this pool, returned once, unused.
+        unsafe { p.put_bulk(&all) };
+        assert_all_back(&p);
+    }
 }
