@@ -6,7 +6,7 @@
 #
 # As root on Debian/Ubuntu it first installs the system packages the real
 # backends need and reserves hugepages. DATAPLANE_REQUIRE (a comma list of
-# hugepages, hwloc, io_uring, dpdk, spdk, vulkan, netns, loop_device) turns
+# hugepages, hwloc, io_uring, dpdk, spdk, vulkan, netns, xdp, loop_device) turns
 # a backend or test that would be skipped into a failure; CI sets it (see
 # .ci/run). Without it, tests that cannot run here print
 # `skip: <capability>: <reason>` and pass.

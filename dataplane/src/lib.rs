@@ -27,6 +27,8 @@ pub mod topology;
 mod uring;
 pub mod wire;
 pub mod worker;
+#[allow(unsafe_code)]
+mod xdp;
 
 pub use channel::SendError;
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@
 //! | `spdk`        | SPDK compiled in                                          |
 //! | `vulkan`      | a Vulkan device through the loader                        |
 //! | `netns`       | network namespaces and veth pairs (root and iproute2)     |
+//! | `xdp`         | AF_XDP sockets and BPF maps for them (root, Linux 5.9)    |
 //! | `loop_device` | loop block devices (root and util-linux's `losetup`)      |
 //!
 //! This crate is the one parser of that list, shared by every crate of the
@@ -61,13 +62,15 @@ pub enum Capability {
     Vulkan,
     /// Network namespaces and veth pairs.
     Netns,
+    /// AF_XDP sockets and the BPF maps and programs they need.
+    Xdp,
     /// Loop block devices.
     LoopDevice,
 }
 
 impl Capability {
     /// Every capability, in the order of the table in the crate docs.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Hugepages,
         Capability::Hwloc,
         Capability::IoUring,
@@ -75,6 +78,7 @@ impl Capability {
         Capability::Spdk,
         Capability::Vulkan,
         Capability::Netns,
+        Capability::Xdp,
         Capability::LoopDevice,
     ];
 
@@ -88,6 +92,7 @@ impl Capability {
             Capability::Spdk => "spdk",
             Capability::Vulkan => "vulkan",
             Capability::Netns => "netns",
+            Capability::Xdp => "xdp",
             Capability::LoopDevice => "loop_device",
         }
     }

@@ -97,3 +97,127 @@ pub fn child_test_args(name: &str) -> [&str; 5] {
 pub fn this_test_binary() -> std::path::PathBuf {
     std::env::current_exe().expect("the test binary's path")
 }
+
+/// Frames through real ports: UDP flows with a probe (sequence number and
+/// flow) in each payload, sent from one port and received on others.
+pub mod frames {
+    use dataplane::net::{MbufBatch, Port};
+    use dataplane::wire::{ChecksumMode, parse_frame_with};
+    use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    /// Flow `i` from `src` to `dst`: a UDP flow between their MACs.
+    ///
+    /// # Panics
+    /// When a port has no MAC address.
+    pub fn flow(i: u16, src: &impl Port, dst: &impl Port) -> UdpFlow {
+        UdpFlow {
+            src_mac: src.capabilities().mac.expect("veth has a MAC"),
+            dst_mac: dst.capabilities().mac.expect("veth has a MAC"),
+            src_ip: Ipv4Addr::new(10, 77, (i >> 8) as u8, i as u8),
+            dst_ip: Ipv4Addr::new(10, 78, 0, 1),
+            src_port: 10_000 + i,
+            dst_port: 9,
+            ttl: 64,
+        }
+    }
+
+    /// What [`exchange`] saw.
+    #[derive(Debug, Default)]
+    pub struct Tally {
+        /// Frames the sending port took.
+        pub sent: u64,
+        /// Our frames received, per rx queue.
+        pub received: Vec<u64>,
+        /// Frames that were not ours (none are expected: IPv6 is off and no
+        /// address is configured, so the kernel sends nothing).
+        pub foreign: u64,
+        /// Per flow, whether sequence numbers arrived in order.
+        pub in_order: bool,
+    }
+
+    /// Sends `count` frames over `flows` flows from `tx`, keeping at most 256
+    /// in flight, and receives them on `rx`.
+    ///
+    /// # Panics
+    /// When the sender's pool runs dry or a frame cannot be built.
+    pub fn exchange<P: Port, Q: Port>(tx: &mut P, rx: &mut [Q], count: u32, flows: u16) -> Tally {
+        let mut t = Tally {
+            received: vec![0; rx.len()],
+            in_order: true,
+            ..Tally::default()
+        };
+        let flows_v: Vec<UdpFlow> = (0..flows).map(|i| flow(i, tx, &rx[0])).collect();
+        let mut last_seq = vec![None::<u32>; usize::from(flows)];
+        let mut pending = MbufBatch::new();
+        let mut seq = 0u32;
+        let mut last_progress = Instant::now();
+        loop {
+            let in_flight = t.sent - t.received.iter().sum::<u64>();
+            if seq < count && pending.is_empty() && in_flight < 256 {
+                let n = (count - seq).min(32) as usize;
+                assert_eq!(tx.alloc_burst(n, &mut pending), n, "tx pool");
+                for m in pending.iter_mut() {
+                    let f = (seq % u32::from(flows)) as u16;
+                    let len = 60 + (seq % 200) as usize;
+                    let data = m.append(len).expect("room");
+                    let probe = Probe {
+                        tsc: 0,
+                        seq,
+                        flow: f,
+                    };
+                    emit_udp(data, len, &flows_v[usize::from(f)], Some(&probe)).expect("frame");
+                    seq += 1;
+                }
+            }
+            if !pending.is_empty() {
+                let before = pending.len();
+                tx.tx_burst(&mut pending);
+                t.sent += (before - pending.len()) as u64;
+            }
+            let mut got = MbufBatch::new();
+            let mut progress = false;
+            for (q, port) in rx.iter_mut().enumerate() {
+                while port.rx_burst(&mut got) > 0 {
+                    progress = true;
+                    for m in got.drain() {
+                        let probe = parse_frame_with(m.data(), ChecksumMode::Software)
+                            .ok()
+                            .and_then(|info| read_probe(&m.data()[info.payload()]));
+                        match probe {
+                            Some(p) => {
+                                t.received[q] += 1;
+                                let last = &mut last_seq[usize::from(p.flow)];
+                                if last.is_some_and(|l| l >= p.seq) {
+                                    t.in_order = false;
+                                }
+                                *last = Some(p.seq);
+                            }
+                            None => t.foreign += 1,
+                        }
+                    }
+                }
+            }
+            if progress {
+                last_progress = Instant::now();
+            }
+            let done = seq == count && pending.is_empty();
+            let all_in = t.received.iter().sum::<u64>() == t.sent;
+            if done && all_in {
+                break;
+            }
+            // Frames the kernel dropped never come: stop when nothing moves.
+            if last_progress.elapsed() > Duration::from_secs(2) && (done || in_flight >= 256) {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        t
+    }
+
+    /// Drops counted by all of `ports`.
+    pub fn drops(ports: &[impl Port]) -> u64 {
+        ports.iter().map(|p| p.stats().total_drops()).sum()
+    }
+}

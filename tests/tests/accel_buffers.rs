@@ -137,7 +137,7 @@ fn hugepage_memory_is_imported_and_read_in_place() {
         assert_eq!((s.bytes_staged_in, s.bytes_staged_out), (0, 0));
         assert_eq!(
             s.bytes_in_place,
-            c.buffers.items.iter().map(|m| m.len() as u64).sum()
+            c.buffers.items.iter().map(|m| m.len() as u64).sum::<u64>()
         );
     }
     // A whole region registers the same way.

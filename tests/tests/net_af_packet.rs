@@ -8,12 +8,12 @@
 //! `DATAPLANE_REQUIRE` names `netns`.
 
 use dataplane::net::af_packet::AfPacketPort;
+use dataplane::net::af_xdp::AfXdpPort;
 use dataplane::net::netns::{Netns, link_counter};
 use dataplane::net::{self, BackendChoice, BackendKind, DropReason, MbufBatch, Port, PortConfig};
-use dataplane::wire::{ChecksumMode, parse_frame_with};
-use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
+use dataplane_apps::net::frame::{Probe, emit_udp};
+use dataplane_tests::frames::{drops, exchange, flow};
 use dataplane_tests::{VethBed, veth_bed};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 fn bed() -> Option<VethBed> {
@@ -32,110 +32,6 @@ fn open(ns: &Netns, queues: u16) -> Vec<AfPacketPort> {
     ns.run(move || AfPacketPort::open(&cfg))
         .expect("thread in the namespace")
         .expect("AF_PACKET port")
-}
-
-fn flow(i: u16, src: &AfPacketPort, dst: &AfPacketPort) -> UdpFlow {
-    UdpFlow {
-        src_mac: src.capabilities().mac.expect("veth has a MAC"),
-        dst_mac: dst.capabilities().mac.expect("veth has a MAC"),
-        src_ip: Ipv4Addr::new(10, 77, (i >> 8) as u8, i as u8),
-        dst_ip: Ipv4Addr::new(10, 78, 0, 1),
-        src_port: 10_000 + i,
-        dst_port: 9,
-        ttl: 64,
-    }
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    sent: u64,
-    /// Our frames received, per rx queue.
-    received: Vec<u64>,
-    /// Frames that were not ours (none are expected: IPv6 is off and no
-    /// address is configured, so the kernel sends nothing).
-    foreign: u64,
-    /// Per flow, whether sequence numbers arrived in order.
-    in_order: bool,
-}
-
-/// Sends `count` frames over `flows` flows from `tx`, keeping at most 256
-/// in flight, and receives them on `rx`.
-fn exchange(tx: &mut AfPacketPort, rx: &mut [AfPacketPort], count: u32, flows: u16) -> Tally {
-    let mut t = Tally {
-        received: vec![0; rx.len()],
-        in_order: true,
-        ..Tally::default()
-    };
-    let flows_v: Vec<UdpFlow> = (0..flows).map(|i| flow(i, tx, &rx[0])).collect();
-    let mut last_seq = vec![None::<u32>; usize::from(flows)];
-    let mut pending = MbufBatch::new();
-    let mut seq = 0u32;
-    let mut last_progress = Instant::now();
-    loop {
-        let in_flight = t.sent - t.received.iter().sum::<u64>();
-        if seq < count && pending.is_empty() && in_flight < 256 {
-            let n = (count - seq).min(32) as usize;
-            assert_eq!(tx.alloc_burst(n, &mut pending), n, "tx pool");
-            for m in pending.iter_mut() {
-                let f = (seq % u32::from(flows)) as u16;
-                let len = 60 + (seq % 200) as usize;
-                let data = m.append(len).expect("room");
-                let probe = Probe {
-                    tsc: 0,
-                    seq,
-                    flow: f,
-                };
-                emit_udp(data, len, &flows_v[usize::from(f)], Some(&probe)).expect("frame");
-                seq += 1;
-            }
-        }
-        if !pending.is_empty() {
-            let before = pending.len();
-            tx.tx_burst(&mut pending);
-            t.sent += (before - pending.len()) as u64;
-        }
-        let mut got = MbufBatch::new();
-        let mut progress = false;
-        for (q, port) in rx.iter_mut().enumerate() {
-            while port.rx_burst(&mut got) > 0 {
-                progress = true;
-                for m in got.drain() {
-                    let probe = parse_frame_with(m.data(), ChecksumMode::Software)
-                        .ok()
-                        .and_then(|info| read_probe(&m.data()[info.payload()]));
-                    match probe {
-                        Some(p) => {
-                            t.received[q] += 1;
-                            let last = &mut last_seq[usize::from(p.flow)];
-                            if last.is_some_and(|l| l >= p.seq) {
-                                t.in_order = false;
-                            }
-                            *last = Some(p.seq);
-                        }
-                        None => t.foreign += 1,
-                    }
-                }
-            }
-        }
-        if progress {
-            last_progress = Instant::now();
-        }
-        let done = seq == count && pending.is_empty();
-        let all_in = t.received.iter().sum::<u64>() == t.sent;
-        if done && all_in {
-            break;
-        }
-        // Frames the kernel dropped never come: stop when nothing moves.
-        if last_progress.elapsed() > Duration::from_secs(2) && (done || in_flight >= 256) {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    t
-}
-
-fn drops(ports: &[AfPacketPort]) -> u64 {
-    ports.iter().map(|p| p.stats().total_drops()).sum()
 }
 
 #[test]
@@ -247,16 +143,36 @@ fn frames_that_cannot_be_sent_are_counted_not_sent() {
 }
 
 #[test]
-fn auto_selection_opens_an_interface_with_af_packet() {
+fn auto_selection_falls_back_to_af_packet_when_af_xdp_cannot_open() {
     let Some(bed) = bed() else { return };
+    // An AF_XDP port holds the interface's XDP hook (where AF_XDP works
+    // here at all), so the automatic choice must pass AF_XDP over.
+    let xdp = BackendKind::AfXdp.backend().probe().available;
+    let holder = xdp.then(|| {
+        let cfg = config(1).with_mbufs(256, 0);
+        bed.a
+            .run(move || AfXdpPort::open(&cfg))
+            .expect("thread")
+            .expect("AF_XDP holds the hook")
+    });
     let mut cfg = config(1);
     cfg.mbufs = 512;
     // DATAPLANE_REQUIRE=dpdk (as in CI): passing DPDK over is a fallback,
     // and so an error that says why.
     let opened = dataplane_tests::auto_open_in(&bed.a, cfg);
     assert_eq!(opened.backend, BackendKind::AfPacket);
-    assert_eq!(opened.skipped.len(), 1);
-    assert_eq!(opened.skipped[0].backend, "dpdk");
+    let skipped: Vec<_> = opened.skipped.iter().map(|s| s.backend).collect();
+    assert_eq!(skipped, ["dpdk", "af_xdp"]);
+    if xdp {
+        assert!(
+            opened.skipped[1]
+                .reason
+                .contains("already has an XDP program"),
+            "{:?}",
+            opened.skipped[1]
+        );
+    }
+    drop(holder);
     // An interface that exists only in the namespace is not found outside.
     let err = net::open(&config(1), BackendChoice::Named(BackendKind::AfPacket));
     if nix_style_exists("veth0") {

@@ -255,7 +255,7 @@ fn auto_selection_reaches_io_uring_for_a_udp_device() {
     let opened = dataplane_tests::auto_open_in(&bed.a, cfg);
     assert_eq!(opened.backend, BackendKind::IoUring);
     let skipped: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
-    assert_eq!(skipped, ["dpdk", "af_packet"]);
+    assert_eq!(skipped, ["dpdk", "af_xdp", "af_packet"]);
 }
 
 // ---- TCP over loopback ------------------------------------------------------

@@ -1,12 +1,14 @@
 //! One side of the socket-backend comparison that `scripts/bench-sockets.sh`
 //! runs between two network namespaces: a single thread that sends or
 //! receives 64-byte frames (18-byte UDP payloads) flat out for a while,
-//! over the AF_PACKET backend, the io_uring UDP backend, or a plain
+//! over the AF_XDP backend, DPDK's `net_af_xdp` driver on the same
+//! interface (through the DPDK backend, so the loop is the same), the
+//! AF_PACKET backend, the io_uring UDP backend, or a plain
 //! `sendmmsg`/`recvmmsg` loop on a UDP socket (the baseline), 32 packets
 //! per call in each.
 //!
 //! ```text
-//! bench-sockets send|recv af_packet|io_uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC
+//! bench-sockets send|recv af_xdp|dpdk_af_xdp|af_packet|io_uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC
 //! ```
 //!
 //! Prints one line of `key=value` pairs: packets, seconds, packets per
@@ -41,7 +43,7 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-sockets send|recv af_packet|io_uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC"
+        "usage: bench-sockets send|recv af_xdp|dpdk_af_xdp|af_packet|io_uring|mmsg SECS IFACE LOCAL_IP PEER_IP PEER_MAC"
     );
     std::process::exit(2)
 }
@@ -142,6 +144,8 @@ impl Meter {
 fn port(o: &Opts) -> Box<dyn Port> {
     let (device, kind) = match o.backend.as_str() {
         "af_packet" => (o.iface.clone(), BackendKind::AfPacket),
+        "af_xdp" => (o.iface.clone(), BackendKind::AfXdp),
+        "dpdk_af_xdp" => (format!("net_af_xdp0,iface={}", o.iface), BackendKind::Dpdk),
         "io_uring" => {
             let local = if o.send { SRC_PORT } else { DST_PORT };
             (
@@ -172,7 +176,7 @@ fn port(o: &Opts) -> Box<dyn Port> {
 
 fn run_port(o: &Opts, end: Instant, m: &mut Meter) {
     let mut p = port(o);
-    let l2 = o.backend == "af_packet";
+    let l2 = o.backend != "io_uring";
     let tpl = if l2 {
         frame(o, p.capabilities().mac.unwrap_or([2, 0, 0, 0, 0, 1]))
     } else {
@@ -262,6 +266,9 @@ fn run_mmsg(o: &Opts, end: Instant, m: &mut Meter) {
 
 fn main() {
     let o = opts();
+    // A cache slot for the framework's mempools, as an lcore holds one
+    // (DPDK's driver gets its lcore cache from the thread's registration).
+    let _slot = hugepages::slot::claim().ok();
     // Receivers outlast the sender by a second; they report first-to-last.
     let secs = if o.send { o.secs } else { o.secs + 1.0 };
     let cpu0 = cpu_seconds();

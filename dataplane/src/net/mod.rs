@@ -3,8 +3,9 @@
 //! syscalls and no copies).
 //!
 //! Backends, in selection order: DPDK ethdev (physical NICs bound to
-//! vfio-pci, and vdevs), AF_PACKET with memory-mapped rings (the raw-socket
-//! fallback), io_uring UDP/TCP sockets (for apps that work at L4), and
+//! vfio-pci, and vdevs), AF_XDP (frames redirected by an XDP program into
+//! our mbufs, zero-copy where the driver can), AF_PACKET with
+//! memory-mapped rings (the raw-socket fallback), io_uring UDP/TCP sockets (for apps that work at L4), and
 //! in-memory port pairs (tests, pipelines, the demo). Each has a probe that
 //! says why it can or cannot run; the first that can open the requested
 //! device wins, and every skip is logged once with its reason
@@ -13,6 +14,7 @@
 //! | backend | `--backend` | device | layer |
 //! | --- | --- | --- | --- |
 //! | DPDK ethdev | `dpdk` | a PCI address or a vdev | L2 |
+//! | [`af_xdp`] | `af_xdp` | an interface name: `veth0` | L2 |
 //! | [`af_packet`] | `af_packet` | an interface name: `veth0` | L2 |
 //! | [`uring`] (io_uring UDP, TCP) | `io_uring` | `udp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]`, `tcp:LOCAL_ADDR:PORT[,peer=ADDR:PORT]` | L4 |
 //! | [`memory`] | `memory` | `memory:NAME` (a pair end) | L2 |
@@ -25,7 +27,11 @@
 
 #[allow(unsafe_code)]
 pub mod af_packet;
+#[allow(unsafe_code)]
+pub mod af_xdp;
 pub mod dpdk;
+#[allow(unsafe_code)]
+mod iface;
 pub mod lpm;
 pub mod memory;
 pub mod meta;

@@ -1,8 +1,8 @@
 //! The network backends in selection order, their names and their
 //! device-claim rules; the selection itself is [`backend::select`].
 //!
-//! [`open`] with [`BackendChoice::Auto`] tries DPDK, AF_PACKET, io_uring and
-//! memory ports in that order. A backend is skipped when its probe says it
+//! [`open`] with [`BackendChoice::Auto`] tries DPDK, AF_XDP, AF_PACKET,
+//! io_uring and memory ports in that order. A backend is skipped when its probe says it
 //! cannot run here, when the device is not in its syntax
 //! ([`BackendKind::claims`]: `memory:a` is not a DPDK device, and DPDK's
 //! EAL is not started to find that out), or when it cannot open this
@@ -12,7 +12,7 @@
 //! `io_uring`), skipping that backend is an error instead. A named backend
 //! ([`BackendChoice::Named`]) never falls back.
 
-use super::{Backend, Port, PortConfig, af_packet, dpdk, memory, uring};
+use super::{Backend, Port, PortConfig, af_packet, af_xdp, dpdk, memory, uring};
 use crate::Result;
 use crate::backend::{self, Candidates, Choice, Claim, Kind, Probe};
 use crate::require::{Capability, Requirements};
@@ -25,6 +25,8 @@ use serde::Serialize;
 pub enum BackendKind {
     /// DPDK ethdev: PCI devices bound to vfio-pci, and vdevs.
     Dpdk,
+    /// AF_XDP sockets: an XDP program redirects frames into mbufs.
+    AfXdp,
     /// AF_PACKET sockets with memory-mapped rings.
     AfPacket,
     /// io_uring UDP and TCP sockets.
@@ -37,6 +39,7 @@ impl Kind for BackendKind {
     const SUBSYSTEM: &'static str = "net";
     const ALL: &'static [BackendKind] = &[
         BackendKind::Dpdk,
+        BackendKind::AfXdp,
         BackendKind::AfPacket,
         BackendKind::IoUring,
         BackendKind::Memory,
@@ -48,6 +51,7 @@ impl Kind for BackendKind {
 
     fn aliases(self) -> &'static [&'static str] {
         match self {
+            BackendKind::AfXdp => &["af-xdp", "xdp"],
             BackendKind::AfPacket => &["af-packet"],
             BackendKind::IoUring => &["io-uring"],
             BackendKind::Dpdk | BackendKind::Memory => &[],
@@ -57,6 +61,7 @@ impl Kind for BackendKind {
     fn capability(self) -> Option<Capability> {
         match self {
             BackendKind::Dpdk => Some(Capability::Dpdk),
+            BackendKind::AfXdp => Some(Capability::Xdp),
             BackendKind::IoUring => Some(Capability::IoUring),
             BackendKind::AfPacket | BackendKind::Memory => None,
         }
@@ -65,8 +70,9 @@ impl Kind for BackendKind {
 
 impl BackendKind {
     /// Every backend, in selection order.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::Dpdk,
+        BackendKind::AfXdp,
         BackendKind::AfPacket,
         BackendKind::IoUring,
         BackendKind::Memory,
@@ -76,6 +82,7 @@ impl BackendKind {
     pub const fn name(self) -> &'static str {
         match self {
             BackendKind::Dpdk => "dpdk",
+            BackendKind::AfXdp => "af_xdp",
             BackendKind::AfPacket => "af_packet",
             BackendKind::IoUring => "io_uring",
             BackendKind::Memory => "memory",
@@ -86,6 +93,7 @@ impl BackendKind {
     pub fn backend(self) -> &'static dyn Backend {
         match self {
             BackendKind::Dpdk => &dpdk::Dpdk,
+            BackendKind::AfXdp => &af_xdp::AfXdp,
             BackendKind::AfPacket => &af_packet::AfPacket,
             BackendKind::IoUring => &uring::IoUring,
             BackendKind::Memory => &memory::Memory,
@@ -100,7 +108,7 @@ impl BackendKind {
     /// | backend | device |
     /// | --- | --- |
     /// | dpdk | a PCI address (`0000:03:00.0`, `03:00.0`) or a vdev (`net_*`, `eth_*`, arguments after a comma) |
-    /// | af_packet | an interface name: 1 to 15 bytes, no `/`, `:`, `,` or white space |
+    /// | af_xdp, af_packet | an interface name: 1 to 15 bytes, no `/`, `:`, `,` or white space |
     /// | io_uring | `udp:...` or `tcp:...` |
     /// | memory | `memory:NAME` |
     ///
@@ -115,7 +123,7 @@ impl BackendKind {
                     || name.starts_with("net_")
                     || name.starts_with("eth_")
             }
-            BackendKind::AfPacket => {
+            BackendKind::AfXdp | BackendKind::AfPacket => {
                 (1..16).contains(&device.len())
                     && !device
                         .chars()
@@ -133,7 +141,9 @@ impl BackendKind {
             BackendKind::Dpdk => {
                 format!("{device:?} is neither a PCI address nor a DPDK vdev (net_*)")
             }
-            BackendKind::AfPacket => format!("{device:?} is not an interface name"),
+            BackendKind::AfXdp | BackendKind::AfPacket => {
+                format!("{device:?} is not an interface name")
+            }
             BackendKind::IoUring => {
                 format!("{device:?} is not an io_uring socket (udp:ADDR:PORT or tcp:ADDR:PORT)")
             }
@@ -157,8 +167,9 @@ impl std::fmt::Display for BackendKind {
 impl std::str::FromStr for BackendKind {
     type Err = crate::Error;
 
-    /// Parses `dpdk`, `af_packet`, `io_uring` or `memory` (`af-packet` and
-    /// `io-uring` too); case does not matter.
+    /// Parses `dpdk`, `af_xdp`, `af_packet`, `io_uring` or `memory`
+    /// (`af-xdp`, `xdp`, `af-packet` and `io-uring` too); case does not
+    /// matter.
     fn from_str(s: &str) -> Result<Self> {
         backend::parse_kind(s)
     }
@@ -213,8 +224,9 @@ impl Candidates for Net<'_> {
 /// // refuses to pass DPDK over.
 /// let opened = net::open_with(&cfg, BackendChoice::Auto, &Requirements::parse(""))?;
 /// assert_eq!(opened.backend, BackendKind::Memory);
-/// // DPDK, AF_PACKET and io_uring were passed over, each with a reason.
-/// assert_eq!(opened.skipped.len(), 3);
+/// // DPDK, AF_XDP, AF_PACKET and io_uring were passed over, each with a
+/// // reason.
+/// assert_eq!(opened.skipped.len(), 4);
 /// # Ok::<(), dataplane::Error>(())
 /// ```
 ///
@@ -279,7 +291,8 @@ mod tests {
             "io-uring".parse::<BackendKind>().ok(),
             Some(BackendKind::IoUring)
         );
-        let err = "xdp".parse::<BackendChoice>().expect_err("unknown");
+        assert_eq!("xdp".parse::<BackendKind>().ok(), Some(BackendKind::AfXdp));
+        let err = "xsk".parse::<BackendChoice>().expect_err("unknown");
         assert!(err.to_string().contains("af_packet"), "{err}");
         assert_eq!(
             BackendChoice::Named(BackendKind::IoUring).to_string(),
@@ -297,7 +310,7 @@ mod tests {
         .expect("memory opens");
         assert_eq!(opened.backend, BackendKind::Memory);
         let names: Vec<&str> = opened.skipped.iter().map(|s| s.backend).collect();
-        assert_eq!(names, ["dpdk", "af_packet", "io_uring"]);
+        assert_eq!(names, ["dpdk", "af_xdp", "af_packet", "io_uring"]);
         assert!(opened.skipped.iter().all(|s| !s.reason.is_empty()));
         assert_eq!(opened.value.len(), 1);
     }
@@ -354,6 +367,8 @@ mod tests {
             assert!(!claims(BackendKind::Dpdk, d), "{d}");
         }
         assert!(claims(BackendKind::AfPacket, "veth0"));
+        assert!(claims(BackendKind::AfXdp, "veth0"));
+        assert!(!claims(BackendKind::AfXdp, "memory:a"));
         assert!(claims(BackendKind::AfPacket, "eth0.100"));
         for d in [
             "memory:a",
@@ -381,7 +396,7 @@ mod tests {
         )
         .expect_err("nothing opens it");
         let msg = err.to_string();
-        for name in ["dpdk", "af_packet", "io_uring", "memory"] {
+        for name in ["dpdk", "af_xdp", "af_packet", "io_uring", "memory"] {
             assert!(msg.contains(name), "{msg}");
         }
     }

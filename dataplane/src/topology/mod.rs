@@ -265,6 +265,7 @@ impl Topology {
             hugepages: probe::hugepages(&topo.hugepages),
             hwloc: hwloc_probe,
             netns: probe::netns(),
+            xdp: crate::xdp::probe(),
             loop_device: probe::loop_device(),
         };
         Ok(topo)

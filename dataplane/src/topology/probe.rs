@@ -29,6 +29,8 @@ pub struct Probes {
     pub hwloc: Probe,
     /// Network namespaces and veth pairs, for the socket backends' tests.
     pub netns: Probe,
+    /// AF_XDP sockets and XSKMAP maps, for the AF_XDP backend.
+    pub xdp: Probe,
     /// Loop block devices, for the storage tests.
     pub loop_device: Probe,
 }
@@ -50,6 +52,7 @@ impl Probes {
             Capability::Spdk => &self.spdk,
             Capability::Vulkan => &self.vulkan,
             Capability::Netns => &self.netns,
+            Capability::Xdp => &self.xdp,
             Capability::LoopDevice => &self.loop_device,
         }
     }
@@ -64,6 +67,7 @@ impl Probes {
             hugepages: what(),
             hwloc: what(),
             netns: what(),
+            xdp: what(),
             loop_device: what(),
         }
     }

@@ -35,6 +35,7 @@
 
 mod ring;
 
+use super::iface::{IfInfo, if_info, link_of, next_port_id, setsockopt};
 use super::memory::alloc_from;
 use super::{
     Backend, Capabilities, DropReason, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig,
@@ -74,26 +75,6 @@ const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AfPacket;
 
-/// Sets a socket option from a plain value.
-fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a live `T` of `size_of::<T>()` bytes, which is
-    // what the option reads; the kernel copies it before returning.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(value).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// An AF_PACKET raw socket with protocol 0 (it receives nothing until it
 /// is bound with a protocol).
 fn packet_socket() -> io::Result<OwnedFd> {
@@ -130,85 +111,6 @@ fn bind(fd: BorrowedFd<'_>, ifindex: i32, protocol_be: u16) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-/// An `ifreq` naming `ifname`.
-fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
-    // SAFETY: ifreq is plain data; all zeroes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = ifname.as_bytes();
-    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{ifname:?} is not an interface name"),
-        ));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    Ok(req)
-}
-
-/// Runs an interface ioctl (`SIOCGIF*`) on `fd`.
-fn if_ioctl(fd: BorrowedFd<'_>, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
-    // SAFETY: the SIOCGIF* requests read the name and write one union
-    // member of the `ifreq` we pass, which lives for the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(req)) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// What the kernel says about an interface.
-#[derive(Debug, Clone, Copy)]
-struct IfInfo {
-    index: i32,
-    mtu: usize,
-    mac: Option<[u8; 6]>,
-}
-
-fn if_info(fd: BorrowedFd<'_>, ifname: &str) -> io::Result<IfInfo> {
-    let index = nix::net::if_::if_nametoindex(ifname).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {ifname:?} in this network namespace ({e})"),
-        )
-    })?;
-    let mut req = ifreq(ifname)?;
-    if_ioctl(fd, libc::SIOCGIFMTU, &mut req)?;
-    // SAFETY: SIOCGIFMTU wrote the `ifru_mtu` member.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-    let mut req = ifreq(ifname)?;
-    if_ioctl(fd, libc::SIOCGIFHWADDR, &mut req)?;
-    // SAFETY: SIOCGIFHWADDR wrote the `ifru_hwaddr` member.
-    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
-    let mac = (hw.sa_family == libc::ARPHRD_ETHER).then(|| {
-        let mut m = [0u8; 6];
-        for (d, s) in m.iter_mut().zip(hw.sa_data) {
-            *d = s as u8;
-        }
-        m
-    });
-    Ok(IfInfo {
-        index: index as i32,
-        mtu: usize::try_from(mtu).unwrap_or(1500),
-        mac,
-    })
-}
-
-fn link_of(fd: BorrowedFd<'_>, ifname: &str) -> LinkStatus {
-    let flags = ifreq(ifname).and_then(|mut req| {
-        if_ioctl(fd, libc::SIOCGIFFLAGS, &mut req)?;
-        // SAFETY: SIOCGIFFLAGS wrote the `ifru_flags` member.
-        Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
-    });
-    LinkStatus {
-        up: flags.is_ok_and(|f| f & libc::IFF_UP != 0 && f & libc::IFF_RUNNING != 0),
-        speed_mbps: None,
-        full_duplex: None,
     }
 }
 
@@ -365,12 +267,6 @@ impl std::fmt::Debug for AfPacketPort {
             .field("pool", &self.pool.name())
             .finish()
     }
-}
-
-fn next_port_id() -> PortId {
-    static NEXT: AtomicU16 = AtomicU16::new(0x4000);
-    // Relaxed: only uniqueness matters.
-    PortId(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl AfPacketPort {
