@@ -13,9 +13,10 @@
 # 2. Reserves 2 MiB hugepages when running as root and fewer than
 #    DP_BENCH_HUGEPAGES (default 512) are reserved; the comparisons then run
 #    twice, on hugepages (--in-memory) and without (--no-huge -m 256).
-# 3. Runs benches/benches/fwd.rs: on net_null0/net_null1, ours (io and
-#    l2fwd's MAC rewrite) against dpdk-testpmd io and macswap and the l2fwd
-#    example; on rings, a MemoryPort pair against testpmd io on
+# 3. Runs benches/benches/fwd.rs: on net_null0/net_null1, ours (the bench
+#    loop, io and l2fwd's MAC rewrite, and our l2fwd program as users run
+#    it, with and without --no-mac-updating) against dpdk-testpmd io and
+#    macswap and the l2fwd example; on rings, a MemoryPort pair against testpmd io on
 #    net_ring0/net_ring1. One forwarding lcore, burst 32, A B B A rounds.
 # 4. Prints the tables and the summary of same-round ratios against the
 #    goals, and writes them to target/bench/fwd-<timestamp>.{txt,json}.
@@ -74,6 +75,14 @@ if [[ -f $src/main.c && -f $src/Makefile ]]; then
     fi
 else
     log "l2fwd: no source in $src (install dpdk-doc), skipped"
+fi
+
+# ---- our l2fwd program, as users run it --------------------------------------------
+if cargo build --release -q -p dataplane-apps --bin l2fwd; then
+    export DP_BENCH_L2FWD_APP=$CARGO_TARGET_DIR/release/l2fwd
+    log "app: our l2fwd program ($DP_BENCH_L2FWD_APP)"
+else
+    log "app: our l2fwd program did not build; the app contenders are skipped"
 fi
 
 # ---- the interleaved comparison ---------------------------------------------------

@@ -31,7 +31,14 @@
 //!   `macswap`, `--nb-cores=1`, rate from its `--stats-period 1` `Tx-pps`;
 //! - `l2fwd`: DPDK's `examples/l2fwd` (MAC updating on, `-q 2` so that one
 //!   lcore serves both ports), rate from its `-T 1` totals; needs
-//!   `DP_BENCH_L2FWD_C` (the built program).
+//!   `DP_BENCH_L2FWD_C` (the built program);
+//! - `app_io`, `app_mac`: our `l2fwd` program as users run it (`--backend
+//!   dpdk --vdev net_null0 --vdev net_null1`, with `--no-mac-updating` for
+//!   `app_io`), its own plan choosing the cores (main lcore on the first
+//!   cpu, the data lcore on the second, as here) and `DATAPLANE_HUGEPAGES=0`
+//!   for the runs without hugepages; rate from its `--json` summary, whose
+//!   window (warm-up and measured seconds together) starts when the
+//!   forwarding lcore does. Needs `DP_BENCH_L2FWD_APP` (the built program).
 //!
 //!
 //! And pointers only, on one lcore (key `ring_<memory>`):
@@ -386,6 +393,48 @@ fn l2fwd(memory: &str, seconds: u64) -> Result<Sample, String> {
     Ok(fwd::rate_sample(rate, steady.len() as f64))
 }
 
+/// Our `l2fwd` program on the two null vdevs (see the top of the file).
+fn app(memory: &str, mac: bool, seconds: u64) -> Result<Sample, String> {
+    let program = std::env::var("DP_BENCH_L2FWD_APP")
+        .map_err(|_| "DP_BENCH_L2FWD_APP is not set (scripts/bench-fwd.sh builds it)")?;
+    let total = WARMUP_S + seconds;
+    let mut cmd = Command::new(&program);
+    cmd.args([
+        "--backend",
+        "dpdk",
+        "--vdev",
+        "net_null0",
+        "--vdev",
+        "net_null1",
+    ])
+    .args(["--duration", &total.to_string(), "--json"]);
+    if !mac {
+        cmd.arg("--no-mac-updating");
+    }
+    if memory != "huge" {
+        cmd.env("DATAPLANE_HUGEPAGES", "0");
+    }
+    let out = cmd.output().map_err(|e| format!("{program}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .filter(|_| out.status.success())
+        .ok_or_else(|| {
+            format!(
+                "{program} ({}): {}",
+                out.status,
+                tail(&String::from_utf8_lossy(&out.stderr))
+            )
+        })?;
+    let v: serde_json::Value = serde_json::from_str(summary).map_err(|e| e.to_string())?;
+    let mpps = v["tx_mpps"]
+        .as_f64()
+        .ok_or_else(|| format!("no tx_mpps in {summary}"))?;
+    Ok(fwd::rate_sample(mpps * 1e6, total as f64))
+}
+
 // ---- the comparison ------------------------------------------------------------------
 
 fn mpps(r: &Report, name: &str) -> String {
@@ -460,6 +509,8 @@ fn main() {
             .contender("testpmd_macswap", move || {
                 testpmd(m, "macswap", NULL, false, seconds)
             })
+            .contender("app_io", move || app(m, false, seconds))
+            .contender("app_mac", move || app(m, true, seconds))
             .run(args.rounds, |name, round, s| {
                 eprintln!(
                     "  {key} round {round} {name}: {:.1} Mpps",
@@ -485,6 +536,20 @@ fn main() {
             &report,
             &format!("{key}: ours_mac vs testpmd macswap"),
             "ours_mac",
+            "testpmd_macswap",
+            1.0,
+        ));
+        verdicts.push(verdict(
+            &report,
+            &format!("{key}: l2fwd program --no-mac-updating vs testpmd io"),
+            "app_io",
+            "testpmd_io",
+            1.0,
+        ));
+        verdicts.push(verdict(
+            &report,
+            &format!("{key}: l2fwd program vs testpmd macswap"),
+            "app_mac",
             "testpmd_macswap",
             1.0,
         ));

@@ -98,6 +98,44 @@ impl TxBuffer {
         Ok(sent)
     }
 
+    /// Queues a whole burst (`rte_eth_tx_buffer` for each packet, without
+    /// the per-packet move): when nothing is buffered and the burst is at
+    /// least a transmit burst long, it goes to the port with one
+    /// `tx_burst`, as testpmd's io mode sends what it received; a short
+    /// burst joins the buffer, which is flushed whenever it holds a
+    /// transmit burst. Returns how many packets were sent. What the port
+    /// does not take is dropped and counted ([`OnFull::Drop`], as at a
+    /// flush) or buffered, and once the buffer is full left in order at
+    /// the front of `batch` ([`OnFull::Keep`]).
+    #[inline]
+    pub fn push_batch<P: Port + ?Sized>(&mut self, batch: &mut MbufBatch, port: &mut P) -> usize {
+        let mut sent = 0;
+        if self.pkts.is_empty() && batch.len() >= self.burst {
+            // A flush of the burst in place, with a flush's outcome.
+            let n = port.tx_burst(batch);
+            self.sent += n as u64;
+            sent = n;
+            if self.on_full == OnFull::Drop && !batch.is_empty() {
+                self.dropped += batch.len() as u64;
+                Mbuf::free_bulk(batch.drain());
+            }
+        }
+        while !batch.is_empty() {
+            if self.pkts.len() >= self.burst {
+                sent += self.flush(port);
+            }
+            let moved = self.pkts.append(batch);
+            if self.pkts.len() >= self.burst {
+                sent += self.flush(port);
+            }
+            if moved == 0 {
+                // Keep mode with the buffer full and the port refusing.
+                break;
+            }
+        }
+        sent
+    }
+
     /// Sends what is buffered (`rte_eth_tx_buffer_flush`); returns how many
     /// the port took. What it did not take is freed and counted
     /// ([`OnFull::Drop`]) or kept ([`OnFull::Keep`]).
@@ -227,6 +265,44 @@ mod tests {
         assert!(buf.is_empty());
         // Two sit in the ring to b, nothing else is out.
         assert_eq!(pool.in_use(), 2);
+    }
+
+    #[test]
+    fn a_burst_goes_straight_through_and_the_rest_is_buffered() {
+        let (mut a, mut b) = pair(1024);
+        let t0 = rdtsc();
+        let mut buf = TxBuffer::new(4, Duration::from_micros(100), OnFull::Drop, t0);
+        let mut got = MbufBatch::new();
+        let mut batch = MbufBatch::new();
+        // A full burst with nothing buffered: sent at once.
+        batch.fill_from(&mut take(&mut a, 6).into_iter());
+        assert_eq!(buf.push_batch(&mut batch, &mut a), 6);
+        assert!(batch.is_empty() && buf.is_empty());
+        assert_eq!(b.rx_burst(&mut got), 6);
+        // Short bursts collect until a transmit burst is there.
+        batch.fill_from(&mut take(&mut a, 3).into_iter());
+        assert_eq!(buf.push_batch(&mut batch, &mut a), 0);
+        assert_eq!(buf.len(), 3);
+        batch.fill_from(&mut take(&mut a, 3).into_iter());
+        assert_eq!(buf.push_batch(&mut batch, &mut a), 6);
+        assert!(buf.is_empty() && batch.is_empty());
+        // Drop mode: what a full port refuses is counted, not kept.
+        let (mut c, _d) = pair(2);
+        let pool = c.pool().clone();
+        let mut buf = TxBuffer::new(4, Duration::from_micros(100), OnFull::Drop, t0);
+        batch.fill_from(&mut take(&mut c, 5).into_iter());
+        assert_eq!(buf.push_batch(&mut batch, &mut c), 2);
+        assert!(batch.is_empty());
+        assert_eq!((buf.sent(), buf.dropped(), buf.len()), (2, 3, 0));
+        assert_eq!(pool.in_use(), 2, "two in the ring, the rest freed");
+        // Keep mode: the buffer fills, the rest stays with the caller.
+        let (mut e, _f) = pair(2);
+        let mut buf = TxBuffer::new(2, Duration::from_micros(100), OnFull::Keep, t0);
+        let mut big = MbufBatch::new();
+        big.fill_from(&mut take(&mut e, MAX_BURST).into_iter());
+        assert_eq!(buf.push_batch(&mut big, &mut e), 2);
+        assert_eq!(buf.len() + big.len(), MAX_BURST - 2);
+        assert_eq!(buf.dropped(), 0);
     }
 
     #[test]

@@ -175,6 +175,30 @@ impl<T, const N: usize> Batch<T, N> {
         written.n
     }
 
+    /// Moves items from the front of `other` to the back of this batch, as
+    /// many as fit, in order (a pointer copy, not a move per item); returns
+    /// how many. What does not fit stays in `other`.
+    pub fn append<const M: usize>(&mut self, other: &mut Batch<T, M>) -> usize {
+        let n = self.spare().min(other.len());
+        if n == 0 {
+            return 0;
+        }
+        let dst = self.back_ptr_for(n);
+        let src: *const MaybeUninit<T> = &other.items[other.head];
+        // SAFETY: `other.items[head..head + n]` are live (n <= other.len());
+        // `back_ptr_for(n)` made room for `n` items at `dst`, in a
+        // different batch, so the ranges do not overlap. Advancing
+        // `other.head` past them hands their ownership to `self`.
+        unsafe { core::ptr::copy_nonoverlapping(src.cast::<T>(), dst, n) };
+        self.tail += n;
+        other.head += n;
+        if other.head == other.tail {
+            other.head = 0;
+            other.tail = 0;
+        }
+        n
+    }
+
     /// Moves every item out, front first. Items the iterator has not yielded
     /// when it is dropped are dropped with it.
     pub fn drain(&mut self) -> Drain<'_, T, N> {
@@ -412,6 +436,37 @@ mod tests {
             drop(it);
         }
         assert_eq!(Rc::strong_count(&token), 1);
+    }
+
+    #[test]
+    fn append_moves_what_fits_and_owns_it_once() {
+        let token = Rc::new(());
+        let mut a = Batch::<Rc<()>, 4>::new();
+        let mut b = Batch::<Rc<()>, 8>::new();
+        for _ in 0..6 {
+            b.push(token.clone()).unwrap();
+        }
+        a.push(token.clone()).unwrap();
+        // Room split in `a` after a pop: append slides, then takes 3.
+        drop(a.pop_front());
+        a.push(token.clone()).unwrap();
+        assert_eq!(a.append(&mut b), 3);
+        assert_eq!((a.len(), b.len()), (4, 3));
+        assert_eq!(a.append(&mut b), 0, "a is full");
+        a.clear();
+        assert_eq!(a.append(&mut b), 3);
+        assert!(b.is_empty());
+        assert_eq!(Rc::strong_count(&token), 4);
+        drop(a);
+        drop(b);
+        assert_eq!(Rc::strong_count(&token), 1);
+
+        let mut x = Batch::<u32, 8>::new();
+        let mut y = Batch::<u32, 8>::new();
+        x.fill_from(&mut (0..3));
+        y.fill_from(&mut (3..8));
+        assert_eq!(x.append(&mut y), 5);
+        assert_eq!(&x[..], &[0, 1, 2, 3, 4, 5, 6, 7]);
     }
 
     #[test]
