@@ -101,7 +101,7 @@ pub fn this_test_binary() -> std::path::PathBuf {
 /// Frames through real ports: UDP flows with a probe (sequence number and
 /// flow) in each payload, sent from one port and received on others.
 pub mod frames {
-    use dataplane::net::{MbufBatch, Port};
+    use dataplane::net::{DropReason, MbufBatch, Port};
     use dataplane::wire::{ChecksumMode, parse_frame_with};
     use dataplane_apps::net::frame::{Probe, UdpFlow, emit_udp, read_probe};
     use std::net::Ipv4Addr;
@@ -219,5 +219,40 @@ pub mod frames {
     /// Drops counted by all of `ports`.
     pub fn drops(ports: &[impl Port]) -> u64 {
         ports.iter().map(|p| p.stats().total_drops()).sum()
+    }
+
+    /// Sends three frames from `tx`: one over the 1500-byte MTU, one
+    /// shorter than an Ethernet header and one good one; checks that all
+    /// three are taken, the two bad ones counted (`Oversized`,
+    /// `Truncated`) and not sent, and that the good one arrives on `rx`
+    /// (waiting up to 2 s for it: a bound on the wait, not a speed goal).
+    ///
+    /// # Panics
+    /// When any of that does not hold.
+    pub fn unsendable_frames_are_counted(tx: &mut impl Port, rx: &mut impl Port) {
+        let mut pkts = MbufBatch::new();
+        assert_eq!(tx.alloc_burst(3, &mut pkts), 3, "tx pool");
+        pkts[0].append(1600).expect("room").fill(0xee); // over the 1500 MTU
+        pkts[1].append(10).expect("room").fill(0xee); // shorter than a header
+        let f = flow(0, tx, rx);
+        let probe = Probe {
+            tsc: 0,
+            seq: 0,
+            flow: 0,
+        };
+        emit_udp(pkts[2].append(60).expect("room"), 60, &f, Some(&probe)).expect("frame");
+        assert_eq!(tx.tx_burst(&mut pkts), 3, "all taken");
+        assert!(pkts.is_empty());
+        let s = tx.stats();
+        assert_eq!(s.dropped(DropReason::Oversized), 1);
+        assert_eq!(s.dropped(DropReason::Truncated), 1);
+        assert_eq!(s.tx_packets, 1);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = MbufBatch::new();
+        while got.is_empty() && Instant::now() < deadline {
+            rx.rx_burst(&mut got);
+        }
+        assert_eq!(got.len(), 1, "the good frame arrives");
+        assert_eq!(got[0].len(), 60);
     }
 }

@@ -10,11 +10,9 @@
 use dataplane::net::af_packet::AfPacketPort;
 use dataplane::net::af_xdp::AfXdpPort;
 use dataplane::net::netns::{Netns, link_counter};
-use dataplane::net::{self, BackendChoice, BackendKind, DropReason, MbufBatch, Port, PortConfig};
-use dataplane_apps::net::frame::{Probe, emit_udp};
-use dataplane_tests::frames::{drops, exchange, flow};
+use dataplane::net::{self, BackendChoice, BackendKind, DropReason, Port, PortConfig};
+use dataplane_tests::frames::{drops, exchange, unsendable_frames_are_counted};
 use dataplane_tests::{VethBed, veth_bed};
-use std::time::{Duration, Instant};
 
 fn bed() -> Option<VethBed> {
     veth_bed()
@@ -107,37 +105,7 @@ fn frames_that_cannot_be_sent_are_counted_not_sent() {
     let mut a = open(&bed.a, 1);
     let mut b = open(&bed.b, 1);
     let pool = a[0].pool().clone();
-    let mut pkts = MbufBatch::new();
-    a[0].alloc_burst(3, &mut pkts);
-    pkts[0].append(1600).expect("room").fill(0xee); // over the 1500 MTU
-    pkts[1].append(10).expect("room").fill(0xee); // shorter than a header
-    let f = flow(0, &a[0], &b[0]);
-    let ok = pkts[2].append(60).expect("room");
-    emit_udp(
-        ok,
-        60,
-        &f,
-        Some(&Probe {
-            tsc: 0,
-            seq: 0,
-            flow: 0,
-        }),
-    )
-    .expect("frame");
-    assert_eq!(a[0].tx_burst(&mut pkts), 3, "all taken");
-    assert!(pkts.is_empty());
-    let s = a[0].stats();
-    assert_eq!(s.dropped(DropReason::Oversized), 1);
-    assert_eq!(s.dropped(DropReason::Truncated), 1);
-    assert_eq!(s.tx_packets, 1);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut got = MbufBatch::new();
-    while got.is_empty() && Instant::now() < deadline {
-        b[0].rx_burst(&mut got);
-    }
-    assert_eq!(got.len(), 1, "the good frame arrives");
-    assert_eq!(got[0].len(), 60);
-    drop(got);
+    unsendable_frames_are_counted(&mut a[0], &mut b[0]);
     drop(a);
     assert_eq!(pool.available(), pool.capacity());
 }

@@ -185,10 +185,9 @@ impl<T, const N: usize> Batch<T, N> {
         }
         let dst = self.back_ptr_for(n);
         let src: *const MaybeUninit<T> = &other.items[other.head];
-        // SAFETY: `other.items[head..head + n]` are live (n <= other.len());
-        // `back_ptr_for(n)` made room for `n` items at `dst`, in a
-        // different batch, so the ranges do not overlap. Advancing
-        // `other.head` past them hands their ownership to `self`.
+        // Advancing `other.head` below hands the copied items' ownership to
+        // `self`: each is owned by exactly one batch.
+        // SAFETY: other.items[head..head + n] are live (n <= other.len()), `dst` has room for n (back_ptr_for), and two batches never overlap.
         unsafe { core::ptr::copy_nonoverlapping(src.cast::<T>(), dst, n) };
         self.tail += n;
         other.head += n;

@@ -154,11 +154,10 @@ pub(crate) struct PoolCore {
 // SAFETY: the raw pointers are addresses in the pool's own regions and
 // cache memory, which the core owns and frees only in its destructor.
 unsafe impl Send for PoolCore {}
-// SAFETY: shared use is through the store (whose own Sync argument is in
-// ring.rs), atomics (cache lens) and the cache arrays, each of which only
-// the thread holding its slot touches (slot ownership is unique:
-// crate::slot); everything else is immutable. `Packed::base` is only read
-// and offset, never written through here.
+// Shared use goes through the store (its Sync argument is in ring.rs), the
+// cache lens (atomics) and the cache arrays; `Packed::base` is only read and
+// offset, never written through here; everything else is immutable.
+// SAFETY: each cache array is touched only by the thread holding its slot, and slot ownership is unique (crate::slot).
 unsafe impl Sync for PoolCore {}
 
 impl Drop for PoolCore {

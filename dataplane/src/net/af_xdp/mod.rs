@@ -614,19 +614,26 @@ impl AfXdpPort {
         if n == 0 {
             return;
         }
-        let mut done = Vec::with_capacity(n as usize);
+        // Freed a burst at a time from an inline batch: no allocation.
+        let mut done = MbufBatch::new();
         for _ in 0..n {
             let addr = sock.comp.pop();
             match usize::try_from(addr & UNALIGNED_ADDR_MASK)
                 .ok()
                 .and_then(|a| self.umem.reclaim(a))
             {
-                Some(m) => done.push(m),
+                Some(m) => {
+                    if let Err(m) = done.push(m) {
+                        Mbuf::free_bulk(done.drain());
+                        // Cannot fail: the batch was just emptied.
+                        let _ = done.push(m);
+                    }
+                }
                 None => self.stats.errors += 1,
             }
         }
         sock.comp.release();
-        Mbuf::free_bulk(done);
+        Mbuf::free_bulk(done.drain());
     }
 
     /// Asks the kernel to send what the tx ring holds. In copy mode one
