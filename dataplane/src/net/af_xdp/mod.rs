@@ -212,6 +212,9 @@ impl Umem {
         {
             *slot = Some(hdr);
             self.lent_count += 1;
+        } else {
+            // Callers lend only mbufs of this pool (`owns`, or fresh ones).
+            debug_assert!(false, "lent an mbuf of another pool");
         }
         (ptr.addr() - self.base.addr()) as u64
     }
