@@ -184,10 +184,13 @@ impl<T, const N: usize> Batch<T, N> {
             return 0;
         }
         let dst = self.back_ptr_for(n);
-        let src: *const MaybeUninit<T> = &other.items[other.head];
+        // A pointer from the whole array, not from one element: the copy
+        // reads `n` elements past it.
+        let src = other.items[other.head..other.head + n].as_ptr();
         // Advancing `other.head` below hands the copied items' ownership to
         // `self`: each is owned by exactly one batch.
-        // SAFETY: other.items[head..head + n] are live (n <= other.len()), `dst` has room for n (back_ptr_for), and two batches never overlap.
+        // SAFETY: other.items[head..head + n] are live (n <= other.len()),
+        // `dst` has room for n (back_ptr_for), and two batches never overlap.
         unsafe { core::ptr::copy_nonoverlapping(src.cast::<T>(), dst, n) };
         self.tail += n;
         other.head += n;
