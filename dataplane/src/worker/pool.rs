@@ -255,6 +255,11 @@ impl<W: Worker> WorkerPool<W> {
     /// Pauses a worker: it keeps its queue (senders see it fill) and still
     /// answers control messages.
     ///
+    /// Like every control message this is applied at the worker's next
+    /// pass: messages the worker had already taken may still be handled.
+    /// Control messages are applied in order, so once a later
+    /// [`ping`](Self::ping) has its answer the worker is paused.
+    ///
     /// # Errors
     /// No such worker, the pool stopped, or its control queue is full.
     pub fn pause(&self, worker: impl Into<WorkerId>) -> Result<()> {

@@ -388,6 +388,11 @@ fn pause_resume_ping_and_backpressure() {
     let (_, b) = harness(1);
     let pool = b.queue_capacity(8).build().unwrap();
     pool.pause(0usize).unwrap();
+    // Pausing is a control message, applied at the worker's next pass; a
+    // ping is answered after it, so once the pong is back nothing sent
+    // afterwards is handled.
+    let pong = pool.ping(0usize, Duration::from_secs(5)).unwrap();
+    assert_eq!(pong.status, WorkerStatus::Paused);
     for i in 0..8 {
         pool.send_to_worker(0usize, i).unwrap();
     }
