@@ -426,6 +426,9 @@ fn main() {
             pool::partitioned_sender(cpus, n)
         })
         .contender("ours send_partitioned", || pool::send_partitioned(cpus, n))
+        .contender("ours send_partitioned, default profile", || {
+            pool::send_partitioned_default(cpus, n)
+        })
         .contender("original design (flume)", || pool::flume_bounded(cpus, n))
         .contender("crossbeam-channel", || pool::crossbeam_bounded(cpus, n))
         .run(args.rounds, progress);
@@ -439,6 +442,23 @@ fn main() {
             ratio: r.speed_ratio("ours PartitionedSender", "original design (flume)"),
             goal: "ours >= 100 M/s".into(),
             met: ours.map(|s| s.median >= 100e6),
+        });
+        let plain = r
+            .get("ours send_partitioned, default profile")
+            .and_then(|c| c.ops_per_sec());
+        verdicts.push(Verdict {
+            target: "6 plain WorkerPool::send_partitioned, default profile >= 100 M msg/s".into(),
+            ours: format!(
+                "ours: {}",
+                mops(&r, "ours send_partitioned, default profile")
+            ),
+            peer: format!("crossbeam-channel: {}", mops(&r, "crossbeam-channel")),
+            ratio: r.speed_ratio(
+                "ours send_partitioned, default profile",
+                "crossbeam-channel",
+            ),
+            goal: "ours >= 100 M/s".into(),
+            met: plain.map(|s| s.median >= 100e6),
         });
         show(r, &mut reports);
     }

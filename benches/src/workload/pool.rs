@@ -45,10 +45,17 @@ impl Worker for Summer {
 }
 
 fn pool(cpus: CpuPair) -> Result<(WorkerPool<Summer>, Arc<AtomicU64>), String> {
+    pool_with(cpus, Profile::Performance)
+}
+
+fn pool_with(
+    cpus: CpuPair,
+    profile: Profile,
+) -> Result<(WorkerPool<Summer>, Arc<AtomicU64>), String> {
     let out = Arc::new(AtomicU64::new(0));
     let o = out.clone();
     let pool = WorkerPool::builder()
-        .profile(Profile::Performance)
+        .profile(profile)
         .env_overrides(false)
         .factory(move |_| Summer { out: o.clone() })
         .workers(1)
@@ -104,10 +111,23 @@ pub fn partitioned_sender(cpus: CpuPair, n: u64) -> Result<Sample, String> {
     })
 }
 
-/// Ours, unbuffered: one `WorkerPool::send_partitioned` (one ring
-/// reservation) per message.
+/// Ours, unbuffered: one `WorkerPool::send_partitioned` per message (the
+/// sending thread's lane, a single-producer ring into the worker).
 pub fn send_partitioned(cpus: CpuPair, n: u64) -> Result<Sample, String> {
-    let (pool, out) = pool(cpus)?;
+    unbuffered(pool(cpus)?, cpus, n)
+}
+
+/// As [`send_partitioned`], with the default profile (adaptive idling)
+/// instead of the performance profile (busy polling).
+pub fn send_partitioned_default(cpus: CpuPair, n: u64) -> Result<Sample, String> {
+    unbuffered(pool_with(cpus, Profile::Production)?, cpus, n)
+}
+
+fn unbuffered(
+    (pool, out): (WorkerPool<Summer>, Arc<AtomicU64>),
+    cpus: CpuPair,
+    n: u64,
+) -> Result<Sample, String> {
     pin_to_cpu(cpus.producer).map_err(|e| e.to_string())?;
     let (t0, c0) = (Instant::now(), rdtsc());
     let mut k = 0u64;

@@ -81,6 +81,7 @@
 
 mod batch;
 mod core;
+mod lanes;
 mod transfer;
 
 #[cfg(not(loom))]
@@ -98,6 +99,8 @@ pub use batch::{Batch, Drain, IntoIter};
 #[cfg(not(loom))]
 pub use chunk::{ChunkError, ReadChunk, ReadChunkIntoIter, WriteChunkUninit};
 pub use transfer::{Sink, Source, UpTo};
+
+pub(crate) use lanes::{LaneError, LanesRx, LanesTx, lanes};
 
 use self::core::{Local, Shared, Want};
 
@@ -227,9 +230,15 @@ pub type Pair<T, P, C> = (Producer<T, P>, Consumer<T, C>);
 
 fn pair<T, P: Mode, C: Mode>(capacity: usize) -> Result<Pair<T, P, C>, CapacityError> {
     check_capacity(capacity)?;
+    Ok(pair_checked(capacity))
+}
+
+/// A ring's two ends, for a capacity that passed [`check_capacity`].
+fn pair_checked<T, P: Mode, C: Mode>(capacity: usize) -> Pair<T, P, C> {
+    debug_assert!(check_capacity(capacity).is_ok());
     let shared = Arc::new(Shared::new(capacity, <P as sealed::Sealed>::MULTI));
     let (pl, cl) = (shared.sp_local(), shared.sc_local());
-    Ok((
+    (
         Producer {
             shared: shared.clone(),
             local: pl,
@@ -240,7 +249,7 @@ fn pair<T, P: Mode, C: Mode>(capacity: usize) -> Result<Pair<T, P, C>, CapacityE
             local: cl,
             _not_sync: PhantomData,
         },
-    ))
+    )
 }
 
 /// A single-producer, single-consumer ring of `capacity` slots.

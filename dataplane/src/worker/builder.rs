@@ -251,6 +251,7 @@ impl<W: Worker> PoolBuilder<W> {
         let mut group = LcoreGroup::new().allow_shared_cpus(plan.shared_cores || !plan.affinity);
         for (i, (worker, lp)) in workers.into_iter().zip(&app).enumerate() {
             let (tx, inbox) = ring::mpsc::<Envelope<W::Message>>(plan.queue_capacity)?;
+            let (lanes_tx, lanes) = ring::lanes::<Envelope<W::Message>>(plan.queue_capacity)?;
             let (ctl_tx, control) = ring::mpsc::<Control>(CONTROL_CAPACITY)?;
             let shared = Arc::new(WorkerShared::new());
             let id = WorkerId(i as u32);
@@ -259,6 +260,8 @@ impl<W: Worker> PoolBuilder<W> {
                 worker,
                 state: None,
                 inbox,
+                lanes,
+                inbox_first: false,
                 control,
                 batch: Batch::new(),
                 shared: shared.clone(),
@@ -287,6 +290,7 @@ impl<W: Worker> PoolBuilder<W> {
             let lcore = group.add(lc);
             group.poller(lcore, poller)?;
             links.push(Link {
+                lanes: lanes_tx,
                 tx,
                 control: ctl_tx,
                 shared,

@@ -157,10 +157,7 @@ impl<W: Worker> WorkerPool<W> {
     ) -> std::result::Result<(), SendError<Envelope<W::Message>>> {
         let i = worker.into().0 as usize;
         let env = self.routes.check(i, env)?;
-        self.routes.links[i]
-            .tx
-            .push(env)
-            .map_err(|e| SendError::Full(e.into_inner()))
+        self.routes.links[i].push(env).map_err(SendError::Full)
     }
 
     /// Sends `msg` to the worker that owns `key`.
@@ -203,7 +200,7 @@ impl<W: Worker> WorkerPool<W> {
             // Cannot fail: `envs` has the capacity `msgs` had.
             let _ = envs.push(Envelope::new(m));
         }
-        let sent = self.routes.links[i].tx.push_burst(&mut envs);
+        let sent = self.routes.links[i].push_burst(&mut envs);
         // The unsent go back, in order (`msgs` is empty now).
         for env in envs.drain() {
             let _ = msgs.push(env.payload);
@@ -317,7 +314,7 @@ impl<W: Worker> WorkerPool<W> {
             .links
             .iter()
             .enumerate()
-            .map(|(i, l)| l.shared.counters.snapshot(WorkerId::from(i), l.tx.len()))
+            .map(|(i, l)| l.shared.counters.snapshot(WorkerId::from(i), l.queued()))
             .collect()
     }
 

@@ -10,14 +10,47 @@ use super::supervisor::{Control, WorkerShared};
 use super::{Envelope, WorkerId};
 use crate::channel::SendError;
 use crate::partition::{PartitionKey, Partitioner};
-use crate::ring::{self, Multi};
+use crate::ring::{self, Batch, LaneError, LanesTx, Multi};
 use std::fmt;
 use std::sync::Arc;
 
+/// The way into one worker. Messages go into the sending thread's lane
+/// (a single-producer ring of its own, see `ring::lanes`), or, for a
+/// thread without one, into the worker's multi-producer ring; a thread
+/// keeps the same way for its whole life, so its messages stay in order
+/// whichever of the pool's send functions it uses.
 pub(crate) struct Link<M> {
+    pub(crate) lanes: LanesTx<Envelope<M>>,
     pub(crate) tx: ring::Producer<Envelope<M>, Multi>,
     pub(crate) control: ring::Producer<Control, Multi>,
     pub(crate) shared: Arc<WorkerShared<M>>,
+}
+
+impl<M> Link<M> {
+    /// Sends one envelope, or hands it back when the way is full.
+    #[inline(always)]
+    pub(crate) fn push(&self, env: Envelope<M>) -> Result<(), Envelope<M>> {
+        match self.lanes.push(env) {
+            Ok(()) => Ok(()),
+            Err(LaneError::Full(env)) => Err(env),
+            Err(LaneError::NoLane(env)) => self.tx.push(env).map_err(|e| e.into_inner()),
+        }
+    }
+
+    /// Sends as many envelopes of `batch` as fit, front first; returns how
+    /// many.
+    #[inline(always)]
+    pub(crate) fn push_burst<const N: usize>(&self, batch: &mut Batch<Envelope<M>, N>) -> usize {
+        match self.lanes.push_burst(batch) {
+            Some(n) => n,
+            None => self.tx.push_burst(batch),
+        }
+    }
+
+    /// Messages queued for the worker (lanes and ring), as seen now.
+    pub(crate) fn queued(&self) -> usize {
+        self.lanes.len() + self.tx.len()
+    }
 }
 
 /// Every worker's link and the partitioner: what a send needs.

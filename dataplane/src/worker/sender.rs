@@ -93,7 +93,7 @@ impl<'p, W: Worker> PartitionedSender<'p, W> {
     fn flush_one(&mut self, i: usize) -> usize {
         let buf = &mut self.bufs[i];
         if let Some(link) = self.routes.link(i) {
-            link.tx.push_burst(&mut *buf);
+            link.push_burst(&mut *buf);
         }
         buf.len()
     }

@@ -123,7 +123,13 @@ pub(crate) struct WorkerPoller<W: Worker> {
     pub(crate) id: WorkerId,
     pub(crate) worker: W,
     pub(crate) state: Option<W::State>,
+    /// Messages from threads without a lane.
     pub(crate) inbox: ring::Consumer<Envelope<W::Message>, Single>,
+    /// Messages from threads with a lane, one lane per thread.
+    pub(crate) lanes: ring::LanesRx<Envelope<W::Message>>,
+    /// Which of the two a pass takes from first (alternates, so that
+    /// neither starves the other under load).
+    pub(crate) inbox_first: bool,
     pub(crate) control: ring::Consumer<Control, Single>,
     pub(crate) batch: Batch<Envelope<W::Message>, WORKER_BURST>,
     pub(crate) shared: Arc<WorkerShared<W::Message>>,
@@ -141,7 +147,26 @@ impl<W: Worker> WorkerPoller<W> {
     }
 
     fn queue_depth(&self) -> usize {
-        self.inbox.len() + self.batch.len()
+        self.queued() + self.batch.len()
+    }
+
+    /// Messages waiting in the lanes and the ring.
+    fn queued(&self) -> usize {
+        self.inbox.len() + self.lanes.len()
+    }
+
+    /// Takes a burst of messages into the batch: from the lanes and the
+    /// ring, in turns.
+    #[inline]
+    fn take(&mut self) -> usize {
+        self.inbox_first = !self.inbox_first;
+        if self.inbox_first {
+            let n = self.inbox.pop_burst(&mut self.batch);
+            n + self.lanes.pop_burst(&mut self.batch)
+        } else {
+            let n = self.lanes.pop_burst(&mut self.batch);
+            n + self.inbox.pop_burst(&mut self.batch)
+        }
     }
 
     /// Applies control messages; returns how many.
@@ -163,7 +188,7 @@ impl<W: Worker> WorkerPoller<W> {
                     }
                 }
                 Control::Ping(reply) => {
-                    let s = self.counters().snapshot(self.id, self.inbox.len());
+                    let s = self.counters().snapshot(self.id, self.queued());
                     // The asker may have given up waiting; nothing to do then.
                     let _ = reply.try_send(Pong {
                         worker: self.id,
@@ -309,7 +334,7 @@ impl<W: Worker> Poller for WorkerPoller<W> {
             return work;
         }
         if self.batch.is_empty() {
-            let n = self.inbox.pop_burst(&mut self.batch);
+            let n = self.take();
             self.counters().received(n as u64);
         }
         if !self.batch.is_empty() {
@@ -325,7 +350,7 @@ impl<W: Worker> Poller for WorkerPoller<W> {
         // and so are messages still in the queue, counting sends in flight
         // from other threads that are reserved but not yet published (a
         // multi-producer ring publishes each send on its own).
-        let queued = if ctx.stopping() { self.inbox.len() } else { 0 };
+        let queued = if ctx.stopping() { self.queued() } else { 0 };
         work + self.batch.len() + queued
     }
 
@@ -335,6 +360,7 @@ impl<W: Worker> Poller for WorkerPoller<W> {
             // Sends in flight from other threads complete without waiting
             // for anyone; take them too.
             self.inbox.drain_reserved(|m| left.push(m));
+            self.lanes.drain(|m| left.push(m));
             if !left.is_empty() {
                 tracing::error!(worker = %self.id, count = left.len(), "messages undelivered: the worker failed");
                 self.shared

@@ -577,3 +577,74 @@ fn partitioner_ext_on_the_pool_matches_owner() {
         assert_eq!(pool.owner(&k), Ok(p.partition(&k, 4)));
     }
 }
+
+/// Sending threads that come and go, more of them at once than cores, each
+/// on every send path in turn (one message, a burst, the buffered sender):
+/// every message is handled once, and each sender's messages reach each
+/// worker in the order sent, whether the thread sends through a lane of
+/// its own or (lane ids taken by threads that exited, and reused) behind
+/// what an earlier thread left in it.
+#[test]
+fn senders_that_come_and_go_keep_their_order_on_every_send_path() {
+    let (h, b) = harness(2);
+    let pool = b.queue_capacity(64).build().unwrap();
+    let (waves, per_wave, each) = (3u64, 6u64, 1_500u64);
+    for wave in 0..waves {
+        std::thread::scope(|s| {
+            for t in 0..per_wave {
+                let pool = &pool;
+                s.spawn(move || {
+                    let sender = wave * per_wave + t;
+                    let mut tx = pool.sender();
+                    for seq in 0..each {
+                        let (w, m) = ((seq % 2) as usize, sender * 10_000 + seq);
+                        loop {
+                            let full = match seq % 3 {
+                                0 => pool.send_to_worker(w, m).is_err_and(|e| e.is_full()),
+                                1 => {
+                                    let mut one = Batch::<u64, 4>::new();
+                                    one.push(m).unwrap();
+                                    pool.send_burst_to_worker(w, &mut one).unwrap() == 0
+                                }
+                                _ => {
+                                    tx.send_to_worker(w, m).unwrap();
+                                    tx.flush() != 0
+                                }
+                            };
+                            if !full {
+                                break;
+                            }
+                            // Only the buffered sender keeps what it could
+                            // not move; drain it before trying again.
+                            while tx.flush() != 0 {
+                                std::thread::yield_now();
+                            }
+                            if seq % 3 == 2 {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+        });
+    }
+    pool.shutdown().unwrap();
+    let seen = h.seen.lock().unwrap();
+    let mut total = 0;
+    for (w, got) in seen.iter().enumerate() {
+        let mut last = std::collections::HashMap::new();
+        for &m in got {
+            let (sender, seq) = (m / 10_000, m % 10_000);
+            assert_eq!(seq % 2, w as u64, "worker {w} got another's message");
+            if let Some(prev) = last.insert(sender, seq) {
+                assert!(
+                    prev < seq,
+                    "sender {sender}: {seq} after {prev} at worker {w}"
+                );
+            }
+        }
+        total += got.len() as u64;
+    }
+    assert_eq!(total, waves * per_wave * each, "every message handled once");
+}
