@@ -293,6 +293,9 @@ fn main() {
             .contender("crossbeam-channel", move || {
                 Ok(ring::shared_core_crossbeam_channel(cpus, k, n))
             })
+            .contender("ours Channel::mpsc_per_thread", move || {
+                Ok(ring::shared_core_per_thread(cpus, k, n))
+            })
             .run(args.rounds, progress);
             verdicts.push(speed_target(
                 &r,
@@ -307,6 +310,14 @@ fn main() {
                 &format!("4c (info) {k} producers: Channel::mpsc vs crossbeam-channel"),
                 "ours Channel::mpsc",
                 "crossbeam-channel",
+                1.0,
+                mops,
+            ));
+            verdicts.push(speed_target(
+                &r,
+                &format!("4c {k} producers: Channel::mpsc_per_thread >= ArrayQueue"),
+                "ours Channel::mpsc_per_thread",
+                "crossbeam ArrayQueue",
                 1.0,
                 mops,
             ));

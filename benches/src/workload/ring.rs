@@ -764,6 +764,21 @@ pub fn shared_core_channel(cpus: CpuPair, producers: usize, items: u64) -> Sampl
     )
 }
 
+/// Ours: `Channel::mpsc_per_thread` (a lane per producer thread),
+/// producers sharing one core.
+pub fn shared_core_per_thread(cpus: CpuPair, producers: usize, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let (tx, mut rx) =
+        dataplane::channel::Channel::mpsc_per_thread::<u64>(RING_SIZE).expect("power of two");
+    shared_core(
+        cpus,
+        producers,
+        items,
+        move |v| tx.send(v).is_ok(),
+        move || rx.try_recv().ok(),
+    )
+}
+
 /// Peer: `crossbeam_channel::bounded`, producers sharing one core.
 pub fn shared_core_crossbeam_channel(cpus: CpuPair, producers: usize, items: u64) -> Sample {
     let _pad = super::placement_pad();
@@ -813,6 +828,15 @@ mod tests {
         }
         for f in [pingpong_ours, pingpong_rtrb, pingpong_mailbox] {
             assert_eq!(f(cpus(), 1_000).ops, 1_000);
+        }
+        for f in [
+            shared_core_ours,
+            shared_core_arrayqueue,
+            shared_core_channel,
+            shared_core_per_thread,
+            shared_core_crossbeam_channel,
+        ] {
+            assert_eq!(f(cpus(), 3, 30_000).ops, 30_000);
         }
     }
 }

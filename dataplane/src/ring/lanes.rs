@@ -29,7 +29,7 @@
 //! lanes have room.
 
 use super::core::Shared;
-use super::{Batch, Consumer, Producer, Single};
+use super::{Batch, Consumer, Producer, Single, Sink, Source};
 use core::cell::UnsafeCell;
 use crossbeam_utils::CachePadded;
 use hugepages::sync::Arc;
@@ -222,7 +222,16 @@ pub(crate) struct LanesRx<T> {
     lanes: Arc<Lanes<T>>,
     /// The lane to look at first next time (round robin).
     next: u32,
+    /// The lane single pops take from while it has items, up to
+    /// [`STREAK`] in a row, and how many it has given so far.
+    current: u32,
+    streak: u32,
 }
+
+/// Single pops taken from one lane in a row before the others get a turn:
+/// moving to another lane costs its lines, so a busy lane is drained a
+/// burst's worth at a time, as `pop_burst` does.
+const STREAK: u32 = 32;
 
 // SAFETY: `LanesRx` is the only user of every lane's consumer handle; moving
 // it to another thread moves that role (`T: Send`).
@@ -246,7 +255,15 @@ pub(crate) fn lanes<T>(capacity: usize) -> Result<(LanesTx<T>, LanesRx<T>), supe
         live: [const { AtomicU64::new(0) }; WORDS],
         capacity,
     });
-    Ok((LanesTx(lanes.clone()), LanesRx { lanes, next: 0 }))
+    Ok((
+        LanesTx(lanes.clone()),
+        LanesRx {
+            lanes,
+            next: 0,
+            current: 0,
+            streak: STREAK,
+        },
+    ))
 }
 
 impl<T> Lanes<T> {
@@ -335,14 +352,19 @@ impl<T> LanesTx<T> {
         }
     }
 
-    /// Moves as many items of `batch` as fit into the calling thread's lane,
-    /// front first; returns how many, or `None` (nothing moved) when the
-    /// thread has no lane.
+    /// Moves as many items of `src` as fit into the calling thread's lane,
+    /// front first; returns how many.
+    ///
+    /// # Errors
+    /// `src`, untouched, when the thread has no lane.
     #[inline]
-    pub(crate) fn push_burst<const N: usize>(&self, batch: &mut Batch<T, N>) -> Option<usize> {
-        // SAFETY: one burst out of a `Batch`, as `producer` asks.
-        let tx = unsafe { self.producer() }?;
-        Some(tx.push_burst(batch))
+    pub(crate) fn push_burst<S: Source<T>>(&self, src: S) -> Result<usize, S> {
+        // SAFETY: one burst out of a `Source` (sealed: a `Batch` or a slice
+        // of `Copy` items, no code of the caller's), as `producer` asks.
+        match unsafe { self.producer() } {
+            Some(tx) => Ok(tx.push_burst(src)),
+            None => Err(src),
+        }
     }
 
     /// Items queued in every lane, as seen now.
@@ -387,6 +409,54 @@ impl<T> LanesRx<T> {
         self.lanes.len()
     }
 
+    /// The next lane round from `self.next` that has an item ready; the
+    /// one after it becomes the next to look at first.
+    #[inline]
+    fn ready(&mut self) -> Option<&mut Consumer<T, Single>> {
+        let start = self.next;
+        let mut live = self.lanes.live().rotate_right(start);
+        while live != 0 {
+            let id = (live.trailing_zeros() + start) as usize % MAX_LANES;
+            live &= live - 1;
+            if self.consumer(id).is_some_and(|rx| rx.has_items()) {
+                self.next = ((id + 1) % MAX_LANES) as u32;
+                return self.consumer(id);
+            }
+        }
+        None
+    }
+
+    /// Pops one item: from the lane of the last pop while it has items,
+    /// up to [`STREAK`] in a row, else from the lanes in turn.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        if self.streak < STREAK {
+            let id = self.current as usize;
+            if let Some(v) = self.consumer(id).and_then(|rx| rx.pop()) {
+                self.streak += 1;
+                return Some(v);
+            }
+        }
+        let v = self.ready()?.pop();
+        // `ready` moved `next` one past the lane it found.
+        self.current = (self.next + MAX_LANES as u32 - 1) % MAX_LANES as u32;
+        self.streak = 1;
+        v
+    }
+
+    /// Pops as many items as `dst` has room for from one lane that has
+    /// some (the lanes in turn); returns how many.
+    ///
+    /// # Errors
+    /// `dst`, untouched, when every lane is empty.
+    #[inline]
+    pub(crate) fn pop_burst_one<D: Sink<T>>(&mut self, dst: D) -> Result<usize, D> {
+        match self.ready() {
+            Some(rx) => Ok(rx.pop_burst(dst)),
+            None => Err(dst),
+        }
+    }
+
     /// Hands every queued item to `f`, lane by lane, each lane in order.
     /// Pushes that complete meanwhile may be taken or left.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(T)) {
@@ -424,7 +494,7 @@ mod tests {
         for i in 10..16 {
             burst.push(i).unwrap();
         }
-        assert_eq!(tx.push_burst(&mut burst), Some(4));
+        assert_eq!(tx.push_burst(&mut burst).ok(), Some(4));
         assert_eq!(burst.len(), 2, "what did not fit stays");
         let mut got = Vec::new();
         rx.drain(|v| got.push(v));

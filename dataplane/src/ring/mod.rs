@@ -587,6 +587,13 @@ impl<T> Consumer<T, Single> {
 }
 
 impl<T> Consumer<T, Single> {
+    /// Whether at least one item is ready to pop (refreshing the cached
+    /// view only when it shows none).
+    #[inline]
+    pub(crate) fn has_items(&mut self) -> bool {
+        self.shared.sc_reserve(&mut self.local, Want::UpTo(1)) != 0
+    }
+
     /// Pops every item whose slot some producer had reserved when this was
     /// called, in ring order, waiting (spinning, then yielding) for pushes
     /// still in flight to be published. A multi-producer ring publishes

@@ -42,8 +42,8 @@ impl<M> Link<M> {
     #[inline(always)]
     pub(crate) fn push_burst<const N: usize>(&self, batch: &mut Batch<Envelope<M>, N>) -> usize {
         match self.lanes.push_burst(batch) {
-            Some(n) => n,
-            None => self.tx.push_burst(batch),
+            Ok(n) => n,
+            Err(batch) => self.tx.push_burst(batch),
         }
     }
 
