@@ -114,7 +114,9 @@ impl<W: Worker> PoolBuilder<W> {
         self
     }
 
-    /// Each worker's queue capacity (a power of two).
+    /// Each worker's queue capacity (a power of two): what one sending
+    /// thread may have queued for a worker (each thread sends through a
+    /// lane of its own; see the [module docs](super#sending-threads-and-order)).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = Some(n);
         self

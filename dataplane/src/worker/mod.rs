@@ -2,8 +2,8 @@
 //! by messages, on application lcores.
 //!
 //! A [`Worker`] owns its `State` outright (created by `init` on its own
-//! lcore and never shared); messages reach it in bursts through a
-//! multi-producer ring of its own, wrapped in an [`Envelope`]. A
+//! lcore and never shared); messages reach it in bursts, wrapped in an
+//! [`Envelope`], through rings of its own (below). A
 //! [`WorkerPool`] runs one worker per application lcore of a
 //! [`Plan`](crate::profile::Plan) and routes messages to them: to a worker
 //! by index, by key through a [`Partitioner`](crate::partition::Partitioner),
@@ -40,6 +40,27 @@
 //! assert_eq!(report.workers[0].handled, 100);
 //! # Ok::<(), dataplane::Error>(())
 //! ```
+//!
+//! # Sending threads and order
+//!
+//! Each thread that sends to a worker does so through a lane of its own: a
+//! single-producer ring into that worker, made on the thread's first send
+//! and kept for the thread's life (its lane id goes back when it exits,
+//! and the next thread to take the id carries on behind what is still
+//! queued). A send is then the single-producer path, a store and a release,
+//! with no read-modify-write shared with other senders, and a sender
+//! preempted mid-send holds up nobody else. The worker takes from its lanes
+//! in turn. Threads beyond the process's lane ids (128 sending at once)
+//! share one multi-producer ring per worker instead.
+//!
+//! So: a thread's messages to a worker are handled in the order it sent
+//! them, whichever send function it uses (`send_to_worker`,
+//! `send_partitioned`, bursts, a [`PartitionedSender`] once flushed);
+//! messages of different threads are not ordered, even when one send
+//! happened before the other. The queue capacity bounds each lane: a
+//! thread whose lane to a worker is full is pushed back
+//! ([`SendError::Full`](crate::channel::SendError::Full)) while other
+//! threads may still send.
 //!
 //! # Supervision
 //!
