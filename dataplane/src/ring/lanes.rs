@@ -43,8 +43,8 @@ const WORDS: usize = MAX_LANES / 64;
 /// The process-wide table of lane ids and the calling thread's id.
 mod ids {
     use super::{MAX_LANES, WORDS};
+    use hugepages::sync::{AtomicU64, Ordering};
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// The thread has not asked for an id yet.
     const UNASSIGNED: u32 = u32::MAX;
@@ -61,10 +61,36 @@ mod ids {
     }
 
     impl Table {
+        #[cfg(not(loom))]
         pub(super) const fn new() -> Self {
             Table {
                 words: [const { AtomicU64::new(0) }; WORDS],
             }
+        }
+
+        /// Loom's atomics have no `const` constructor.
+        #[cfg(loom)]
+        pub(super) fn new() -> Self {
+            Table {
+                words: std::array::from_fn(|_| AtomicU64::new(0)),
+            }
+        }
+
+        /// A table whose ids are all taken but the first `free`.
+        #[cfg(any(test, loom))]
+        pub(super) fn with_free(free: usize) -> Self {
+            let t = Table::new();
+            for (w, word) in t.words.iter().enumerate() {
+                let lo = (w * 64).min(free);
+                let free_here = (free - lo).min(64);
+                let taken = if free_here == 64 {
+                    0
+                } else {
+                    u64::MAX << free_here
+                };
+                word.store(taken, Ordering::Relaxed);
+            }
+            t
         }
 
         /// The lowest free id, claimed.
@@ -94,7 +120,12 @@ mod ids {
         }
     }
 
+    #[cfg(not(loom))]
     static TABLE: Table = Table::new();
+    // Loom builds compile the lanes but only run the models below, which
+    // make tables of their own.
+    #[cfg(loom)]
+    static TABLE: std::sync::LazyLock<Table> = std::sync::LazyLock::new(Table::new);
 
     /// Gives the id back when the thread exits.
     struct Held(Cell<u32>);
@@ -147,9 +178,52 @@ mod ids {
         Some(id as usize)
     }
 
-    #[cfg(test)]
+    /// The handover of one id between two threads, each writing the
+    /// state that the id owns (a lane's producer) while it holds it: loom
+    /// reports a data race on the cell if a release does not order the
+    /// holder's writes before the next holder's.
+    #[cfg(all(test, loom))]
+    mod loom_tests {
+        use super::*;
+        use hugepages::sync::{Arc, UnsafeCell};
+        use loom::thread;
+
+        #[test]
+        fn loom_lane_id_handover() {
+            loom::model(|| {
+                let table = Arc::new(Table::with_free(1));
+                let state = Arc::new(UnsafeCell::new(0u32));
+                let use_once = |table: &Table, state: &UnsafeCell<u32>| loop {
+                    if let Some(id) = table.take() {
+                        assert_eq!(id, 0);
+                        // SAFETY: the holder of id 0 owns `state` (the
+                        // property under test).
+                        state.with_mut(|p| unsafe { *p += 1 });
+                        table.release(id);
+                        return;
+                    }
+                    thread::yield_now();
+                };
+                let (t2, s2) = (table.clone(), state.clone());
+                let h = thread::spawn(move || use_once(&t2, &s2));
+                use_once(&table, &state);
+                h.join().unwrap();
+                // SAFETY: both threads are done.
+                assert_eq!(state.with(|p| unsafe { *p }), 2);
+            });
+        }
+    }
+
+    #[cfg(all(test, not(loom)))]
     mod tests {
         use super::*;
+
+        #[test]
+        fn a_table_with_free_ids() {
+            let t = Table::with_free(66);
+            let all: Vec<u32> = (0..MAX_LANES).map_while(|_| t.take()).collect();
+            assert_eq!(all, (0..66).collect::<Vec<_>>());
+        }
 
         #[test]
         fn ids_are_unique_until_released() {
