@@ -53,7 +53,7 @@
 //! in turn. Threads beyond the process's lane ids (128 sending at once)
 //! share one multi-producer ring per worker instead.
 //! A lane holds the queue capacity's worth of envelopes (64 KiB for
-//! `u64` messages at the default capacity of 4096), made only for a
+//! `u64` messages at the production profile's capacity of 4096), made only for a
 //! thread that sends to that worker, and freed with the pool.
 //!
 //! So: a thread's messages to a worker are handled in the order it sent
