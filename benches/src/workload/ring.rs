@@ -753,23 +753,32 @@ pub fn shared_core_arrayqueue(cpus: CpuPair, producers: usize, items: u64) -> Sa
 
 /// Ours: `Channel::mpsc`, producers sharing one core.
 pub fn shared_core_channel(cpus: CpuPair, producers: usize, items: u64) -> Sample {
-    let _pad = super::placement_pad();
-    let (tx, mut rx) = dataplane::channel::Channel::mpsc::<u64>(RING_SIZE).expect("power of two");
-    shared_core(
-        cpus,
-        producers,
-        items,
-        move |v| tx.send(v).is_ok(),
-        move || rx.try_recv().ok(),
-    )
+    shared_core_of(cpus, producers, items, dataplane::channel::Channel::mpsc)
 }
 
 /// Ours: `Channel::mpsc_per_thread` (a lane per producer thread),
 /// producers sharing one core.
 pub fn shared_core_per_thread(cpus: CpuPair, producers: usize, items: u64) -> Sample {
+    shared_core_of(
+        cpus,
+        producers,
+        items,
+        dataplane::channel::Channel::mpsc_per_thread,
+    )
+}
+
+/// A constructor of our multi-producer, single-consumer channels.
+type MakeMpsc =
+    fn(
+        usize,
+    )
+        -> Result<dataplane::channel::Pair<u64, ring::Multi, ring::Single>, ring::CapacityError>;
+
+/// One of our multi-producer channels, made by `make`, producers sharing
+/// one core.
+fn shared_core_of(cpus: CpuPair, producers: usize, items: u64, make: MakeMpsc) -> Sample {
     let _pad = super::placement_pad();
-    let (tx, mut rx) =
-        dataplane::channel::Channel::mpsc_per_thread::<u64>(RING_SIZE).expect("power of two");
+    let (tx, mut rx) = make(RING_SIZE).expect("power of two");
     shared_core(
         cpus,
         producers,

@@ -165,6 +165,10 @@ mod ids {
     fn claim() -> Option<usize> {
         let Some(id) = TABLE.take() else {
             ID.set(NONE);
+            tracing::info!(
+                lane_ids = MAX_LANES,
+                "every lane id is taken: this thread sends through the shared multi-producer rings"
+            );
             return None;
         };
         // Registers the release at thread exit; a thread already tearing
@@ -172,6 +176,7 @@ mod ids {
         if HELD.try_with(|h| h.0.set(id)).is_err() {
             TABLE.release(id);
             ID.set(NONE);
+            tracing::debug!("thread exiting: it sends through the shared multi-producer rings");
             return None;
         }
         ID.set(id);
@@ -279,13 +284,13 @@ pub(crate) struct Lanes<T> {
     capacity: usize,
 }
 
-// SAFETY: the lanes move values of `T` between threads (`T: Send`). Lane
-// *k*'s producer handle is reached only by the thread holding lane id *k*
-// (`LanesTx`), whose id handover orders successive holders; its consumer
-// handle only through the one `LanesRx`, which is `Send` but not `Sync`
-// and takes `&mut self` to pop.
+// Lane *k*'s producer handle is reached only by the thread holding lane
+// id *k* (`LanesTx`), whose id handover orders successive holders; its
+// consumer handle only through the one `LanesRx`, which is `Send` but not
+// `Sync` and takes `&mut self` to pop.
+// SAFETY: each handle has one user at a time (above); values of `T: Send` move between threads.
 unsafe impl<T: Send> Sync for Lanes<T> {}
-// SAFETY: as above.
+// SAFETY: as for `Sync`: sharing or moving `Lanes` moves only `T: Send` values.
 unsafe impl<T: Send> Send for Lanes<T> {}
 
 /// The senders' side of [`Lanes`]: cloned freely, used from any thread.
@@ -369,16 +374,25 @@ impl<T> Lanes<T> {
 
     /// Items queued in every lane, as seen now (from any thread).
     fn len(&self) -> usize {
-        let mut live = self.live();
-        let mut n = 0;
-        while live != 0 {
-            let id = live.trailing_zeros() as usize;
-            live &= live - 1;
-            if let Some(lane) = self.lanes[id].get() {
-                n += lane.ring.len();
+        self.live_from(0)
+            .filter_map(|id| self.lanes[id].get())
+            .map(|lane| lane.ring.len())
+            .sum()
+    }
+
+    /// The ids of the lanes that exist, from `start` round (a snapshot:
+    /// the iterator borrows nothing).
+    #[inline(always)]
+    fn live_from(&self, start: u32) -> impl Iterator<Item = usize> + use<T> {
+        let mut live = self.live().rotate_right(start);
+        core::iter::from_fn(move || {
+            if live == 0 {
+                return None;
             }
-        }
-        n
+            let id = (live.trailing_zeros() + start) as usize % MAX_LANES;
+            live &= live - 1;
+            Some(id)
+        })
     }
 
     /// Every lane that exists, as a bitmap.
@@ -462,12 +476,11 @@ impl<T> LanesRx<T> {
     /// fills `dst`; returns how many.
     #[inline]
     pub(crate) fn pop_burst<const N: usize>(&mut self, dst: &mut Batch<T, N>) -> usize {
-        let start = self.next;
-        let mut live = self.lanes.live().rotate_right(start);
         let mut got = 0;
-        while live != 0 && !dst.is_full() {
-            let id = (live.trailing_zeros() + start) as usize % MAX_LANES;
-            live &= live - 1;
+        for id in self.lanes.live_from(self.next) {
+            if dst.is_full() {
+                break;
+            }
             if let Some(rx) = self.consumer(id) {
                 got += rx.pop_burst(&mut *dst);
                 if dst.is_full() {
@@ -487,17 +500,12 @@ impl<T> LanesRx<T> {
     /// one after it becomes the next to look at first.
     #[inline]
     fn ready(&mut self) -> Option<&mut Consumer<T, Single>> {
-        let start = self.next;
-        let mut live = self.lanes.live().rotate_right(start);
-        while live != 0 {
-            let id = (live.trailing_zeros() + start) as usize % MAX_LANES;
-            live &= live - 1;
-            if self.consumer(id).is_some_and(|rx| rx.has_items()) {
-                self.next = ((id + 1) % MAX_LANES) as u32;
-                return self.consumer(id);
-            }
-        }
-        None
+        let id = self
+            .lanes
+            .live_from(self.next)
+            .find(|&id| self.consumer(id).is_some_and(|rx| rx.has_items()))?;
+        self.next = ((id + 1) % MAX_LANES) as u32;
+        self.consumer(id)
     }
 
     /// Pops one item: from the lane of the last pop while it has items,
@@ -534,10 +542,7 @@ impl<T> LanesRx<T> {
     /// Hands every queued item to `f`, lane by lane, each lane in order.
     /// Pushes that complete meanwhile may be taken or left.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(T)) {
-        let mut live = self.lanes.live();
-        while live != 0 {
-            let id = live.trailing_zeros() as usize;
-            live &= live - 1;
+        for id in self.lanes.live_from(0) {
             if let Some(rx) = self.consumer(id) {
                 while let Some(v) = rx.pop() {
                     f(v);
