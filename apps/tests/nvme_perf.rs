@@ -113,8 +113,10 @@ fn file_with_the_automatic_backend_and_verify() {
     check_verified(&s);
     let s = run(&["--target", &p, "--rw", "randrw", "--mix", "70", "--qd", "4"]);
     check(&s, 1);
-    // Sleeping for completions instead of polling, with verification.
-    let s = run(&["--target", &p, "--qd", "8", "--wait", "--verify"]);
+    // Sleeping for completions instead of polling, with verification, at
+    // a depth past the sleeping submitter's chunk (8), so that requests
+    // also go in through the enters that do not sleep.
+    let s = run(&["--target", &p, "--qd", "32", "--wait", "--verify"]);
     check(&s, 1);
     check_verified(&s);
     let _ = std::fs::remove_file(&path);

@@ -294,7 +294,7 @@ impl Queue for UringQueue {
             return self.poll(out);
         }
         match self.main.wait(timeout) {
-            Ok(()) => self.stats.syscalls += 1,
+            Ok(enters) => self.stats.syscalls += enters,
             Err(e) => self.enter_failed(e),
         }
         Self::reap(&mut self.main, &mut self.inflight, &mut self.stats, out)
