@@ -252,7 +252,32 @@ fn main() {
                     .ring(cpus, n, 1, ring::RING_SIZE)
             }
         })
+        // The floor of any design with one claim per item and side
+        // (docs/performance.md, 4a): not queues, the work one must do.
+        .contender("floor: RMW + slot release", || {
+            Ok(ring::mpmc_floor(cpus, n, ring::Floor::RmwSlotRelease))
+        })
+        .contender("floor: RMW + batched release", || {
+            Ok(ring::mpmc_floor(cpus, n, ring::Floor::RmwBatchedRelease))
+        })
+        .contender("floor: no RMW", || {
+            Ok(ring::mpmc_floor(cpus, n, ring::Floor::NoRmw))
+        })
         .run(args.rounds, progress);
+        for floor in [
+            "floor: RMW + slot release",
+            "floor: RMW + batched release",
+            "floor: no RMW",
+        ] {
+            verdicts.push(speed_target(
+                &r,
+                &format!("4a (info) {floor} vs ArrayQueue"),
+                floor,
+                "crossbeam ArrayQueue",
+                2.0,
+                mops,
+            ));
+        }
         verdicts.push(speed_target(
             &r,
             "4a MP/MC single >= 2x ArrayQueue",

@@ -621,6 +621,105 @@ pub fn mpmc_single_arrayqueue(cpus: CpuPair, items: u64) -> Sample {
     )
 }
 
+/// What a floor loop pays per item besides moving it through a slot that
+/// carries its own sequence number (ArrayQueue's layout, 16 bytes a slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// One locked RMW per item on each side (the claim every multi-threaded
+    /// side of a bounded queue makes, on a line only that side writes) and
+    /// the consumer's release of each slot into the slot's own stamp:
+    /// ArrayQueue's work with nothing else.
+    RmwSlotRelease,
+    /// One locked RMW per item on each side; the consumer releases slots
+    /// through a counter of its own that the producer reads once per lap,
+    /// so the slot lines are written by the producer only.
+    RmwBatchedRelease,
+    /// No RMW (the claims amortised to nothing), slots released as in
+    /// `RmwBatchedRelease`: what single items cost without the claims.
+    NoRmw,
+}
+
+#[repr(C, align(16))]
+struct FloorSlot {
+    stamp: AtomicU64,
+    value: AtomicU64,
+}
+
+/// A lower bound for single-item multi-producer/multi-consumer queues:
+/// not a queue (one thread per side, and each side's claim counter is
+/// touched but not relied on), but the minimum memory traffic and locked
+/// instructions one must pay per item, in the loop every other single-item
+/// contender runs. Docs/performance.md, target 4a.
+pub fn mpmc_floor(cpus: CpuPair, items: u64, kind: Floor) -> Sample {
+    let _pad = super::placement_pad();
+    let cap = RING_SIZE as u64;
+    let slots: Arc<Vec<FloorSlot>> = Arc::new(
+        (0..cap)
+            .map(|i| FloorSlot {
+                stamp: AtomicU64::new(if kind == Floor::RmwSlotRelease { i } else { 0 }),
+                value: AtomicU64::new(0),
+            })
+            .collect(),
+    );
+    let freed = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let (slots2, freed2) = (slots.clone(), freed.clone());
+    let mask = cap - 1;
+    let (mut ppos, mut cpos) = (0u64, 0u64);
+    let mut limit = cap;
+    let claim_p = CachePadded::new(AtomicU64::new(0));
+    let claim_c = CachePadded::new(AtomicU64::new(0));
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            for i in 0..n {
+                let pos = ppos;
+                if kind != Floor::NoRmw {
+                    claim_p.fetch_add(1, Ordering::Relaxed);
+                }
+                let s = &slots[(pos & mask) as usize];
+                if kind == Floor::RmwSlotRelease {
+                    while s.stamp.load(Ordering::Acquire) != pos {
+                        spin_loop();
+                    }
+                } else {
+                    while pos >= limit {
+                        limit = freed.load(Ordering::Acquire) + cap;
+                        if pos >= limit {
+                            spin_loop();
+                        }
+                    }
+                }
+                s.value.store(i, Ordering::Relaxed);
+                s.stamp.store(pos + 1, Ordering::Release);
+                ppos = pos + 1;
+            }
+            0
+        },
+        move |n| {
+            let mut acc = 0u64;
+            for _ in 0..n {
+                let pos = cpos;
+                let s = &slots2[(pos & mask) as usize];
+                while s.stamp.load(Ordering::Acquire) != pos + 1 {
+                    spin_loop();
+                }
+                if kind != Floor::NoRmw {
+                    claim_c.fetch_add(1, Ordering::Relaxed);
+                }
+                acc = acc.wrapping_add(s.value.load(Ordering::Relaxed));
+                cpos = pos + 1;
+                if kind == Floor::RmwSlotRelease {
+                    s.stamp.store(pos + cap, Ordering::Release);
+                } else if cpos % BURST as u64 == 0 {
+                    freed2.store(cpos, Ordering::Release);
+                }
+            }
+            acc
+        },
+    )
+}
+
 /// Ours: `ring::mpmc`, `push_burst` / `pop_burst` of up to 32: the loop of
 /// benches/c/ring_bench.c over `rte_ring_mp_enqueue_burst` /
 /// `rte_ring_mc_dequeue_burst`.
@@ -834,6 +933,14 @@ mod tests {
             mpmc_burst_ours,
         ] {
             assert_eq!(f(cpus(), n).ops, n);
+        }
+        // The floors sum what they move, as every loop (cross_core checks).
+        for kind in [
+            Floor::RmwSlotRelease,
+            Floor::RmwBatchedRelease,
+            Floor::NoRmw,
+        ] {
+            assert_eq!(mpmc_floor(cpus(), n, kind).ops, n);
         }
         for f in [pingpong_ours, pingpong_rtrb, pingpong_mailbox] {
             assert_eq!(f(cpus(), 1_000).ops, 1_000);
