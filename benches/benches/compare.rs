@@ -12,7 +12,7 @@
 //!   unrecorded warm-up round.
 //! - `--scale`: multiplies every work size (default 1; 0.1 for a smoke run).
 //! - `--only`: comparisons whose key contains one of the names: `spsc_single`,
-//!   `spsc_burst`, `pingpong`, `mpmc_single`, `shared_core`, `mpmc_burst`,
+//!   `spsc_payload`, `spsc_burst`, `pingpong`, `mpmc_single`, `shared_core`, `mpmc_burst`,
 //!   `mempool`, `pool`.
 //! - `--json`: also write every sample and the summary there.
 //!
@@ -164,6 +164,27 @@ fn main() {
         verdicts.push(speed_target(
             &r,
             "1 SP/SC single >= rtrb",
+            "ours",
+            "rtrb",
+            1.0,
+            mops,
+        ));
+        show(r, &mut reports);
+    }
+
+    if wanted("spsc_payload") {
+        let n = scale(10e6);
+        let r = Comparison::new(
+            "1b. SP/SC single item standing for a 64-byte payload the consumer reads",
+            Metric::Throughput,
+            "rtrb",
+        )
+        .contender("ours", || Ok(ring::spsc_payload_ours(cpus, n)))
+        .contender("rtrb", || Ok(ring::spsc_payload_rtrb(cpus, n)))
+        .run(args.rounds, progress);
+        verdicts.push(speed_target(
+            &r,
+            "1b SP/SC single, 64-byte payload >= rtrb",
             "ours",
             "rtrb",
             1.0,

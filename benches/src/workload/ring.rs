@@ -138,6 +138,88 @@ pub fn spsc_single_rtrb_skewed(cpus: CpuPair, items: u64, s: Skew) -> Sample {
     )
 }
 
+/// One 64-byte payload: what an item of a payload loop points at.
+#[repr(C, align(64))]
+struct Payload([AtomicU64; 8]);
+
+/// Payloads per loop: twice the ring, so that the producer never writes a
+/// payload whose item the consumer has not popped (at most `RING_SIZE`
+/// items are in flight).
+const PAYLOADS: u64 = 2 * RING_SIZE as u64;
+
+/// Single items that stand for 64-byte payloads, as a ring of mbuf
+/// pointers does: the producer writes item `i`'s payload (eight words,
+/// `i..i + 8`) into a table, then pushes `i`; the consumer pops `i`, reads
+/// the eight words and checks them. `push` returns false on a full ring,
+/// `pop` `None` on an empty one. Docs/performance.md, target 1.
+fn payload_loop<P, C>(cpus: CpuPair, items: u64, mut push: P, mut pop: C) -> Sample
+where
+    P: FnMut(u64) -> bool + Send,
+    C: FnMut() -> Option<u64> + Send,
+{
+    let table: Arc<Vec<Payload>> = Arc::new(
+        (0..PAYLOADS)
+            .map(|_| Payload(core::array::from_fn(|_| AtomicU64::new(0))))
+            .collect(),
+    );
+    let table2 = table.clone();
+    cross_core(
+        cpus,
+        items,
+        move |n| {
+            let mut i = 0;
+            while i < n {
+                // Relaxed: the ring's push publishes these (Release).
+                for (k, w) in table[(i % PAYLOADS) as usize].0.iter().enumerate() {
+                    w.store(i + k as u64, Ordering::Relaxed);
+                }
+                while !push(i) {
+                    spin_loop();
+                }
+                i += 1;
+            }
+            0
+        },
+        move |n| {
+            let (mut got, mut acc) = (0, 0u64);
+            while got < n {
+                let Some(v) = pop() else {
+                    spin_loop();
+                    continue;
+                };
+                let words = &table2[(v % PAYLOADS) as usize].0;
+                let sum = words
+                    .iter()
+                    .fold(0u64, |a, w| a.wrapping_add(w.load(Ordering::Relaxed)));
+                // `8v + 28` when the payload is intact: a damaged one
+                // breaks the sum that cross_core checks.
+                acc = acc.wrapping_add(sum.wrapping_sub(7 * v + 28));
+                got += 1;
+            }
+            acc
+        },
+    )
+}
+
+/// Ours: `ring::spsc` of indices of 64-byte payloads ([`payload_loop`]).
+pub fn spsc_payload_ours(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
+    payload_loop(cpus, items, move |i| tx.push(i).is_ok(), move || rx.pop())
+}
+
+/// Peer: `rtrb::RingBuffer` of indices of 64-byte payloads.
+pub fn spsc_payload_rtrb(cpus: CpuPair, items: u64) -> Sample {
+    let _pad = super::placement_pad();
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(RING_SIZE);
+    payload_loop(
+        cpus,
+        items,
+        move |i| tx.push(i).is_ok(),
+        move || rx.pop().ok(),
+    )
+}
+
 /// Peer: `ringbuf::HeapRb` (caching split), `try_push` / `try_pop`.
 pub fn spsc_single_ringbuf(cpus: CpuPair, items: u64) -> Sample {
     let _pad = super::placement_pad();
