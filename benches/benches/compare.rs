@@ -229,6 +229,9 @@ fn main() {
         .contender("atomic mailbox", || Ok(ring::pingpong_mailbox(cpus, n)))
         .contender("ours", || Ok(ring::pingpong_ours(cpus, n)))
         .contender("rtrb", || Ok(ring::pingpong_rtrb(cpus, n)))
+        // The floor of a ring that publishes with a position: two lines a
+        // hop (docs/performance.md, target 3).
+        .contender("two-line mailbox", || Ok(ring::pingpong_two_lines(cpus, n)))
         .run(args.rounds, progress);
         // Within 10% of the mailbox: time <= 1.1x, speed >= 1/1.1.
         let mut v = speed_target(
@@ -241,6 +244,14 @@ fn main() {
         );
         v.goal = "time <= 1.10x (speed >= 0.91x)".into();
         verdicts.push(v);
+        verdicts.push(speed_target(
+            &r,
+            "3 (info) ping-pong ours vs two-line mailbox",
+            "ours",
+            "two-line mailbox",
+            1.0 / 1.1,
+            ns,
+        ));
         verdicts.push(speed_target(
             &r,
             "3 (info) ping-pong ours vs rtrb",

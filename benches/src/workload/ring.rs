@@ -576,37 +576,62 @@ pub fn pingpong_rtrb(cpus: CpuPair, round_trips: u64) -> Sample {
 /// stores it back. Each hop moves exactly one cache line, the least any
 /// cross-core handoff can do.
 pub fn pingpong_mailbox(cpus: CpuPair, round_trips: u64) -> Sample {
+    pingpong_boxes(cpus, round_trips, false)
+}
+
+/// The floor of a ring that publishes with a position (ours, rtrb, rte_ring):
+/// per direction, the token is written to a data line, then a flag line is
+/// set (the slot, then the tail), and the other side spins on the flag and
+/// then reads the data. Each hop moves two lines.
+pub fn pingpong_two_lines(cpus: CpuPair, round_trips: u64) -> Sample {
+    pingpong_boxes(cpus, round_trips, true)
+}
+
+/// One direction of [`pingpong_boxes`]: the flag (or the only mailbox) and
+/// the data line.
+type Boxes = (CachePadded<AtomicU64>, CachePadded<AtomicU64>);
+
+fn pingpong_boxes(cpus: CpuPair, round_trips: u64, two_lines: bool) -> Sample {
     let _pad = super::placement_pad();
-    let boxes = Arc::new((
-        CachePadded::new(AtomicU64::new(0)),
-        CachePadded::new(AtomicU64::new(0)),
-    ));
+    let boxes: Arc<(Boxes, Boxes)> = Arc::new(Default::default());
     let b2 = boxes.clone();
+    // Release/Acquire: the token (or the data before it) is the message;
+    // the store pairs with the other side's Acquire load of the flag.
+    let send = move |(flag, data): &Boxes, token: u64| {
+        if two_lines {
+            data.store(token, Ordering::Relaxed);
+        }
+        flag.store(token, Ordering::Release);
+    };
+    let recv = move |(flag, data): &Boxes, token: u64| {
+        while flag.load(Ordering::Acquire) != token {}
+        if two_lines {
+            assert_eq!(data.load(Ordering::Relaxed), token);
+        }
+    };
     cross_core(
         cpus,
         round_trips,
         move |n| {
             let (ping, pong) = (&boxes.0, &boxes.1);
             // The boxes carry a running count across passes, never reset.
-            let base = ping.load(Ordering::Relaxed);
+            let base = ping.0.load(Ordering::Relaxed);
             for i in 0..n {
                 let token = base + i + 1;
-                // Release/Acquire: the token is the message; pairs with
-                // the other side's Acquire load / Release store.
-                ping.store(token, Ordering::Release);
-                while pong.load(Ordering::Acquire) != token {}
+                send(ping, token);
+                recv(pong, token);
             }
             0
         },
         move |n| {
             let (ping, pong) = (&b2.0, &b2.1);
-            let base = pong.load(Ordering::Relaxed);
+            let base = pong.0.load(Ordering::Relaxed);
             let mut acc = 0u64;
             for i in 0..n {
                 let token = base + i + 1;
-                while ping.load(Ordering::Acquire) != token {}
+                recv(ping, token);
                 acc = acc.wrapping_add(i);
-                pong.store(token, Ordering::Release);
+                send(pong, token);
             }
             acc
         },
@@ -1024,7 +1049,12 @@ mod tests {
         ] {
             assert_eq!(mpmc_floor(cpus(), n, kind).ops, n);
         }
-        for f in [pingpong_ours, pingpong_rtrb, pingpong_mailbox] {
+        for f in [
+            pingpong_ours,
+            pingpong_rtrb,
+            pingpong_mailbox,
+            pingpong_two_lines,
+        ] {
             assert_eq!(f(cpus(), 1_000).ops, 1_000);
         }
         for f in [
