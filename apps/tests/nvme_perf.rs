@@ -114,7 +114,7 @@ fn file_with_the_automatic_backend_and_verify() {
     let s = run(&["--target", &p, "--rw", "randrw", "--mix", "70", "--qd", "4"]);
     check(&s, 1);
     // Sleeping for completions instead of polling, with verification, at
-    // a depth past the sleeping submitter's chunk (8), so that requests
+    // a depth past the sleeping submitter's chunk (4), so that requests
     // also go in through the enters that do not sleep.
     let s = run(&["--target", &p, "--qd", "32", "--wait", "--verify"]);
     check(&s, 1);

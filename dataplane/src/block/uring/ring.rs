@@ -12,11 +12,11 @@ use super::*;
 /// depth is spent in convoys instead of a steady stream. Measured with
 /// `nvme-perf --wait` at QD32 on this project's virtio disk and loop device
 /// (docs/performance.md, Storage): 31 of 32 submitted per enter was typical,
-/// at 0.86-0.9x fio's IOPS (fio submits each I/O in an enter of its own);
-/// chunks of 1, 4 or 8 gave 1.03-1.06x with less CPU per I/O than fio, and
-/// 16 fell back part of the way. Polling reaps every pass, so its batches
-/// stay small by themselves.
-pub(super) const SLEEP_SUBMIT_CHUNK: u32 = 8;
+/// at 0.84-0.93x fio's IOPS (fio submits each I/O in an enter of its own);
+/// chunks of 1 to 8 gave 0.96-1.06x with 0.8-0.9x fio's CPU per I/O, 2 and
+/// 4 the best of them (io_uring plugs only a submission of more than 2).
+/// Polling reaps every pass, so its batches stay small by themselves.
+pub(super) const SLEEP_SUBMIT_CHUNK: u32 = 4;
 
 /// A ring with its bookkeeping: SQEs written since the last enter.
 pub(super) struct Ring {
