@@ -159,6 +159,10 @@ impl<T> Consumer<T, Single> {
                 available,
             });
         }
+        // A multi-producer ring keeps runs of one beside their stamps:
+        // bring them into the slots that the chunk lends out.
+        // SAFETY: `pos..pos + n` were just reserved to this consumer.
+        unsafe { self.shared.gather_runs_of_one(self.local.pos, n) };
         Ok(ReadChunk {
             consumer: self,
             len: n,

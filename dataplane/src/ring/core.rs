@@ -33,6 +33,22 @@
 //!   which this replaced, made every producer behind a preempted one spin
 //!   out its time slice; with producers sharing a core that cut a ring to a
 //!   few hundred thousand items a second.) `prod.tail` is unused.
+//! - **Runs of one live beside their stamp.** The stamp array's entries are
+//!   16 bytes: the stamp and room for one item of at most 8 bytes (a
+//!   pointer, an index, a `u64`). A run of one item (a `push`, or a burst
+//!   that reserved one slot) puts its item there instead of in its slot,
+//!   so that a consumer of single items reads one line per item, the
+//!   line the producer wrote, as in crossbeam's `ArrayQueue`; longer runs
+//!   stay in the slots, which bursts copy in one move. A reader tells the
+//!   two apart from the position alone: this lap's stamp of a run from
+//!   `p` that says `p + 1` is a run of one; a position inside a longer run
+//!   keeps an older lap's stamp, which is at most `p`. A reservation that
+//!   starts inside a run (after a pop took part of it) goes one item at a
+//!   time to the next run's start. The chunk API, which lends the slots
+//!   out, first moves the runs of one it covers into their slots and
+//!   restamps them as an older lap's (`gather_runs_of_one`).
+//!   docs/performance.md (4a, 4c) has the measurements: single items of a
+//!   multi-producer, single-consumer ring 1.7x faster, bursts unchanged.
 //! - **Multiple consumers release in order**, as rte_ring does: a consumer
 //!   waits for the consumers that reserved before it to publish `cons.tail`,
 //!   so that producers need only that one position to know what is free.
@@ -55,6 +71,17 @@ use super::transfer::{Sink, Source};
 /// One slot. Under `cfg(not(loom))` the wrapper is `repr(transparent)` all
 /// the way down, so a run of slots has the layout of a run of `T`.
 pub(crate) type Slot<T> = UnsafeCell<MaybeUninit<T>>;
+
+/// One entry of a multi-producer ring's stamp array: the stamp of the run
+/// that starts at its position and, when that run is one item of at most
+/// 8 bytes, the item itself, so that the consumer finds item and stamp on
+/// one line (module docs, "Runs of one live beside their stamp").
+#[derive(Debug)]
+#[repr(C, align(16))]
+pub(crate) struct Entry {
+    stamp: AtomicUsize,
+    item: UnsafeCell<MaybeUninit<u64>>,
+}
 
 /// One side's positions (`struct rte_ring_headtail`), the reservation line
 /// and the tail each on its own cache line(s). Unlike rte_ring, the head is
@@ -149,9 +176,9 @@ pub(crate) struct Shared<T> {
 struct ReadOnly<T> {
     slots: Box<[Slot<T>]>,
     /// Multi-producer rings: per slot, the end of the run published from it
-    /// (see the module docs). Empty for single-producer rings, which
-    /// publish `prod.tail` instead.
-    stamps: Box<[AtomicUsize]>,
+    /// and, for a run of one small item, the item (see the module docs).
+    /// Empty for single-producer rings, which publish `prod.tail` instead.
+    stamps: Box<[Entry]>,
     mask: usize,
     /// Live producer and consumer handles, for `is_abandoned`.
     producers: AtomicUsize,
@@ -181,7 +208,12 @@ impl<T> Shared<T> {
         // A stamp of 0 is no run's end for any position of the first lap
         // (`0 - b` wraps above the capacity).
         let stamps = if stamped {
-            (0..capacity).map(|_| AtomicUsize::new(0)).collect()
+            (0..capacity)
+                .map(|_| Entry {
+                    stamp: AtomicUsize::new(0),
+                    item: UnsafeCell::new(MaybeUninit::uninit()),
+                })
+                .collect()
         } else {
             Box::default()
         };
@@ -437,11 +469,40 @@ impl<T> Shared<T> {
 
     #[inline(always)]
     fn stamp(&self, pos: usize) -> &AtomicUsize {
+        &self.entry(pos).stamp
+    }
+
+    #[inline(always)]
+    fn entry(&self, pos: usize) -> &Entry {
         let idx = pos & self.ro.mask;
         debug_assert!(idx < self.ro.stamps.len());
         // SAFETY: `stamps` has `mask + 1` entries when `stamped`, the only
         // case that calls this; `idx <= mask`.
         unsafe { self.ro.stamps.get_unchecked(idx) }
+    }
+
+    /// Whether a `T` fits in an [`Entry`] beside the stamp.
+    const FITS_ENTRY: bool = core::mem::size_of::<T>() <= core::mem::size_of::<u64>()
+        && core::mem::align_of::<T>() <= core::mem::align_of::<u64>();
+
+    /// Whether runs of one item live in the stamp array (multi-producer
+    /// rings of items that fit there).
+    #[inline(always)]
+    fn inline_runs(&self) -> bool {
+        Self::FITS_ENTRY && self.is_stamped()
+    }
+
+    /// Whether the published item at `pos` (reserved to the caller for
+    /// reading) is a run of one kept beside its stamp: this lap's stamp of
+    /// a run from `pos` says `pos + 1`, and a position inside a longer run
+    /// keeps an older lap's stamp, which is at most `pos`.
+    #[inline(always)]
+    fn is_inline(&self, pos: usize) -> bool {
+        // Relaxed: the caller's reservation was bounded by an Acquire load
+        // of this run's stamp (its own, or the consumer's that raised the
+        // shared bound, passed on through `bound`), and nobody writes the
+        // stamp again until the position is released.
+        self.inline_runs() && self.stamp(pos).load(Ordering::Relaxed) == pos.wrapping_add(1)
     }
 
     /// Single-threaded side: publish everything before `new`.
@@ -484,6 +545,14 @@ impl<T> Shared<T> {
     /// The caller has reserved `pos..pos + n` for writing, `n <= src.remaining()`.
     #[inline(always)]
     pub(crate) unsafe fn write_slots<S: Source<T>>(&self, pos: usize, n: usize, src: &mut S) {
+        if n == 1 && self.inline_runs() {
+            // SAFETY: the entry of a reserved position is ours until we
+            // publish; `T` fits in it (`FITS_ENTRY`); one item is left.
+            self.entry(pos)
+                .item
+                .with_mut(|p| unsafe { src.move_to(p.cast::<T>(), 1) });
+            return;
+        }
         let idx = pos & self.ro.mask;
         let first = n.min(self.capacity() - idx);
         #[cfg(not(loom))]
@@ -520,6 +589,81 @@ impl<T> Shared<T> {
     /// published items) and `n <= dst.spare()`.
     #[inline(always)]
     pub(crate) unsafe fn read_slots<D: Sink<T>>(&self, pos: usize, n: usize, dst: &mut D) {
+        if !self.inline_runs() {
+            // SAFETY: the caller's contract.
+            return unsafe { self.read_run(pos, n, dst) };
+        }
+        // Run by run: a run of one from its entry, a longer run from its
+        // slots in one move. A reservation that starts inside a run (after
+        // a pop of part of it) does not know where that run ends: its
+        // positions go one at a time until the next run starts.
+        let cap = self.capacity();
+        let end = pos.wrapping_add(n);
+        let mut q = pos;
+        while q != end {
+            let stamp = self.stamp(q).load(Ordering::Relaxed);
+            let run = stamp.wrapping_sub(q);
+            if run == 1 {
+                // SAFETY: `q` is reserved to us and holds a run of one,
+                // in its entry; `dst` has room (at most `n` items go).
+                unsafe { self.read_entry(q, dst) };
+                q = q.wrapping_add(1);
+            } else {
+                let k = if run.wrapping_sub(1) < cap {
+                    run.min(end.wrapping_sub(q))
+                } else {
+                    1
+                };
+                // SAFETY: `q..q + k` are reserved to us and in the slots.
+                unsafe { self.read_run(q, k, dst) };
+                q = q.wrapping_add(k);
+            }
+        }
+    }
+
+    /// Moves the run of one at `pos` out of its entry into `dst`.
+    ///
+    /// # Safety
+    /// `pos` is reserved to the caller for reading and [`is_inline`](Self::is_inline); `dst` has room.
+    #[inline(always)]
+    unsafe fn read_entry<D: Sink<T>>(&self, pos: usize, dst: &mut D) {
+        // SAFETY: the caller's contract; `T` fits in the entry.
+        self.entry(pos)
+            .item
+            .with(|p| unsafe { dst.move_from(p.cast::<T>(), 1) });
+    }
+
+    /// Single consumer, before lending `pos..pos + n` out as slices: moves
+    /// the runs of one there from their entries into their slots, and
+    /// stamps each with `pos` (an older lap's look), so that every reader
+    /// after this takes it from the slot.
+    ///
+    /// # Safety
+    /// `pos..pos + n` are reserved to the caller (published, not released).
+    pub(crate) unsafe fn gather_runs_of_one(&self, pos: usize, n: usize) {
+        if !self.inline_runs() {
+            return;
+        }
+        for i in 0..n {
+            let q = pos.wrapping_add(i);
+            if self.is_inline(q) {
+                // SAFETY: reserved to us; the item moves from the entry
+                // (left logically uninitialised) to the slot.
+                let v = self.entry(q).item.with(|p| unsafe { p.cast::<T>().read() });
+                // SAFETY: the slot of a reserved position.
+                self.slot(q).with_mut(|p| unsafe { p.cast::<T>().write(v) });
+                // Relaxed: only this consumer reads it before the release.
+                self.stamp(q).store(q, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves the `n` items in the slots starting at `pos` into `dst`.
+    ///
+    /// # Safety
+    /// As [`read_slots`](Self::read_slots), and the items are in the slots.
+    #[inline(always)]
+    unsafe fn read_run<D: Sink<T>>(&self, pos: usize, n: usize, dst: &mut D) {
         let idx = pos & self.ro.mask;
         let first = n.min(self.capacity() - idx);
         #[cfg(not(loom))]
@@ -552,6 +696,13 @@ impl<T> Shared<T> {
     /// The caller has reserved `pos` for writing.
     #[inline(always)]
     pub(crate) unsafe fn write_one(&self, pos: usize, value: T) {
+        if self.inline_runs() {
+            // SAFETY: as below, for the position's entry; `T` fits in it.
+            self.entry(pos)
+                .item
+                .with_mut(|p| unsafe { p.cast::<T>().write(value) });
+            return;
+        }
         let slot = self.slot(pos);
         // SAFETY: the slot is reserved to us; nobody else touches it until
         // we publish.
@@ -564,6 +715,13 @@ impl<T> Shared<T> {
     /// The caller has reserved `pos` for reading; it holds a published item.
     #[inline(always)]
     pub(crate) unsafe fn read_one(&self, pos: usize) -> T {
+        if self.is_inline(pos) {
+            // SAFETY: as below, for the position's entry.
+            return self
+                .entry(pos)
+                .item
+                .with(|p| unsafe { p.cast::<T>().read() });
+        }
         let slot = self.slot(pos);
         // SAFETY: the slot is reserved to us and initialised; moving out
         // leaves it logically uninitialised, which the positions record.

@@ -488,6 +488,203 @@ fn stress_mpmc_single_items_and_bulk() {
     );
 }
 
+/// Items of at most 8 bytes: a multi-producer ring keeps each run of one
+/// beside its stamp and longer runs in the slots (core.rs, "Runs of one live
+/// beside their stamp").
+/// A producer id and a sequence number packed into a `u64`.
+fn packed(p: u32, s: u64) -> u64 {
+    (u64::from(p) << 40) | s
+}
+
+/// Random mixes of single pushes and bursts of 1..=8 against random mixes
+/// of single pops and bursts of 1..=8 (so that pops start inside runs and
+/// runs of one come out of bursts): every item once, in each producer's
+/// order.
+fn stress_runs_of_one<C: Send + 'static>(
+    p: Producer<u64, Multi>,
+    cs: Vec<C>,
+    per_producer: u64,
+    pop_one: fn(&mut C) -> Option<u64>,
+    pop_burst: fn(&mut C, &mut [u64]) -> usize,
+) {
+    use rand::{Rng, SeedableRng};
+    let producers = 3u32;
+    let total = per_producer as usize * producers as usize;
+    let received = StdArc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..producers)
+        .map(|id| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(u64::from(id));
+                let mut next = 0u64;
+                while next < per_producer {
+                    if rng.random_bool(0.5) {
+                        if p.push(packed(id, next)).is_ok() {
+                            next += 1;
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                        continue;
+                    }
+                    let want = rng.random_range(1..=8u64).min(per_producer - next);
+                    let items: Vec<u64> = (next..next + want).map(|s| packed(id, s)).collect();
+                    let n = p.push_burst(&items[..]);
+                    if n == 0 {
+                        std::hint::spin_loop();
+                    }
+                    next += n as u64;
+                }
+            })
+        })
+        .collect();
+    drop(p);
+    let receivers: Vec<_> = cs
+        .into_iter()
+        .enumerate()
+        .map(|(id, mut c)| {
+            let received = received.clone();
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(1000 + id as u64);
+                let mut last = vec![None::<u64>; producers as usize];
+                let mut seen = Vec::new();
+                let mut buf = [0u64; 8];
+                while received.load(O::Relaxed) < total {
+                    let n = if rng.random_bool(0.5) {
+                        match pop_one(&mut c) {
+                            Some(v) => {
+                                buf[0] = v;
+                                1
+                            }
+                            None => 0,
+                        }
+                    } else {
+                        let room = rng.random_range(1..=8usize);
+                        pop_burst(&mut c, &mut buf[..room])
+                    };
+                    if n == 0 {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    received.fetch_add(n, O::Relaxed);
+                    for &v in &buf[..n] {
+                        let (p, s) = ((v >> 40) as usize, v & ((1 << 40) - 1));
+                        let l = &mut last[p];
+                        assert!(l.is_none_or(|l| s > l), "producer {p}: {s} after {l:?}");
+                        *l = Some(s);
+                        seen.push(v);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let mut all: Vec<u64> = receivers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    let expected: Vec<u64> = (0..producers)
+        .flat_map(|p| (0..per_producer).map(move |s| packed(p, s)))
+        .collect();
+    assert!(all == expected, "every item exactly once");
+}
+
+#[test]
+fn stress_mpsc_runs_of_one_and_bursts() {
+    let (p, c) = mpsc::<u64>(16).unwrap();
+    stress_runs_of_one(
+        p,
+        vec![c],
+        PER_PRODUCER / 4,
+        |c| c.pop(),
+        |c, b| c.pop_burst(b),
+    );
+}
+
+#[test]
+fn stress_mpmc_runs_of_one_and_bursts() {
+    let (p, c) = mpmc::<u64>(16).unwrap();
+    stress_runs_of_one(
+        p,
+        vec![c.clone(), c],
+        PER_PRODUCER / 4,
+        |c| c.pop(),
+        |c, b| c.pop_burst(b),
+    );
+}
+
+#[test]
+fn runs_of_one_are_dropped_exactly_once() {
+    // Box<Tracked> fits beside a stamp (8 bytes): runs of one there, a
+    // longer run in the slots, consumed partly by single pops and bursts,
+    // and the rest dropped with the ring.
+    let drops = StdArc::new(AtomicUsize::new(0));
+    let t = |i| Box::new(Tracked(drops.clone(), i));
+    {
+        let (tx, rx) = mpmc::<Box<Tracked>>(8).unwrap();
+        tx.push(t(0)).unwrap();
+        let mut b = Batch::<Box<Tracked>, 4>::new();
+        for i in 1..4 {
+            b.push(t(i)).unwrap();
+        }
+        assert_eq!(tx.push_burst(&mut b), 3);
+        tx.push(t(4)).unwrap();
+        tx.push(t(5)).unwrap();
+        assert_eq!(rx.pop().map(|v| v.1), Some(0));
+        assert_eq!(rx.pop().map(|v| v.1), Some(1)); // the burst run, partly
+        let mut out = Batch::<Box<Tracked>, 8>::new();
+        assert_eq!(rx.pop_burst(&mut out), 4); // 2, 3 (in the run), 4, 5
+        let got: Vec<u64> = out.drain().map(|v| v.1).collect();
+        assert_eq!(got, [2, 3, 4, 5]);
+        tx.push(t(6)).unwrap();
+        let mut b = Batch::<Box<Tracked>, 2>::new();
+        b.push(t(7)).unwrap();
+        b.push(t(8)).unwrap();
+        assert_eq!(tx.push_burst(&mut b), 2);
+        // 6 (a run of one) and 7, 8 drop with the ring.
+    }
+    assert_eq!(drops.load(O::Relaxed), 9);
+}
+
+#[test]
+fn read_chunk_of_a_multi_producer_ring_sees_runs_of_one() {
+    let (tx, mut rx) = mpsc::<u64>(8).unwrap();
+    tx.push(0).unwrap();
+    assert_eq!(tx.push_burst(&[1u64, 2][..]), 2);
+    tx.push(3).unwrap();
+    {
+        let chunk = rx.read_chunk(4).unwrap();
+        let (a, b) = chunk.as_slices();
+        let all: Vec<u64> = a.iter().chain(b).copied().collect();
+        assert_eq!(all, [0, 1, 2, 3]);
+        // Dropped without a commit: the items stay in the ring.
+    }
+    assert_eq!(rx.pop(), Some(0));
+    let mut out = [0u64; 4];
+    assert_eq!(rx.pop_burst(&mut out[..]), 3);
+    assert_eq!(out[..3], [1, 2, 3]);
+    // The next lap over the same slots.
+    for v in 4..8 {
+        tx.push(v).unwrap();
+    }
+    let chunk = rx.read_chunk(4).unwrap();
+    assert_eq!(
+        chunk
+            .as_slices()
+            .0
+            .iter()
+            .chain(chunk.as_slices().1)
+            .copied()
+            .collect::<Vec<_>>(),
+        [4, 5, 6, 7]
+    );
+    chunk.commit_all();
+    assert!(rx.pop().is_none());
+}
+
 /// Eight producer threads on one core, single-item pushes, one consumer:
 /// producers are preempted between reserving a slot and publishing it all
 /// the time, and no push may wait for another producer to run again.
