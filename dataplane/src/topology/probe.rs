@@ -175,22 +175,33 @@ pub(super) fn io_uring(root: &std::path::Path) -> Probe {
     }
 }
 
-/// The Vulkan loader, loaded and closed again; devices are enumerated by the
-/// accelerator backend.
+/// The Vulkan loader, loaded once per process and kept; devices are
+/// enumerated by the accelerator backend.
+///
+/// Kept loaded rather than closed after the probe: unloading the loader
+/// while another thread loads it (two topology probes at once) races in the
+/// loader's own teardown, which destroys a mutex the other thread is
+/// taking; ThreadSanitizer caught it. The accelerator backend loads the
+/// same library anyway.
 pub(super) fn vulkan_loader() -> Probe {
-    const LOADER: &str = "libvulkan.so.1";
-    // SAFETY: loading runs the library's initialisers; this is the system's
-    // Vulkan loader, the same library the accelerator backend loads, and its
-    // initialisers only set up its own state.
-    match unsafe { libloading::Library::new(LOADER) } {
-        Ok(lib) => {
-            drop(lib);
-            Probe::ok(format!(
-                "{LOADER} loads (device enumeration comes with the accelerator backend)"
-            ))
-        }
-        Err(e) => Probe::unavailable(format!("{LOADER} not loadable: {e}")),
-    }
+    static PROBE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            const LOADER: &str = "libvulkan.so.1";
+            // SAFETY: loading runs the library's initialisers; this is the
+            // system's Vulkan loader, the same library the accelerator
+            // backend loads, and its initialisers only set up its own state.
+            match unsafe { libloading::Library::new(LOADER) } {
+                Ok(lib) => {
+                    std::mem::forget(lib);
+                    Probe::ok(format!(
+                        "{LOADER} loads (device enumeration comes with the accelerator backend)"
+                    ))
+                }
+                Err(e) => Probe::unavailable(format!("{LOADER} not loadable: {e}")),
+            }
+        })
+        .clone()
 }
 
 /// DPDK as compiled into this build.
