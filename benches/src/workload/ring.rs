@@ -201,7 +201,7 @@ where
     )
 }
 
-/// Ours: `ring::spsc` of indices of 64-byte payloads ([`payload_loop`]).
+/// Ours: `ring::spsc` of indices of 64-byte payloads (see `payload_loop`).
 pub fn spsc_payload_ours(cpus: CpuPair, items: u64) -> Sample {
     let _pad = super::placement_pad();
     let (mut tx, mut rx) = ring::spsc::<u64>(RING_SIZE).expect("power of two");
