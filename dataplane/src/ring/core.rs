@@ -546,11 +546,11 @@ impl<T> Shared<T> {
     #[inline(always)]
     pub(crate) unsafe fn write_slots<S: Source<T>>(&self, pos: usize, n: usize, src: &mut S) {
         if n == 1 && self.inline_runs() {
-            // SAFETY: the entry of a reserved position is ours until we
-            // publish; `T` fits in it (`FITS_ENTRY`); one item is left.
-            self.entry(pos)
-                .item
-                .with_mut(|p| unsafe { src.move_to(p.cast::<T>(), 1) });
+            self.entry(pos).item.with_mut(|p| {
+                // SAFETY: the entry of a reserved position is ours until we
+                // publish; `T` fits in it (`FITS_ENTRY`); one item is left.
+                unsafe { src.move_to(p.cast::<T>(), 1) }
+            });
             return;
         }
         let idx = pos & self.ro.mask;
@@ -627,10 +627,11 @@ impl<T> Shared<T> {
     /// `pos` is reserved to the caller for reading and [`is_inline`](Self::is_inline); `dst` has room.
     #[inline(always)]
     unsafe fn read_entry<D: Sink<T>>(&self, pos: usize, dst: &mut D) {
-        // SAFETY: the caller's contract; `T` fits in the entry.
-        self.entry(pos)
-            .item
-            .with(|p| unsafe { dst.move_from(p.cast::<T>(), 1) });
+        self.entry(pos).item.with(|p| {
+            // SAFETY: the caller's contract: `pos` is ours and its item is in
+            // the entry, where `T` fits; `dst` has room for it.
+            unsafe { dst.move_from(p.cast::<T>(), 1) }
+        });
     }
 
     /// Single consumer, before lending `pos..pos + n` out as slices: moves
@@ -697,10 +698,11 @@ impl<T> Shared<T> {
     #[inline(always)]
     pub(crate) unsafe fn write_one(&self, pos: usize, value: T) {
         if self.inline_runs() {
-            // SAFETY: as below, for the position's entry; `T` fits in it.
-            self.entry(pos)
-                .item
-                .with_mut(|p| unsafe { p.cast::<T>().write(value) });
+            self.entry(pos).item.with_mut(|p| {
+                // SAFETY: the entry of a reserved position is ours until we
+                // publish, and `T` fits in it (`FITS_ENTRY`).
+                unsafe { p.cast::<T>().write(value) }
+            });
             return;
         }
         let slot = self.slot(pos);
@@ -716,11 +718,12 @@ impl<T> Shared<T> {
     #[inline(always)]
     pub(crate) unsafe fn read_one(&self, pos: usize) -> T {
         if self.is_inline(pos) {
-            // SAFETY: as below, for the position's entry.
-            return self
-                .entry(pos)
-                .item
-                .with(|p| unsafe { p.cast::<T>().read() });
+            return self.entry(pos).item.with(|p| {
+                // SAFETY: `pos` is reserved to us and holds a run of one, in
+                // its entry (`is_inline`); moving out leaves it logically
+                // uninitialised, which the positions record.
+                unsafe { p.cast::<T>().read() }
+            });
         }
         let slot = self.slot(pos);
         // SAFETY: the slot is reserved to us and initialised; moving out
