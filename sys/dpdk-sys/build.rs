@@ -188,6 +188,12 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         "rte_mempool_avail_count",
         "rte_mempool_in_use_count",
         "rte_pktmbuf_free_bulk",
+        // What the inline burst functions call when a queue has callbacks
+        // (see `eth_rx_burst` in lib.rs).
+        "rte_eth_call_rx_callbacks",
+        "rte_eth_call_tx_callbacks",
+        "rte_eth_add_rx_callback",
+        "rte_eth_add_tx_callback",
     ] {
         b = b.allowlist_function(f);
     }
@@ -199,6 +205,9 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         .allowlist_type("rte_eth_.*")
         .allowlist_type("rte_ether_addr")
         .allowlist_type("rte_iova_mode")
+        // The per-port fast-path table that DPDK's inline rx/tx burst
+        // functions read (public ABI since 21.11).
+        .allowlist_var("rte_eth_fp_ops")
         .allowlist_var("RTE_ETH_RSS_.*")
         .allowlist_var("RTE_ETH_RX_OFFLOAD_.*")
         .allowlist_var("RTE_ETH_TX_OFFLOAD_.*")

@@ -1,18 +1,6 @@
 /* See shim.h. */
 #include "shim.h"
 
-uint16_t dp_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
-			 struct rte_mbuf **rx_pkts, uint16_t nb_pkts)
-{
-	return rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts);
-}
-
-uint16_t dp_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
-			 struct rte_mbuf **tx_pkts, uint16_t nb_pkts)
-{
-	return rte_eth_tx_burst(port_id, queue_id, tx_pkts, nb_pkts);
-}
-
 struct rte_mbuf *dp_pktmbuf_alloc(struct rte_mempool *mp)
 {
 	return rte_pktmbuf_alloc(mp);

@@ -1,7 +1,9 @@
-/* DPDK's static inline fast-path functions as real functions that Rust can
- * call (bindgen cannot link to an inline function), and the few fields of
+/* DPDK's static inline functions as real functions that Rust can call
+ * (bindgen cannot link to an inline function), and the few fields of
  * opaque structures the framework reads. Each is a one-line forward to the
- * DPDK function of the same name without the `dp_` prefix.
+ * DPDK function of the same name without the `dp_` prefix. The rx/tx burst
+ * functions are not here: src/burst.rs has them in Rust, so that they
+ * inline into the caller's loop.
  */
 #ifndef DATAPLANE_DPDK_SHIM_H
 #define DATAPLANE_DPDK_SHIM_H
@@ -20,12 +22,6 @@
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
 
-/* rte_eth_rx_burst */
-uint16_t dp_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
-			 struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
-/* rte_eth_tx_burst */
-uint16_t dp_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
-			 struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
 /* rte_pktmbuf_alloc */
 struct rte_mbuf *dp_pktmbuf_alloc(struct rte_mempool *mp);
 /* rte_pktmbuf_alloc_bulk */

@@ -5,10 +5,14 @@
 //!
 //! - bindgen's bindings of the EAL, ethdev, mempool and mbuf functions and
 //!   types the framework uses (an allow-list, in `build.rs`);
-//! - the shim (`csrc/shim.c`): DPDK's static inline fast path
-//!   (`rte_eth_rx_burst`, `rte_eth_tx_burst`, `rte_pktmbuf_alloc`,
-//!   `_alloc_bulk`, `_free`, `rte_lcore_id`, `rte_errno`) as real functions
-//!   named `dp_*`, compiled with DPDK's own flags.
+//! - [`eth_rx_burst`] and [`eth_tx_burst`]: DPDK's inline
+//!   `rte_eth_rx_burst`/`rte_eth_tx_burst` written again in Rust over the
+//!   same public table (`rte_eth_fp_ops`), so that the driver is called
+//!   from the caller's loop with no function in between;
+//! - the shim (`csrc/shim.c`): the rest of DPDK's static inline functions
+//!   the framework needs (`rte_pktmbuf_alloc`, `_alloc_bulk`, `_free`,
+//!   `rte_lcore_id`, `rte_errno`) as real functions named `dp_*`,
+//!   compiled with DPDK's own flags.
 //!
 //! When it is not found the crate is empty apart from [`AVAILABLE`],
 //! [`VERSION`], [`LINK`] and [`REASON`], which say why, so that callers can
@@ -54,6 +58,11 @@ mod bindings {
 
 #[cfg(dpdk)]
 pub use bindings::*;
+
+#[cfg(dpdk)]
+mod burst;
+#[cfg(dpdk)]
+pub use burst::{eth_rx_burst, eth_tx_burst};
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,16 @@ impl DpdkPort {
         ""
     }
 
+    /// The ethdev port id.
+    pub fn port_id(&self) -> u16 {
+        0
+    }
+
+    /// The rx and tx queue id this handle owns on its port.
+    pub fn queue_id(&self) -> u16 {
+        0
+    }
+
     /// The port's MAC address.
     pub fn mac_address(&self) -> [u8; 6] {
         [0; 6]

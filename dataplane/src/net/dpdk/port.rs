@@ -104,7 +104,7 @@ fn drain(port: u16, queues: u16, pools: &[PoolPtr]) {
             // SAFETY: a started port and one of its queues; `buf` has room
             // for MAX_BURST pointers. No queue handle exists any more, so
             // this thread is the queue's only user.
-            let n = unsafe { sys::dp_eth_rx_burst(port, q, buf.as_mut_ptr(), MAX_BURST as u16) };
+            let n = unsafe { sys::eth_rx_burst(port, q, buf.as_mut_ptr(), MAX_BURST as u16) };
             if n == 0 {
                 break;
             }
@@ -417,6 +417,17 @@ impl DpdkPort {
         &self.shared.name
     }
 
+    /// The ethdev port id, for calling DPDK's own API on this port (its
+    /// statistics, flow rules, callbacks).
+    pub fn port_id(&self) -> u16 {
+        self.port
+    }
+
+    /// The rx and tx queue id this handle owns on its port.
+    pub fn queue_id(&self) -> u16 {
+        self.queue
+    }
+
     /// The port's MAC address (`rte_eth_macaddr_get`).
     pub fn mac_address(&self) -> [u8; 6] {
         let mut addr = sys::rte_ether_addr::default();
@@ -518,7 +529,7 @@ impl Port for DpdkPort {
         // SAFETY: an open port's queue owned by this handle; `dst` has room
         // for `n` pointers (back_ptr_for). Mbuf is a transparent non-null
         // `rte_mbuf *`, so the driver writes Mbufs in place.
-        let got = unsafe { sys::dp_eth_rx_burst(self.port, self.queue, dst, n as u16) } as usize;
+        let got = unsafe { sys::eth_rx_burst(self.port, self.queue, dst, n as u16) } as usize;
         // SAFETY: the driver initialised `got <= n` entries at `dst` with
         // mbufs it hands over: DPDK mbufs that the foreign ops registered
         // at EAL init free (Mbuf::from_raw's contract, for each).
@@ -567,7 +578,7 @@ impl Port for DpdkPort {
         // SAFETY: an open port's queue owned by this handle; `src` holds
         // `n` DPDK mbufs (natives were replaced above) that the driver takes
         // ownership of for the count it returns.
-        let sent = unsafe { sys::dp_eth_tx_burst(self.port, self.queue, src, n as u16) } as usize;
+        let sent = unsafe { sys::eth_tx_burst(self.port, self.queue, src, n as u16) } as usize;
         if sent < n {
             bytes -= Self::bytes(&pkts[sent..n]);
         }
