@@ -1,6 +1,7 @@
 //! End to end: the DPDK backend on DPDK's own virtual devices, each with
 //! and without hugepages: `net_ring` (loopback through rte_rings),
-//! `net_null` (an endless source and a sink), `net_tap` (a kernel tap
+//! `net_null` (an endless source and a sink; also two ports sharing one
+//! pool), `net_tap` (a kernel tap
 //! interface, inside a network namespace the test makes), `net_memif` (a
 //! server and a client port in one process, over a socket in a temporary
 //! directory) and `net_af_packet` (both ends of a veth pair in a namespace
@@ -121,6 +122,20 @@ fn null_hugepages() {
 fn null_no_huge() {
     if dpdk_or_skip() {
         run_child("null:nohuge", &[], &[]);
+    }
+}
+
+#[test]
+fn shared_pool_hugepages() {
+    if dpdk_or_skip() && hugepages_or_skip() {
+        run_child("shared-pool:huge", &[], &[]);
+    }
+}
+
+#[test]
+fn shared_pool_no_huge() {
+    if dpdk_or_skip() {
+        run_child("shared-pool:nohuge", &[], &[]);
     }
 }
 
@@ -271,6 +286,7 @@ fn child() {
     match what {
         "ring" => scenarios::ring(memory),
         "null" => scenarios::null(memory),
+        "shared-pool" => scenarios::shared_pool(memory),
         "tap" => scenarios::tap_child(memory),
         "memif" => {
             let sock = std::env::var("DATAPLANE_DPDK_TEST_SOCKET").expect("the socket path");

@@ -190,9 +190,11 @@ fn reuseport_queues_share_the_flows() {
         received: vec![0; 2],
         ..Tally::default()
     };
-    // Eight senders (eight source ports): the kernel hashes each 4-tuple
-    // to one of the two sockets.
-    for port in 9101..9109 {
+    // 32 senders (32 source ports): the kernel hashes each 4-tuple to one
+    // of the two sockets, with a secret drawn anew in each namespace, so
+    // all of them landing on one socket has a chance of 2^-31 (with the
+    // eight senders this test had, 1 in 128: it happened).
+    for port in 9101..9133 {
         let mut a = open(&bed.a, format!("udp:{A}:{port},peer={B}:9100"), 1);
         let t = exchange(&mut a[0], &mut b[..], 200, addr(A, port));
         settle(&mut a[0]);
@@ -208,7 +210,7 @@ fn reuseport_queues_share_the_flows() {
     assert_eq!(total.wrong_peer, 0);
     assert!(
         total.received.iter().all(|&n| n > 0),
-        "8 flows over 2 queues: {:?}",
+        "32 flows over 2 queues: {:?}",
         total.received
     );
 }

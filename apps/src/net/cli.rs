@@ -106,7 +106,12 @@ impl CommonArgs {
             }
             dpdk::configure(eal).context("configuring DPDK's EAL for --vdev")?;
         }
-        self.devices()
+        let devices = self.devices();
+        // One pool per socket for every port, as DPDK's l2fwd makes (on the
+        // DPDK backend; the others keep a pool per queue): forwarding
+        // between ports then reuses the mbufs just freed.
+        let shared_pool = self.mbufs * usize::from(queues) * devices.len();
+        devices
             .into_iter()
             .map(|device| {
                 let mut cfg = PortConfig::new(device.clone());
@@ -114,6 +119,7 @@ impl CommonArgs {
                 cfg.burst = self.burst;
                 cfg.mbufs = self.mbufs;
                 cfg.mbuf_cache = plan.mempool_cache.min(self.mbufs / 4);
+                cfg.shared_pool = Some(shared_pool);
                 let opened = net::open(&cfg, self.backend)
                     .with_context(|| format!("opening port {device}"))?;
                 Ok(OpenedPort { device, opened })

@@ -299,6 +299,15 @@ pub struct PortConfig {
     pub numa_node: Option<NumaNode>,
     /// Receive every frame, not only those addressed to the port.
     pub promiscuous: bool,
+    /// Draw every queue's mbufs from one pool per NUMA socket shared by all
+    /// the ports opened with this set, as DPDK's l2fwd and testpmd do,
+    /// instead of a pool per queue; the value is that pool's size, used by
+    /// the port that creates it (the first one opened on the socket with
+    /// the same cache size). DPDK backend only; the other backends keep a
+    /// pool per queue. Sharing pays when ports forward to each other:
+    /// what one port's transmit frees is what the other's next receive
+    /// takes, still in cache (docs/performance.md, the l2fwd program).
+    pub shared_pool: Option<usize>,
 }
 
 impl PortConfig {
@@ -315,6 +324,7 @@ impl PortConfig {
             mbuf_cache: 256,
             numa_node: None,
             promiscuous: true,
+            shared_pool: None,
         }
     }
 }
@@ -337,6 +347,13 @@ impl PortConfig {
     pub fn with_mbufs(mut self, mbufs: usize, cache: usize) -> Self {
         self.mbufs = mbufs;
         self.mbuf_cache = cache;
+        self
+    }
+
+    /// Shares one pool of `mbufs` per NUMA socket between every port
+    /// opened this way ([`shared_pool`](Self::shared_pool)).
+    pub fn with_shared_pool(mut self, mbufs: usize) -> Self {
+        self.shared_pool = Some(mbufs);
         self
     }
 }

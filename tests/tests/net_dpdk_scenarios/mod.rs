@@ -303,6 +303,54 @@ pub fn null(memory: Memory) {
     all_mbufs_home_and_shutdown();
 }
 
+/// Ports opened with `shared_pool` draw from one pool: one is made for
+/// both ports (three queues), each port's mbufs are forwarded through the
+/// other, and the pool stays while either port is open or an mbuf of it
+/// is out, then is freed with every mbuf home. Too small a shared pool is
+/// refused with the reason.
+pub fn shared_pool(memory: Memory) {
+    dpdk::configure(eal_config(memory)).expect("configure");
+    let cfg = |dev: &str, queues| small_port(dev, queues).with_shared_pool(8192);
+
+    let refused = dpdk::open(&small_port("net_null0,size=64", 1).with_shared_pool(100))
+        .expect_err("a pool of 100 cannot fill 256 descriptors");
+    assert!(
+        refused.to_string().contains("shared pool of 100 mbufs"),
+        "{refused}"
+    );
+
+    let mut a = dpdk::open(&cfg("net_null0,size=64", 1)).expect("open net_null0");
+    let mut b = dpdk::open(&cfg("net_null1,size=64", 2)).expect("open net_null1");
+    let pools = dpdk::pools();
+    assert_eq!(pools.len(), 1, "one pool for both ports: {pools:?}");
+    assert!(pools[0].shared && pools[0].size == 8192, "{pools:?}");
+    let size = a[0].pool_size();
+    assert_eq!(size, 8192);
+    assert_eq!(b[1].pool_size(), size);
+
+    let mut batch = MbufBatch::new();
+    for _ in 0..500 {
+        assert_eq!(a[0].rx_burst(&mut batch), 32);
+        assert_eq!(b[0].tx_burst(&mut batch), 32);
+        assert_eq!(b[1].rx_burst(&mut batch), 32);
+        assert_eq!(a[0].tx_burst(&mut batch), 32);
+    }
+    assert_eq!(a[0].stats().rx_packets, 16_000);
+    assert_eq!(b[0].stats().tx_packets + b[1].stats().rx_packets, 32_000);
+    assert_eq!(a[0].pool_available(), size, "every mbuf home");
+
+    // Closing one port leaves the pool to the other, with mbufs of the
+    // closed port's receive still out.
+    assert_eq!(a[0].rx_burst(&mut batch), 32);
+    drop(a);
+    assert_eq!(dpdk::pools()[0].state, PoolState::InUse);
+    assert_eq!(b[0].pool_available(), size - 32);
+    assert_eq!(b[0].tx_burst(&mut batch), 32);
+    assert_eq!(b[0].pool_available(), size);
+    drop(b);
+    all_mbufs_home_and_shutdown();
+}
+
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("run ip");
     assert!(st.success(), "ip {} failed", args.join(" "));

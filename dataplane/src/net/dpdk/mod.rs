@@ -49,11 +49,14 @@
 //! # Pools and close
 //!
 //! Each queue gets its own `rte_pktmbuf_pool_create` pool on the port's
-//! NUMA socket. Dropping the last queue of a port drains its receive
-//! queues, stops, closes and detaches it (`rte_dev_remove`, so the name
-//! can be opened afresh), and frees each pool once every mbuf is back
-//! ([`pools`] shows where each stands). [`shutdown`] then runs
-//! `rte_eal_cleanup`.
+//! NUMA socket, or, with [`PortConfig::shared_pool`](crate::net::PortConfig::shared_pool),
+//! every queue of every port opened that way draws from one pool per
+//! socket (and cache size), as DPDK's l2fwd and testpmd do; the programs
+//! in `apps/` open their ports so. Dropping the last queue of a port
+//! drains its receive queues, stops, closes and detaches it
+//! (`rte_dev_remove`, so the name can be opened afresh), and frees each
+//! pool that no open queue uses once every mbuf is back ([`pools`] shows
+//! where each stands). [`shutdown`] then runs `rte_eal_cleanup`.
 
 #[cfg(not(dpdk))]
 mod absent;

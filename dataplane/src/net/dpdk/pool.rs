@@ -1,5 +1,7 @@
 //! The backend's mbuf pools: one `rte_mempool` per queue, on the port's
-//! socket, freed only once every mbuf is back.
+//! socket, or one per socket shared by the ports opened with
+//! `PortConfig::shared_pool`; freed only once no queue uses it and every
+//! mbuf is back.
 //!
 //! A pool outlives its port when mbufs from it are still out (held by the
 //! application, or in flight in another port's queue): freeing it then
@@ -36,6 +38,19 @@ unsafe impl Send for PoolPtr {}
 struct Entry {
     status: PoolStatus,
     ptr: Option<PoolPtr>,
+    /// Queues using the pool (one for a queue's own pool).
+    users: u32,
+    /// For a shared pool, what another port must ask for to share it.
+    shared: Option<SharedKey>,
+}
+
+/// What makes two ports' queues able to share a pool: the socket its
+/// memory is on and the per-lcore cache size (the data room is always
+/// the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SharedKey {
+    socket: i32,
+    cache: u32,
 }
 
 static POOLS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
@@ -57,12 +72,54 @@ pub(super) fn create(
     cache: u32,
     socket: i32,
 ) -> Result<PoolPtr> {
+    let mut pools = lock();
+    make(&mut pools, port, queue, count, cache, socket, None)
+}
+
+/// The shared pool of `socket` with `cache`, for one more queue: the
+/// existing one, or a new one of `count` mbufs made for `port`'s `queue`.
+pub(super) fn shared(
+    port: PortId,
+    queue: QueueId,
+    count: u32,
+    cache: u32,
+    socket: i32,
+) -> Result<PoolPtr> {
+    let key = SharedKey { socket, cache };
+    // Held across the creation, so that two ports opening at once share
+    // one pool rather than each making its own.
+    let mut pools = lock();
+    if let Some(e) = pools
+        .iter_mut()
+        .find(|e| e.shared == Some(key) && e.status.state == PoolState::InUse)
+        && let Some(p) = e.ptr
+    {
+        e.users += 1;
+        return Ok(p);
+    }
+    make(&mut pools, port, queue, count, cache, socket, Some(key))
+}
+
+/// Makes a pool (`rte_pktmbuf_pool_create`) and registers it with one user.
+fn make(
+    pools: &mut Vec<Entry>,
+    port: PortId,
+    queue: QueueId,
+    count: u32,
+    cache: u32,
+    socket: i32,
+    shared: Option<SharedKey>,
+) -> Result<PoolPtr> {
     static GENERATION: AtomicU32 = AtomicU32::new(0);
     // Relaxed: only uniqueness of the name matters.
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     // At most 25 characters (RTE_MEMPOOL_NAMESIZE - 1): "dp" + 5 + "q" +
-    // 5 + "g" + 10 = 23.
-    let name = format!("dp{}q{}g{generation}", port.0, queue.0);
+    // 5 + "g" + 10 = 23 for a queue's pool, "dps" + 11 + "g" + 10 = 25
+    // for a shared one.
+    let name = match shared {
+        None => format!("dp{}q{}g{generation}", port.0, queue.0),
+        Some(key) => format!("dps{}g{generation}", key.socket),
+    };
     let cname = CString::new(name.as_str()).map_err(|_| Error::Config("pool name".into()))?;
     // SAFETY: a NUL-terminated name; DPDK copies it.
     let raw = unsafe {
@@ -85,7 +142,7 @@ pub(super) fn create(
         ));
     };
     let ptr = PoolPtr(ptr);
-    lock().push(Entry {
+    pools.push(Entry {
         status: PoolStatus {
             name,
             port,
@@ -93,8 +150,11 @@ pub(super) fn create(
             size: count,
             available: avail(ptr),
             state: PoolState::InUse,
+            shared: shared.is_some(),
         },
         ptr: Some(ptr),
+        users: 1,
+        shared,
     });
     Ok(ptr)
 }
@@ -106,15 +166,19 @@ pub(super) fn avail(ptr: PoolPtr) -> u32 {
     unsafe { sys::rte_mempool_avail_count(ptr.0.as_ptr()) }
 }
 
-/// The port of these pools has closed: each is freed if every mbuf is
-/// back, else left draining. Then draining pools of earlier ports are
-/// tried again.
+/// The port of these pools (one entry per queue) has closed: a pool no
+/// other queue uses any more is freed if every mbuf is back, else left
+/// draining. Then draining pools of earlier ports are tried again.
 pub(super) fn release(ptrs: &[PoolPtr]) {
     let mut pools = lock();
     for e in pools.iter_mut() {
-        if let Some(p) = e.ptr
-            && ptrs.contains(&p)
-        {
+        let Some(p) = e.ptr else { continue };
+        let queues = ptrs.iter().filter(|&&q| q == p).count() as u32;
+        if queues == 0 || e.status.state != PoolState::InUse {
+            continue;
+        }
+        e.users = e.users.saturating_sub(queues);
+        if e.users == 0 {
             e.status.state = PoolState::Draining;
         }
     }

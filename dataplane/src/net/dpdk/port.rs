@@ -220,6 +220,15 @@ fn validate(cfg: &PortConfig) -> Result<()> {
             cfg.mbufs, cfg.rx_desc, cfg.burst, cfg.mbuf_cache
         ));
     }
+    if let Some(total) = cfg.shared_pool {
+        let least = needed * cfg.queues as usize;
+        if total < least || total > u32::MAX as usize {
+            return bad(format!(
+                "a shared pool of {total} mbufs cannot serve {} queues of this port: at least {least}",
+                cfg.queues
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -312,13 +321,12 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
         socket
     };
     for q in 0..cfg.queues {
-        let pool = pool::create(
-            PortId(port),
-            QueueId(q),
-            cfg.mbufs as u32,
-            cfg.mbuf_cache as u32,
-            socket,
-        )?;
+        let (port_id, queue_id, cache) = (PortId(port), QueueId(q), cfg.mbuf_cache as u32);
+        let pool = match cfg.shared_pool {
+            // Validated: fits in u32.
+            Some(total) => pool::shared(port_id, queue_id, total as u32, cache, socket)?,
+            None => pool::create(port_id, queue_id, cfg.mbufs as u32, cache, socket)?,
+        };
         shared.pools.push(pool);
         // SAFETY: a configured port, a queue below the configured count, the
         // default queue configuration (null), and a live pool that outlives

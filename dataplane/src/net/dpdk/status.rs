@@ -43,9 +43,10 @@ pub enum EalState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PoolState {
-    /// Its port is open.
+    /// Its port is open (for a shared pool: one of its ports).
     InUse,
-    /// Its port is closed but some of its mbufs are still out.
+    /// Its port (every port, when shared) is closed but some of its mbufs
+    /// are still out.
     Draining,
     /// Freed, with every mbuf back.
     Freed,
@@ -57,10 +58,12 @@ pub enum PoolState {
 pub struct PoolStatus {
     /// The pool's DPDK name.
     pub name: String,
-    /// The port it was made for.
+    /// The port it was made for (for a shared pool, the port that made it).
     pub port: PortId,
-    /// The queue it was made for.
+    /// The queue it was made for (for a shared pool, the queue that made it).
     pub queue: QueueId,
+    /// Whether ports share it (`PortConfig::shared_pool`).
+    pub shared: bool,
     /// Mbufs in the pool.
     pub size: u32,
     /// Mbufs free (`rte_mempool_avail_count`, per-lcore caches included);
