@@ -166,10 +166,9 @@ fn child_dpdk(memory: &str, touch: Touch, seconds: u64) -> Result<Sample, String
     let mut macs = [[0u8; 6]; 2];
     for (i, name) in ["net_null0", "net_null1"].into_iter().enumerate() {
         // DPDK l2fwd's sizes: 1024 descriptors, 8192 mbufs, cache 256, burst
-        // 32. The 8192 are its one pool's for both ports; ours is a pool
-        // per queue, so 4096 each: the same mbuf memory cycling through the
-        // caches (without hugepages, the same TLB reach).
-        let mut cfg = PortConfig::new(name);
+        // 32, and like l2fwd and testpmd one pool of 8192 for both ports
+        // (our programs open their ports so too).
+        let mut cfg = PortConfig::new(name).with_shared_pool(8192);
         cfg.mbufs = 4096;
         let mut q = dpdk::open(&cfg).map_err(|e| e.to_string())?;
         let q = q.pop().ok_or("no queue")?;
