@@ -18,7 +18,8 @@
 //! is off in distribution builds).
 
 use crate::bindings::{
-    rte_eth_call_rx_callbacks, rte_eth_call_tx_callbacks, rte_eth_fp_ops, rte_mbuf,
+    rte_eth_call_rx_callbacks, rte_eth_call_tx_callbacks, rte_eth_fp_ops, rte_ethdev_qdata,
+    rte_mbuf,
 };
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -40,44 +41,27 @@ unsafe fn entry(port_id: u16) -> rte_eth_fp_ops {
     unsafe { p.read() }
 }
 
-/// Entry `queue` of one of a port's per-queue arrays (`rxq.data`,
-/// `txq.clbk`, ...).
+/// Queue `queue`'s driver data and callback list head in `q` (a port's
+/// `rxq` or `txq`), read as the C inline reads them: the data plainly,
+/// the head relaxed (DPDK stores it with a release store, and the
+/// callback's fields are reached through it, a data dependency).
 ///
 /// # Safety
 ///
-/// `array` has more than `queue` entries.
+/// `q`'s arrays have more than `queue` entries (a configured queue of a
+/// started port).
 #[inline(always)]
-unsafe fn slot(array: *mut *mut c_void, queue: u16) -> *mut *mut c_void {
+unsafe fn queue(q: rte_ethdev_qdata, queue: u16) -> (*mut c_void, *mut c_void) {
+    let i = usize::from(queue);
     // SAFETY: in bounds (the caller's contract).
-    unsafe { array.add(usize::from(queue)) }
-}
-
-/// Entry `queue` of a port's queue-data array.
-///
-/// # Safety
-///
-/// As for [`slot`].
-#[inline(always)]
-unsafe fn queue_data(array: *mut *mut c_void, queue: u16) -> *mut c_void {
-    // SAFETY: the caller's contract.
-    let s = unsafe { slot(array, queue) };
-    // SAFETY: an initialised pointer-sized entry.
-    unsafe { s.read() }
-}
-
-/// The callback list head in `slot`, read as `rte_eth_rx_burst` reads it.
-///
-/// # Safety
-///
-/// `slot` is a live entry of a port's callback array.
-#[inline(always)]
-unsafe fn callbacks(slot: *mut *mut c_void) -> *mut c_void {
-    // SAFETY: DPDK stores the head with a release store and the header
-    // reads it relaxed (the callback's fields are reached through it, a
-    // data dependency); the slot is a pointer-sized, aligned location that
-    // DPDK only accesses atomically, so AtomicPtr may view it.
-    let head = unsafe { AtomicPtr::from_ptr(slot) };
-    head.load(Ordering::Relaxed)
+    let data = unsafe { q.data.add(i) };
+    // SAFETY: in bounds (the caller's contract).
+    let head = unsafe { q.clbk.add(i) };
+    // SAFETY: an initialised entry, written only while the port starts.
+    let data = unsafe { data.read() };
+    // SAFETY: DPDK accesses the pointer-sized, aligned slot atomically.
+    let head = unsafe { AtomicPtr::from_ptr(head) };
+    (data, head.load(Ordering::Relaxed))
 }
 
 /// `rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts)`.
@@ -98,17 +82,13 @@ pub unsafe fn eth_rx_burst(
     let p = unsafe { entry(port_id) };
     // SAFETY: rte_eth_dev_start filled the queue arrays for every
     // configured queue; `queue_id` is one (the caller's contract).
-    let qd = unsafe { queue_data(p.rxq.data, queue_id) };
+    let (qd, cb) = unsafe { queue(p.rxq, queue_id) };
     // A stopped port has DPDK's dummy function here, never null; the
     // branch only keeps a zeroed entry from being a call to address 0.
     let Some(rx) = p.rx_pkt_burst else { return 0 };
     // SAFETY: the driver's own function with its queue's data, called as
     // the C inline calls it.
     let mut nb_rx = unsafe { rx(qd, rx_pkts, nb_pkts) };
-    // SAFETY: as for `qd`.
-    let head = unsafe { slot(p.rxq.clbk, queue_id) };
-    // SAFETY: a live entry of the port's callback array.
-    let cb = unsafe { callbacks(head) };
     if !cb.is_null() {
         // SAFETY: DPDK's own function for a non-empty list, with the
         // arguments the C inline passes.
@@ -135,13 +115,9 @@ pub unsafe fn eth_tx_burst(
     // SAFETY: as in eth_rx_burst.
     let p = unsafe { entry(port_id) };
     // SAFETY: as in eth_rx_burst.
-    let qd = unsafe { queue_data(p.txq.data, queue_id) };
+    let (qd, cb) = unsafe { queue(p.txq, queue_id) };
     let mut nb_pkts = nb_pkts;
     // Callbacks run first on tx: they may drop or add packets.
-    // SAFETY: as for `qd`.
-    let head = unsafe { slot(p.txq.clbk, queue_id) };
-    // SAFETY: a live entry of the port's callback array.
-    let cb = unsafe { callbacks(head) };
     if !cb.is_null() {
         // SAFETY: as in eth_rx_burst.
         nb_pkts = unsafe { rte_eth_call_tx_callbacks(port_id, queue_id, tx_pkts, nb_pkts, cb) };
