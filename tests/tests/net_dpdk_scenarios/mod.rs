@@ -306,8 +306,9 @@ pub fn null(memory: Memory) {
 /// Ports opened with `shared_pool` draw from one pool: one is made for
 /// both ports (three queues), each port's mbufs are forwarded through the
 /// other, and the pool stays while either port is open or an mbuf of it
-/// is out, then is freed with every mbuf home. Too small a shared pool is
-/// refused with the reason.
+/// is out, then is freed with every mbuf home; four ports opened at once
+/// from four threads get one pool. Too small a shared pool is refused
+/// with the reason.
 pub fn shared_pool(memory: Memory) {
     dpdk::configure(eal_config(memory)).expect("configure");
     let cfg = |dev: &str, queues| small_port(dev, queues).with_shared_pool(8192);
@@ -348,6 +349,33 @@ pub fn shared_pool(memory: Memory) {
     assert_eq!(b[0].tx_burst(&mut batch), 32);
     assert_eq!(b[0].pool_available(), size);
     drop(b);
+
+    // Ports opened at once from more threads than cores share one pool
+    // too (a new one: the first was freed with its last port).
+    let threads: Vec<_> = (2..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut q = dpdk::open(&cfg(&format!("net_null{i},size=64"), 1)).expect("open");
+                let mut batch = MbufBatch::new();
+                for _ in 0..100 {
+                    assert_eq!(q[0].rx_burst(&mut batch), 32);
+                    assert_eq!(q[0].tx_burst(&mut batch), 32);
+                }
+                q
+            })
+        })
+        .collect();
+    let ports: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    let live: Vec<_> = dpdk::pools()
+        .into_iter()
+        .filter(|p| p.state == PoolState::InUse)
+        .collect();
+    assert_eq!(live.len(), 1, "one pool for the four ports: {live:?}");
+    assert_eq!(ports[0][0].pool_available(), size);
+    drop(ports);
     all_mbufs_home_and_shutdown();
 }
 
