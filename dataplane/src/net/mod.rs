@@ -301,9 +301,12 @@ pub struct PortConfig {
     pub promiscuous: bool,
     /// Draw every queue's mbufs from one pool per NUMA socket shared by all
     /// the ports opened with this set, as DPDK's l2fwd and testpmd do,
-    /// instead of a pool per queue; the value is that pool's size, used by
-    /// the port that creates it (the first one opened on the socket with
-    /// the same cache size). DPDK backend only; the other backends keep a
+    /// instead of a pool per queue (`mbufs` is then unused); the value is
+    /// that pool's size, used by the port that creates it (the first one
+    /// opened on the socket with the same cache size). Each queue is
+    /// promised its receive ring and a burst of it; a port whose queues
+    /// would take more than the pool has left is refused with the reason,
+    /// so give every port the total of all of them. DPDK backend only; the other backends keep a
     /// pool per queue. Sharing pays when ports forward to each other:
     /// what one port's transmit frees is what the other's next receive
     /// takes, still in cache (docs/performance.md, the l2fwd program).

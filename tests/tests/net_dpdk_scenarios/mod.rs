@@ -307,8 +307,8 @@ pub fn null(memory: Memory) {
 /// both ports (three queues), each port's mbufs are forwarded through the
 /// other, and the pool stays while either port is open or an mbuf of it
 /// is out, then is freed with every mbuf home; four ports opened at once
-/// from four threads get one pool. Too small a shared pool is refused
-/// with the reason.
+/// from four threads get one pool. Too small a shared pool, or a port
+/// whose queues the pool cannot also serve, is refused with the reason.
 pub fn shared_pool(memory: Memory) {
     dpdk::configure(eal_config(memory)).expect("configure");
     let cfg = |dev: &str, queues| small_port(dev, queues).with_shared_pool(8192);
@@ -339,6 +339,16 @@ pub fn shared_pool(memory: Memory) {
     assert_eq!(a[0].stats().rx_packets, 16_000);
     assert_eq!(b[0].stats().tx_packets + b[1].stats().rx_packets, 32_000);
     assert_eq!(a[0].pool_available(), size, "every mbuf home");
+
+    // The pool promises each queue its receive ring and a burst (288 here,
+    // 864 for the three queues); a port whose queues would take more than
+    // is left is refused with the reason, and the pool is untouched.
+    let big = |dev: &str| cfg(dev, 1).with_descriptors(4096, 256);
+    let c = dpdk::open(&big("net_null2,size=64")).expect("4128 more fit in 8192");
+    let refused = dpdk::open(&big("net_null3,size=64")).expect_err("another 4128 do not");
+    assert!(refused.to_string().contains("promised"), "{refused}");
+    drop(c);
+    assert_eq!(dpdk::pools().len(), 1, "the refusal made no pool");
 
     // Closing one port leaves the pool to the other, with mbufs of the
     // closed port's receive still out.

@@ -40,6 +40,9 @@ struct Entry {
     ptr: Option<PoolPtr>,
     /// Queues using the pool (one for a queue's own pool).
     users: u32,
+    /// Mbufs promised to those queues (each its receive ring and a
+    /// burst): a shared pool takes another queue only while it has room.
+    reserved: u32,
     /// For a shared pool, what another port must ask for to share it.
     shared: Option<SharedKey>,
 }
@@ -73,15 +76,18 @@ pub(super) fn create(
     socket: i32,
 ) -> Result<PoolPtr> {
     let mut pools = lock();
-    make(&mut pools, port, queue, count, cache, socket, None)
+    make(&mut pools, port, queue, count, cache, socket, None, 0)
 }
 
-/// The shared pool of `socket` with `cache`, for one more queue: the
-/// existing one, or a new one of `count` mbufs made for `port`'s `queue`.
+/// The shared pool of `socket` with `cache`, for one more queue that
+/// needs `need` mbufs of it: the existing one, or a new one of `count`
+/// mbufs made for `port`'s `queue`. Refused, with the reason, when the
+/// existing pool's mbufs are all promised to the queues already on it.
 pub(super) fn shared(
     port: PortId,
     queue: QueueId,
     count: u32,
+    need: u32,
     cache: u32,
     socket: i32,
 ) -> Result<PoolPtr> {
@@ -94,13 +100,33 @@ pub(super) fn shared(
         .find(|e| e.shared == Some(key) && e.status.state == PoolState::InUse)
         && let Some(p) = e.ptr
     {
+        if e.reserved.saturating_add(need) > e.status.size {
+            return Err(Error::Config(format!(
+                "the shared pool {} has {} mbufs, {} of them promised to the {} queues on it; \
+                 queue {} of port {} needs {need} more: give every port the total of all \
+                 their queues as shared_pool",
+                e.status.name, e.status.size, e.reserved, e.users, queue.0, port.0
+            )));
+        }
         e.users += 1;
+        e.reserved += need;
         return Ok(p);
     }
-    make(&mut pools, port, queue, count, cache, socket, Some(key))
+    make(
+        &mut pools,
+        port,
+        queue,
+        count,
+        cache,
+        socket,
+        Some(key),
+        need,
+    )
 }
 
-/// Makes a pool (`rte_pktmbuf_pool_create`) and registers it with one user.
+/// Makes a pool (`rte_pktmbuf_pool_create`) and registers it with one
+/// user, which is promised `reserved` of its mbufs.
+#[allow(clippy::too_many_arguments)]
 fn make(
     pools: &mut Vec<Entry>,
     port: PortId,
@@ -109,6 +135,7 @@ fn make(
     cache: u32,
     socket: i32,
     shared: Option<SharedKey>,
+    reserved: u32,
 ) -> Result<PoolPtr> {
     static GENERATION: AtomicU32 = AtomicU32::new(0);
     // Relaxed: only uniqueness of the name matters.
@@ -154,6 +181,7 @@ fn make(
         },
         ptr: Some(ptr),
         users: 1,
+        reserved,
         shared,
     });
     Ok(ptr)
@@ -166,10 +194,11 @@ pub(super) fn avail(ptr: PoolPtr) -> u32 {
     unsafe { sys::rte_mempool_avail_count(ptr.0.as_ptr()) }
 }
 
-/// The port of these pools (one entry per queue) has closed: a pool no
+/// The port of these pools (one entry per queue, each queue promised
+/// `need` mbufs) has closed: a pool no
 /// other queue uses any more is freed if every mbuf is back, else left
 /// draining. Then draining pools of earlier ports are tried again.
-pub(super) fn release(ptrs: &[PoolPtr]) {
+pub(super) fn release(ptrs: &[PoolPtr], need: u32) {
     let mut pools = lock();
     for e in pools.iter_mut() {
         let Some(p) = e.ptr else { continue };
@@ -178,6 +207,7 @@ pub(super) fn release(ptrs: &[PoolPtr]) {
             continue;
         }
         e.users = e.users.saturating_sub(queues);
+        e.reserved = e.reserved.saturating_sub(queues.saturating_mul(need));
         if e.users == 0 {
             e.status.state = PoolState::Draining;
         }

@@ -49,6 +49,9 @@ struct PortShared {
     device: Option<NonNull<sys::rte_device>>,
     queues: u16,
     pools: Vec<PoolPtr>,
+    /// Mbufs each queue needs of its pool ([`queue_need`]), given back to
+    /// a shared pool's reservation at the close.
+    pool_need: u32,
     started: bool,
 }
 
@@ -86,7 +89,7 @@ impl Drop for PortShared {
                 tracing::warn!(port = %self.name, "rte_dev_remove: {}", eal::strerror(-rc));
             }
         }
-        pool::release(&self.pools);
+        pool::release(&self.pools, self.pool_need);
         open_ports().retain(|&p| p != port);
         tracing::debug!(port = %self.name, "closed");
     }
@@ -211,15 +214,9 @@ fn validate(cfg: &PortConfig) -> Result<()> {
             cfg.mbuf_cache
         ));
     }
-    // rte_mempool's flush threshold is 1.5x the cache; DPDK refuses a pool
-    // smaller than that.
-    let needed = (cfg.rx_desc as usize + cfg.burst).max(cfg.mbuf_cache * 3 / 2);
-    if cfg.mbufs < needed || cfg.mbufs > u32::MAX as usize {
-        return bad(format!(
-            "{} mbufs per queue cannot fill {} receive descriptors plus a burst of {} (or 1.5 x the cache of {}): at least {needed}",
-            cfg.mbufs, cfg.rx_desc, cfg.burst, cfg.mbuf_cache
-        ));
-    }
+    let needed = queue_need(cfg);
+    // A shared pool replaces the queues' own pools: its size is what must
+    // cover them, and `mbufs` is not used.
     if let Some(total) = cfg.shared_pool {
         let least = needed * cfg.queues as usize;
         if total < least || total > u32::MAX as usize {
@@ -228,8 +225,20 @@ fn validate(cfg: &PortConfig) -> Result<()> {
                 cfg.queues
             ));
         }
+    } else if cfg.mbufs < needed || cfg.mbufs > u32::MAX as usize {
+        return bad(format!(
+            "{} mbufs per queue cannot fill {} receive descriptors plus a burst of {} (or 1.5 x the cache of {}): at least {needed}",
+            cfg.mbufs, cfg.rx_desc, cfg.burst, cfg.mbuf_cache
+        ));
     }
     Ok(())
+}
+
+/// The mbufs one queue needs of its pool to run: its receive descriptors
+/// filled plus a burst, and at least rte_mempool's flush threshold (1.5x
+/// the cache), below which DPDK refuses a pool.
+fn queue_need(cfg: &PortConfig) -> usize {
+    (cfg.rx_desc as usize + cfg.burst).max(cfg.mbuf_cache * 3 / 2)
 }
 
 /// Opens `cfg.device`: one [`DpdkPort`] per queue.
@@ -254,6 +263,8 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
         device: None,
         queues: cfg.queues,
         pools: Vec::new(),
+        // Validated: at most the pool size, a u32.
+        pool_need: queue_need(cfg) as u32,
         started: false,
     };
     let caps = setup(cfg, &mut shared)?;
@@ -324,7 +335,10 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
         let (port_id, queue_id, cache) = (PortId(port), QueueId(q), cfg.mbuf_cache as u32);
         let pool = match cfg.shared_pool {
             // Validated: fits in u32.
-            Some(total) => pool::shared(port_id, queue_id, total as u32, cache, socket)?,
+            Some(total) => {
+                let need = shared.pool_need;
+                pool::shared(port_id, queue_id, total as u32, need, cache, socket)?
+            }
             None => pool::create(port_id, queue_id, cfg.mbufs as u32, cache, socket)?,
         };
         shared.pools.push(pool);
