@@ -82,9 +82,11 @@ impl Drop for PortShared {
         }
         if let Some(dev) = self.device {
             // Detached, so that opening the same name again probes afresh.
+            let guard = hotplug();
             // SAFETY: the device of the port just closed; nothing else of
             // ours refers to it.
             let rc = unsafe { sys::rte_dev_remove(dev.as_ptr()) };
+            drop(guard);
             if rc < 0 {
                 tracing::warn!(port = %self.name, "rte_dev_remove: {}", eal::strerror(-rc));
             }
@@ -159,6 +161,17 @@ fn port_by_name(name: &str) -> Option<u16> {
 /// Finds the port of `device` (`name[,devargs]`), probing the device
 /// (`rte_dev_probe`: a vdev is created, a PCI device bound to vfio-pci is
 /// attached) when no port has that name yet.
+/// Serialises DPDK's hotplug (`rte_dev_probe`, `rte_dev_remove` and the
+/// port lookup around them): two threads probing vdevs at once made EAL
+/// lose one ("Cannot find device", `ENODEV`), seen when four threads
+/// opened ports at the same time.
+fn hotplug() -> MutexGuard<'static, ()> {
+    static HOTPLUG: Mutex<()> = Mutex::new(());
+    HOTPLUG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn find_or_probe(device: &str, vdevs: &[String]) -> Result<(u16, String)> {
     let (name, args) = match device.split_once(',') {
         Some((n, a)) => (normalise(n), Some(a)),
@@ -246,7 +259,10 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
     validate(cfg)?;
     eal::init()?;
     let vdevs = eal::configured_vdevs();
-    let (port, name) = find_or_probe(&cfg.device, &vdevs)?;
+    let (port, name) = {
+        let _hotplug = hotplug();
+        find_or_probe(&cfg.device, &vdevs)?
+    };
     {
         let mut open = open_ports();
         if open.contains(&port) {
