@@ -50,18 +50,10 @@ impl Worker for Parse {
             *bad += 1;
             return Ok(());
         };
-        // A full queue downstream: wait for room rather than drop.
-        let mut m = (key, value);
-        loop {
-            match self.next.send_partitioned(&key, m) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(back)) => {
-                    m = back;
-                    std::thread::yield_now();
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // A full queue downstream: the send waits for room rather than
+        // drop.
+        self.next.send_partitioned(&key, (key, value))?;
+        Ok(())
     }
 
     fn shutdown(&mut self, bad: u64) -> Result<()> {
@@ -94,17 +86,8 @@ fn main() -> Result<()> {
             sent += i;
             format!("{}={}", i % 64, i)
         };
-        let mut r = record;
-        loop {
-            match parse.send_partitioned(&i, r) {
-                Ok(()) => break,
-                Err(SendError::Full(back)) => {
-                    r = back;
-                    std::thread::yield_now();
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // Waits while the parse stage's queue is full.
+        parse.send_partitioned(&i, record)?;
     }
 
     // Front to back: the parse stage drains into the aggregate stage, then

@@ -13,7 +13,7 @@
 //! - `--scale`: multiplies every work size (default 1; 0.1 for a smoke run).
 //! - `--only`: comparisons whose key contains one of the names: `spsc_single`,
 //!   `spsc_payload`, `spsc_burst`, `pingpong`, `mpmc_single`, `shared_core`, `mpmc_burst`,
-//!   `mempool`, `pool`.
+//!   `mempool`, `blocking`, `pool`.
 //! - `--json`: also write every sample and the summary there.
 //!
 //! Environment: `DP_BENCH_CPUS=P,C` (default `0,1`); `DP_BENCH_RING_C`,
@@ -26,7 +26,7 @@ use dataplane_benches::dpdk::{self, MEMPOOL_BIN_ENV, Program, RING_BIN_ENV};
 use dataplane_benches::harness::{
     Comparison, Metric, Report, Sample, Spread, json_num, json_spread, json_str,
 };
-use dataplane_benches::workload::{CpuPair, mempool, pool, ring};
+use dataplane_benches::workload::{CpuPair, blocking, mempool, pool, ring};
 use std::fmt::Write as _;
 
 struct Args {
@@ -481,6 +481,46 @@ fn main() {
             });
             show(r, &mut reports);
         }
+    }
+
+    if wanted("blocking") {
+        let n = scale(1e7);
+        let r = Comparison::new(
+            "7. Blocking send/recv: one thread sends, one receives on the other core, u64, capacity 1024",
+            Metric::Throughput,
+            "crossbeam-channel",
+        )
+        .contender("ours Channel::spsc", || blocking::ours_spsc(cpus, n))
+        .contender("ours Channel::mpsc", || blocking::ours_mpsc(cpus, n))
+        .contender("flume", || blocking::flume(cpus, n))
+        .contender("crossbeam-channel", || blocking::crossbeam(cpus, n))
+        .run(args.rounds, progress);
+        for (ours, peer) in [
+            ("ours Channel::spsc", "crossbeam-channel"),
+            ("ours Channel::spsc", "flume"),
+            ("ours Channel::mpsc", "crossbeam-channel"),
+            ("ours Channel::mpsc", "flume"),
+        ] {
+            verdicts.push(speed_target(
+                &r,
+                &format!("7 blocking {ours} >= {peer}"),
+                ours,
+                peer,
+                1.0,
+                mops,
+            ));
+        }
+        show(r, &mut reports);
+        let idle = std::time::Duration::from_millis(200);
+        let cpu = blocking::idle_cpu_all(idle);
+        println!(
+            "7. CPU used by a receiver blocked in recv() for {} ms with nothing to receive: {}",
+            idle.as_millis(),
+            cpu.iter()
+                .map(|(name, d)| format!("{name} {:.2} ms", d.as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     if wanted("pool") {

@@ -11,6 +11,8 @@
 
 pub mod accel;
 pub mod backend;
+#[allow(unsafe_code)]
+mod barrier;
 pub mod block;
 pub mod channel;
 mod error;
@@ -18,6 +20,13 @@ pub mod lcore;
 pub mod net;
 pub mod partition;
 pub mod profile;
+/// The original design's `pool` module: the worker pool and its
+/// configuration (the same types as [`worker`]).
+pub mod pool {
+    pub use crate::worker::{
+        PartitionedSender, PoolBuilder, PoolConfig, PoolReport, WorkerConfig, WorkerPool,
+    };
+}
 pub mod require;
 #[allow(unsafe_code)]
 pub mod ring;
@@ -30,9 +39,16 @@ pub mod worker;
 #[allow(unsafe_code)]
 mod xdp;
 
-pub use channel::SendError;
+pub use channel::{Channel, Receiver, RecvError, SendError, Sender};
 pub use error::{Error, Result};
 pub use hugepages::NumaNode;
+pub use partition::{
+    ConsistentHashPartitioner, CustomPartitioner, HashPartitioner, Partitioner,
+    RoundRobinPartitioner,
+};
+pub use worker::{
+    Envelope, PoolBuilder, PoolConfig, Worker, WorkerConfig, WorkerHandle, WorkerId, WorkerPool,
+};
 
 /// Every backend of every subsystem (`net`, `block`, `accel`), in each
 /// subsystem's selection order, with whether it can run here and why.
@@ -46,7 +62,7 @@ pub fn backend_probes() -> Vec<backend::BackendProbe> {
 /// What an application needs, in one import: `use dataplane::prelude::*;`.
 pub mod prelude {
     pub use crate::channel::{
-        Channel, Receiver, RecvTimeoutError, Sender, TryRecvError, UnboundedReceiver,
+        Channel, Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError, UnboundedReceiver,
         UnboundedSender,
     };
     pub use crate::lcore::IdlePolicy;

@@ -19,95 +19,136 @@
 //! longer than the pool, an empty consistent-hash ring); the pool refuses
 //! such a send with `SendError::NoOwner` and hands the message back.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Reduces a key to the `u64` that partitioners work on.
+/// Reduces a key to the `u64` that partitioners work on. Implemented for
+/// every `Hash` type, so any key the original design took works:
+///
+/// - a key whose `Hash` writes one integer (`u64`, `i32`, `usize`, `char`,
+///   `bool`, a `#[derive(Hash)]` newtype around one of them, a reference
+///   to one) is used as that integer, zero-extended, so that ranges over
+///   ids mean something ([`RangePartitioner`]);
+/// - anything else (strings, byte slices, tuples, structs of several
+///   fields) is hashed with this process's seeded hash ([`compute_hash`]).
+///
+/// ```
+/// use dataplane::partition::PartitionKey;
+///
+/// #[derive(Hash)]
+/// struct UserId(u64);
+///
+/// assert_eq!(7u32.partition_key(), 7);
+/// assert_eq!(UserId(7).partition_key(), 7);
+/// assert_ne!("user-7".partition_key(), "user-8".partition_key());
+/// ```
 pub trait PartitionKey {
     /// The key's partition key.
     fn partition_key(&self) -> u64;
 }
 
-macro_rules! int_keys {
-    ($($t:ty),*) => {$(
-        impl PartitionKey for $t {
-            #[inline(always)]
-            fn partition_key(&self) -> u64 {
-                *self as u64
-            }
+impl<K: Hash + ?Sized> PartitionKey for K {
+    #[inline]
+    fn partition_key(&self) -> u64 {
+        let mut h = KeyHasher::Empty;
+        self.hash(&mut h);
+        match h {
+            KeyHasher::Empty => compute_hash(&()),
+            KeyHasher::Int(v) => v,
+            KeyHasher::Hashing(h) => h.finish(),
         }
-    )*};
+    }
 }
-int_keys!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 
-impl PartitionKey for u128 {
+/// Sees how a key hashes itself: one integer write is kept as it is; a
+/// second write, or bytes, turns it into the seeded hasher (fed the
+/// integer first, so nothing written is lost).
+enum KeyHasher {
+    Empty,
+    Int(u64),
+    Hashing(<foldhash::quality::RandomState as BuildHasher>::Hasher),
+}
+
+impl KeyHasher {
     #[inline]
-    fn partition_key(&self) -> u64 {
-        (*self as u64) ^ ((*self >> 64) as u64)
+    fn int(&mut self, v: u64) {
+        match self {
+            KeyHasher::Empty => *self = KeyHasher::Int(v),
+            _ => self.hashing().write_u64(v),
+        }
     }
-}
 
-impl PartitionKey for str {
+    /// The seeded hasher, started with whatever was written so far.
     #[inline]
-    fn partition_key(&self) -> u64 {
-        compute_hash(self)
+    fn hashing(&mut self) -> &mut <foldhash::quality::RandomState as BuildHasher>::Hasher {
+        if !matches!(self, KeyHasher::Hashing(_)) {
+            let mut h = hasher().build_hasher();
+            if let KeyHasher::Int(v) = *self {
+                h.write_u64(v);
+            }
+            *self = KeyHasher::Hashing(h);
+        }
+        match self {
+            KeyHasher::Hashing(h) => h,
+            _ => unreachable!("just set"),
+        }
     }
 }
 
-impl PartitionKey for String {
+impl Hasher for KeyHasher {
     #[inline]
-    fn partition_key(&self) -> u64 {
-        compute_hash(self.as_str())
+    fn finish(&self) -> u64 {
+        match self {
+            KeyHasher::Empty => 0,
+            KeyHasher::Int(v) => *v,
+            KeyHasher::Hashing(h) => h.finish(),
+        }
     }
-}
-
-impl PartitionKey for [u8] {
     #[inline]
-    fn partition_key(&self) -> u64 {
-        compute_hash(self)
+    fn write(&mut self, bytes: &[u8]) {
+        self.hashing().write(bytes);
     }
-}
-
-impl<const N: usize> PartitionKey for [u8; N] {
     #[inline]
-    fn partition_key(&self) -> u64 {
-        compute_hash(&self[..])
+    fn write_u8(&mut self, i: u8) {
+        self.int(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.int(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.int(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.int(i);
+    }
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        // Both halves, folded: a u128 id keeps its low and high bits.
+        self.int((i as u64) ^ ((i >> 64) as u64));
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.int(i as u64);
     }
 }
 
-impl<T: PartitionKey + ?Sized> PartitionKey for &T {
-    #[inline(always)]
-    fn partition_key(&self) -> u64 {
-        (**self).partition_key()
-    }
-}
-
-/// Any `Hash` key, hashed: wrap keys of your own types in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Any `Hash` key, always hashed (never used as an integer): for integer
+/// keys that should spread like strings do under a partitioner that uses
+/// the key as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hashed<K>(pub K);
 
-impl<K: Hash> PartitionKey for Hashed<K> {
-    #[inline]
-    fn partition_key(&self) -> u64 {
-        compute_hash(&self.0)
+impl<K: Hash> Hash for Hashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Two writes: never taken for an integer key.
+        state.write_u64(compute_hash(&self.0));
+        state.write_u8(0xff);
     }
 }
-
-macro_rules! tuple_keys {
-    ($($t:ident),*) => {
-        impl<$($t: Hash),*> PartitionKey for ($($t,)*) {
-            #[inline]
-            fn partition_key(&self) -> u64 {
-                compute_hash(self)
-            }
-        }
-    };
-}
-tuple_keys!(A, B);
-tuple_keys!(A, B, C);
-tuple_keys!(A, B, C, D);
-tuple_keys!(A, B, C, D, E);
 
 fn hasher() -> &'static foldhash::quality::RandomState {
     static STATE: OnceLock<foldhash::quality::RandomState> = OnceLock::new();
@@ -348,7 +389,10 @@ impl Partitioner for RoundRobinPartitioner {
     }
 }
 
-/// Your own mapping from `(partition key, workers)` to a worker index.
+/// Your own mapping from `(hash, workers)` to a worker index, as the
+/// original design has it: the closure gets a well-mixed 64-bit hash of
+/// the key (the partition key passed through [`avalanche`], so sequential
+/// integer keys spread too). For the key itself, implement [`Partitioner`].
 pub struct CustomPartitioner<F> {
     f: F,
 }
@@ -369,7 +413,7 @@ impl<F> std::fmt::Debug for CustomPartitioner<F> {
 impl<F: Fn(u64, usize) -> usize + Send + Sync> Partitioner for CustomPartitioner<F> {
     #[inline]
     fn owner(&self, key: u64, workers: usize) -> usize {
-        (self.f)(key, workers)
+        (self.f)(avalanche(key), workers)
     }
 }
 
@@ -485,9 +529,46 @@ mod tests {
         let p = RoundRobinPartitioner::new();
         let got: Vec<usize> = (0..7).map(|_| p.partition("any", 3)).collect();
         assert_eq!(got, [0, 1, 2, 0, 1, 2, 0]);
-        let c = CustomPartitioner::new(|k, n| (k % n as u64) as usize);
-        assert_eq!(c.partition(&10u64, 4), 2);
+        // The closure sees a hash of the key, as the original design's
+        // did: sequential keys spread instead of striping.
+        let c = CustomPartitioner::new(|h, n| (h % n as u64) as usize);
+        assert_eq!(c.partition(&10u64, 4), (avalanche(10) % 4) as usize);
         let dynp: &dyn Partitioner = &c;
-        assert_eq!(dynp.partition(&11u64, 4), 3);
+        assert_eq!(dynp.partition(&11u64, 4), (avalanche(11) % 4) as usize);
+        let mut seen = [0u32; 4];
+        for k in 0..4000u64 {
+            seen[c.partition(&k, 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn any_hash_key_partitions() {
+        #[derive(Hash)]
+        struct UserId(u64);
+        #[derive(Hash)]
+        struct Pair(u32, u32);
+        assert_eq!(
+            UserId(42).partition_key(),
+            42,
+            "a newtype id is its integer"
+        );
+        assert_eq!(42u8.partition_key(), 42);
+        assert_eq!('a'.partition_key(), 97);
+        assert_eq!((&&7usize).partition_key(), 7);
+        assert_eq!(
+            Pair(1, 2).partition_key(),
+            Pair(1, 2).partition_key(),
+            "stable within a process"
+        );
+        assert_ne!(Pair(1, 2).partition_key(), Pair(2, 1).partition_key());
+        assert_ne!(Hashed(5u64).partition_key(), 5, "Hashed always hashes");
+        assert_eq!(
+            "user-1".partition_key(),
+            String::from("user-1").partition_key()
+        );
+        assert_eq!(b"ab"[..].partition_key(), b"ab".to_vec().partition_key());
+        let r = RangePartitioner::new(vec![10, 20]).unwrap();
+        assert_eq!(r.partition(&UserId(15), 3), 1);
     }
 }

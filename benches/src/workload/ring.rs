@@ -974,22 +974,18 @@ pub fn shared_core_per_thread(cpus: CpuPair, producers: usize, items: u64) -> Sa
 }
 
 /// A constructor of our multi-producer, single-consumer channels.
-type MakeMpsc =
-    fn(
-        usize,
-    )
-        -> Result<dataplane::channel::Pair<u64, ring::Multi, ring::Single>, ring::CapacityError>;
+type MakeMpsc = fn(usize) -> dataplane::channel::Pair<u64, ring::Multi, ring::Single>;
 
 /// One of our multi-producer channels, made by `make`, producers sharing
 /// one core.
 fn shared_core_of(cpus: CpuPair, producers: usize, items: u64, make: MakeMpsc) -> Sample {
     let _pad = super::placement_pad();
-    let (tx, mut rx) = make(RING_SIZE).expect("power of two");
+    let (tx, mut rx) = make(RING_SIZE);
     shared_core(
         cpus,
         producers,
         items,
-        move |v| tx.send(v).is_ok(),
+        move |v| tx.try_send(v).is_ok(),
         move || rx.try_recv().ok(),
     )
 }

@@ -19,6 +19,26 @@ use std::time::Duration;
 
 type Factory<W> = Box<dyn FnMut(usize) -> W>;
 
+/// What [`PoolBuilder::factory`] takes: a closure of the worker's index
+/// (`|i| MyWorker::new(i)`) or of nothing (`|| MyWorker::new()`). `Args`
+/// only tells the two apart.
+pub trait WorkerFactory<W, Args>: 'static {
+    /// The closure as one of the worker's index.
+    fn into_factory(self) -> Box<dyn FnMut(usize) -> W>;
+}
+
+impl<W, F: FnMut(usize) -> W + 'static> WorkerFactory<W, (usize,)> for F {
+    fn into_factory(self) -> Box<dyn FnMut(usize) -> W> {
+        Box::new(self)
+    }
+}
+
+impl<W, F: FnMut() -> W + 'static> WorkerFactory<W, ()> for F {
+    fn into_factory(mut self) -> Box<dyn FnMut(usize) -> W> {
+        Box::new(move |_| self())
+    }
+}
+
 /// Builds a [`WorkerPool`]; start from [`WorkerPool::builder`].
 ///
 /// Every setting starts from the profile's plan for this machine (see
@@ -77,9 +97,10 @@ impl<W: Worker> PoolBuilder<W> {
         }
     }
 
-    /// Makes worker `i` (called once per worker, on the building thread).
-    pub fn factory(mut self, f: impl FnMut(usize) -> W + 'static) -> Self {
-        self.factory = Some(Box::new(f));
+    /// Makes the workers: `|i| ...` gets each worker's index, `|| ...`
+    /// nothing (called once per worker, on the building thread).
+    pub fn factory<Args>(mut self, f: impl WorkerFactory<W, Args>) -> Self {
+        self.factory = Some(f.into_factory());
         self
     }
 
@@ -114,9 +135,10 @@ impl<W: Worker> PoolBuilder<W> {
         self
     }
 
-    /// Each worker's queue capacity (a power of two): what one sending
-    /// thread may have queued for a worker (each thread sends through a
-    /// lane of its own; see the [module docs](super#sending-threads-and-order)).
+    /// Each worker's queue capacity: what one sending thread may have
+    /// queued for a worker (each thread sends through a lane of its own;
+    /// see the [module docs](super#sending-threads-and-order)). Rounded up
+    /// to a power of two, as the rings need (100 gives 128; logged).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = Some(n);
         self
@@ -191,8 +213,10 @@ impl<W: Worker> PoolBuilder<W> {
     /// # Errors
     /// - [`Error::Config`] without a factory, with zero workers, or for a
     ///   refused plan setting or environment override;
-    /// - [`Error::TooManyLcores`] for more pinned workers than usable cores;
-    /// - [`Error::Capacity`] for a queue capacity that is not a power of two;
+    /// - [`Error::TooManyLcores`] never for pinning: more pinned workers
+    ///   than usable cores run unpinned instead (logged, and noted in the
+    ///   plan's `notes`);
+    /// - [`Error::Capacity`] for a queue capacity of zero or past 2^30;
     /// - [`Error::Cpu`] for a CPU that cannot be used;
     /// - [`Error::WorkerFailed`] when a worker's `init` fails and its
     ///   restart policy gives up (the other workers are stopped);
@@ -229,13 +253,29 @@ impl<W: Worker> PoolBuilder<W> {
             pb = pb.idle(i);
         }
         if let Some(q) = self.queue_capacity {
-            crate::ring::CapacityError::check(q)?;
-            pb = pb.queue_capacity(q);
+            pb = pb.queue_capacity(queue_size(q)?);
         }
         if let Some(cpus) = self.cpus.take() {
             pb = pb.cpus(cpus);
         }
-        let plan = pb.build()?;
+        let plan = match pb.clone().build() {
+            // More pinned workers than cores (the original design's
+            // `.workers(num_cpus).cpu_affinity(true)` on a small machine):
+            // run them all, unpinned, rather than refuse or run fewer.
+            Err(Error::TooManyLcores { requested, allowed }) => {
+                let why = format!(
+                    "{requested} pinned lcores (the workers and the main thread) need more than \
+                     the {allowed} usable cores: the workers run unpinned, sharing cores; \
+                     ask for at most {} workers to pin them",
+                    allowed.saturating_sub(1).max(1)
+                );
+                tracing::warn!("{why}");
+                let mut plan = pb.affinity(false).build()?;
+                plan.notes.push(why);
+                plan
+            }
+            r => r?,
+        };
         let app: Vec<_> = plan.app_lcores().copied().collect();
         let n = self.workers.unwrap_or(app.len());
         if app.len() < n {
@@ -308,6 +348,26 @@ impl<W: Worker> PoolBuilder<W> {
         pool.wait_started(self.start_timeout)?;
         Ok(pool)
     }
+}
+
+/// A worker queue's ring size for a requested capacity: the next power of
+/// two (as DPDK rounds a ring created with `RING_F_EXACT_SZ`), logged when
+/// it differs.
+fn queue_size(requested: usize) -> Result<usize> {
+    let size = match requested {
+        0 => None,
+        n => n.checked_next_power_of_two(),
+    }
+    .filter(|&s| s <= 1 << 30)
+    .ok_or(crate::ring::CapacityError(requested))?;
+    if size != requested {
+        tracing::info!(
+            requested,
+            capacity = size,
+            "worker queue capacity rounded up to a power of two"
+        );
+    }
+    Ok(size)
 }
 
 /// The ways to build a pool: the builder, the original design's

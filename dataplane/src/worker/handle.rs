@@ -35,7 +35,7 @@ impl<W: Worker> WorkerHandle<W> {
         WorkerId(0)
     }
 
-    /// Sends a message.
+    /// Sends a message, waiting for room while the worker's queue is full.
     ///
     /// # Errors
     /// As [`WorkerPool::send_to_worker`].
@@ -43,7 +43,15 @@ impl<W: Worker> WorkerHandle<W> {
         self.pool.send_to_worker(0usize, msg)
     }
 
-    /// Sends an envelope.
+    /// Sends a message if its queue has room now; never waits.
+    ///
+    /// # Errors
+    /// As [`WorkerPool::try_send_to_worker`].
+    pub fn try_send(&self, msg: W::Message) -> std::result::Result<(), SendError<W::Message>> {
+        self.pool.try_send_to_worker(0usize, msg)
+    }
+
+    /// Sends an envelope, waiting for room.
     ///
     /// # Errors
     /// As [`WorkerPool::send_envelope`].

@@ -93,7 +93,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
-pub use builder::PoolBuilder;
+pub use builder::{PoolBuilder, WorkerFactory};
 pub use config::{PoolConfig, WorkerConfig};
 pub use handle::{WorkerHandle, spawn};
 pub use pool::{PoolReport, WorkerPool};
@@ -110,15 +110,32 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct WorkerId(pub u32);
 
-impl From<usize> for WorkerId {
-    fn from(i: usize) -> Self {
-        WorkerId(i as u32)
+/// Worker indices of any integer type, so that `send_to_worker(0, m)`
+/// works with a plain literal. An index past `u32::MAX` or below zero names
+/// no worker (a send to it is refused with `SendError::NoOwner`).
+macro_rules! worker_ids {
+    ($($t:ty),*) => {$(
+        impl From<$t> for WorkerId {
+            #[inline(always)]
+            fn from(i: $t) -> Self {
+                WorkerId(u32::try_from(i).unwrap_or(u32::MAX))
+            }
+        }
+    )*};
+}
+worker_ids!(usize, u64, i32, i64, isize);
+
+impl From<u32> for WorkerId {
+    #[inline(always)]
+    fn from(i: u32) -> Self {
+        WorkerId(i)
     }
 }
 
-impl From<u32> for WorkerId {
-    fn from(i: u32) -> Self {
-        WorkerId(i)
+impl From<u16> for WorkerId {
+    #[inline(always)]
+    fn from(i: u16) -> Self {
+        WorkerId(u32::from(i))
     }
 }
 

@@ -128,13 +128,14 @@ impl<W: Worker> WorkerPool<W> {
         self.routes.owner(key)
     }
 
-    /// Sends `msg` to one worker.
+    /// Sends `msg` to one worker, waiting for room while its queue is full
+    /// (the thread parks after a short spin; the worker wakes it when it
+    /// takes a burst).
     ///
     /// # Errors
-    /// The message is handed back: [`SendError::Full`] when the worker's
-    /// queue is full, [`SendError::Failed`] when it has failed,
-    /// [`SendError::NoOwner`] for an index past the last worker,
-    /// [`SendError::Disconnected`] after a stop.
+    /// The message is handed back: [`SendError::Failed`] when the worker
+    /// has failed (also while waiting), [`SendError::NoOwner`] for an index
+    /// past the last worker, [`SendError::Disconnected`] after a stop.
     #[inline]
     pub fn send_to_worker(
         &self,
@@ -145,7 +146,41 @@ impl<W: Worker> WorkerPool<W> {
             .map_err(|e| map_err(e, Envelope::into_payload))
     }
 
-    /// Sends a prepared envelope to one worker.
+    /// Sends `msg` to one worker if its queue has room now; never waits.
+    ///
+    /// # Errors
+    /// As [`send_to_worker`](Self::send_to_worker), and
+    /// [`SendError::Full`] when the queue is full.
+    #[inline]
+    pub fn try_send_to_worker(
+        &self,
+        worker: impl Into<WorkerId>,
+        msg: W::Message,
+    ) -> std::result::Result<(), SendError<W::Message>> {
+        self.try_send_envelope(worker, Envelope::new(msg))
+            .map_err(|e| map_err(e, Envelope::into_payload))
+    }
+
+    /// Sends `msg` to one worker, waiting up to `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`try_send_to_worker`](Self::try_send_to_worker), after the wait.
+    pub fn send_to_worker_timeout(
+        &self,
+        worker: impl Into<WorkerId>,
+        msg: W::Message,
+        timeout: Duration,
+    ) -> std::result::Result<(), SendError<W::Message>> {
+        let i = worker.into().0 as usize;
+        let deadline = Instant::now().checked_add(timeout);
+        match self.try_send_at(i, Envelope::new(msg)) {
+            Err(SendError::Full(env)) => self.send_waiting(i, env, deadline),
+            r => r,
+        }
+        .map_err(|e| map_err(e, Envelope::into_payload))
+    }
+
+    /// Sends a prepared envelope to one worker, waiting for room.
     ///
     /// # Errors
     /// As [`send_to_worker`](Self::send_to_worker), handing the envelope back.
@@ -156,11 +191,66 @@ impl<W: Worker> WorkerPool<W> {
         env: Envelope<W::Message>,
     ) -> std::result::Result<(), SendError<Envelope<W::Message>>> {
         let i = worker.into().0 as usize;
+        match self.try_send_at(i, env) {
+            Err(SendError::Full(env)) => self.send_waiting(i, env, None),
+            r => r,
+        }
+    }
+
+    /// Sends a prepared envelope to one worker if there is room now.
+    ///
+    /// # Errors
+    /// As [`try_send_to_worker`](Self::try_send_to_worker), handing the
+    /// envelope back.
+    #[inline]
+    pub fn try_send_envelope(
+        &self,
+        worker: impl Into<WorkerId>,
+        env: Envelope<W::Message>,
+    ) -> std::result::Result<(), SendError<Envelope<W::Message>>> {
+        self.try_send_at(worker.into().0 as usize, env)
+    }
+
+    #[inline(always)]
+    fn try_send_at(
+        &self,
+        i: usize,
+        env: Envelope<W::Message>,
+    ) -> std::result::Result<(), SendError<Envelope<W::Message>>> {
         let env = self.routes.check(i, env)?;
         self.routes.links[i].push(env).map_err(SendError::Full)
     }
 
-    /// Sends `msg` to the worker that owns `key`.
+    /// Waits for room in worker `i`'s queue (which exists: the first try
+    /// found it full).
+    #[cold]
+    fn send_waiting(
+        &self,
+        i: usize,
+        env: Envelope<W::Message>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), SendError<Envelope<W::Message>>> {
+        let mut slot = Some(env);
+        let sent = self.routes.links[i].shared.senders.wait(deadline, || {
+            let env = slot.take()?;
+            match self.try_send_at(i, env) {
+                Err(SendError::Full(env)) => {
+                    slot = Some(env);
+                    None
+                }
+                r => Some(r),
+            }
+        });
+        match (sent, slot) {
+            (Some(r), _) => r,
+            (None, Some(env)) => Err(SendError::Full(env)),
+            // Taken out only to be sent, put back unless that ended the wait.
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Sends `msg` to the worker that owns `key` (any `Hash` key; see
+    /// [`PartitionKey`]), waiting for room.
     ///
     /// # Errors
     /// As [`send_to_worker`](Self::send_to_worker); [`SendError::NoOwner`]
@@ -173,6 +263,28 @@ impl<W: Worker> WorkerPool<W> {
     ) -> std::result::Result<(), SendError<W::Message>> {
         match self.owner(key) {
             Ok(i) => self.send_to_worker(i, msg),
+            Err(index) => Err(SendError::NoOwner {
+                value: msg,
+                index,
+                workers: self.routes.links.len(),
+            }),
+        }
+    }
+
+    /// Sends `msg` to the worker that owns `key` if there is room now.
+    ///
+    /// # Errors
+    /// As [`try_send_to_worker`](Self::try_send_to_worker);
+    /// [`SendError::NoOwner`] as in
+    /// [`send_partitioned`](Self::send_partitioned).
+    #[inline]
+    pub fn try_send_partitioned<K: PartitionKey + ?Sized>(
+        &self,
+        key: &K,
+        msg: W::Message,
+    ) -> std::result::Result<(), SendError<W::Message>> {
+        match self.owner(key) {
+            Ok(i) => self.try_send_to_worker(i, msg),
             Err(index) => Err(SendError::NoOwner {
                 value: msg,
                 index,
@@ -214,7 +326,8 @@ impl<W: Worker> WorkerPool<W> {
         PartitionedSender::new(&self.routes)
     }
 
-    /// Sends a copy of `msg` to every worker.
+    /// Sends a copy of `msg` to every worker, waiting for room in each
+    /// queue.
     ///
     /// # Errors
     /// [`BroadcastError`] lists the workers that did not get it, each with
@@ -223,9 +336,34 @@ impl<W: Worker> WorkerPool<W> {
     where
         W::Message: Clone,
     {
+        self.broadcast_with(msg, Self::send_to_worker)
+    }
+
+    /// Sends a copy of `msg` to every worker whose queue has room now.
+    ///
+    /// # Errors
+    /// As [`broadcast`](Self::broadcast); a full queue is a miss.
+    pub fn try_broadcast(
+        &self,
+        msg: W::Message,
+    ) -> std::result::Result<(), BroadcastError<W::Message>>
+    where
+        W::Message: Clone,
+    {
+        self.broadcast_with(msg, Self::try_send_to_worker)
+    }
+
+    fn broadcast_with(
+        &self,
+        msg: W::Message,
+        send: impl Fn(&Self, usize, W::Message) -> std::result::Result<(), SendError<W::Message>>,
+    ) -> std::result::Result<(), BroadcastError<W::Message>>
+    where
+        W::Message: Clone,
+    {
         let mut failed = Vec::new();
         for i in 0..self.routes.links.len() {
-            if let Err(e) = self.send_to_worker(i, msg.clone()) {
+            if let Err(e) = send(self, i, msg.clone()) {
                 failed.push((WorkerId::from(i), e));
             }
         }

@@ -3,6 +3,7 @@
 
 use super::stats::{Counters, WorkerStatus};
 use super::{Envelope, Worker, WorkerId};
+use crate::channel::Waiters;
 use crate::lcore::{PollContext, Poller, panic_message};
 use crate::ring::{self, Batch, Single};
 use crate::time::TscTimer;
@@ -77,6 +78,9 @@ pub(crate) struct WorkerShared<M> {
     pub(crate) failure: Mutex<Option<String>>,
     /// Messages queued for a failed worker, handed back at stop.
     pub(crate) leftover: Mutex<Vec<Envelope<M>>>,
+    /// Threads waiting for room in this worker's queue: woken after every
+    /// burst the worker takes, and when it fails or stops.
+    pub(crate) senders: Waiters,
 }
 
 impl<M> WorkerShared<M> {
@@ -85,6 +89,7 @@ impl<M> WorkerShared<M> {
             counters: Counters::default(),
             failure: Mutex::new(None),
             leftover: Mutex::new(Vec::new()),
+            senders: Waiters::default(),
         }
     }
 
@@ -282,6 +287,8 @@ impl<W: Worker> WorkerPoller<W> {
             tracing::error!(worker = %self.id, "restart policy gave up; worker failed: {why}");
             self.failed = true;
             self.counters().set_status(WorkerStatus::Failed);
+            // Senders waiting for room now see the failure.
+            self.shared.senders.notify();
         }
     }
 
@@ -335,6 +342,10 @@ impl<W: Worker> Poller for WorkerPoller<W> {
         }
         if self.batch.is_empty() {
             let n = self.take();
+            if n > 0 {
+                // Room again: a thread waiting in a blocking send goes on.
+                self.shared.senders.notify();
+            }
             self.counters().received(n as u64);
         }
         if !self.batch.is_empty() {
@@ -387,5 +398,6 @@ impl<W: Worker> Poller for WorkerPoller<W> {
         if !self.failed {
             self.counters().set_status(WorkerStatus::Stopped);
         }
+        self.shared.senders.notify();
     }
 }

@@ -4,27 +4,44 @@
 //! ```
 //! use dataplane::channel::Channel;
 //!
-//! let (tx, mut rx) = Channel::mpsc::<u32>(1024)?;
+//! let (tx, mut rx) = Channel::mpsc::<u32>(1024);
 //! let tx2 = tx.clone();
 //! std::thread::spawn(move || tx2.send(7)).join().unwrap()?;
 //! tx.send(8)?;
-//! assert_eq!(rx.try_recv(), Ok(7));
+//! assert_eq!(rx.recv(), Ok(7));
 //! assert_eq!(rx.try_recv(), Ok(8));
+//! drop(tx);
+//! assert!(rx.recv().is_err(), "every sender is gone");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Bounded channels push back when full ([`SendError::Full`] hands the
-//! value back); [`Channel::mpsc_unbounded`] never does, at the price of a
-//! locked overflow queue while its ring is full.
+//! Each side has three ways to move a value, as crossbeam's and flume's
+//! channels do: `send`/`recv` wait (for room, for a value) and fail only
+//! when the other side is gone; `try_send`/`try_recv` never wait
+//! ([`SendError::Full`] hands the value back); `send_timeout`/
+//! `recv_timeout` wait up to a deadline. A waiting thread spins briefly,
+//! then parks (no busy wait), and the side that moves an item wakes it;
+//! that costs the moving side a compiler fence and one read of a line it
+//! shares with nobody writing (see `wait.rs`). An lcore should use the
+//! `try_` forms or bursts: a poll loop must not sleep.
+//!
+//! Capacities are rounded up to a power of two, as the rings need (a
+//! channel asked for 100 holds 128), and [`Channel::mpsc_unbounded`] never
+//! pushes back, at the price of a locked overflow queue while its ring is
+//! full.
 
 use crate::ring::{
-    self, Batch, CapacityError, LaneError, LanesRx, LanesTx, Multi, PushError, Single, Sink, Source,
+    self, Batch, LaneError, LanesRx, LanesTx, Multi, PushError, Single, Sink, Source,
 };
+use hugepages::sync::Arc;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+mod wait;
+pub(crate) use wait::Waiters;
 
 /// A value that could not be sent, handed back: channels and worker pools
 /// push back instead of dropping.
@@ -129,6 +146,55 @@ pub enum RecvTimeoutError {
     Disconnected,
 }
 
+/// A blocking receive that cannot succeed: the channel is empty and every
+/// sender is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("channel is empty and has no sender")]
+pub struct RecvError;
+
+/// The two sides' waiting threads, shared by every handle of a channel.
+#[derive(Debug, Default)]
+struct Link {
+    /// Receivers waiting for a value.
+    rx: Waiters,
+    /// Senders waiting for room.
+    tx: Waiters,
+}
+
+/// A sender's share of the link: dropped after the sender's ring handle
+/// (fields drop in order), it wakes the receivers, who then see the
+/// disconnection.
+#[derive(Debug)]
+struct SenderLink(Arc<Link>);
+
+impl Drop for SenderLink {
+    fn drop(&mut self) {
+        self.0.rx.notify();
+    }
+}
+
+/// A receiver's share of the link: wakes waiting senders when dropped.
+#[derive(Debug)]
+struct ReceiverLink(Arc<Link>);
+
+impl Drop for ReceiverLink {
+    fn drop(&mut self) {
+        self.0.tx.notify();
+    }
+}
+
+/// The ring size for a requested capacity: the next power of two, at
+/// least 1.
+///
+/// # Panics
+/// Past `usize::MAX / 2` slots, as `Vec::with_capacity` would.
+fn ring_size(capacity: usize) -> usize {
+    capacity
+        .max(1)
+        .checked_next_power_of_two()
+        .unwrap_or_else(|| panic!("channel capacity {capacity} overflows"))
+}
+
 /// The constructors.
 #[derive(Debug)]
 pub struct Channel;
@@ -137,13 +203,29 @@ pub struct Channel;
 pub type Pair<T, P, C> = (Sender<T, P>, Receiver<T, C>);
 
 impl Channel {
-    /// One sender, one receiver.
+    /// One sender, one receiver, holding `capacity` values rounded up to a
+    /// power of two.
     ///
-    /// # Errors
-    /// [`CapacityError`] when `capacity` is zero or not a power of two.
-    pub fn spsc<T>(capacity: usize) -> Result<Pair<T, Single, Single>, CapacityError> {
-        let (p, c) = ring::spsc(capacity)?;
-        Ok((Sender::new(p, None), Receiver::new(c, None)))
+    /// # Panics
+    /// For a capacity past `usize::MAX / 2`, as `Vec::with_capacity`.
+    pub fn spsc<T>(capacity: usize) -> Pair<T, Single, Single> {
+        let (p, c) = ring::spsc(ring_size(capacity)).unwrap_or_else(|e| unreachable!("{e}"));
+        Self::pair(p, c, None)
+    }
+
+    /// Both ends around one link.
+    fn pair<T, P: ring::Mode, C: ring::Mode>(
+        p: ring::Producer<T, P>,
+        c: ring::Consumer<T, C>,
+        lanes: Option<(LanesTx<T>, LanesRx<T>)>,
+    ) -> Pair<T, P, C> {
+        crate::barrier::init();
+        let link = Arc::new(Link::default());
+        let (lt, lr) = lanes.unzip();
+        (
+            Sender::new(p, lt, SenderLink(link.clone())),
+            Receiver::new(c, lr, ReceiverLink(link)),
+        )
     }
 
     /// Any number of senders, one receiver.
@@ -152,11 +234,13 @@ impl Channel {
     /// took effect, across threads too (a value sent after another thread's
     /// send returned, e.g. after joining it, arrives after that thread's).
     ///
-    /// # Errors
-    /// [`CapacityError`] when `capacity` is zero or not a power of two.
-    pub fn mpsc<T>(capacity: usize) -> Result<Pair<T, Multi, Single>, CapacityError> {
-        let (p, c) = ring::mpsc(capacity)?;
-        Ok((Sender::new(p, None), Receiver::new(c, None)))
+    /// The capacity is rounded up to a power of two.
+    ///
+    /// # Panics
+    /// As [`spsc`](Self::spsc).
+    pub fn mpsc<T>(capacity: usize) -> Pair<T, Multi, Single> {
+        let (p, c) = ring::mpsc(ring_size(capacity)).unwrap_or_else(|e| unreachable!("{e}"));
+        Self::pair(p, c, None)
     }
 
     /// Any number of senders, one receiver, each sending thread on a lane
@@ -182,7 +266,7 @@ impl Channel {
     /// ```
     /// use dataplane::channel::Channel;
     ///
-    /// let (tx, mut rx) = Channel::mpsc_per_thread::<u64>(1024)?;
+    /// let (tx, mut rx) = Channel::mpsc_per_thread::<u64>(1024);
     /// std::thread::scope(|s| {
     ///     for t in 0..4 {
     ///         let tx = &tx;
@@ -196,21 +280,24 @@ impl Channel {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// # Errors
-    /// [`CapacityError`] when `capacity` is zero or not a power of two.
-    pub fn mpsc_per_thread<T>(capacity: usize) -> Result<Pair<T, Multi, Single>, CapacityError> {
-        let (p, c) = ring::mpsc(capacity)?;
-        let (lt, lr) = ring::lanes(capacity)?;
-        Ok((Sender::new(p, Some(lt)), Receiver::new(c, Some(lr))))
+    /// # Panics
+    /// As [`spsc`](Self::spsc).
+    pub fn mpsc_per_thread<T>(capacity: usize) -> Pair<T, Multi, Single> {
+        let size = ring_size(capacity);
+        let (p, c) = ring::mpsc(size).unwrap_or_else(|e| unreachable!("{e}"));
+        let lanes = ring::lanes(size).unwrap_or_else(|e| unreachable!("{e}"));
+        Self::pair(p, c, Some(lanes))
     }
 
     /// Any number of senders and receivers.
     ///
-    /// # Errors
-    /// [`CapacityError`] when `capacity` is zero or not a power of two.
-    pub fn mpmc<T>(capacity: usize) -> Result<Pair<T, Multi, Multi>, CapacityError> {
-        let (p, c) = ring::mpmc(capacity)?;
-        Ok((Sender::new(p, None), Receiver::new(c, None)))
+    /// The capacity is rounded up to a power of two.
+    ///
+    /// # Panics
+    /// As [`spsc`](Self::spsc).
+    pub fn mpmc<T>(capacity: usize) -> Pair<T, Multi, Multi> {
+        let (p, c) = ring::mpmc(ring_size(capacity)).unwrap_or_else(|e| unreachable!("{e}"));
+        Self::pair(p, c, None)
     }
 
     /// Any number of senders, one receiver, never full: a ring of
@@ -218,19 +305,23 @@ impl Channel {
     /// while the ring is full.
     pub fn mpsc_unbounded<T>() -> (UnboundedSender<T>, UnboundedReceiver<T>) {
         let (p, c) = ring::mpsc(UNBOUNDED_RING).unwrap_or_else(|_| unreachable!("a power of two"));
-        let shared = Arc::new(Overflow {
+        let shared = std::sync::Arc::new(Overflow {
             overflowing: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::new()),
         });
+        crate::barrier::init();
+        let link = Arc::new(Link::default());
         (
             UnboundedSender {
                 ring: p,
                 shared: shared.clone(),
+                link: SenderLink(link.clone()),
             },
             UnboundedReceiver {
                 ring: c,
                 shared,
                 taken: VecDeque::new(),
+                link: ReceiverLink(link),
             },
         )
     }
@@ -246,24 +337,29 @@ const RING_TURN: u32 = 8;
 /// before the overflow path the tests are after is reached).
 pub const UNBOUNDED_RING: usize = if cfg!(miri) { 64 } else { 4096 };
 
-/// The sending end of a bounded channel. `Sender<T, Multi>` is
-/// `Clone + Sync`; `Sender<T, Single>` is neither.
-pub struct Sender<T, M: ring::Mode> {
+/// The sending end of a bounded channel. `Sender<T, Multi>` (plain
+/// `Sender<T>`) is `Clone + Sync`; `Sender<T, Single>` is neither.
+pub struct Sender<T, M: ring::Mode = Multi> {
     /// Also counts the senders, for disconnection, when lanes carry the
     /// values.
     ring: ring::Producer<T, M>,
     /// `Channel::mpsc_per_thread`: the sending threads' lanes.
     lanes: Option<LanesTx<T>>,
+    /// Last: dropped after `ring`, so that woken receivers see the count.
+    link: SenderLink,
 }
 
-/// The receiving end of a bounded channel.
-pub struct Receiver<T, M: ring::Mode> {
+/// The receiving end of a bounded channel (plain `Receiver<T>`: the one
+/// receiver of an `mpsc` channel).
+pub struct Receiver<T, M: ring::Mode = Single> {
     ring: ring::Consumer<T, M>,
     /// `Channel::mpsc_per_thread`: the sending threads' lanes.
     lanes: Option<LanesRx<T>>,
     /// Takes so far; every [`RING_TURN`]th looks at the shared ring
     /// before the lanes, so that neither starves the other.
     takes: u32,
+    /// Last, as in `Sender`.
+    link: ReceiverLink,
 }
 
 impl<T, M: ring::Mode> fmt::Debug for Sender<T, M> {
@@ -285,17 +381,18 @@ impl<T, M: ring::Mode> fmt::Debug for Receiver<T, M> {
 }
 
 impl<T, M: ring::Mode> Sender<T, M> {
-    fn new(ring: ring::Producer<T, M>, lanes: Option<LanesTx<T>>) -> Self {
-        Sender { ring, lanes }
+    fn new(ring: ring::Producer<T, M>, lanes: Option<LanesTx<T>>, link: SenderLink) -> Self {
+        Sender { ring, lanes, link }
     }
 }
 
 impl<T, M: ring::Mode> Receiver<T, M> {
-    fn new(ring: ring::Consumer<T, M>, lanes: Option<LanesRx<T>>) -> Self {
+    fn new(ring: ring::Consumer<T, M>, lanes: Option<LanesRx<T>>, link: ReceiverLink) -> Self {
         Receiver {
             ring,
             lanes,
             takes: 0,
+            link,
         }
     }
 
@@ -306,121 +403,127 @@ impl<T, M: ring::Mode> Receiver<T, M> {
 
 impl<T> Clone for Sender<T, Multi> {
     fn clone(&self) -> Self {
-        Sender::new(self.ring.clone(), self.lanes.clone())
+        Sender::new(
+            self.ring.clone(),
+            self.lanes.clone(),
+            SenderLink(self.link.0.clone()),
+        )
     }
 }
 
 impl<T> Clone for Receiver<T, Multi> {
     fn clone(&self) -> Self {
         // A multi-consumer channel has no lanes.
-        Receiver::new(self.ring.clone(), None)
+        Receiver::new(self.ring.clone(), None, ReceiverLink(self.link.0.clone()))
     }
 }
 
-/// Waits with the back-off an lcore uses: spin, then yield, then short
-/// sleeps, until `f` succeeds or `deadline` passes.
-fn wait_until<R>(deadline: Option<Instant>, mut f: impl FnMut() -> Option<R>) -> Option<R> {
-    let mut round = 0u32;
-    loop {
-        if let Some(r) = f() {
-            return Some(r);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return None;
-        }
-        round = round.saturating_add(1);
-        match round {
-            0..=64 => core::hint::spin_loop(),
-            65..=128 => std::thread::yield_now(),
-            _ => std::thread::sleep(Duration::from_micros(50)),
-        }
-    }
-}
-
-/// Waits up to `timeout` for `try_recv` to yield a value.
-fn recv_until<T>(
-    timeout: Duration,
-    mut try_recv: impl FnMut() -> Result<T, TryRecvError>,
-) -> Result<T, RecvTimeoutError> {
-    let deadline = Instant::now() + timeout;
-    let mut gone = false;
-    let got = wait_until(Some(deadline), || match try_recv() {
-        Ok(v) => Some(v),
-        Err(TryRecvError::Disconnected) => {
-            gone = true;
-            None
-        }
-        Err(TryRecvError::Empty) => None,
-    });
-    got.ok_or(if gone {
-        RecvTimeoutError::Disconnected
-    } else {
-        RecvTimeoutError::Timeout
-    })
+/// A deadline `timeout` from now (none for one too far to represent).
+fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
 }
 
 macro_rules! sender_ops {
     ([$($recv:tt)+] $self:ident) => {
-        /// Sends `value`, or hands it back when the channel is full or has
-        /// no receiver.
+        /// Sends `value`, waiting for room while the channel is full (the
+        /// thread parks after a short spin).
+        ///
+        /// # Errors
+        /// [`SendError::Disconnected`] with the value when every receiver
+        /// is gone.
+        #[inline]
+        pub fn send($($recv)+ $self, value: T) -> Result<(), SendError<T>> {
+            match $self.try_send(value) {
+                Err(SendError::Full(v)) => $self.send_waiting(v, None),
+                r => r,
+            }
+        }
+
+        /// Sends `value` if there is room now; never waits.
         ///
         /// # Errors
         /// [`SendError::Full`] or [`SendError::Disconnected`] with the value.
         #[inline]
-        pub fn send($($recv)+ $self, value: T) -> Result<(), SendError<T>> {
+        pub fn try_send($($recv)+ $self, value: T) -> Result<(), SendError<T>> {
             if $self.ring.is_abandoned() {
                 return Err(SendError::Disconnected(value));
             }
             let value = match &$self.lanes {
                 Some(lanes) => match lanes.push(value) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        $self.link.0.rx.notify();
+                        return Ok(());
+                    }
                     Err(LaneError::Full(v)) => return Err(SendError::Full(v)),
                     Err(LaneError::NoLane(v)) => v,
                 },
                 None => value,
             };
-            $self.ring.push(value).map_err(|PushError::Full(v)| SendError::Full(v))
+            match $self.ring.push(value) {
+                Ok(()) => {
+                    $self.link.0.rx.notify();
+                    Ok(())
+                }
+                Err(PushError::Full(v)) => Err(SendError::Full(v)),
+            }
         }
 
         /// Sends `value`, waiting up to `timeout` for room.
         ///
         /// # Errors
-        /// As [`send`](Self::send), after the wait.
+        /// [`SendError::Full`] after the wait, or
+        /// [`SendError::Disconnected`], with the value.
         pub fn send_timeout($($recv)+ $self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
-            let deadline = Instant::now() + timeout;
+            match $self.try_send(value) {
+                Err(SendError::Full(v)) => $self.send_waiting(v, deadline(timeout)),
+                r => r,
+            }
+        }
+
+        #[cold]
+        fn send_waiting($($recv)+ $self, value: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
             let mut slot = Some(value);
-            let sent = wait_until(Some(deadline), || {
+            let link = $self.link.0.clone();
+            let sent = link.tx.wait(deadline, || {
                 let v = slot.take()?;
-                match $self.send(v) {
-                    Ok(()) => Some(Ok(())),
+                match $self.try_send(v) {
                     Err(SendError::Full(v)) => {
                         slot = Some(v);
                         None
                     }
-                    Err(e) => Some(Err(e)),
+                    r => Some(r),
                 }
             });
             match (sent, slot) {
                 (Some(r), _) => r,
                 (None, Some(v)) => Err(SendError::Full(v)),
-                // The closure only takes the value out to send it, and puts it
-            // back unless the send ended the wait.
-            (None, None) => Ok(()),
+                // The value is only taken out to be sent, and put back
+                // unless that ended the wait.
+                (None, None) => Ok(()),
             }
         }
 
-        /// Sends as many items of `src` as fit; returns how many. The rest
-        /// stay in `src`.
+        /// Sends as many items of `src` as fit now; returns how many. The
+        /// rest stay in `src`.
         #[inline]
         pub fn send_burst<S: Source<T>>($($recv)+ $self, src: S) -> usize {
             let src = match &$self.lanes {
                 Some(lanes) => match lanes.push_burst(src) {
-                    Ok(n) => return n,
+                    Ok(n) => {
+                        if n > 0 {
+                            $self.link.0.rx.notify();
+                        }
+                        return n;
+                    }
                     Err(src) => src,
                 },
                 None => src,
             };
-            $self.ring.push_burst(src)
+            let n = $self.ring.push_burst(src);
+            if n > 0 {
+                $self.link.0.rx.notify();
+            }
+            n
         }
 
         /// Whether every receiver is gone.
@@ -437,6 +540,13 @@ macro_rules! sender_ops {
         pub fn is_empty(&self) -> bool {
             self.len() == 0
         }
+
+        /// How many values the channel holds (the requested capacity
+        /// rounded up to a power of two; per sending thread for
+        /// `Channel::mpsc_per_thread`).
+        pub fn capacity(&self) -> usize {
+            self.ring.capacity()
+        }
     };
 }
 
@@ -450,7 +560,24 @@ impl<T> Sender<T, Multi> {
 
 macro_rules! receiver_ops {
     ([$($recv:tt)+] $self:ident) => {
-        /// Takes one value if there is one.
+        /// Takes one value, waiting while the channel is empty (the thread
+        /// parks after a short spin).
+        ///
+        /// # Errors
+        /// [`RecvError`] when the channel is empty and every sender gone.
+        #[inline]
+        pub fn recv($($recv)+ $self) -> Result<T, RecvError> {
+            match $self.try_recv() {
+                Ok(v) => Ok(v),
+                Err(TryRecvError::Disconnected) => Err(RecvError),
+                Err(TryRecvError::Empty) => match $self.recv_waiting(None) {
+                    Ok(v) => Ok(v),
+                    Err(_) => Err(RecvError),
+                },
+            }
+        }
+
+        /// Takes one value if there is one; never waits.
         ///
         /// # Errors
         /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] when
@@ -458,6 +585,7 @@ macro_rules! receiver_ops {
         #[inline]
         pub fn try_recv($($recv)+ $self) -> Result<T, TryRecvError> {
             if let Some(v) = $self.take() {
+                $self.link.0.tx.notify();
                 return Ok(v);
             }
             // Senders gone: one more look, since their last pushes
@@ -474,15 +602,35 @@ macro_rules! receiver_ops {
         /// [`RecvTimeoutError::Timeout`], or
         /// [`RecvTimeoutError::Disconnected`] when every sender is gone.
         pub fn recv_timeout($($recv)+ $self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-            recv_until(timeout, || $self.try_recv())
+            match $self.try_recv() {
+                Ok(v) => Ok(v),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => $self.recv_waiting(deadline(timeout)),
+            }
         }
 
-        /// Takes as many values as `dst` has room for; returns how many.
-        /// (A `Channel::mpsc_per_thread` receiver takes them from one
+        #[cold]
+        fn recv_waiting($($recv)+ $self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+            let link = $self.link.0.clone();
+            link.rx
+                .wait(deadline, || match $self.try_recv() {
+                    Ok(v) => Some(Ok(v)),
+                    Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                    Err(TryRecvError::Empty) => None,
+                })
+                .unwrap_or(Err(RecvTimeoutError::Timeout))
+        }
+
+        /// Takes as many values as `dst` has room for now; returns how
+        /// many. (A `Channel::mpsc_per_thread` receiver takes them from one
         /// sending thread's lane, or from the shared ring, per call.)
         #[inline]
         pub fn recv_burst<D: Sink<T>>($($recv)+ $self, dst: D) -> usize {
-            $self.take_burst(dst)
+            let n = $self.take_burst(dst);
+            if n > 0 {
+                $self.link.0.tx.notify();
+            }
+            n
         }
 
         /// Whether every sender is gone (values may still be waiting).
@@ -575,7 +723,9 @@ impl<T> Overflow<T> {
 #[derive(Debug)]
 pub struct UnboundedSender<T> {
     ring: ring::Producer<T, Multi>,
-    shared: Arc<Overflow<T>>,
+    shared: std::sync::Arc<Overflow<T>>,
+    /// Last: dropped after `ring` (see `Sender`).
+    link: SenderLink,
 }
 
 impl<T> Clone for UnboundedSender<T> {
@@ -583,12 +733,14 @@ impl<T> Clone for UnboundedSender<T> {
         UnboundedSender {
             ring: self.ring.clone(),
             shared: self.shared.clone(),
+            link: SenderLink(self.link.0.clone()),
         }
     }
 }
 
 impl<T> UnboundedSender<T> {
-    /// Sends `value`; fails only when the receiver is gone.
+    /// Sends `value`; never waits, and fails only when the receiver is
+    /// gone.
     ///
     /// # Errors
     /// [`SendError::Disconnected`] with the value.
@@ -602,7 +754,10 @@ impl<T> UnboundedSender<T> {
             value
         } else {
             match self.ring.push(value) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.link.0.rx.notify();
+                    return Ok(());
+                }
                 Err(PushError::Full(v)) => v,
             }
         };
@@ -610,7 +765,18 @@ impl<T> UnboundedSender<T> {
         // Under the lock: the receiver clears the flag only under it too.
         self.shared.overflowing.store(true, Ordering::Release);
         q.push_back(value);
+        drop(q);
+        self.link.0.rx.notify();
         Ok(())
+    }
+
+    /// The same as [`send`](Self::send): an unbounded channel is never
+    /// full.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] with the value.
+    pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send(value)
     }
 
     /// Whether the receiver is gone.
@@ -623,13 +789,24 @@ impl<T> UnboundedSender<T> {
 #[derive(Debug)]
 pub struct UnboundedReceiver<T> {
     ring: ring::Consumer<T, Single>,
-    shared: Arc<Overflow<T>>,
+    shared: std::sync::Arc<Overflow<T>>,
     /// Values taken from the ring and the overflow queue together, in an
     /// order that keeps each sender's order.
     taken: VecDeque<T>,
+    /// Last: dropped after `ring` (see `Sender`).
+    link: ReceiverLink,
 }
 
 impl<T> UnboundedReceiver<T> {
+    /// Takes one value, waiting while the channel is empty (the thread
+    /// parks after a short spin).
+    ///
+    /// # Errors
+    /// [`RecvError`] when the channel is empty and every sender gone.
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        self.recv_until(None).map_err(|_| RecvError)
+    }
+
     /// Takes one value if there is one.
     ///
     /// # Errors
@@ -678,7 +855,18 @@ impl<T> UnboundedReceiver<T> {
     /// # Errors
     /// [`RecvTimeoutError::Timeout`], or [`RecvTimeoutError::Disconnected`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        recv_until(timeout, || self.try_recv())
+        self.recv_until(deadline(timeout))
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let link = self.link.0.clone();
+        link.rx
+            .wait(deadline, || match self.try_recv() {
+                Ok(v) => Some(Ok(v)),
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                Err(TryRecvError::Empty) => None,
+            })
+            .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     /// Takes up to `N - len` values into `dst`; returns how many.
@@ -703,10 +891,10 @@ mod tests {
 
     #[test]
     fn bounded_pushes_back_and_reports_disconnection() {
-        let (mut tx, mut rx) = Channel::spsc::<String>(2).unwrap();
+        let (mut tx, mut rx) = Channel::spsc::<String>(2);
         tx.send("a".into()).unwrap();
-        tx.send("b".into()).unwrap();
-        assert!(matches!(tx.send("c".into()), Err(SendError::Full(s)) if s == "c"));
+        tx.try_send("b".into()).unwrap();
+        assert!(matches!(tx.try_send("c".into()), Err(SendError::Full(s)) if s == "c"));
         assert_eq!(rx.try_recv().unwrap(), "a");
         drop(tx);
         assert_eq!(
@@ -720,16 +908,19 @@ mod tests {
             Err(RecvTimeoutError::Disconnected)
         );
 
-        let (tx, rx) = Channel::mpmc::<u8>(4).unwrap();
+        let (tx, rx) = Channel::mpmc::<u8>(4);
         drop(rx);
         assert!(matches!(tx.send(1), Err(SendError::Disconnected(1))));
-        assert!(Channel::mpsc::<u8>(3).is_err());
-        assert!(Channel::spsc::<u8>(0).is_err());
+        assert!(matches!(tx.try_send(1), Err(SendError::Disconnected(1))));
+        // Capacities round up to a power of two.
+        assert_eq!(Channel::mpsc::<u8>(3).0.capacity(), 4);
+        assert_eq!(Channel::mpsc::<u8>(100).0.capacity(), 128);
+        assert_eq!(Channel::spsc::<u8>(0).0.capacity(), 1);
     }
 
     #[test]
     fn timeouts_wait_and_give_up() {
-        let (tx, mut rx) = Channel::mpsc::<u32>(1).unwrap();
+        let (tx, mut rx) = Channel::mpsc::<u32>(1);
         assert_eq!(
             rx.recv_timeout(Duration::from_millis(2)),
             Err(RecvTimeoutError::Timeout)
@@ -791,12 +982,12 @@ mod tests {
     #[test]
     fn per_thread_lanes_keep_each_senders_order_and_see_disconnection() {
         const PER: u64 = if cfg!(miri) { 500 } else { 40_000 };
-        let (tx, mut rx) = Channel::mpsc_per_thread::<(u8, u64)>(64).unwrap();
+        let (tx, mut rx) = Channel::mpsc_per_thread::<(u8, u64)>(64);
         for s in 0..64 {
             tx.send((9, s)).unwrap();
         }
         assert!(
-            tx.send((9, 64)).is_err_and(|e| e.is_full()),
+            tx.try_send((9, 64)).is_err_and(|e| e.is_full()),
             "a full lane pushes back"
         );
         assert_eq!(rx.len(), 64);
@@ -811,7 +1002,7 @@ mod tests {
                             s += tx.send_burst(&burst[..]) as u64;
                             continue;
                         }
-                        match tx.send((id, s)) {
+                        match tx.try_send((id, s)) {
                             Ok(()) => s += 1,
                             Err(e) if e.is_full() => std::thread::yield_now(),
                             Err(e) => panic!("{e}"),
@@ -878,6 +1069,94 @@ mod tests {
         assert_eq!(expect, UNBOUNDED_RING as u32 * 3);
         drop(rx);
         assert!(matches!(tx.send(1), Err(SendError::Disconnected(1))));
+    }
+
+    /// Blocking sends and receives across threads, every mode: nothing
+    /// lost, each sender's order kept, and a receiver parked on an empty
+    /// channel (or a sender on a full one) woken by the other side,
+    /// including by its disconnection.
+    #[test]
+    fn blocking_send_and_recv_wake_each_other() {
+        const N: u64 = if cfg!(miri) { 300 } else { 200_000 };
+        // A ring of 4 keeps both sides parking and waking all the time.
+        let (mut tx, mut rx) = Channel::spsc::<u64>(4);
+        let t = std::thread::spawn(move || {
+            for i in 0..N {
+                tx.send(i).unwrap();
+            }
+        });
+        for i in 0..N {
+            assert_eq!(rx.recv(), Ok(i));
+        }
+        t.join().unwrap();
+        assert_eq!(rx.recv(), Err(RecvError), "the sender is gone");
+
+        let (tx, rx) = Channel::mpmc::<(u8, u64)>(4);
+        let senders: Vec<_> = (0..3u8)
+            .map(|id| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for s in 0..N / 4 {
+                        tx.send((id, s)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let receivers: Vec<_> = (0..2)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while rx.recv().is_ok() {
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut got = 0;
+        while rx.recv().is_ok() {
+            got += 1;
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        got += receivers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .sum::<u64>();
+        assert_eq!(got, 3 * (N / 4), "nothing lost, every receiver let go");
+
+        let (tx, mut rx) = Channel::mpsc_unbounded::<u64>();
+        let t = std::thread::spawn(move || {
+            for i in 0..N {
+                tx.send(i).unwrap();
+            }
+        });
+        for i in 0..N {
+            assert_eq!(rx.recv(), Ok(i));
+        }
+        t.join().unwrap();
+        assert_eq!(rx.recv(), Err(RecvError));
+    }
+
+    /// A thread parked in `recv` wakes when the last sender drops; one
+    /// parked in `send` wakes when the receiver drops.
+    #[test]
+    fn disconnection_wakes_parked_threads() {
+        let (tx, mut rx) = Channel::mpsc::<u8>(2);
+        let t = std::thread::spawn(move || rx.recv());
+        std::thread::sleep(Duration::from_millis(20));
+        drop(tx);
+        assert_eq!(t.join().unwrap(), Err(RecvError));
+
+        let (mut tx, rx) = Channel::spsc::<u8>(1);
+        tx.send(1).unwrap();
+        let t = std::thread::spawn(move || tx.send(2));
+        std::thread::sleep(Duration::from_millis(20));
+        drop(rx);
+        assert!(matches!(t.join().unwrap(), Err(SendError::Disconnected(2))));
     }
 
     #[test]

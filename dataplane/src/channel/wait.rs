@@ -1,0 +1,234 @@
+//! Parking for blocking sends and receives, at almost no cost to the side
+//! that does not wait.
+//!
+//! A thread that finds the channel empty (or full) spins briefly, yields a
+//! few times, then parks: it announces itself in the side's waiter count,
+//! passes the heavy half of an asymmetric barrier ([`crate::barrier`]),
+//! tries once more, and sleeps. The other side, after every operation that
+//! moves an item, passes the light half (a compiler fence) and reads the
+//! count; only when someone waits does it take the lock and unpark them.
+//! One of the two always sees the other: either the waiter's last try finds
+//! the item, or the mover's read finds the waiter. Unpark before park is
+//! not lost (a thread's park token), so the waiter cannot miss a wake that
+//! comes between its last try and its sleep.
+//!
+//! Under loom the two halves are read-modify-writes of the count, which
+//! loom models exactly (it does not model `SeqCst` fences as total).
+
+#[cfg(not(loom))]
+use crate::barrier;
+use crossbeam_utils::CachePadded;
+use hugepages::sync::{AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(loom)]
+use loom::thread::{self, Thread};
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+/// Back-off steps before parking: steps `0..SPIN_STEPS` spin `2^step`
+/// pauses each, the steps up to `YIELD_STEPS` yield the CPU (crossbeam's
+/// `Backoff` schedule). None under loom, where they only add states.
+const SPIN_STEPS: u32 = if cfg!(loom) { 0 } else { 7 };
+const YIELD_STEPS: u32 = if cfg!(loom) { 0 } else { 11 };
+
+/// The longest sleep when the barrier could not be trusted (see
+/// [`barrier::heavy`]): bounds a wake that might have been missed.
+#[cfg(not(loom))]
+const UNSURE_SLEEP: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Default)]
+struct Parked {
+    next: u64,
+    threads: Vec<(u64, Thread)>,
+}
+
+/// The threads waiting for one side of a channel to move.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    /// Threads registered to park; read by the other side after every
+    /// operation, written only by waiters (its own line, so that the
+    /// reads stay local).
+    count: CachePadded<AtomicUsize>,
+    parked: Mutex<Parked>,
+}
+
+impl Waiters {
+    /// Wakes the waiters, if any. Call after every operation that moves an
+    /// item (or disconnects), from the side that does not wait for it.
+    #[inline(always)]
+    pub(crate) fn notify(&self) {
+        if self.anyone() {
+            self.wake_all();
+        }
+    }
+
+    #[inline(always)]
+    fn anyone(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            barrier::light();
+            // Relaxed: ordered after the caller's operation by the barrier.
+            self.count.load(Ordering::Relaxed) != 0
+        }
+        #[cfg(loom)]
+        {
+            self.count.fetch_add(0, Ordering::AcqRel) != 0
+        }
+    }
+
+    /// Takes every waiter off the list and unparks it: until one
+    /// registers again, the movers' reads of the count find zero and take
+    /// no lock.
+    #[cold]
+    #[inline(never)]
+    fn wake_all(&self) {
+        let woken = {
+            let mut p = self.lock();
+            self.count.store(0, Ordering::Relaxed);
+            std::mem::take(&mut p.threads)
+        };
+        for (_, t) in woken {
+            t.unpark();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Parked> {
+        // Nothing panics while the list is held: a poisoned lock is intact.
+        #[cfg(not(loom))]
+        {
+            self.parked.lock().unwrap_or_else(|p| p.into_inner())
+        }
+        #[cfg(loom)]
+        {
+            self.parked.lock().unwrap()
+        }
+    }
+
+    /// Calls `attempt` until it returns `Some`, sleeping between tries
+    /// once a short back-off has not helped, or until `deadline` passes
+    /// (`None` then). `attempt` must include whatever ends the wait for
+    /// good (a disconnection) in its `Some`.
+    pub(crate) fn wait<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Option<R> {
+        loop {
+            // Back off before (and after every wake, before) parking: the
+            // other side is usually a moment away, and a thread woken for
+            // one free slot that parked again at once would sleep and wake
+            // once per item.
+            for step in 0..YIELD_STEPS {
+                if let Some(r) = attempt() {
+                    return Some(r);
+                }
+                if step < SPIN_STEPS {
+                    for _ in 0..1u32 << step {
+                        hugepages::sync::spin_loop();
+                    }
+                } else {
+                    hugepages::sync::yield_now();
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return attempt();
+                }
+            }
+            let (token, sure) = self.register();
+            if let Some(r) = attempt() {
+                self.unregister(token);
+                return Some(r);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.unregister(token);
+                        return attempt();
+                    }
+                    Some(left)
+                }
+            };
+            park(left, sure);
+            self.unregister(token);
+        }
+    }
+
+    /// Announces the calling thread; returns its token and whether the
+    /// barrier after it is exact.
+    fn register(&self) -> (u64, bool) {
+        let token = {
+            let mut p = self.lock();
+            let token = p.next;
+            p.next += 1;
+            p.threads.push((token, thread::current()));
+            // Under the lock, so that it always equals the list's length.
+            #[cfg(not(loom))]
+            self.count.fetch_add(1, Ordering::SeqCst);
+            #[cfg(loom)]
+            self.count.fetch_add(1, Ordering::AcqRel);
+            token
+        };
+        #[cfg(not(loom))]
+        {
+            (token, barrier::heavy())
+        }
+        #[cfg(loom)]
+        {
+            (token, true)
+        }
+    }
+
+    /// Takes the calling thread off the list, unless a wake already did.
+    fn unregister(&self, token: u64) {
+        let mut p = self.lock();
+        if let Some(i) = p.threads.iter().position(|(t, _)| *t == token) {
+            p.threads.swap_remove(i);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sleeps until unparked, or for `left`; never longer than a moment when
+/// the barrier was not exact.
+#[cfg(not(loom))]
+fn park(left: Option<Duration>, sure: bool) {
+    match (left, sure) {
+        (None, true) => thread::park(),
+        (Some(d), true) => thread::park_timeout(d),
+        (left, false) => thread::park_timeout(left.map_or(UNSURE_SLEEP, |d| d.min(UNSURE_SLEEP))),
+    }
+}
+
+#[cfg(loom)]
+fn park(_left: Option<Duration>, _sure: bool) {
+    thread::park();
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicBool;
+
+    /// A sleeper never misses the one notification it waits for.
+    #[test]
+    fn loom_no_lost_wakeup() {
+        loom::model(|| {
+            let w = Arc::new(Waiters::default());
+            let flag = Arc::new(AtomicBool::new(false));
+            let (w2, f2) = (w.clone(), flag.clone());
+            let t = thread::spawn(move || {
+                f2.store(true, Ordering::Release);
+                w2.notify();
+            });
+            let got = w.wait(None, || flag.load(Ordering::Acquire).then_some(()));
+            assert!(got.is_some());
+            t.join().unwrap();
+        });
+    }
+}
