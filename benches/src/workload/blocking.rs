@@ -38,14 +38,23 @@ where
         }
         Some(sum)
     });
-    pin_to_cpu(cpus.producer).map_err(|e| e.to_string())?;
-    let mut tx = tx;
-    let (t0, c0) = (Instant::now(), rdtsc());
-    for k in 0..n {
-        if !send(&mut tx, k) {
-            return Err("send failed".into());
+    // The producer runs on a thread of its own too, so that the caller's
+    // affinity (the next workload's) is left alone.
+    let producer = cpus.producer;
+    let sender = std::thread::spawn(move || {
+        pin_to_cpu(producer).map_err(|e| e.to_string())?;
+        let mut tx = tx;
+        let (t0, c0) = (Instant::now(), rdtsc());
+        for k in 0..n {
+            if !send(&mut tx, k) {
+                return Err("send failed".to_string());
+            }
         }
-    }
+        Ok((t0, c0))
+    });
+    let (t0, c0) = sender
+        .join()
+        .map_err(|_| "producer panicked".to_string())??;
     let sum = worker
         .join()
         .map_err(|_| "consumer panicked".to_string())?

@@ -219,7 +219,6 @@ impl Channel {
         c: ring::Consumer<T, C>,
         lanes: Option<(LanesTx<T>, LanesRx<T>)>,
     ) -> Pair<T, P, C> {
-        crate::barrier::init();
         let link = Arc::new(Link::default());
         let (lt, lr) = lanes.unzip();
         (
@@ -309,7 +308,6 @@ impl Channel {
             overflowing: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::new()),
         });
-        crate::barrier::init();
         let link = Arc::new(Link::default());
         (
             UnboundedSender {
@@ -481,6 +479,7 @@ macro_rules! sender_ops {
         }
 
         #[cold]
+        #[inline(never)]
         fn send_waiting($($recv)+ $self, value: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
             let mut slot = Some(value);
             let link = $self.link.0.clone();
@@ -610,6 +609,7 @@ macro_rules! receiver_ops {
         }
 
         #[cold]
+        #[inline(never)]
         fn recv_waiting($($recv)+ $self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
             let link = $self.link.0.clone();
             link.rx

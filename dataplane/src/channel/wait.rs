@@ -29,11 +29,16 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Back-off steps before parking: steps `0..SPIN_STEPS` spin `2^step`
-/// pauses each, the steps up to `YIELD_STEPS` yield the CPU (crossbeam's
-/// `Backoff` schedule). None under loom, where they only add states.
-const SPIN_STEPS: u32 = if cfg!(loom) { 0 } else { 7 };
-const YIELD_STEPS: u32 = if cfg!(loom) { 0 } else { 11 };
+/// Back-off steps before parking: steps `0..SPIN_STEPS` spin
+/// `min(2^step, MAX_SPIN)` pauses each, the steps up to `YIELD_STEPS`
+/// yield the CPU. About as long in all as crossbeam's `Backoff` before it
+/// parks (a few hundred pauses), but never more than `MAX_SPIN` pauses
+/// between two tries: a sender behind a worker that is draining its queue
+/// gets each freed slot at once instead of after a long pause that lets
+/// the queue run dry. None under loom, where they only add states.
+const SPIN_STEPS: u32 = if cfg!(loom) { 0 } else { 32 };
+const YIELD_STEPS: u32 = if cfg!(loom) { 0 } else { 36 };
+const MAX_SPIN: u32 = 8;
 
 /// The longest sleep when the barrier could not be trusted (see
 /// [`barrier::heavy`]): bounds a wake that might have been missed.
@@ -47,13 +52,27 @@ struct Parked {
 }
 
 /// The threads waiting for one side of a channel to move.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Waiters {
     /// Threads registered to park; read by the other side after every
     /// operation, written only by waiters (its own line, so that the
     /// reads stay local).
     count: CachePadded<AtomicUsize>,
     parked: Mutex<Parked>,
+}
+
+impl Default for Waiters {
+    fn default() -> Self {
+        // The movers' half of the barrier reads how the process is
+        // registered: settle it before any mover can exist (until then
+        // the light half is a full fence).
+        #[cfg(not(loom))]
+        barrier::init();
+        Waiters {
+            count: CachePadded::new(AtomicUsize::new(0)),
+            parked: Mutex::new(Parked::default()),
+        }
+    }
 }
 
 impl Waiters {
@@ -127,7 +146,7 @@ impl Waiters {
                     return Some(r);
                 }
                 if step < SPIN_STEPS {
-                    for _ in 0..1u32 << step {
+                    for _ in 0..(1u32 << step.min(31)).min(MAX_SPIN) {
                         hugepages::sync::spin_loop();
                     }
                 } else {

@@ -142,8 +142,15 @@ impl<W: Worker> WorkerPool<W> {
         worker: impl Into<WorkerId>,
         msg: W::Message,
     ) -> std::result::Result<(), SendError<W::Message>> {
-        self.send_envelope(worker, Envelope::new(msg))
-            .map_err(|e| map_err(e, Envelope::into_payload))
+        let i = worker.into().0 as usize;
+        // The fast path is the non-blocking send itself; only a full queue
+        // leaves it.
+        match self.try_send_to_worker(i, msg) {
+            Err(SendError::Full(msg)) => self
+                .send_waiting(i, Envelope::new(msg), None)
+                .map_err(|e| map_err(e, Envelope::into_payload)),
+            r => r,
+        }
     }
 
     /// Sends `msg` to one worker if its queue has room now; never waits.
@@ -224,6 +231,7 @@ impl<W: Worker> WorkerPool<W> {
     /// Waits for room in worker `i`'s queue (which exists: the first try
     /// found it full).
     #[cold]
+    #[inline(never)]
     fn send_waiting(
         &self,
         i: usize,
