@@ -183,3 +183,59 @@ fn help_and_refusals() {
     let out = nvme_perf(&["--target", "ram:1MiB", "--backend", "nope", "--time", "0.1"]);
     assert!(!out.status.success());
 }
+
+/// `--log-format json`: every line on standard error is one JSON object
+/// (a log collector's input), with the level and the structured fields;
+/// `RUST_LOG` sets the level. The default stays text.
+#[test]
+fn log_lines_are_json_when_asked() {
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nvme-perf"))
+            .args([
+                "--target",
+                "ram:4MiB",
+                "--time",
+                "0.1",
+                "--log-format",
+                format,
+            ])
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("running nvme-perf")
+    };
+    let out = run("json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    // Backend selection is logged with its fields.
+    let selection = lines
+        .iter()
+        .find(|l| l["fields"]["subsystem"] == "block")
+        .unwrap_or_else(|| panic!("no backend selection event in {stderr}"));
+    assert_eq!(selection["level"], "INFO");
+    assert!(selection["fields"]["backend"].is_string());
+    assert!(selection["timestamp"].is_string());
+
+    let out = run("text");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("subsystem=\"block\"") || stderr.contains("subsystem=block"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+    );
+
+    let bad = nvme_perf(&["--target", "ram:4MiB", "--log-format", "xml"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values"));
+}

@@ -25,6 +25,9 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "demo", version)]
 struct Args {
+    /// Logging.
+    #[command(flatten)]
+    log: dataplane_apps::LogArgs,
     /// Seconds to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -50,7 +53,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    dataplane_apps::init_tracing();
+    dataplane_apps::init_tracing(args.log.log_format);
     anyhow::ensure!(
         (64..=1518).contains(&args.size),
         "--size {} must be 64 to 1518",

@@ -24,6 +24,9 @@ use dataplane_apps::info;
 #[derive(Debug, Parser)]
 #[command(name = "dp-info", version)]
 struct Args {
+    /// Logging.
+    #[command(flatten)]
+    log: dataplane_apps::LogArgs,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -57,7 +60,7 @@ fn parse_shape(s: &str) -> Result<[usize; 4], String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    dataplane_apps::init_tracing();
+    dataplane_apps::init_tracing(args.log.log_format);
 
     let profiles: Vec<Profile> = args.profile.into_iter().collect();
     let report = match args.synthetic {

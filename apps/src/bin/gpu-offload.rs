@@ -43,6 +43,9 @@ const FRAME_LEN: usize = 128;
 #[derive(Debug, Parser)]
 #[command(name = "gpu-offload", version)]
 struct Args {
+    /// Logging.
+    #[command(flatten)]
+    log: dataplane_apps::LogArgs,
     /// vulkan, cpu, or auto (Vulkan when a device opens, else the CPU).
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
@@ -366,7 +369,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    dataplane_apps::init_tracing();
+    dataplane_apps::init_tracing(args.log.log_format);
     if args.batch == 0 || args.batch > 4096 {
         bail!("--batch {} must be 1 to 4096", args.batch);
     }

@@ -15,5 +15,5 @@ use dataplane_apps::net::run::program_main;
 
 fn main() -> anyhow::Result<()> {
     let args = L2fwdArgs::parse();
-    program_main(args.common.json, |quit| run(&args, quit))
+    program_main(args.common.json, args.common.log, |quit| run(&args, quit))
 }

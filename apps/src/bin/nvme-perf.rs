@@ -7,7 +7,7 @@ use dataplane_apps::storage::perf::{self, PerfArgs};
 
 fn main() -> anyhow::Result<()> {
     let args = PerfArgs::parse();
-    dataplane_apps::init_tracing();
+    dataplane_apps::init_tracing(args.log.log_format);
     let summary = perf::run(&args)?;
     perf::print_text(&summary);
     if args.json {

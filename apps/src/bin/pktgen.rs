@@ -17,5 +17,5 @@ use dataplane_apps::net::run::program_main;
 
 fn main() -> anyhow::Result<()> {
     let args = PktgenArgs::parse();
-    program_main(args.common.json, |quit| run(&args, quit))
+    program_main(args.common.json, args.common.log, |quit| run(&args, quit))
 }

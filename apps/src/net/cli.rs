@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Options shared by l2fwd, l3fwd and pktgen.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
+    /// Logging.
+    #[command(flatten)]
+    pub log: crate::LogArgs,
     /// Network backend: auto, dpdk, af_xdp, af_packet, io_uring or memory. `auto`
     /// takes the first that can open each port, in that order.
     #[arg(long, default_value = "auto")]

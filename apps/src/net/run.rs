@@ -474,9 +474,10 @@ pub fn finish(s: &Summary, json: bool) -> anyhow::Result<()> {
 /// The run's error, or a summary that shows mbufs not back in their pools.
 pub fn program_main(
     json: bool,
+    log: crate::LogArgs,
     run: impl FnOnce(Arc<AtomicBool>) -> anyhow::Result<Summary>,
 ) -> anyhow::Result<()> {
-    crate::init_tracing();
+    crate::init_tracing(log.log_format);
     let quit = Arc::new(AtomicBool::new(false));
     quit_on_signals(quit.clone())?;
     let s = run(quit)?;

@@ -77,6 +77,9 @@ impl Pattern {
 #[derive(Debug, Parser)]
 #[command(name = "nvme-perf", version)]
 pub struct PerfArgs {
+    /// Logging.
+    #[command(flatten)]
+    pub log: crate::LogArgs,
     /// What to drive: a file or block device, `ram:SIZE`, or an SPDK
     /// transport ID / PCI address.
     #[arg(long)]
@@ -298,8 +301,11 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
     };
     cfg.sqpoll_idle_ms = args.sqpoll;
     let opened = block::open(&cfg).with_context(|| format!("opening {}", args.target))?;
-    for s in &opened.skipped {
-        eprintln!("nvme-perf: skipped {}: {}", s.backend, s.reason);
+    // For people; with JSON logs, the selection's own events say it.
+    if args.log.log_format == crate::LogFormat::Text {
+        for s in &opened.skipped {
+            eprintln!("nvme-perf: skipped {}: {}", s.backend, s.reason);
+        }
     }
     let dev: Arc<dyn Device> = opened.value;
     let g = dev.geometry().clone();
