@@ -222,6 +222,9 @@ fn log_lines_are_json_when_asked() {
     assert_eq!(selection["level"], "INFO");
     assert!(selection["fields"]["backend"].is_string());
     assert!(selection["timestamp"].is_string());
+    // Inside the control path's span, which names what is being opened.
+    assert_eq!(selection["span"]["name"], "select_backend", "{selection}");
+    assert_eq!(selection["span"]["device"], "ram:4MiB", "{selection}");
 
     let out = run("text");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -283,6 +283,9 @@ pub fn select<C: Candidates>(
 ) -> Result<Opened<C::Kind, C::Value>> {
     let device = candidates.device();
     let subsystem = <C::Kind as Kind>::SUBSYSTEM;
+    // Control path: every event of the selection (and of the chosen
+    // backend's set-up) carries the subsystem and the device.
+    let _span = tracing::info_span!("select_backend", subsystem, device).entered();
     if let Choice::Named(kind) = choice {
         let name = kind.name();
         let probe = candidates.probe(kind);

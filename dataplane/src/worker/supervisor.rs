@@ -282,6 +282,11 @@ impl<W: Worker> WorkerPoller<W> {
         if restart {
             self.restarts.push_back(now);
             self.counters().restart();
+            tracing::info!(
+                worker = %self.id,
+                within_window = self.restarts.len(),
+                "restarting the worker: init runs again"
+            );
             // `init` runs again at the next pass.
         } else {
             tracing::error!(worker = %self.id, "restart policy gave up; worker failed: {why}");

@@ -162,6 +162,7 @@ fn start(resolved: &Resolved) -> std::result::Result<EalInfo, String> {
     use nix::unistd::Pid;
 
     let args = &resolved.args;
+    let _span = tracing::info_span!("eal_init", args = args.join(" ")).entered();
     let mut owned = Vec::with_capacity(args.len());
     for a in args {
         owned.push(CString::new(a.as_str()).map_err(|_| format!("argument {a:?} holds a NUL"))?);

@@ -256,6 +256,8 @@ fn queue_need(cfg: &PortConfig) -> usize {
 
 /// Opens `cfg.device`: one [`DpdkPort`] per queue.
 pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
+    let _span =
+        tracing::info_span!("port_setup", device = %cfg.device, queues = cfg.queues).entered();
     validate(cfg)?;
     eal::init()?;
     let vdevs = eal::configured_vdevs();
