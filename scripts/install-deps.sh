@@ -21,8 +21,10 @@ set -euo pipefail
 #                            a real Vulkan device on the CPU (lavapipe), the loader,
 #                            vulkaninfo, and the Khronos validation layer
 #   fio                      the storage peer in the benchmarks
+#   tcpdump                  a real reader for the pcap files the programs write
 packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
-    iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq)
+    iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq
+    tcpdump)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -13,9 +13,19 @@
 //! Packets live in a hugepage mbuf pool registered with the queue, so on a
 //! device with `VK_EXT_external_memory_host` the kernels read them where
 //! the generator wrote them; the summary says which path was taken.
-//! Packets are generated in memory and the I/O lcore forwards them as its
-//! `rx_burst` would; receiving from a real port (the network backends in
-//! `dataplane::net`) is not wired into this program yet.
+//!
+//! With `--port` or `--vdev` the I/O lcore receives from real ports
+//! instead (any network backend: DPDK vdevs and NICs, AF_XDP, AF_PACKET,
+//! io_uring, memory; `--net` picks one), and acts on the verdict: a packet
+//! that carries a signature is dropped and counted, the others go out
+//! again, on the partner port (ports pair 0-1, 2-3 as in l2fwd) or on the
+//! port they came from when there is one. Mbufs of a port's own pool are
+//! read in place when the queue can import them and staged otherwise.
+//!
+//! ```text
+//! gpu-offload --backend cpu --net dpdk \
+//!     --vdev net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap --duration 2 --json
+//! ```
 #![deny(unsafe_code)]
 
 use anyhow::{Context, bail};
@@ -24,7 +34,10 @@ use dataplane::accel::{
     self, BackendChoice, BufferPath, Buffers, Completion, Kernel, Kernels, Queue, QueueConfig,
 };
 use dataplane::lcore::{LcoreConfig, LcoreGroup, PollContext, Poller, Role};
+use dataplane::net::{self, MbufBatch, Port};
 use dataplane::ring::{self, Consumer, Producer, Single};
+use dataplane_apps::net::cli::CommonArgs;
+use dataplane_apps::net::ports::{PortSummary, deal_queues};
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -64,6 +77,17 @@ struct Args {
     /// Print one JSON summary object as the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Receive from this port instead of generating packets (repeat for
+    /// more): an interface, a PCI address or a DPDK device name.
+    #[arg(long = "port", value_name = "DEVICE")]
+    ports: Vec<String>,
+    /// A DPDK virtual device to create and receive from (`net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`).
+    #[arg(long = "vdev", value_name = "VDEV")]
+    vdevs: Vec<String>,
+    /// Network backend for --port/--vdev: auto, dpdk, af_xdp, af_packet,
+    /// io_uring or memory.
+    #[arg(long = "net", default_value = "auto")]
+    net: net::BackendChoice,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -75,6 +99,16 @@ struct Latency {
 
 #[derive(Debug, Serialize)]
 struct Summary {
+    /// The ports received from, when not generating.
+    ports: Vec<PortSummary>,
+    /// Packets received from them.
+    received: u64,
+    /// Packets sent on (no signature).
+    forwarded: u64,
+    /// Packets dropped on the verdict (a signature).
+    dropped_signature: u64,
+    /// Packets a port would not take.
+    dropped_tx: u64,
     backend: &'static str,
     device: String,
     fallback: Option<String>,
@@ -213,6 +247,96 @@ impl Poller for Io {
     }
 }
 
+// ------------------------------------------------------------ port I/O lcore
+
+/// What the port I/O lcore counted, handed over at stop.
+#[derive(Debug, Default, Clone, Copy)]
+struct PortCounts {
+    received: u64,
+    forwarded: u64,
+    dropped_tx: u64,
+}
+
+/// Owns one queue of every port: receives bursts and hands them to the
+/// accelerator lcore, and sends on what comes back (the packets without a
+/// signature) to each one's destination port.
+struct PortIo {
+    ports: Vec<Box<dyn Port>>,
+    /// Port index each port's packets go out on.
+    dst: Vec<usize>,
+    to_accel: Tx,
+    from_accel: Rx,
+    rx: MbufBatch,
+    held: VecDeque<Mbuf>,
+    out: Vec<MbufBatch>,
+    counts: PortCounts,
+    handoff: Arc<Mutex<PortCounts>>,
+}
+
+impl PortIo {
+    /// Sends what each port's batch holds; what a port refuses is dropped
+    /// and counted (a port that pushes back must not stall the others).
+    fn transmit(&mut self) -> usize {
+        let mut n = 0;
+        for (port, batch) in self.ports.iter_mut().zip(self.out.iter_mut()) {
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = port.tx_burst(batch);
+            n += sent;
+            self.counts.forwarded += sent as u64;
+            self.counts.dropped_tx += batch.len() as u64;
+            batch.clear();
+        }
+        n
+    }
+}
+
+impl Poller for PortIo {
+    fn poll(&mut self, ctx: &PollContext) -> usize {
+        let mut work = flush(&mut self.held, &mut self.to_accel);
+        // Verdicts back: out on each packet's destination port.
+        for _ in 0..4 * BURST {
+            let Some(m) = self.from_accel.pop() else {
+                break;
+            };
+            let d = self.dst[usize::from(m.port()).min(self.dst.len() - 1)];
+            if self.out[d].is_full() {
+                work += self.transmit();
+            }
+            // Room now: `transmit` leaves every batch empty.
+            if let Err(m) = self.out[d].push(m) {
+                drop(m);
+                self.counts.dropped_tx += 1;
+            }
+            work += 1;
+        }
+        work += self.transmit();
+        if self.held.is_empty() && !ctx.stopping() {
+            for (i, port) in self.ports.iter_mut().enumerate() {
+                let got = port.rx_burst(&mut self.rx);
+                self.counts.received += got as u64;
+                for mut m in self.rx.drain() {
+                    // Which port it came from, for the way back.
+                    m.set_port(i as u16);
+                    if let Err(e) = self.to_accel.push(m) {
+                        self.held.push_back(e.into_inner());
+                    }
+                }
+                work += got;
+            }
+        }
+        work + self.held.len()
+    }
+
+    fn stop(&mut self, _ctx: &PollContext) {
+        self.transmit();
+        if let Ok(mut c) = self.handoff.lock() {
+            *c = self.counts;
+        }
+    }
+}
+
 // ------------------------------------------------------------ accelerator
 
 struct Accel {
@@ -230,6 +354,9 @@ struct Accel {
     next_tag: u64,
     report: AccelReport,
     handoff: Arc<Mutex<Option<AccelReport>>>,
+    /// Drop packets that carry a signature here (port mode); otherwise
+    /// pass everything on, stamped.
+    drop_hits: bool,
 }
 
 impl Accel {
@@ -288,11 +415,18 @@ impl Accel {
                 let count = pkts.len();
                 for (i, m) in pkts.iter_mut().enumerate() {
                     m.set_rss_hash(results[count + i]);
-                    if results[2 * count + i] != 0 {
-                        self.report.hits += 1;
+                }
+                for (i, m) in pkts.drain(..).enumerate() {
+                    let hit = results[2 * count + i] != 0;
+                    self.report.hits += u64::from(hit);
+                    if hit && self.drop_hits {
+                        drop(m); // back to its pool: the verdict
+                    } else {
+                        self.out.push_back(m);
                     }
                 }
             }
+            // A failed batch's packets (still in `pkts`) go on unjudged.
             self.out.extend(pkts.drain(..));
             self.spare.push((pkts, results));
         }
@@ -411,36 +545,104 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let (gen_tx, io_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
-    let (io_tx, accel_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
-    let (accel_tx, sink_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
     let accel_report = Arc::new(Mutex::new(None));
     let distinct = Arc::new(Mutex::new(0usize));
     let packets = Arc::new(std::sync::atomic::AtomicU64::new(0));
-
-    let mut group = LcoreGroup::new();
-    let g = group.add(LcoreConfig::new(Role::App).name("pktgen"));
-    let io = group.add(LcoreConfig::new(Role::Io).name("io"));
-    let acc = group.add(LcoreConfig::new(Role::Accel).name("accel"));
-    let sink = group.add(LcoreConfig::new(Role::App).name("sink"));
-    group.poller(
-        g,
-        Generator {
-            pool: pool.clone(),
-            tx: gen_tx,
-            seq: 0,
-        },
-    )?;
-    group.poller(
-        io,
-        Io {
-            rx: io_rx,
-            tx: io_tx,
-            held: VecDeque::with_capacity(BURST),
-        },
-    )?;
+    let port_counts = Arc::new(Mutex::new(PortCounts::default()));
+    let port_mode = !args.ports.is_empty() || !args.vdevs.is_empty();
     let kernels = Kernels::new(&[Kernel::Crc32c, Kernel::RssHash, Kernel::PatternMatch])
         .context("three kernels")?;
+
+    let mut group = LcoreGroup::new();
+    let (io_tx, accel_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
+    let (accel_tx, back_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
+    let mut port_summaries = Vec::new();
+    if port_mode {
+        let plan = dataplane::profile::Plan::for_profile(
+            &dataplane::topology::Topology::detect()?,
+            dataplane::profile::Profile::Production,
+        )?;
+        let common = CommonArgs {
+            log: args.log,
+            backend: args.net,
+            ports: args.ports.clone(),
+            vdevs: args.vdevs.clone(),
+            burst: BURST,
+            drain_us: 100,
+            queues: Some(1),
+            lcores: None,
+            mbufs: args.mbufs,
+            duration: None,
+            json: args.json,
+        };
+        let opened = common.open_ports(&plan, 1)?;
+        let (summaries, mut per_lcore) = deal_queues(opened);
+        port_summaries = summaries;
+        let ports = per_lcore.pop().context("no port queue opened")?;
+        let n = ports.len();
+        // Pairs as l2fwd's (0-1, 2-3, ...); an odd last port answers on
+        // itself.
+        let dst = (0..n)
+            .map(|i| {
+                if i % 2 == 0 {
+                    if i + 1 < n { i + 1 } else { i }
+                } else {
+                    i - 1
+                }
+            })
+            .collect();
+        if !args.json {
+            for p in &port_summaries {
+                println!("port {}: {} backend", p.device, p.backend);
+            }
+        }
+        let io = group.add(LcoreConfig::new(Role::Io).name("io"));
+        group.poller(
+            io,
+            PortIo {
+                out: (0..n).map(|_| MbufBatch::new()).collect(),
+                ports,
+                dst,
+                to_accel: io_tx,
+                from_accel: back_rx,
+                rx: MbufBatch::new(),
+                held: VecDeque::with_capacity(BURST),
+                counts: PortCounts::default(),
+                handoff: port_counts.clone(),
+            },
+        )?;
+    } else {
+        let (gen_tx, io_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
+        let g = group.add(LcoreConfig::new(Role::App).name("pktgen"));
+        let io = group.add(LcoreConfig::new(Role::Io).name("io"));
+        let sink = group.add(LcoreConfig::new(Role::App).name("sink"));
+        group.poller(
+            g,
+            Generator {
+                pool: pool.clone(),
+                tx: gen_tx,
+                seq: 0,
+            },
+        )?;
+        group.poller(
+            io,
+            Io {
+                rx: io_rx,
+                tx: io_tx,
+                held: VecDeque::with_capacity(BURST),
+            },
+        )?;
+        group.poller(
+            sink,
+            Sink {
+                rx: back_rx,
+                hashes: Default::default(),
+                packets: packets.clone(),
+                handoff: distinct.clone(),
+            },
+        )?;
+    }
+    let acc = group.add(LcoreConfig::new(Role::Accel).name("accel"));
     group.poller(
         acc,
         Accel {
@@ -457,15 +659,7 @@ fn main() -> anyhow::Result<()> {
             next_tag: 0,
             report: AccelReport::default(),
             handoff: accel_report.clone(),
-        },
-    )?;
-    group.poller(
-        sink,
-        Sink {
-            rx: sink_rx,
-            hashes: Default::default(),
-            packets: packets.clone(),
-            handoff: distinct.clone(),
+            drop_hits: port_mode,
         },
     )?;
 
@@ -486,8 +680,18 @@ fn main() -> anyhow::Result<()> {
         .context("the accelerator lcore reported nothing")?;
     let mut lat = report.latencies_ns.clone();
     lat.sort_unstable();
-    let packets = packets.load(std::sync::atomic::Ordering::Relaxed);
+    let counts = port_counts.lock().map(|c| *c).unwrap_or_default();
+    let packets = if port_mode {
+        counts.received
+    } else {
+        packets.load(std::sync::atomic::Ordering::Relaxed)
+    };
     let summary = Summary {
+        ports: port_summaries,
+        received: counts.received,
+        forwarded: counts.forwarded,
+        dropped_signature: if port_mode { report.hits } else { 0 },
+        dropped_tx: counts.dropped_tx,
         backend: info.backend.name(),
         device: info.device.clone(),
         fallback: info.fallback.clone(),
@@ -524,6 +728,12 @@ fn main() -> anyhow::Result<()> {
             summary.batch_latency.max_us,
             summary.batches
         );
+        if port_mode {
+            println!(
+                "ports: {} received, {} forwarded, {} dropped on a signature, {} refused by a port",
+                summary.received, summary.forwarded, summary.dropped_signature, summary.dropped_tx
+            );
+        }
         println!(
             "buffers: {:?}; {} bytes read in place, {} bytes staged; {} signature hits; {} distinct RSS hashes",
             summary.buffer_path,
