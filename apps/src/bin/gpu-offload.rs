@@ -271,6 +271,8 @@ struct PortIo {
     out: Vec<MbufBatch>,
     counts: PortCounts,
     handoff: Arc<Mutex<PortCounts>>,
+    hashes: std::collections::HashSet<u32>,
+    distinct: Arc<Mutex<usize>>,
 }
 
 impl PortIo {
@@ -300,6 +302,9 @@ impl Poller for PortIo {
             let Some(m) = self.from_accel.pop() else {
                 break;
             };
+            if self.hashes.len() < 1 << 16 {
+                self.hashes.insert(m.rss_hash());
+            }
             let d = self.dst[usize::from(m.port()).min(self.dst.len() - 1)];
             if self.out[d].is_full() {
                 work += self.transmit();
@@ -333,6 +338,9 @@ impl Poller for PortIo {
         self.transmit();
         if let Ok(mut c) = self.handoff.lock() {
             *c = self.counts;
+        }
+        if let Ok(mut d) = self.distinct.lock() {
+            *d = self.hashes.len();
         }
     }
 }
@@ -609,6 +617,8 @@ fn main() -> anyhow::Result<()> {
                 held: VecDeque::with_capacity(BURST),
                 counts: PortCounts::default(),
                 handoff: port_counts.clone(),
+                hashes: Default::default(),
+                distinct: distinct.clone(),
             },
         )?;
     } else {
