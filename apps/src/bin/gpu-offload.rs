@@ -1,8 +1,11 @@
-//! Packet processing offloaded to an accelerator: a packet generator lcore
-//! feeds an I/O lcore, which hands packets over a ring to an accelerator
-//! lcore; that one batches them, runs CRC32C, the RSS hash and the
-//! signature match on the device in one submission, stamps each mbuf with
-//! its hash, and passes the batch on over a ring to a sink lcore.
+//! Packet processing offloaded to an accelerator: an I/O lcore receives
+//! bursts from its port queues and hands them over a ring to an
+//! accelerator lcore; that one batches them, runs CRC32C, the RSS hash and
+//! the signature match on the device in one submission, stamps each mbuf
+//! with its hash, drops the packets that carry a signature (the verdict)
+//! and passes the rest back over a ring to the I/O lcore, which sends them
+//! on. Without ports, a generator lcore on one end of an in-memory port
+//! pair feeds the I/O lcore on the other and takes back what it sends.
 //!
 //! ```text
 //! cargo run --release -p dataplane-apps --bin gpu-offload
@@ -159,10 +162,16 @@ fn flush(out: &mut VecDeque<Mbuf>, tx: &mut Tx) -> usize {
 
 // ------------------------------------------------------------ generator
 
+/// Generates traffic into one end of an in-memory port pair (the I/O
+/// lcore owns the other end, as it would a NIC queue) and takes back, on
+/// the same end, what the I/O lcore sends on after the verdict.
 struct Generator {
     pool: MbufPool,
-    tx: Tx,
+    port: Box<dyn Port>,
+    batch: MbufBatch,
     seq: u64,
+    /// Packets that came back.
+    back: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Generator {
@@ -203,47 +212,26 @@ impl Generator {
 
 impl Poller for Generator {
     fn poll(&mut self, ctx: &PollContext) -> usize {
+        // What came back after the verdict: counted, then home to the pool.
+        let mut work = self.port.rx_burst(&mut self.batch);
+        self.back
+            .fetch_add(work as u64, std::sync::atomic::Ordering::Relaxed);
+        self.batch.clear();
         if ctx.stopping() {
-            return 0;
+            return work;
         }
-        let room = self.tx.free().min(BURST);
-        let mut n = 0;
-        for _ in 0..room {
+        while !self.batch.is_full() {
             let Some(mut m) = self.pool.alloc() else {
                 break; // pool empty: the pipeline is full, try again later
             };
-            if !self.frame(&mut m) || self.tx.push(m).is_err() {
+            if !self.frame(&mut m) || self.batch.push(m).is_err() {
                 break;
             }
-            n += 1;
         }
-        n
-    }
-}
-
-// ------------------------------------------------------------ I/O lcore
-
-/// Stands in for an rx queue: bursts from the generator's ring onward.
-struct Io {
-    rx: Rx,
-    tx: Tx,
-    held: VecDeque<Mbuf>,
-}
-
-impl Poller for Io {
-    fn poll(&mut self, _ctx: &PollContext) -> usize {
-        let mut n = flush(&mut self.held, &mut self.tx);
-        if self.held.is_empty() {
-            for _ in 0..BURST {
-                let Some(m) = self.rx.pop() else { break };
-                if let Err(e) = self.tx.push(m) {
-                    self.held.push_back(e.into_inner());
-                    break;
-                }
-                n += 1;
-            }
-        }
-        n + self.held.len()
+        work += self.port.tx_burst(&mut self.batch);
+        // What the port did not take goes back to the pool (never sent).
+        self.batch.clear();
+        work
     }
 }
 
@@ -468,39 +456,6 @@ impl Poller for Accel {
     }
 }
 
-// ------------------------------------------------------------ sink
-
-struct Sink {
-    rx: Rx,
-    hashes: std::collections::HashSet<u32>,
-    packets: Arc<std::sync::atomic::AtomicU64>,
-    handoff: Arc<Mutex<usize>>,
-}
-
-impl Poller for Sink {
-    fn poll(&mut self, _ctx: &PollContext) -> usize {
-        let mut n = 0;
-        while n < 4 * BURST {
-            let Some(m) = self.rx.pop() else { break };
-            if self.hashes.len() < 1 << 16 {
-                self.hashes.insert(m.rss_hash());
-            }
-            drop(m);
-            n += 1;
-        }
-        // Relaxed: a counter read after the group has stopped.
-        self.packets
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        n
-    }
-
-    fn stop(&mut self, _ctx: &PollContext) {
-        if let Ok(mut h) = self.handoff.lock() {
-            *h = self.hashes.len();
-        }
-    }
-}
-
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -622,33 +577,42 @@ fn main() -> anyhow::Result<()> {
             },
         )?;
     } else {
-        let (gen_tx, io_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
+        // One in-memory port pair: the generator on one end, the I/O lcore
+        // on the other, both drawing on the pool registered with the queue
+        // (so the kernels read the packets in place).
+        let cfg = net::PortConfig::new("gpu-offload");
+        let (mut gen_end, mut io_end) =
+            net::memory::MemoryPort::pair_with_pools(&cfg, pool.clone(), pool.clone())?;
+        let (gen_port, io_port) = (
+            gen_end.pop().context("a memory port queue")?,
+            io_end.pop().context("a memory port queue")?,
+        );
         let g = group.add(LcoreConfig::new(Role::App).name("pktgen"));
         let io = group.add(LcoreConfig::new(Role::Io).name("io"));
-        let sink = group.add(LcoreConfig::new(Role::App).name("sink"));
         group.poller(
             g,
             Generator {
                 pool: pool.clone(),
-                tx: gen_tx,
+                port: Box::new(gen_port),
+                batch: MbufBatch::new(),
                 seq: 0,
+                back: packets.clone(),
             },
         )?;
         group.poller(
             io,
-            Io {
-                rx: io_rx,
-                tx: io_tx,
+            PortIo {
+                out: vec![MbufBatch::new()],
+                ports: vec![Box::new(io_port)],
+                dst: vec![0],
+                to_accel: io_tx,
+                from_accel: back_rx,
+                rx: MbufBatch::new(),
                 held: VecDeque::with_capacity(BURST),
-            },
-        )?;
-        group.poller(
-            sink,
-            Sink {
-                rx: back_rx,
+                counts: PortCounts::default(),
+                handoff: port_counts.clone(),
                 hashes: Default::default(),
-                packets: packets.clone(),
-                handoff: distinct.clone(),
+                distinct: distinct.clone(),
             },
         )?;
     }
@@ -669,7 +633,7 @@ fn main() -> anyhow::Result<()> {
             next_tag: 0,
             report: AccelReport::default(),
             handoff: accel_report.clone(),
-            drop_hits: port_mode,
+            drop_hits: true,
         },
     )?;
 
@@ -691,16 +655,13 @@ fn main() -> anyhow::Result<()> {
     let mut lat = report.latencies_ns.clone();
     lat.sort_unstable();
     let counts = port_counts.lock().map(|c| *c).unwrap_or_default();
-    let packets = if port_mode {
-        counts.received
-    } else {
-        packets.load(std::sync::atomic::Ordering::Relaxed)
-    };
+    // Every packet the I/O lcore received went through the kernels.
+    let packets = counts.received;
     let summary = Summary {
         ports: port_summaries,
         received: counts.received,
         forwarded: counts.forwarded,
-        dropped_signature: if port_mode { report.hits } else { 0 },
+        dropped_signature: report.hits,
         dropped_tx: counts.dropped_tx,
         backend: info.backend.name(),
         device: info.device.clone(),
@@ -738,12 +699,10 @@ fn main() -> anyhow::Result<()> {
             summary.batch_latency.max_us,
             summary.batches
         );
-        if port_mode {
-            println!(
-                "ports: {} received, {} forwarded, {} dropped on a signature, {} refused by a port",
-                summary.received, summary.forwarded, summary.dropped_signature, summary.dropped_tx
-            );
-        }
+        println!(
+            "ports: {} received, {} forwarded, {} dropped on a signature, {} refused by a port",
+            summary.received, summary.forwarded, summary.dropped_signature, summary.dropped_tx
+        );
         println!(
             "buffers: {:?}; {} bytes read in place, {} bytes staged; {} signature hits; {} distinct RSS hashes",
             summary.buffer_path,
