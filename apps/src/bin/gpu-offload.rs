@@ -74,6 +74,10 @@ struct Args {
     /// Submissions in flight at once.
     #[arg(long, default_value_t = 4)]
     depth: usize,
+    /// Microseconds a partial batch waits for more packets before it is
+    /// submitted anyway.
+    #[arg(long = "batch-timeout-us", default_value_t = 100)]
+    batch_timeout_us: u64,
     /// Mbufs in the pool.
     #[arg(long, default_value_t = 16384)]
     mbufs: usize,
@@ -353,6 +357,10 @@ struct Accel {
     /// Drop packets that carry a signature here (port mode); otherwise
     /// pass everything on, stamped.
     drop_hits: bool,
+    /// TSC when the batch's first packet arrived.
+    oldest: u64,
+    /// TSC ticks a partial batch may wait for more packets.
+    timeout: u64,
 }
 
 impl Accel {
@@ -436,11 +444,19 @@ impl Poller for Accel {
         work += flush(&mut self.out, &mut self.tx);
         while self.batch.len() < self.batch_size {
             let Some(m) = self.rx.pop() else { break };
+            if self.batch.is_empty() {
+                self.oldest = ctx.now();
+            }
             self.batch.push(m);
             work += 1;
         }
-        // A full batch goes out; a partial one only when draining.
-        if self.batch.len() >= self.batch_size || ctx.stopping() {
+        // A full batch goes out; a partial one once its first packet has
+        // waited the batch timeout (DPDK's tx drain, for light traffic),
+        // and when draining.
+        if self.batch.len() >= self.batch_size
+            || ctx.stopping()
+            || (!self.batch.is_empty() && ctx.now().wrapping_sub(self.oldest) >= self.timeout)
+        {
             work += self.submit();
         }
         // Hold the drain open while anything is in flight or held.
@@ -634,6 +650,8 @@ fn main() -> anyhow::Result<()> {
             report: AccelReport::default(),
             handoff: accel_report.clone(),
             drop_hits: true,
+            oldest: 0,
+            timeout: dataplane::time::duration_to_tsc(Duration::from_micros(args.batch_timeout_us)),
         },
     )?;
 
