@@ -65,6 +65,10 @@ pub const XDP_PACKET_HEADROOM: usize = 256;
 
 /// In unaligned-chunk mode, an rx descriptor's address carries the frame's
 /// offset in its chunk above this bit (`XSK_UNALIGNED_BUF_OFFSET_SHIFT`).
+/// How long a bind that finds its queue busy is retried (a socket closed
+/// just before is released by the kernel shortly after its close).
+const BIND_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 const UNALIGNED_OFFSET_SHIFT: u32 = 48;
 const UNALIGNED_ADDR_MASK: u64 = (1 << UNALIGNED_OFFSET_SHIFT) - 1;
 
@@ -391,16 +395,30 @@ impl Socket {
             sxdp_queue_id: u32::from(queue),
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: `sxdp` is a valid sockaddr_xdp of the length given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&sxdp).cast(),
-                size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
+        // A socket closed a moment ago may still hold the queue: the
+        // kernel releases its buffer pool from a work queue after the
+        // close returns, and a bind in between fails with EBUSY. Try again
+        // for a while before saying another socket holds it.
+        let deadline = std::time::Instant::now() + BIND_BUSY_WAIT;
+        let failed = loop {
+            // SAFETY: `sxdp` is a valid sockaddr_xdp of the length given.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    std::ptr::from_ref(&sxdp).cast(),
+                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break None;
+            }
             let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EBUSY) || std::time::Instant::now() >= deadline {
+                break Some(err);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        if let Some(err) = failed {
             let what = match err.raw_os_error() {
                 Some(libc::EINVAL) => {
                     format!("bind to queue {queue} (does the interface have it?)")
