@@ -57,9 +57,10 @@ fn init_slow() {
     };
     let mode = if rc == 0 { ASYMMETRIC } else { SYMMETRIC };
     if mode == SYMMETRIC {
-        tracing::debug!(
+        tracing::info!(
             error = %std::io::Error::last_os_error(),
-            "membarrier unavailable: blocking channels fence on every send"
+            "membarrier unavailable: channels and worker queues fence on every operation \
+             that could wake a waiting thread"
         );
     }
     // Several threads may race here; they all reach the same answer.

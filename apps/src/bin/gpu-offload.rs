@@ -40,6 +40,7 @@ use dataplane::lcore::{LcoreConfig, LcoreGroup, PollContext, Poller, Role};
 use dataplane::net::{self, MbufBatch, Port};
 use dataplane::ring::{self, Consumer, Producer, Single};
 use dataplane_apps::net::cli::CommonArgs;
+use dataplane_apps::net::l2fwd::pairs;
 use dataplane_apps::net::ports::{PortSummary, deal_queues};
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use serde::Serialize;
@@ -174,8 +175,6 @@ struct Generator {
     port: Box<dyn Port>,
     batch: MbufBatch,
     seq: u64,
-    /// Packets that came back.
-    back: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Generator {
@@ -216,10 +215,9 @@ impl Generator {
 
 impl Poller for Generator {
     fn poll(&mut self, ctx: &PollContext) -> usize {
-        // What came back after the verdict: counted, then home to the pool.
+        // What came back after the verdict (the I/O lcore counted it as
+        // forwarded): home to the pool.
         let mut work = self.port.rx_burst(&mut self.batch);
-        self.back
-            .fetch_add(work as u64, std::sync::atomic::Ordering::Relaxed);
         self.batch.clear();
         if ctx.stopping() {
             return work;
@@ -526,7 +524,6 @@ fn main() -> anyhow::Result<()> {
 
     let accel_report = Arc::new(Mutex::new(None));
     let distinct = Arc::new(Mutex::new(0usize));
-    let packets = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let port_counts = Arc::new(Mutex::new(PortCounts::default()));
     let port_mode = !args.ports.is_empty() || !args.vdevs.is_empty();
     let kernels = Kernels::new(&[Kernel::Crc32c, Kernel::RssHash, Kernel::PatternMatch])
@@ -536,7 +533,7 @@ fn main() -> anyhow::Result<()> {
     let (io_tx, accel_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
     let (accel_tx, back_rx) = ring::spsc::<Mbuf>(RING_SIZE)?;
     let mut port_summaries = Vec::new();
-    if port_mode {
+    let (ports, dst): (Vec<Box<dyn Port>>, Vec<usize>) = if port_mode {
         let plan = dataplane::profile::Plan::for_profile(
             &dataplane::topology::Topology::detect()?,
             dataplane::profile::Profile::Production,
@@ -559,39 +556,24 @@ fn main() -> anyhow::Result<()> {
         port_summaries = summaries;
         let ports = per_lcore.pop().context("no port queue opened")?;
         let n = ports.len();
-        // Pairs as l2fwd's (0-1, 2-3, ...); an odd last port answers on
-        // itself.
-        let dst = (0..n)
-            .map(|i| {
-                if i % 2 == 0 {
-                    if i + 1 < n { i + 1 } else { i }
-                } else {
-                    i - 1
-                }
-            })
-            .collect();
+        // Pairs as l2fwd's (0-1, 2-3, ...); a single port answers on itself.
+        let dst = if n == 1 {
+            vec![0]
+        } else {
+            let mask = if n >= 64 { u64::MAX } else { (1 << n) - 1 };
+            pairs(n, mask)
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| d.unwrap_or(i))
+                .collect()
+        };
         if !args.json {
             for p in &port_summaries {
                 println!("port {}: {} backend", p.device, p.backend);
             }
         }
-        let io = group.add(LcoreConfig::new(Role::Io).name("io"));
-        group.poller(
-            io,
-            PortIo {
-                out: (0..n).map(|_| MbufBatch::new()).collect(),
-                ports,
-                dst,
-                to_accel: io_tx,
-                from_accel: back_rx,
-                rx: MbufBatch::new(),
-                held: VecDeque::with_capacity(BURST),
-                counts: PortCounts::default(),
-                handoff: port_counts.clone(),
-                hashes: Default::default(),
-                distinct: distinct.clone(),
-            },
-        )?;
+        (ports, dst)
     } else {
         // One in-memory port pair: the generator on one end, the I/O lcore
         // on the other, both drawing on the pool registered with the queue
@@ -604,7 +586,6 @@ fn main() -> anyhow::Result<()> {
             io_end.pop().context("a memory port queue")?,
         );
         let g = group.add(LcoreConfig::new(Role::App).name("pktgen"));
-        let io = group.add(LcoreConfig::new(Role::Io).name("io"));
         group.poller(
             g,
             Generator {
@@ -612,26 +593,27 @@ fn main() -> anyhow::Result<()> {
                 port: Box::new(gen_port),
                 batch: MbufBatch::new(),
                 seq: 0,
-                back: packets.clone(),
             },
         )?;
-        group.poller(
-            io,
-            PortIo {
-                out: vec![MbufBatch::new()],
-                ports: vec![Box::new(io_port)],
-                dst: vec![0],
-                to_accel: io_tx,
-                from_accel: back_rx,
-                rx: MbufBatch::new(),
-                held: VecDeque::with_capacity(BURST),
-                counts: PortCounts::default(),
-                handoff: port_counts.clone(),
-                hashes: Default::default(),
-                distinct: distinct.clone(),
-            },
-        )?;
-    }
+        (vec![Box::new(io_port) as Box<dyn Port>], vec![0])
+    };
+    let io = group.add(LcoreConfig::new(Role::Io).name("io"));
+    group.poller(
+        io,
+        PortIo {
+            out: ports.iter().map(|_| MbufBatch::new()).collect(),
+            ports,
+            dst,
+            to_accel: io_tx,
+            from_accel: back_rx,
+            rx: MbufBatch::new(),
+            held: VecDeque::with_capacity(BURST),
+            counts: PortCounts::default(),
+            handoff: port_counts.clone(),
+            hashes: Default::default(),
+            distinct: distinct.clone(),
+        },
+    )?;
     let acc = group.add(LcoreConfig::new(Role::Accel).name("accel"));
     group.poller(
         acc,

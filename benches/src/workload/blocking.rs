@@ -115,15 +115,10 @@ pub fn crossbeam(cpus: CpuPair, n: u64) -> Result<Sample, String> {
     )
 }
 
-/// CPU time the calling thread has used.
+/// CPU time the calling thread has used (zero where the clock is refused).
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a place for the time.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
 /// CPU time a receiver spends blocked in `recv` while its sender sleeps

@@ -2,7 +2,6 @@
 //! returns its [`Sample`]. The criterion benches
 //! and the interleaved comparison call the same functions.
 
-#[allow(unsafe_code)]
 pub mod blocking;
 pub mod fwd;
 #[allow(unsafe_code)]

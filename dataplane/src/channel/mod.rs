@@ -481,25 +481,8 @@ macro_rules! sender_ops {
         #[cold]
         #[inline(never)]
         fn send_waiting($($recv)+ $self, value: T, deadline: Option<Instant>) -> Result<(), SendError<T>> {
-            let mut slot = Some(value);
             let link = $self.link.0.clone();
-            let sent = link.tx.wait(deadline, || {
-                let v = slot.take()?;
-                match $self.try_send(v) {
-                    Err(SendError::Full(v)) => {
-                        slot = Some(v);
-                        None
-                    }
-                    r => Some(r),
-                }
-            });
-            match (sent, slot) {
-                (Some(r), _) => r,
-                (None, Some(v)) => Err(SendError::Full(v)),
-                // The value is only taken out to be sent, and put back
-                // unless that ended the wait.
-                (None, None) => Ok(()),
-            }
+            link.tx.send(deadline, value, |v| $self.try_send(v))
         }
 
         /// Sends as many items of `src` as fit now; returns how many. The
@@ -612,13 +595,7 @@ macro_rules! receiver_ops {
         #[inline(never)]
         fn recv_waiting($($recv)+ $self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
             let link = $self.link.0.clone();
-            link.rx
-                .wait(deadline, || match $self.try_recv() {
-                    Ok(v) => Some(Ok(v)),
-                    Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                    Err(TryRecvError::Empty) => None,
-                })
-                .unwrap_or(Err(RecvTimeoutError::Timeout))
+            link.rx.recv(deadline, || $self.try_recv())
         }
 
         /// Takes as many values as `dst` has room for now; returns how
@@ -860,13 +837,7 @@ impl<T> UnboundedReceiver<T> {
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let link = self.link.0.clone();
-        link.rx
-            .wait(deadline, || match self.try_recv() {
-                Ok(v) => Some(Ok(v)),
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                Err(TryRecvError::Empty) => None,
-            })
-            .unwrap_or(Err(RecvTimeoutError::Timeout))
+        link.rx.recv(deadline, || self.try_recv())
     }
 
     /// Takes up to `N - len` values into `dst`; returns how many.

@@ -15,6 +15,7 @@
 //! Under loom the two halves are read-modify-writes of the count, which
 //! loom models exactly (it does not model `SeqCst` fences as total).
 
+use super::{RecvTimeoutError, SendError, TryRecvError};
 #[cfg(not(loom))]
 use crate::barrier;
 use crossbeam_utils::CachePadded;
@@ -105,14 +106,58 @@ impl Waiters {
     #[cold]
     #[inline(never)]
     fn wake_all(&self) {
-        let woken = {
-            let mut p = self.lock();
-            self.count.store(0, Ordering::Relaxed);
-            std::mem::take(&mut p.threads)
-        };
-        for (_, t) in woken {
+        let mut p = self.lock();
+        self.count.store(0, Ordering::Relaxed);
+        // Unparked under the lock: the list keeps its allocation for the
+        // next waiter, and a woken thread only needs the lock again if it
+        // parks again.
+        for (_, t) in p.threads.drain(..) {
             t.unpark();
         }
+    }
+
+    /// Sends `value` with `try_send`, waiting while it answers
+    /// [`SendError::Full`], until `deadline` (then `Full` hands the value
+    /// back). Any other answer ends the wait.
+    pub(crate) fn send<T>(
+        &self,
+        deadline: Option<Instant>,
+        value: T,
+        mut try_send: impl FnMut(T) -> Result<(), SendError<T>>,
+    ) -> Result<(), SendError<T>> {
+        let mut slot = Some(value);
+        let sent = self.wait(deadline, || {
+            let v = slot.take()?;
+            match try_send(v) {
+                Err(SendError::Full(v)) => {
+                    slot = Some(v);
+                    None
+                }
+                r => Some(r),
+            }
+        });
+        match (sent, slot) {
+            (Some(r), _) => r,
+            (None, Some(v)) => Err(SendError::Full(v)),
+            // The value is only taken out to be sent, and put back unless
+            // that ended the wait.
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Receives with `try_recv`, waiting while it answers
+    /// [`TryRecvError::Empty`], until `deadline`.
+    pub(crate) fn recv<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut try_recv: impl FnMut() -> Result<T, TryRecvError>,
+    ) -> Result<T, RecvTimeoutError> {
+        self.wait(deadline, || match try_recv() {
+            Ok(v) => Some(Ok(v)),
+            Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+            Err(TryRecvError::Empty) => None,
+        })
+        .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 
     fn lock(&self) -> MutexGuard<'_, Parked> {

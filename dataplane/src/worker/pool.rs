@@ -238,23 +238,10 @@ impl<W: Worker> WorkerPool<W> {
         env: Envelope<W::Message>,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), SendError<Envelope<W::Message>>> {
-        let mut slot = Some(env);
-        let sent = self.routes.links[i].shared.senders.wait(deadline, || {
-            let env = slot.take()?;
-            match self.try_send_at(i, env) {
-                Err(SendError::Full(env)) => {
-                    slot = Some(env);
-                    None
-                }
-                r => Some(r),
-            }
-        });
-        match (sent, slot) {
-            (Some(r), _) => r,
-            (None, Some(env)) => Err(SendError::Full(env)),
-            // Taken out only to be sent, put back unless that ended the wait.
-            (None, None) => Ok(()),
-        }
+        self.routes.links[i]
+            .shared
+            .senders
+            .send(deadline, env, |env| self.try_send_at(i, env))
     }
 
     /// Sends `msg` to the worker that owns `key` (any `Hash` key; see

@@ -694,3 +694,34 @@ fn senders_that_come_and_go_keep_their_order_on_every_send_path() {
     }
     assert_eq!(total, waves * per_wave * each, "every message handled once");
 }
+
+/// More sending threads than cores, each blocking on a queue of 2 to one
+/// worker: every send waits (parks) for room and is woken by the worker's
+/// takes; nothing is lost and each thread's order is kept.
+#[test]
+fn many_blocked_senders_on_few_cores_all_get_through() {
+    const THREADS: u64 = 8;
+    const PER: u64 = 2_000;
+    let (h, b) = harness(1);
+    let pool = b.queue_capacity(2).build().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..PER {
+                    pool.send_to_worker(0usize, t * 10_000 + i).unwrap();
+                }
+            });
+        }
+    });
+    let report = pool.shutdown().unwrap();
+    assert_eq!(report.workers[0].handled, THREADS * PER);
+    let seen = h.seen.lock().unwrap();
+    let mut next = [0u64; THREADS as usize];
+    for &m in &seen[0] {
+        let (t, i) = ((m / 10_000) as usize, m % 10_000);
+        assert_eq!(i, next[t], "thread {t} out of order");
+        next[t] += 1;
+    }
+    assert!(next.iter().all(|&n| n == PER));
+}
