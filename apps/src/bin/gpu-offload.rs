@@ -22,7 +22,8 @@
 //! io_uring, memory; `--net` picks one), and acts on the verdict: a packet
 //! that carries a signature is dropped and counted, the others go out
 //! again, on the partner port (ports pair 0-1, 2-3 as in l2fwd) or on the
-//! port they came from when there is one. Mbufs of a port's own pool are
+//! port they came from when there is only one (another odd number of ports
+//! is refused, as l2fwd refuses it). Mbufs of a port's own pool are
 //! read in place when the queue can import them and staged otherwise.
 //!
 //! ```text
