@@ -74,6 +74,21 @@
 //! marked failed: sends to it are refused (the message handed back), and
 //! what was queued for it is returned by [`WorkerPool::shutdown`].
 //!
+//! # I/O
+//!
+//! A worker can own I/O on its lcore: port queues, a block queue, an
+//! accelerator queue, mempools. What must be opened once for all lcores
+//! (a port's queues, a block device) is opened before the pool starts and
+//! moved into each worker by its factory (`|i| Capture::new(queues[i].take())`);
+//! the worker value lives on its lcore for the pool's life and survives
+//! restarts. What belongs to the lcore itself (an io_uring block queue,
+//! which its first user owns; a per-lcore accelerator queue) is best
+//! opened in `init`, which runs on the lcore, and kept in the state.
+//! [`Worker::poll`] then runs on every pass of the lcore, after the
+//! worker's messages, in the same run-to-completion loop: receive a burst,
+//! submit, reap completions, transmit, with no other thread and no lock.
+//! A failing `poll` is treated like a failing `tick`.
+//!
 //! # Control
 //!
 //! Each worker also polls a small control ring: [`WorkerPool::pause`] and
@@ -103,6 +118,7 @@ pub use stats::{WorkerStats, WorkerStatus};
 pub use supervisor::{Pong, RestartPolicy};
 
 use crate::Result;
+use crate::lcore::PollContext;
 use serde::Serialize;
 use std::fmt;
 
@@ -224,5 +240,26 @@ pub trait Worker: Send + Sized + 'static {
     /// As for `handle_message`.
     fn tick(&mut self, _state: &mut Self::State) -> Result<()> {
         Ok(())
+    }
+
+    /// Runs on every pass of the worker's lcore, after its messages: the
+    /// place to drive the I/O the worker owns (see [I/O](self#io)): rx
+    /// bursts from its port queues, completions of its block and
+    /// accelerator queues. Returns the work done (packets moved,
+    /// completions reaped), which the lcore's idle policy reads: 0 lets it
+    /// back off.
+    ///
+    /// While the pool stops ([`PollContext::stopping`]) take no new input
+    /// from outside (no more rx bursts), finish what is in flight, and
+    /// return more than 0 while anything is: the lcore keeps polling until
+    /// every worker returns 0, and only then calls `shutdown`.
+    ///
+    /// Not called while the worker is paused, failed, or has no state.
+    ///
+    /// # Errors
+    /// As for `tick`: counted, and the state re-created under the restart
+    /// policy.
+    fn poll(&mut self, _state: &mut Self::State, _ctx: &PollContext) -> Result<usize> {
+        Ok(0)
     }
 }

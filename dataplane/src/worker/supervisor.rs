@@ -328,6 +328,21 @@ impl<W: Worker> WorkerPoller<W> {
         let outcome = catch_unwind(AssertUnwindSafe(|| worker.tick(state)));
         self.settle(outcome, Blame::Worker);
     }
+
+    /// Lets the worker drive its own I/O; returns the work it reports.
+    fn poll_io(&mut self, ctx: &PollContext) -> usize {
+        let Some(state) = self.state.as_mut() else {
+            return 0;
+        };
+        let worker = &mut self.worker;
+        let mut work = 0;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            work = worker.poll(state, ctx)?;
+            Ok(())
+        }));
+        self.settle(outcome, Blame::Worker);
+        work
+    }
 }
 
 impl<W: Worker> Poller for WorkerPoller<W> {
@@ -362,6 +377,7 @@ impl<W: Worker> Poller for WorkerPoller<W> {
         if tick.expired(ctx.now()) {
             self.tick();
         }
+        work += self.poll_io(ctx);
         // While draining, a held burst (after a failure) is work in flight,
         // and so are messages still in the queue, counting sends in flight
         // from other threads that are reserved but not yet published (a

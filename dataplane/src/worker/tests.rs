@@ -725,3 +725,119 @@ fn many_blocked_senders_on_few_cores_all_get_through() {
     }
     assert!(next.iter().all(|&n| n == PER));
 }
+
+/// A worker with I/O of its own: each message starts an operation that
+/// completes a few passes later, as a device's would; `poll` reaps them.
+/// Fails its first `poll` once when `fail_once` is set.
+struct Device {
+    done: Arc<AtomicU64>,
+    polls: Arc<AtomicU64>,
+    at_shutdown: Arc<Mutex<Option<usize>>>,
+    fail_once: bool,
+}
+
+impl Worker for Device {
+    /// Operations in flight: (id, passes left).
+    type State = Vec<(u64, u32)>;
+    type Message = u64;
+
+    fn init(&mut self) -> Result<Self::State> {
+        Ok(Vec::new())
+    }
+
+    fn handle_message(&mut self, state: &mut Self::State, msg: Envelope<u64>) -> Result<()> {
+        state.push((msg.payload, 100));
+        Ok(())
+    }
+
+    fn poll(&mut self, state: &mut Self::State, _ctx: &crate::lcore::PollContext) -> Result<usize> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        if std::mem::take(&mut self.fail_once) {
+            return Err(Error::handler("the device went away"));
+        }
+        let before = state.len();
+        for op in state.iter_mut() {
+            op.1 = op.1.saturating_sub(1);
+        }
+        state.retain(|op| op.1 > 0);
+        let reaped = before - state.len();
+        self.done.fetch_add(reaped as u64, Ordering::Relaxed);
+        // Work: what was reaped, and what is still in flight (so a stop
+        // waits for it).
+        Ok(reaped + state.len())
+    }
+
+    fn shutdown(&mut self, state: Self::State) -> Result<()> {
+        *self.at_shutdown.lock().unwrap() = Some(state.len());
+        Ok(())
+    }
+}
+
+#[test]
+fn poll_drives_owned_io_every_pass_and_the_stop_waits_for_it() {
+    let done = Arc::new(AtomicU64::new(0));
+    let polls = Arc::new(AtomicU64::new(0));
+    let at_shutdown = Arc::new(Mutex::new(None));
+    let (d, p, s) = (done.clone(), polls.clone(), at_shutdown.clone());
+    let pool = WorkerPool::builder()
+        .factory(move || Device {
+            done: d.clone(),
+            polls: p.clone(),
+            at_shutdown: s.clone(),
+            fail_once: false,
+        })
+        .workers(1)
+        .cpu_affinity(false)
+        .env_overrides(false)
+        .build()
+        .unwrap();
+    for i in 0..10_000u64 {
+        pool.send_to_worker(0, i).unwrap();
+    }
+    // Stopped at once: the operations started by the last messages are
+    // still in flight, and the stop must wait for them.
+    let report = pool.shutdown().unwrap();
+    assert_eq!(report.workers[0].handled, 10_000);
+    assert_eq!(
+        done.load(Ordering::Relaxed),
+        10_000,
+        "every operation reaped"
+    );
+    assert_eq!(
+        *at_shutdown.lock().unwrap(),
+        Some(0),
+        "nothing in flight at shutdown"
+    );
+    assert!(polls.load(Ordering::Relaxed) >= 3);
+}
+
+#[test]
+fn a_failing_poll_restarts_the_worker() {
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let pool = WorkerPool::builder()
+        .factory(move || Device {
+            done: d.clone(),
+            polls: Arc::new(AtomicU64::new(0)),
+            at_shutdown: Arc::new(Mutex::new(None)),
+            fail_once: true,
+        })
+        .workers(1)
+        .cpu_affinity(false)
+        .env_overrides(false)
+        .build()
+        .unwrap();
+    // Once restarted (the failure is in the first pass), it handles on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats()[0].restarts == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..100u64 {
+        pool.send_to_worker(0, i).unwrap();
+    }
+    let report = pool.shutdown().unwrap();
+    assert_eq!(report.workers[0].restarts, 1);
+    assert_eq!(report.workers[0].errors, 1);
+    assert_eq!(report.workers[0].handled, 100);
+    assert_eq!(done.load(Ordering::Relaxed), 100);
+}
