@@ -22,9 +22,10 @@ set -euo pipefail
 #                            vulkaninfo, and the Khronos validation layer
 #   fio                      the storage peer in the benchmarks
 #   tcpdump                  a real reader for the pcap files the programs write
+#   tshark                   a second one (Wireshark's), for dp-capture's pcapng
 packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
     iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq
-    tcpdump)
+    tcpdump tshark)
 
 missing=()
 for p in "${packages[@]}"; do

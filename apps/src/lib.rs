@@ -1,6 +1,7 @@
 //! Shared plumbing for the programs in `src/bin/`.
 #![deny(unsafe_code)]
 
+pub mod capture;
 pub mod net;
 pub mod storage;
 

@@ -5,20 +5,10 @@
 use dataplane::accel;
 use dataplane::net::dpdk::{self, EalState};
 use dataplane::require::{self, Capability};
-use std::process::{Command, Output};
+use std::process::Command;
+use support::{frame, read_pcap, summary, write_pcap};
 
-/// The JSON summary a program printed as its last line of stdout, after
-/// checking that it succeeded.
-fn summary(out: &Output, what: &str) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().expect("a summary line");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what}: {e}: {last}"))
-}
+mod support;
 
 fn run(backend: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_gpu-offload"))
@@ -77,64 +67,6 @@ fn vulkan_backend() {
 
 // ---- on a real port: DPDK's pcap PMD replaying a file -----------------------
 
-/// A UDP/IPv4 frame of 128 bytes; `signature` puts `/bin/sh` in its
-/// payload.
-fn frame(i: u32, signature: bool) -> Vec<u8> {
-    let mut payload: Vec<u8> = (0..86u32).map(|k| (i + k) as u8).collect();
-    if signature {
-        payload[10..17].copy_from_slice(b"/bin/sh");
-    }
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0];
-    let mut ip = [
-        0x45u8, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 0, 2,
-    ];
-    ip[2..4].copy_from_slice(&(20 + 8 + payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&(1024 + (i % 100) as u16).to_be_bytes());
-    f.extend_from_slice(&4789u16.to_be_bytes());
-    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&payload);
-    f
-}
-
-/// A classic pcap file of `frames`.
-fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    for v in [0u32, 0, 65535, 1] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    for (i, f) in frames.iter().enumerate() {
-        for v in [1u32, i as u32, f.len() as u32, f.len() as u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(f);
-    }
-    std::fs::write(path, out).expect("writing the pcap");
-}
-
-/// The packets of a pcap file (either timestamp resolution).
-fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).expect("reading the pcap");
-    assert!(b.len() >= 24, "no pcap header");
-    let magic = u32::from_le_bytes(b[0..4].try_into().unwrap());
-    assert!(
-        matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d),
-        "magic {magic:#x}"
-    );
-    let mut at = 24;
-    let mut out = Vec::new();
-    while at + 16 <= b.len() {
-        let len = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-        out.push(b[at + 16..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    out
-}
-
 /// Receives from DPDK's `net_pcap` (a file of known frames, one in ten
 /// with a signature), runs the kernels on the CPU twin, drops what carries
 /// a signature and sends the rest out through the same port into another
@@ -184,28 +116,9 @@ fn run_pcap() {
     for (got, want) in sent.iter().zip(clean) {
         assert_eq!(got, want, "a frame changed on its way through");
     }
-    // A real reader agrees. tcpdump comes with scripts/install-deps.sh;
-    // where it is missing the check says so, and fails wherever
-    // DATAPLANE_REQUIRE asks for DPDK (CI, which installs it).
-    match Command::new("tcpdump")
-        .args(["--count", "-r"])
-        .arg(&output)
-        .output()
-    {
-        Ok(t) => {
-            let text = String::from_utf8_lossy(&t.stdout).to_string()
-                + &String::from_utf8_lossy(&t.stderr);
-            assert!(
-                text.contains(&format!("{} packets", N - N / 10)),
-                "tcpdump: {text}"
-            );
-        }
-        Err(e) => {
-            let required = std::env::var("DATAPLANE_REQUIRE")
-                .is_ok_and(|r| r.split(',').any(|c| c.trim() == "dpdk"));
-            assert!(!required, "tcpdump is needed to read the output: {e}");
-            println!("skip: tcpdump: {e} (scripts/install-deps.sh installs it)");
-        }
+    // A real reader agrees.
+    if let Some(n) = support::tcpdump_count(&output) {
+        assert_eq!(n, u64::from(N - N / 10), "tcpdump's count");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

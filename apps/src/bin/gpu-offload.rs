@@ -43,6 +43,7 @@ use dataplane::ring::{self, Consumer, Producer, Single};
 use dataplane_apps::net::cli::CommonArgs;
 use dataplane_apps::net::l2fwd::pairs;
 use dataplane_apps::net::ports::{PortSummary, deal_queues};
+use dataplane_apps::net::synth::Generator;
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -164,78 +165,6 @@ fn flush(out: &mut VecDeque<Mbuf>, tx: &mut Tx) -> usize {
         }
     }
     n
-}
-
-// ------------------------------------------------------------ generator
-
-/// Generates traffic into one end of an in-memory port pair (the I/O
-/// lcore owns the other end, as it would a NIC queue) and takes back, on
-/// the same end, what the I/O lcore sends on after the verdict.
-struct Generator {
-    pool: MbufPool,
-    port: Box<dyn Port>,
-    batch: MbufBatch,
-    seq: u64,
-}
-
-impl Generator {
-    fn frame(&mut self, m: &mut Mbuf) -> bool {
-        let Ok(f) = m.append(FRAME_LEN) else {
-            return false;
-        };
-        let s = self.seq;
-        self.seq += 1;
-        // A few hundred flows, as 5-tuples vary in real traffic.
-        let flow = (s.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32;
-        f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut f[14..34];
-        ip.copy_from_slice(&[
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 0, 10, 1, 0, 0,
-        ]);
-        ip[2..4].copy_from_slice(&((FRAME_LEN - 14) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&(s as u16).to_be_bytes());
-        ip[14..16].copy_from_slice(&((flow >> 4) as u16).to_be_bytes());
-        ip[19] = (flow & 0xff) as u8;
-        let udp = &mut f[34..42];
-        udp[0..2].copy_from_slice(&(1024 + (flow as u16 & 0x3ff)).to_be_bytes());
-        udp[2..4].copy_from_slice(&4789u16.to_be_bytes());
-        udp[4..6].copy_from_slice(&((FRAME_LEN - 34) as u16).to_be_bytes());
-        let payload = &mut f[42..];
-        for (k, b) in payload.iter_mut().enumerate() {
-            *b = (s as u8).wrapping_add(k as u8);
-        }
-        // One packet in 64 carries a signature.
-        if s.is_multiple_of(64) {
-            payload[10..17].copy_from_slice(b"/bin/sh");
-        }
-        accel::kernel::ipv4_update(f);
-        true
-    }
-}
-
-impl Poller for Generator {
-    fn poll(&mut self, ctx: &PollContext) -> usize {
-        // What came back after the verdict (the I/O lcore counted it as
-        // forwarded): home to the pool.
-        let mut work = self.port.rx_burst(&mut self.batch);
-        self.batch.clear();
-        if ctx.stopping() {
-            return work;
-        }
-        while !self.batch.is_full() {
-            let Some(mut m) = self.pool.alloc() else {
-                break; // pool empty: the pipeline is full, try again later
-            };
-            if !self.frame(&mut m) || self.batch.push(m).is_err() {
-                break;
-            }
-        }
-        work += self.port.tx_burst(&mut self.batch);
-        // What the port did not take goes back to the pool (never sent).
-        self.batch.clear();
-        work
-    }
 }
 
 // ------------------------------------------------------------ port I/O lcore
@@ -589,12 +518,7 @@ fn main() -> anyhow::Result<()> {
         let g = group.add(LcoreConfig::new(Role::App).name("pktgen"));
         group.poller(
             g,
-            Generator {
-                pool: pool.clone(),
-                port: Box::new(gen_port),
-                batch: MbufBatch::new(),
-                seq: 0,
-            },
+            Generator::new(pool.clone(), Box::new(gen_port), FRAME_LEN, 64),
         )?;
         (vec![Box::new(io_port) as Box<dyn Port>], vec![0])
     };

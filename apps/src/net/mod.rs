@@ -17,3 +17,4 @@ pub mod l3fwd;
 pub mod pktgen;
 pub mod ports;
 pub mod run;
+pub mod synth;

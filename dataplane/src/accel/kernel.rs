@@ -378,8 +378,21 @@ pub fn rss_hash(key: &[u8], frame: &[u8]) -> u32 {
 
 // --------------------------------------------------------------- Pattern
 
-/// [`Kernel::PatternMatch`] on one item.
+/// [`Kernel::PatternMatch`] on one item: bit `i` set when signature `i`
+/// occurs anywhere in it. Searched with `memchr::memmem` (SIMD, a rare-byte
+/// prefilter), several times faster than comparing every window.
 pub fn pattern_match(patterns: &[Vec<u8>], item: &[u8]) -> u32 {
+    patterns
+        .iter()
+        .take(MAX_PATTERNS)
+        .enumerate()
+        .filter(|(_, p)| !p.is_empty() && memchr::memmem::find(item, p).is_some())
+        .fold(0, |acc, (i, _)| acc | 1 << i)
+}
+
+/// [`pattern_match`] by comparing every window: the obviously right
+/// version, for tests of the fast one.
+pub fn pattern_match_naive(patterns: &[Vec<u8>], item: &[u8]) -> u32 {
     patterns
         .iter()
         .take(MAX_PATTERNS)
@@ -391,6 +404,37 @@ pub fn pattern_match(patterns: &[Vec<u8>], item: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_match_agrees_with_the_naive_search() {
+        let patterns: Vec<Vec<u8>> = DEFAULT_PATTERNS.iter().map(|p| p.to_vec()).collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..2000 {
+            let len = (next() % 300) as usize;
+            // A small alphabet, so that near misses are common.
+            const ALPHABET: &[u8] = b"/bin sh.'OR1= \x90";
+            let mut item: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            if round % 3 == 0 && len > 8 {
+                let p = &patterns[(next() % 4) as usize];
+                let at = (next() as usize) % (len.saturating_sub(p.len()) + 1);
+                let end = (at + p.len()).min(len);
+                item[at..end].copy_from_slice(&p[..end - at]);
+            }
+            assert_eq!(
+                pattern_match(&patterns, &item),
+                pattern_match_naive(&patterns, &item),
+                "{item:?}"
+            );
+        }
+    }
 
     #[test]
     fn crc32c_check_values() {

@@ -1,0 +1,132 @@
+//! What the apps' end-to-end tests share: reading a program's JSON
+//! summary, making and reading pcap files, and asking real readers
+//! (tcpdump, tshark) what they see.
+#![allow(dead_code)] // each test file uses a part
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The JSON summary a program printed as its last line of stdout, after
+/// checking that it succeeded.
+pub fn summary(out: &Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("a summary line");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what}: {e}: {last}"))
+}
+
+/// A UDP/IPv4 frame of 128 bytes; `signature` puts `/bin/sh` in its
+/// payload.
+pub fn frame(i: u32, signature: bool) -> Vec<u8> {
+    let mut payload: Vec<u8> = (0..86u32).map(|k| (i + k) as u8).collect();
+    if signature {
+        payload[10..17].copy_from_slice(b"/bin/sh");
+    }
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0];
+    let mut ip = [
+        0x45u8, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 0, 2,
+    ];
+    ip[2..4].copy_from_slice(&(20 + 8 + payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&(1024 + (i % 100) as u16).to_be_bytes());
+    f.extend_from_slice(&4789u16.to_be_bytes());
+    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&payload);
+    f
+}
+
+/// A classic pcap file of `frames`.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for (i, f) in frames.iter().enumerate() {
+        for v in [1u32, i as u32, f.len() as u32, f.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).expect("writing the pcap");
+}
+
+/// The packets of a pcap file (either timestamp resolution).
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).expect("reading the pcap");
+    assert!(b.len() >= 24, "no pcap header");
+    let magic = u32::from_le_bytes(b[0..4].try_into().unwrap());
+    assert!(
+        matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d),
+        "magic {magic:#x}"
+    );
+    let mut at = 24;
+    let mut out = Vec::new();
+    while at + 16 <= b.len() {
+        let len = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+        out.push(b[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    out
+}
+
+/// Whether `DATAPLANE_REQUIRE` names `capability`.
+pub fn required(capability: &str) -> bool {
+    std::env::var("DATAPLANE_REQUIRE").is_ok_and(|r| r.split(',').any(|c| c.trim() == capability))
+}
+
+/// The packets a real reader counts in a capture file: `tool` is
+/// `tcpdump` or `tshark`. Both come with scripts/install-deps.sh; where
+/// one is missing this says so and returns `None`, and fails wherever
+/// `DATAPLANE_REQUIRE` names `dpdk` (CI, which installs them).
+pub fn reader_count(tool: &str, path: &Path) -> Option<u64> {
+    let mut cmd = Command::new(tool);
+    match tool {
+        "tcpdump" => cmd.args(["--count", "-r"]).arg(path),
+        _ => cmd
+            .args(["-T", "fields", "-e", "frame.number", "-r"])
+            .arg(path),
+    };
+    match cmd.output() {
+        Ok(t) => {
+            let stdout = String::from_utf8_lossy(&t.stdout);
+            let stderr = String::from_utf8_lossy(&t.stderr);
+            assert!(
+                t.status.success(),
+                "{tool} -r {}: {stdout}{stderr}",
+                path.display()
+            );
+            let n = if tool == "tcpdump" {
+                let text = format!("{stdout}{stderr}");
+                text.split_whitespace()
+                    .zip(text.split_whitespace().skip(1))
+                    .find(|(_, w)| *w == "packets" || *w == "packet")
+                    .and_then(|(n, _)| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{tool}: {text}"))
+            } else {
+                stdout.lines().filter(|l| !l.trim().is_empty()).count() as u64
+            };
+            Some(n)
+        }
+        Err(e) => {
+            assert!(
+                !required("dpdk"),
+                "{tool} is needed to read the capture: {e}"
+            );
+            println!("skip: {tool}: {e} (scripts/install-deps.sh installs it)");
+            None
+        }
+    }
+}
+
+/// [`reader_count`] with tcpdump.
+pub fn tcpdump_count(path: &Path) -> Option<u64> {
+    reader_count("tcpdump", path)
+}
