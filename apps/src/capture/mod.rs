@@ -20,8 +20,9 @@
 //! cannot hand a packet on drops it and counts why: `accel_busy` (the
 //! match stage's ring was full: packets not inspected), `writer_busy` (the
 //! writer's ring was full), `no_buffer` (every chunk was in flight: the
-//! storage did not keep up), `write_error` (a write failed). So
-//! `matched = written + writer_busy + no_buffer + write_error` and
+//! storage did not keep up), `write_error` (a write failed), `too_big`
+//! (longer than a whole write). So
+//! `matched = written + writer_busy + no_buffer + write_error + too_big` and
 //! `received = inspected + accel_busy`, which the summary shows.
 
 pub mod pcapng;
@@ -156,6 +157,8 @@ pub struct Drops {
     pub write_error: u64,
     /// Received, not inspected: the accelerator failed the batch.
     pub accel_error: u64,
+    /// Matched, not written: longer than a whole write.
+    pub too_big: u64,
 }
 
 /// The run's summary.
@@ -743,6 +746,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
             no_buffer: r.dropped_no_buffer,
             write_error: r.dropped_write_error,
             accel_error: m.accel_error,
+            too_big: r.dropped_too_big,
         },
         bytes_written: r.bytes,
         writes: r.writes,
@@ -771,12 +775,13 @@ pub fn print(s: &Summary) {
         s.lcores
     );
     println!(
-        "dropped: {} accel_busy, {} writer_busy, {} no_buffer, {} write_error, {} accel_error",
+        "dropped: {} accel_busy, {} writer_busy, {} no_buffer, {} write_error, {} accel_error, {} too_big",
         s.dropped.accel_busy,
         s.dropped.writer_busy,
         s.dropped.no_buffer,
         s.dropped.write_error,
-        s.dropped.accel_error
+        s.dropped.accel_error,
+        s.dropped.too_big
     );
     for seg in &s.segments {
         println!(

@@ -111,6 +111,9 @@ pub struct WriterReport {
     pub dropped_no_buffer: u64,
     /// Packets lost in a write that failed.
     pub dropped_write_error: u64,
+    /// Packets longer than a whole write (`--chunk`) with their block:
+    /// cut them with `--snaplen`.
+    pub dropped_too_big: u64,
     /// Write operations completed.
     pub writes: u64,
     /// The storage backend.
@@ -349,7 +352,8 @@ impl Writer {
     /// Appends one packet; `false` when it was dropped (counted).
     pub fn append(&mut self, p: &pcapng::Packet<'_>, now: u64) -> anyhow::Result<bool> {
         let need = pcapng::epb_len(p.data.len(), p.comment.len());
-        // A packet too big for any chunk cannot be written: cut to fit.
+        // At most: the chunk is full and goes out, the segment is full and
+        // rotates, the new chunk takes it.
         for _ in 0..3 {
             if self.chunk.is_none() {
                 match self.new_chunk(now) {
@@ -382,8 +386,15 @@ impl Writer {
                 return Ok(true);
             }
             if c.packets == 0 && c.used <= self.header_len {
-                // An empty chunk that cannot take it: too big to write.
-                self.report.dropped_no_buffer += 1;
+                if c.limit < self.cfg.chunk_bytes && c.used == 0 {
+                    // The segment's tail is too short for this packet:
+                    // the segment ends here (its buffer goes home unused).
+                    self.chunk = None;
+                    self.rotate()?;
+                    continue;
+                }
+                // Bigger than a whole chunk: it cannot be written.
+                self.report.dropped_too_big += 1;
                 return Ok(false);
             }
             // Full: out with it (rotating if the segment is full), then try
@@ -499,7 +510,19 @@ impl Writer {
         }
         // An empty chunk of a segment with nothing in it: drop it.
         self.chunk = None;
-        self.close_current();
+        match self.current.take() {
+            // Nothing written (it was opened by the last rotation): not a
+            // segment at all, and a file of it is no pcapng file.
+            Some(seg) if seg.offset == 0 => {
+                drop(seg.queue);
+                if let Some(path) = &seg.file {
+                    std::fs::remove_file(path)
+                        .with_context(|| format!("removing the empty {}", path.display()))?;
+                }
+            }
+            Some(seg) => self.closing.push(seg),
+            None => {}
+        }
         Ok(())
     }
 
@@ -579,3 +602,59 @@ fn reap(seg: &mut Segment, done: &mut Completions, report: &mut WriterReport) ->
 
 /// The application named in each section header.
 pub const APP: &str = "dataplane dp-capture";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every frame size from 600 to 1600 bytes into one-write segments of
+    /// 512-byte blocks: whatever a segment's tail is left with, the
+    /// segment ends there and the next takes the frame; nothing is dropped
+    /// and every segment closes with packets in it.
+    #[test]
+    fn a_segment_tail_too_short_for_the_frame_ends_the_segment() {
+        for size in (600..1600).step_by(7) {
+            let mut w = Writer::open(WriterConfig {
+                output: Output::Device {
+                    target: "ram:1MiB".into(),
+                },
+                storage: block::BackendChoice::Auto,
+                segment_bytes: 64 << 10,
+                segments: 0,
+                chunk_bytes: 64 << 10,
+                depth: 2,
+                interfaces: vec!["test0".into()],
+                snaplen: 65535,
+                index: None,
+            })
+            .unwrap();
+            let frame = vec![0x5a; size];
+            let p = pcapng::Packet {
+                interface: 0,
+                timestamp_ns: 1,
+                data: &frame,
+                original_len: size as u32,
+                comment: b"crc32c=0x00000000 signatures=0x0",
+            };
+            for _ in 0..600 {
+                assert!(
+                    w.append(&p, 0).unwrap(),
+                    "frame of {size} dropped: {:?}",
+                    w.report()
+                );
+                w.poll(0, u64::MAX).unwrap();
+            }
+            w.close().unwrap();
+            for _ in 0..100 {
+                if w.in_progress() == 0 {
+                    break;
+                }
+                w.poll(0, u64::MAX).unwrap();
+            }
+            let r = w.report();
+            assert_eq!(r.written, 600, "{size}: {r:?}");
+            assert!(r.segments.len() >= 4, "{size}");
+            assert!(r.segments.iter().all(|s| s.packets > 0), "{size}: {r:?}");
+        }
+    }
+}
