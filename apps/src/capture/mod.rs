@@ -439,11 +439,20 @@ impl Write {
     }
 }
 
-/// `crc32c=0x........ signatures=0x....`, without allocating.
+/// `crc32c=0x........ signatures=0x....`, without allocating or the
+/// formatting machinery (a few percent of the writer's time per packet).
 fn annotate(out: &mut Vec<u8>, crc: u32, signatures: u32) {
-    use std::io::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.clear();
-    let _ = write!(out, "crc32c=0x{crc:08x} signatures=0x{signatures:x}");
+    out.extend_from_slice(b"crc32c=0x");
+    out.extend((0..8).rev().map(|i| HEX[(crc >> (4 * i)) as usize & 0xf]));
+    out.extend_from_slice(b" signatures=0x");
+    let digits = (32 - signatures.leading_zeros()).div_ceil(4).max(1);
+    out.extend(
+        (0..digits)
+            .rev()
+            .map(|i| HEX[(signatures >> (4 * i)) as usize & 0xf]),
+    );
 }
 
 impl Poller for Write {
@@ -788,5 +797,26 @@ pub fn print(s: &Summary) {
             "segment {}: {} ({} packets, {} bytes at offset {})",
             seg.segment, seg.path, seg.packets, seg.bytes, seg.offset
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn annotations_read_as_formatted() {
+        let mut out = Vec::new();
+        for (crc, sig) in [
+            (0, 0),
+            (0x0123_abcd, 1),
+            (u32::MAX, 0xf),
+            (7, 0x10),
+            (1, u32::MAX),
+        ] {
+            super::annotate(&mut out, crc, sig);
+            assert_eq!(
+                String::from_utf8(out.clone()).unwrap(),
+                format!("crc32c=0x{crc:08x} signatures=0x{sig:x}")
+            );
+        }
     }
 }
