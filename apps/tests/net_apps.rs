@@ -220,28 +220,49 @@ fn l3fwd_forwards_pktgen_flows_over_memory_ports() {
 
 #[test]
 fn l2fwd_forwards_pktgen_flows_over_memory_ports() {
-    let pool = pool("apps-l2");
-    pair("l2g0", "l2f0", &pool);
-    pair("l2f1", "l2g1", &pool);
-    let args = l2fwd::L2fwdArgs::try_parse_from([
+    l2fwd_over_memory_ports("apps-l2", "l2", &[]);
+}
+
+/// The same through an I/O lcore that dispatches to two workers
+/// (`--workers 2`): every packet pktgen sent comes back or is counted.
+#[test]
+fn l2fwd_dispatching_to_workers_over_memory_ports() {
+    l2fwd_over_memory_ports("apps-l2w", "l2w", &["--workers", "2"]);
+}
+
+fn l2fwd_over_memory_ports(pool_name: &str, tag: &str, extra: &[&str]) {
+    let pool = pool(pool_name);
+    let name = |end: &str, i: u32| format!("{tag}{end}{i}");
+    pair(&name("g", 0), &name("f", 0), &pool);
+    pair(&name("f", 1), &name("g", 1), &pool);
+    let (f0, f1) = (
+        format!("memory:{}", name("f", 0)),
+        format!("memory:{}", name("f", 1)),
+    );
+    let mut argv = vec![
         "l2fwd",
         "--backend",
         "memory",
         "--port",
-        "memory:l2f0",
+        &f0,
         "--port",
-        "memory:l2f1",
+        &f1,
         "-p",
         "3",
         "--lcores",
         "1",
         "--duration",
         "2.5",
-    ])
-    .expect("l2fwd's options");
+    ];
+    argv.extend(extra);
+    let args = l2fwd::L2fwdArgs::try_parse_from(argv).expect("l2fwd's options");
+    let (g0, g1) = (
+        format!("memory:{}", name("g", 0)),
+        format!("memory:{}", name("g", 1)),
+    );
     let (generated, forwarded) = against_pktgen(
         move || l2fwd::run(&args, Arc::new(AtomicBool::new(false))).expect("l2fwd runs"),
-        &["memory:l2g0", "memory:l2g1"],
+        &[g0.as_str(), g1.as_str()],
     );
     let (sent, received) = (u(&generated, "sent"), u(&generated, "received"));
     let drops = u(&forwarded, "drops_total") + u(&generated, "drops_total");
@@ -251,6 +272,11 @@ fn l2fwd_forwards_pktgen_flows_over_memory_ports() {
         u(&forwarded, "rx_packets"),
         u(&forwarded, "tx_packets") + u(&forwarded, "drops_total")
     );
+    if !extra.is_empty() {
+        let d = &forwarded["dispatch"];
+        assert!(u(d, "replies") > 1000, "the workers did the rewrite: {forwarded}");
+        assert_eq!(u(d, "dispatched"), u(d, "replies") + u(d, "reply_dropped"));
+    }
     all_back(&pool);
 }
 

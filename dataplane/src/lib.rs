@@ -15,6 +15,7 @@ pub mod backend;
 mod barrier;
 pub mod block;
 pub mod channel;
+pub mod dispatch;
 mod error;
 pub mod lcore;
 pub mod net;

@@ -13,9 +13,11 @@ use super::counters::LcoreCounters;
 use super::ports::{deal_queues, lcore_totals, service_tx};
 use super::run::{self, Summary, data_plan};
 use anyhow::Context;
+use dataplane::dispatch::{self, DispatchConfig, Dispatcher, WorkerLink};
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::{MbufBatch, OnFull, Port, QueueStats, TxBuffer};
 use dataplane::time::{TscTimer, rdtsc};
+use dataplane::worker::{Envelope, Worker, WorkerPool};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -188,6 +190,12 @@ pub struct L2fwdArgs {
     /// Leave the MAC addresses as they are.
     #[arg(long = "no-mac-updating")]
     pub no_mac_updating: bool,
+    /// Worker lcores for the MAC rewrite: the data lcore receives, steers
+    /// each packet by its flow to a worker over a ring, and sends what the
+    /// workers return (`dataplane::dispatch`); 0 does it all on the data
+    /// lcore, as DPDK's l2fwd does. Needs one data lcore.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
 }
 
 /// Parses a hexadecimal port mask, with or without `0x`.
@@ -225,6 +233,9 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         dp.data.len(),
         dp.data.len()
     );
+    if args.workers > 0 {
+        return run_dispatched(args, dp, port_summaries, per_lcore, &dst, quit);
+    }
     let mut group = dp.group();
     let mut counters = Vec::new();
     for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
@@ -242,6 +253,160 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     }
     let out = run::forward("l2fwd", group, counters, c.duration()?, quit)?;
     let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
+    run::note_mbufs(&mut s);
+    Ok(s)
+}
+
+/// A worker of `l2fwd --workers`: rewrites the MACs of what its link
+/// brings and sends it back.
+struct MacWorker {
+    link: WorkerLink,
+    /// Per receiving port: the (destination, source) MACs for its partner.
+    macs: Option<Vec<([u8; 6], [u8; 6])>>,
+    batch: MbufBatch,
+}
+
+impl Worker for MacWorker {
+    type State = ();
+    type Message = ();
+
+    fn init(&mut self) -> dataplane::Result<()> {
+        Ok(())
+    }
+
+    fn handle_message(&mut self, _: &mut (), _: Envelope<()>) -> dataplane::Result<()> {
+        Ok(())
+    }
+
+    fn poll(&mut self, _: &mut (), _ctx: &PollContext) -> dataplane::Result<usize> {
+        let n = self.link.recv(&mut self.batch);
+        if let Some(macs) = &self.macs {
+            for m in self.batch.iter_mut() {
+                let (dst, src) = macs[usize::from(m.port()).min(macs.len() - 1)];
+                update_macs(m.data_mut(), dst, src);
+            }
+        }
+        self.link.send(&mut self.batch);
+        Ok(n + self.link.pending())
+    }
+}
+
+/// The data lcore of `l2fwd --workers`: the dispatcher, publishing its
+/// ports' counters as the plain data lcore does.
+struct DispatchLcore {
+    inner: Dispatcher,
+    counters: Arc<LcoreCounters>,
+    publish: TscTimer,
+}
+
+impl Poller for DispatchLcore {
+    fn poll(&mut self, ctx: &PollContext) -> usize {
+        let work = self.inner.poll(ctx);
+        if self.publish.expired(ctx.now()) || ctx.stopping() {
+            self.counters.publish(&lcore_totals(
+                QueueStats::default(),
+                self.inner.ports(),
+                &[],
+            ));
+        }
+        work
+    }
+
+    fn stop(&mut self, ctx: &PollContext) {
+        self.inner.stop(ctx);
+        self.counters.publish(&lcore_totals(
+            QueueStats::default(),
+            self.inner.ports(),
+            &[],
+        ));
+    }
+}
+
+/// `l2fwd --workers N`: one data lcore dispatching to N workers.
+fn run_dispatched(
+    args: &L2fwdArgs,
+    dp: super::run::DataPlan,
+    port_summaries: Vec<super::ports::PortSummary>,
+    mut per_lcore: Vec<Vec<Box<dyn Port>>>,
+    dst: &[Option<usize>],
+    quit: Arc<AtomicBool>,
+) -> anyhow::Result<Summary> {
+    let c = &args.common;
+    anyhow::ensure!(
+        per_lcore.len() == 1,
+        "--workers needs one data lcore and one queue per port ({} given)",
+        per_lcore.len()
+    );
+    anyhow::ensure!(
+        dst.iter().all(Option::is_some),
+        "--workers forwards between every port given: a port mask that leaves ports out is not supported"
+    );
+    let ports = per_lcore.pop().context("a port queue")?;
+    let dst: Vec<usize> = dst.iter().map(|d| d.unwrap_or(0)).collect();
+    // MACs by receiving port: those of the port it goes out on.
+    let macs = (!args.no_mac_updating).then(|| {
+        dst.iter()
+            .map(|&d| {
+                let own = ports[d].capabilities().mac.unwrap_or(default_mac(d));
+                (default_mac(d), own)
+            })
+            .collect::<Vec<_>>()
+    });
+    let (io, links) = dispatch::dispatcher(
+        ports,
+        args.workers,
+        DispatchConfig {
+            dst: Some(dst),
+            ..DispatchConfig::default()
+        },
+    )?;
+    let report = io.report();
+    let mut links: Vec<Option<WorkerLink>> = links.into_iter().map(Some).collect();
+    let pool = WorkerPool::builder()
+        .factory(move |i: usize| MacWorker {
+            link: links[i].take().expect("a link per worker"),
+            macs: macs.clone(),
+            batch: MbufBatch::new(),
+        })
+        .workers(args.workers)
+        .cpu_affinity(false)
+        .build()
+        .context("starting the workers")?;
+    let mut group = dp.group();
+    let lcore = dp.data[0];
+    let cnt = Arc::new(LcoreCounters::default());
+    group
+        .poller(
+            lcore,
+            DispatchLcore {
+                inner: io,
+                counters: cnt.clone(),
+                publish: TscTimer::new(PUBLISH_EVERY, rdtsc()),
+            },
+        )
+        .context("adding the dispatcher")?;
+    // The dispatcher stops first and waits for the replies to what it
+    // handed out; then the workers.
+    let out = run::forward("l2fwd", group, vec![(lcore, cnt)], c.duration()?, quit)?;
+    pool.shutdown().context("stopping the workers")?;
+    let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
+    let stats = report.lock().map(|r| *r).unwrap_or_default();
+    // The dispatcher's own drops, beside the ports'.
+    for (reason, n) in [
+        ("worker_busy", stats.worker_busy),
+        ("dispatch_tx_full", stats.tx_dropped),
+        ("reply_dropped", stats.reply_dropped),
+    ] {
+        if n > 0 {
+            *s.drops.entry(reason).or_default() += n;
+            s.drops_total += n;
+        }
+    }
+    s.extra.insert("workers".into(), args.workers.into());
+    s.extra.insert(
+        "dispatch".into(),
+        serde_json::to_value(stats).context("the counters")?,
+    );
     run::note_mbufs(&mut s);
     Ok(s)
 }
