@@ -274,7 +274,10 @@ fn l2fwd_over_memory_ports(pool_name: &str, tag: &str, extra: &[&str]) {
     );
     if !extra.is_empty() {
         let d = &forwarded["dispatch"];
-        assert!(u(d, "replies") > 1000, "the workers did the rewrite: {forwarded}");
+        assert!(
+            u(d, "replies") > 1000,
+            "the workers did the rewrite: {forwarded}"
+        );
         assert_eq!(u(d, "dispatched"), u(d, "replies") + u(d, "reply_dropped"));
     }
     all_back(&pool);

@@ -365,6 +365,17 @@ impl Poller for Dispatcher {
                 work += got;
                 self.stats.rx += got as u64;
                 let n = self.to.len();
+                if n == 1 {
+                    // One worker: nothing to steer, the burst goes whole.
+                    for m in self.rx.iter_mut() {
+                        m.set_port(p as u16);
+                    }
+                    let sent = self.to[0].push_burst(&mut self.rx);
+                    self.stats.dispatched += sent as u64;
+                    self.stats.worker_busy += self.rx.len() as u64;
+                    self.rx.clear();
+                    continue;
+                }
                 for mut m in self.rx.drain() {
                     m.set_port(p as u16);
                     let w = worker_of(self.partitioner.as_ref(), n, &m);

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 const PACKETS: u32 = 20_000;
 const FLOWS: u32 = 64;
-const WORKERS: usize = 3;
 
 /// A UDP/IPv4 frame of flow `flow` carrying `seq` (bytes 42..46) and, at
 /// byte 46, room for the worker's mark.
@@ -61,15 +60,23 @@ impl Worker for Marker {
 
 #[test]
 fn packets_go_to_their_flows_worker_and_come_back_in_order() -> Result<()> {
+    // Three workers steered by flow, and one, which takes whole bursts.
+    for workers in [3, 1] {
+        round_trip(workers)?;
+    }
+    Ok(())
+}
+
+fn round_trip(workers: usize) -> Result<()> {
     let (mut ours, mut peer) = MemoryPort::pair(&PortConfig {
         mbufs: 4096,
-        ..PortConfig::new("dispatch")
+        ..PortConfig::new(format!("dispatch{workers}"))
     })?;
     let our_pool = ours[0].pool().clone();
     let mut peer = peer.remove(0);
     let peer_pool = peer.pool().clone();
     let ports: Vec<Box<dyn Port>> = vec![Box::new(ours.remove(0))];
-    let (io, links) = dispatch::dispatcher(ports, WORKERS, DispatchConfig::default())?;
+    let (io, links) = dispatch::dispatcher(ports, workers, DispatchConfig::default())?;
     let report = io.report();
     let mut links: Vec<Option<WorkerLink>> = links.into_iter().map(Some).collect();
     let pool = WorkerPool::builder()
@@ -78,7 +85,7 @@ fn packets_go_to_their_flows_worker_and_come_back_in_order() -> Result<()> {
             link: links[i].take().expect("a link per worker"),
             batch: MbufBatch::new(),
         })
-        .workers(WORKERS)
+        .workers(workers)
         .cpu_affinity(false)
         .env_overrides(false)
         .build()?;
@@ -117,7 +124,7 @@ fn packets_go_to_their_flows_worker_and_come_back_in_order() -> Result<()> {
             let flow = u32::from(u16::from_be_bytes([f[34], f[35]])) - 1000;
             let seq = u32::from_le_bytes(f[42..46].try_into().unwrap());
             let worker = f[46];
-            assert!((worker as usize) < WORKERS, "marked by a worker");
+            assert!((worker as usize) < workers, "marked by a worker");
             match seen.get(&flow) {
                 None => assert_eq!(seq, 0, "flow {flow} starts at 0"),
                 Some(&(w, last)) => {
@@ -141,7 +148,7 @@ fn packets_go_to_their_flows_worker_and_come_back_in_order() -> Result<()> {
     assert_eq!(stats.rx, u64::from(PACKETS));
     assert_eq!(stats.worker_busy + stats.tx_dropped, 0);
     // The flows spread over every worker.
-    let mut per_worker = [0; WORKERS];
+    let mut per_worker = vec![0; workers];
     for (w, _) in seen.values() {
         per_worker[*w as usize] += 1;
     }
