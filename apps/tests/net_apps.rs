@@ -535,3 +535,175 @@ fn assert_forwarded_or_counted(s: &serde_json::Value) {
         "{s}"
     );
 }
+
+// ---- telemetry ----------------------------------------------------------------------
+
+/// l2fwd with `--telemetry` on DPDK's null vdevs: DPDK's own
+/// `dpdk-telemetry.py` connects to our socket and every command answers as
+/// DPDK's would; DPDK's own socket runs beside ours; ours goes when l2fwd
+/// stops.
+#[test]
+fn dpdk_telemetry_py_reads_l2fwd() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    let script = match which("dpdk-telemetry.py") {
+        Some(s) => s,
+        None => {
+            let required = std::env::var("DATAPLANE_REQUIRE")
+                .is_ok_and(|r| r.split(',').any(|c| c.trim() == "dpdk"));
+            assert!(!required, "dpdk-telemetry.py (package dpdk) is needed");
+            println!(
+                "skip: dpdk-telemetry.py is not installed (scripts/install-deps.sh installs it)"
+            );
+            return;
+        }
+    };
+    let rt = std::env::temp_dir().join(format!("dp-telemetry-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&rt);
+    std::fs::create_dir_all(&rt).unwrap();
+    let prefix = "l2fwd-test";
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_l2fwd"))
+        .env("RUNTIME_DIRECTORY", &rt)
+        .args([
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+            "--backend",
+            "dpdk",
+        ])
+        .args([
+            "--lcores",
+            "1",
+            "--duration",
+            "4",
+            "--json",
+            "--telemetry",
+            prefix,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting l2fwd");
+    let ours = rt.join("dpdk").join(prefix).join("dpdk_telemetry.v2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !ours.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ours.exists(), "no socket at {}", ours.display());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ours), 0o600);
+    assert_eq!(mode(ours.parent().unwrap()), 0o700);
+
+    let ask = |prefix: &str, commands: &[&str]| -> Vec<Value> {
+        let mut c = std::process::Command::new(&script)
+            .env("RUNTIME_DIRECTORY", &rt)
+            .args(["-f", prefix])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running dpdk-telemetry.py");
+        {
+            use std::io::Write;
+            let mut stdin = c.stdin.take().unwrap();
+            for cmd in commands {
+                writeln!(stdin, "{cmd}").unwrap();
+            }
+        }
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<Value> = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            commands.len(),
+            "one answer per command:\n{text}"
+        );
+        lines
+    };
+    let a = ask(
+        prefix,
+        &[
+            "/",
+            "/info",
+            "/ethdev/list",
+            "/ethdev/stats,0",
+            "/ethdev/stats,1",
+            "/ethdev/stats,9",
+            "/ethdev/info,0",
+            "/eal/lcore/list",
+            "/eal/lcore/info,1",
+            "/eal/lcore/usage",
+            "/help,/eal/lcore/usage",
+            "/no/such/command",
+        ],
+    );
+    let list: Vec<&str> = a[0]["/"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for cmd in [
+        "/ethdev/list",
+        "/ethdev/stats",
+        "/eal/lcore/list",
+        "/eal/lcore/info",
+        "/eal/lcore/usage",
+    ] {
+        assert!(list.contains(&cmd), "{cmd} listed: {list:?}");
+    }
+    assert_eq!(a[1]["/info"]["max_output_len"], 16384);
+    assert_eq!(a[2]["/ethdev/list"], serde_json::json!([0, 1]));
+    for s in [&a[3]["/ethdev/stats"], &a[4]["/ethdev/stats"]] {
+        assert!(u(s, "ipackets") > 0, "{s}");
+        assert!(u(s, "opackets") > 0, "{s}");
+    }
+    assert_eq!(a[5]["/ethdev/stats"], Value::Null, "no port 9");
+    assert_eq!(a[6]["/ethdev/info"]["name"], "net_null0");
+    let lcores = a[7]["/eal/lcore/list"].as_array().unwrap().clone();
+    assert!(lcores.contains(&serde_json::json!(1)), "{lcores:?}");
+    assert_eq!(a[8]["/eal/lcore/info"]["lcore_id"], 1);
+    assert!(
+        u(&a[8]["/eal/lcore/info"], "busy_cycles") > 0,
+        "the data lcore is busy"
+    );
+    let usage = &a[9]["/eal/lcore/usage"];
+    assert_eq!(usage["lcore_ids"].as_array().unwrap().len(), lcores.len());
+    assert_eq!(usage["busy_cycles"].as_array().unwrap().len(), lcores.len());
+    assert!(a[10]["/help"]["/eal/lcore/usage"].is_string());
+    assert_eq!(a[11]["/no/such/command"], Value::Null);
+
+    // DPDK's own socket, beside ours, under the EAL's file prefix.
+    let dpdk_prefix = std::fs::read_dir(rt.join("dpdk"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n != prefix && rt.join("dpdk").join(n).join("dpdk_telemetry.v2").exists())
+        .expect("DPDK's telemetry socket beside ours");
+    let d = ask(&dpdk_prefix, &["/ethdev/list"]);
+    assert_eq!(d[0]["/ethdev/list"], serde_json::json!([0, 1]));
+
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!ours.exists(), "the socket goes with the program");
+    let _ = std::fs::remove_dir_all(&rt);
+}
+
+/// The path of `program` on `PATH`.
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}

@@ -32,6 +32,8 @@ pub mod require;
 #[allow(unsafe_code)]
 pub mod ring;
 #[allow(unsafe_code)]
+pub mod telemetry;
+#[allow(unsafe_code)]
 pub mod time;
 pub mod topology;
 mod uring;

@@ -480,6 +480,7 @@ fn main() -> anyhow::Result<()> {
             mbufs: args.mbufs,
             duration: None,
             json: args.json,
+            telemetry: None,
         };
         let opened = common.open_ports(&plan, 1)?;
         let (summaries, mut per_lcore) = deal_queues(opened);

@@ -579,6 +579,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
             mbufs: args.mbufs,
             duration: None,
             json: args.json,
+            telemetry: None,
         };
         let opened = common.open_ports(&plan, 1)?;
         let (summaries, mut per_lcore) = deal_queues(opened);

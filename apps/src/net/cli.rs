@@ -49,6 +49,11 @@ pub struct CommonArgs {
     /// Print one JSON summary object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Serve DPDK's telemetry v2 protocol on a socket for this DPDK
+    /// file-prefix (`dpdk-telemetry.py -f PREFIX` connects to it): lcore
+    /// usage and per-port counters (`dataplane::telemetry`).
+    #[arg(long, value_name = "PREFIX")]
+    pub telemetry: Option<String>,
 }
 
 impl CommonArgs {
@@ -104,6 +109,9 @@ impl CommonArgs {
     pub fn open_ports(&self, plan: &Plan, queues: u16) -> anyhow::Result<Vec<OpenedPort>> {
         if !self.vdevs.is_empty() {
             let mut eal = EalConfig::from_plan(plan);
+            // DPDK's own telemetry socket beside ours, when ours is asked
+            // for: its ethdev and mempool commands answer too.
+            eal.telemetry = self.telemetry.is_some();
             for v in &self.vdevs {
                 eal = eal.vdev(v.clone());
             }

@@ -11,11 +11,12 @@
 use super::cli::{CommonArgs, default_mac};
 use super::counters::LcoreCounters;
 use super::ports::{deal_queues, lcore_totals, service_tx};
-use super::run::{self, Summary, data_plan};
+use super::run::{self, PortCounters, Summary, TelemetrySetup, data_plan};
 use anyhow::Context;
 use dataplane::dispatch::{self, DispatchConfig, Dispatcher, WorkerLink};
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::{MbufBatch, OnFull, Port, QueueStats, TxBuffer};
+use dataplane::telemetry::Telemetry;
 use dataplane::time::{TscTimer, rdtsc};
 use dataplane::worker::{Envelope, Worker, WorkerPool};
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct L2fwdLcore {
     rx_internal: bool,
     app: QueueStats,
     counters: Arc<LcoreCounters>,
+    /// Per port: this lcore's queue's counters, for telemetry.
+    port_counters: Vec<Arc<LcoreCounters>>,
     publish: TscTimer,
     batch: MbufBatch,
 }
@@ -123,6 +126,7 @@ impl L2fwdLcore {
             rx_internal: false,
             app: QueueStats::default(),
             counters,
+            port_counters: Vec::new(),
             publish: TscTimer::new(PUBLISH_EVERY, now),
             batch: MbufBatch::new(),
         }
@@ -134,8 +138,24 @@ impl L2fwdLcore {
         self
     }
 
+    /// Publishes each port queue's counters into `counters` (one per
+    /// port, in port order) too, for telemetry.
+    pub fn port_counters(mut self, counters: Vec<Arc<LcoreCounters>>) -> Self {
+        self.port_counters = counters;
+        self
+    }
+
     fn totals(&self) -> QueueStats {
         lcore_totals(self.app, &self.ports, &self.tx)
+    }
+
+    fn publish(&self) {
+        self.counters.publish(&self.totals());
+        for ((port, tx), c) in self.ports.iter().zip(&self.tx).zip(&self.port_counters) {
+            let mut s = port.stats();
+            s.drop_n(dataplane::net::DropReason::TxFull, tx.dropped());
+            c.publish(&s);
+        }
     }
 }
 
@@ -163,7 +183,7 @@ impl Poller for L2fwdLcore {
         }
         service_tx(&mut self.tx, &mut self.ports, ctx);
         if self.publish.expired(ctx.now()) || ctx.stopping() {
-            self.counters.publish(&self.totals());
+            self.publish();
         }
         work
     }
@@ -172,7 +192,7 @@ impl Poller for L2fwdLcore {
         for (buf, port) in self.tx.iter_mut().zip(self.ports.iter_mut()) {
             buf.flush(port);
         }
-        self.counters.publish(&self.totals());
+        self.publish();
     }
 }
 
@@ -238,9 +258,17 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     }
     let mut group = dp.group();
     let mut counters = Vec::new();
+    let mut ports: PortCounters = port_summaries
+        .iter()
+        .map(|p| (p.device.clone(), Vec::new()))
+        .collect();
     for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
         let cnt = Arc::new(LcoreCounters::default());
         counters.push((lcore, cnt.clone()));
+        let per_port: Vec<Arc<LcoreCounters>> = (0..queues.len()).map(|_| Arc::default()).collect();
+        for (p, c) in ports.iter_mut().zip(&per_port) {
+            p.1.push(c.clone());
+        }
         let poller = L2fwdLcore::new(
             queues,
             dst.clone(),
@@ -248,13 +276,28 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
             c.burst,
             c.drain(),
             cnt,
-        );
+        )
+        .port_counters(per_port);
         group.poller(lcore, poller).context("adding a poller")?;
     }
-    let out = run::forward("l2fwd", group, counters, c.duration()?, quit)?;
+    let telemetry = telemetry(c, ports)?;
+    let out = run::forward("l2fwd", group, counters, c.duration()?, quit, telemetry)?;
     let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
     run::note_mbufs(&mut s);
     Ok(s)
+}
+
+/// The telemetry socket's set-up when `--telemetry` asks for one.
+fn telemetry(c: &CommonArgs, ports: PortCounters) -> anyhow::Result<Option<TelemetrySetup>> {
+    let Some(prefix) = &c.telemetry else {
+        return Ok(None);
+    };
+    let registry = Telemetry::new();
+    run::register_ethdev(&registry, ports)?;
+    Ok(Some(TelemetrySetup {
+        prefix: prefix.clone(),
+        registry,
+    }))
 }
 
 /// A worker of `l2fwd --workers`: rewrites the MACs of what its link
@@ -387,7 +430,14 @@ fn run_dispatched(
         .context("adding the dispatcher")?;
     // The dispatcher stops first and waits for the replies to what it
     // handed out; then the workers.
-    let out = run::forward("l2fwd", group, vec![(lcore, cnt)], c.duration()?, quit)?;
+    let out = run::forward(
+        "l2fwd",
+        group,
+        vec![(lcore, cnt)],
+        c.duration()?,
+        quit,
+        None,
+    )?;
     pool.shutdown().context("stopping the workers")?;
     let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
     let stats = report.lock().map(|r| *r).unwrap_or_default();

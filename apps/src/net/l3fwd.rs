@@ -527,7 +527,7 @@ pub fn run(args: &L3fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         }
         group.poller(lcore, poller).context("adding a poller")?;
     }
-    let out = run::forward("l3fwd", group, counters, c.duration()?, quit)?;
+    let out = run::forward("l3fwd", group, counters, c.duration()?, quit, None)?;
     let mut s = Summary::new("l3fwd", port_summaries, &dp.plan, &out);
     s.extra.insert("routes".into(), routes.len().into());
     s.extra

@@ -7,8 +7,9 @@ use super::ports::PortSummary;
 use anyhow::Context;
 use dataplane::backend::Skip;
 use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role};
-use dataplane::net::QueueStats;
+use dataplane::net::{DropReason, QueueStats};
 use dataplane::profile::{Plan, Profile};
+use dataplane::telemetry::Telemetry;
 use dataplane::topology::Topology;
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
@@ -114,6 +115,84 @@ pub struct Watch {
     /// all of them when `None`. A pipeline names its middle stage, so that
     /// a packet is counted once, not once per stage.
     pub summed: Option<std::ops::Range<usize>>,
+    /// A telemetry socket to serve while the lcores run.
+    pub telemetry: Option<TelemetrySetup>,
+}
+
+/// What a program serves on its telemetry socket: its own commands (the
+/// ports'), to which the run adds the lcores'.
+#[derive(Debug)]
+pub struct TelemetrySetup {
+    /// The DPDK file-prefix naming the socket's directory.
+    pub prefix: String,
+    /// The commands.
+    pub registry: Telemetry,
+}
+
+/// Per port, its name and the counters each lcore publishes for its
+/// queue of it.
+pub type PortCounters = Vec<(String, Vec<Arc<LcoreCounters>>)>;
+
+/// A port's counters as `/ethdev/stats` answers them: DPDK's names
+/// (`ipackets`, `opackets`, `ibytes`, `obytes`, `imissed`, `ierrors`,
+/// `oerrors`, `rx_nombuf`), then the drops by reason.
+pub fn ethdev_stats(s: &QueueStats) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "ipackets": s.rx_packets,
+        "opackets": s.tx_packets,
+        "ibytes": s.rx_bytes,
+        "obytes": s.tx_bytes,
+        "imissed": s.dropped(DropReason::RxOverrun),
+        "ierrors": s.errors,
+        "oerrors": 0,
+        "rx_nombuf": s.dropped(DropReason::NoMbuf),
+    });
+    for (reason, n) in drops_map(s) {
+        v[format!("dropped_{reason}")] = n.into();
+    }
+    v
+}
+
+/// Registers `/ethdev/list` and `/ethdev/stats,N` over `ports`.
+///
+/// # Errors
+/// Never for these names.
+pub fn register_ethdev(t: &Telemetry, ports: PortCounters) -> anyhow::Result<()> {
+    let ports = Arc::new(ports);
+    let p = ports.clone();
+    t.register(
+        "/ethdev/list",
+        "Returns list of available ethdev ports. Takes no parameters",
+        move |_| Some(serde_json::json!((0..p.len()).collect::<Vec<_>>())),
+    )?;
+    let p = ports.clone();
+    t.register(
+        "/ethdev/stats",
+        "Returns the common stats for a port. Parameters: int port_id",
+        move |param| {
+            let (_, lcores) = p.get(param.trim().parse::<usize>().ok()?)?;
+            let mut total = QueueStats::default();
+            for c in lcores {
+                total.add(&c.snapshot());
+            }
+            Some(ethdev_stats(&total))
+        },
+    )?;
+    t.register(
+        "/ethdev/info",
+        "Returns the device info for a port. Parameters: int port_id",
+        move |param| {
+            let id = param.trim().parse::<usize>().ok()?;
+            let (name, lcores) = ports.get(id)?;
+            Some(serde_json::json!({
+                "name": name,
+                "port_id": id,
+                "nb_rx_queues": lcores.len(),
+                "nb_tx_queues": lcores.len(),
+            }))
+        },
+    )?;
+    Ok(())
 }
 
 /// What a run did.
@@ -164,8 +243,21 @@ fn mpps(packets: u64, d: Duration) -> f64 {
 /// # Errors
 ///
 /// When the lcores cannot be launched, or one of them panicked.
-pub fn run(group: LcoreGroup, watch: Watch) -> anyhow::Result<Outcome> {
+pub fn run(group: LcoreGroup, mut watch: Watch) -> anyhow::Result<Outcome> {
     let running = group.launch().context("launching the lcores")?;
+    // Served while the lcores run; the socket goes with `_telemetry`.
+    let _telemetry = match watch.telemetry.take() {
+        Some(t) => {
+            t.registry.lcores(running.stats_view())?;
+            let server = t
+                .registry
+                .serve(&t.prefix)
+                .context("starting the telemetry socket")?;
+            tracing::info!(path = %server.path().display(), "telemetry");
+            Some(server)
+        }
+        None => None,
+    };
     let t0 = Instant::now();
     let mut last = (t0, QueueStats::default());
     let mut last_lcores: Vec<QueueStats> = vec![QueueStats::default(); watch.counters.len()];
@@ -496,6 +588,7 @@ pub fn forward(
     counters: Vec<(LcoreId, Arc<LcoreCounters>)>,
     duration: Option<Duration>,
     quit: Arc<AtomicBool>,
+    telemetry: Option<TelemetrySetup>,
 ) -> anyhow::Result<Outcome> {
     run(
         group,
@@ -507,6 +600,7 @@ pub fn forward(
             tx_off: None,
             lines: true,
             summed: None,
+            telemetry,
         },
     )
 }

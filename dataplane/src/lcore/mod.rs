@@ -68,7 +68,7 @@ pub use affinity::current_cpu;
 pub use group::{DEFAULT_DRAIN_TIMEOUT, LcoreConfig, LcoreGroup};
 pub use run::Exit;
 pub(crate) use running::panic_message;
-pub use running::{LcoreReport, Running, StopHandle};
+pub use running::{LcoreReport, LcoreStatsView, Running, StopHandle};
 pub use stats::{LcoreStats, LcoreStatsSnapshot};
 
 use run::{Coordinator, Lcore};

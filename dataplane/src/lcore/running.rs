@@ -83,6 +83,18 @@ impl Running {
         }
     }
 
+    /// A handle to every lcore's counters that other threads keep and
+    /// read while the group runs (a telemetry server, a metrics scrape).
+    pub fn stats_view(&self) -> LcoreStatsView {
+        LcoreStatsView {
+            lcores: self
+                .stats
+                .iter()
+                .map(|i| (i.id, i.role, i.cpu, i.stats.clone()))
+                .collect(),
+        }
+    }
+
     /// Every lcore's id, role, CPU and counters now.
     pub fn stats(&self) -> Vec<(LcoreId, Role, Option<CpuId>, LcoreStatsSnapshot)> {
         self.stats
@@ -369,5 +381,30 @@ impl LcoreGroup {
             }
         }
         Ok(running)
+    }
+}
+
+/// Every lcore's counters, readable from any thread: see
+/// [`Running::stats_view`].
+#[derive(Clone)]
+pub struct LcoreStatsView {
+    lcores: Vec<(LcoreId, Role, Option<CpuId>, Arc<LcoreStats>)>,
+}
+
+impl fmt::Debug for LcoreStatsView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LcoreStatsView")
+            .field("lcores", &self.lcores.len())
+            .finish()
+    }
+}
+
+impl LcoreStatsView {
+    /// Each lcore with its role, CPU and counters now.
+    pub fn snapshot(&self) -> Vec<(LcoreId, Role, Option<CpuId>, LcoreStatsSnapshot)> {
+        self.lcores
+            .iter()
+            .map(|(id, role, cpu, s)| (*id, *role, *cpu, s.snapshot()))
+            .collect()
     }
 }
