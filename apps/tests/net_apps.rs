@@ -223,6 +223,54 @@ fn l2fwd_forwards_pktgen_flows_over_memory_ports() {
     l2fwd_over_memory_ports("apps-l2", "l2", &[]);
 }
 
+/// `--metrics`: scraped while l2fwd runs, the text format has every port
+/// and lcore, and its counts are what the summary ends with or less.
+#[test]
+fn l2fwd_serves_prometheus_metrics() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let a = addr.clone();
+    let scraper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&a).expect("the endpoint is up");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    });
+    let forwarded = l2fwd_over_memory_ports("apps-l2m", "l2m", &["--metrics", &addr]);
+    let scrape = scraper.join().unwrap();
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    assert!(scrape.ends_with("# EOF\n"), "{scrape}");
+    let value = |series: &str| -> u64 {
+        scrape
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+    };
+    let mut rx = 0;
+    for port in ["memory:l2mf0", "memory:l2mf1"] {
+        rx += value(&format!(
+            "dataplane_port_rx_packets_total{{port=\"{port}\"}}"
+        ));
+        let _ = value(&format!(
+            "dataplane_port_dropped_packets_total{{port=\"{port}\",reason=\"tx_full\"}}"
+        ));
+    }
+    assert!(rx > 0, "{scrape}");
+    assert!(
+        rx <= u(&forwarded, "rx_packets"),
+        "a scrape during the run counts no more than the end"
+    );
+    assert!(value("dataplane_lcore_busy_cycles_total{lcore=\"1\",role=\"app\"}") > 0);
+}
+
 /// The same through an I/O lcore that dispatches to two workers
 /// (`--workers 2`): every packet pktgen sent comes back or is counted.
 #[test]
@@ -230,7 +278,7 @@ fn l2fwd_dispatching_to_workers_over_memory_ports() {
     l2fwd_over_memory_ports("apps-l2w", "l2w", &["--workers", "2"]);
 }
 
-fn l2fwd_over_memory_ports(pool_name: &str, tag: &str, extra: &[&str]) {
+fn l2fwd_over_memory_ports(pool_name: &str, tag: &str, extra: &[&str]) -> Value {
     let pool = pool(pool_name);
     let name = |end: &str, i: u32| format!("{tag}{end}{i}");
     pair(&name("g", 0), &name("f", 0), &pool);
@@ -272,7 +320,7 @@ fn l2fwd_over_memory_ports(pool_name: &str, tag: &str, extra: &[&str]) {
         u(&forwarded, "rx_packets"),
         u(&forwarded, "tx_packets") + u(&forwarded, "drops_total")
     );
-    if !extra.is_empty() {
+    if extra.contains(&"--workers") {
         let d = &forwarded["dispatch"];
         assert!(
             u(d, "replies") > 1000,
@@ -281,6 +329,7 @@ fn l2fwd_over_memory_ports(pool_name: &str, tag: &str, extra: &[&str]) {
         assert_eq!(u(d, "dispatched"), u(d, "replies") + u(d, "reply_dropped"));
     }
     all_back(&pool);
+    forwarded
 }
 
 // ---- malformed frames -----------------------------------------------------------

@@ -18,6 +18,7 @@ pub mod channel;
 pub mod dispatch;
 mod error;
 pub mod lcore;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod profile;

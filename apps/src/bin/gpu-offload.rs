@@ -481,6 +481,7 @@ fn main() -> anyhow::Result<()> {
             duration: None,
             json: args.json,
             telemetry: None,
+            metrics: None,
         };
         let opened = common.open_ports(&plan, 1)?;
         let (summaries, mut per_lcore) = deal_queues(opened);

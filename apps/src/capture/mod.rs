@@ -580,6 +580,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
             duration: None,
             json: args.json,
             telemetry: None,
+            metrics: None,
         };
         let opened = common.open_ports(&plan, 1)?;
         let (summaries, mut per_lcore) = deal_queues(opened);

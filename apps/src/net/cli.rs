@@ -54,6 +54,11 @@ pub struct CommonArgs {
     /// usage and per-port counters (`dataplane::telemetry`).
     #[arg(long, value_name = "PREFIX")]
     pub telemetry: Option<String>,
+    /// Serve Prometheus metrics (lcores, ports, drops by reason) at
+    /// `http://ADDR/metrics`; give a loopback address (`127.0.0.1:9100`)
+    /// unless the network must scrape it.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl CommonArgs {

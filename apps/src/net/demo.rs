@@ -455,7 +455,7 @@ pub fn run_demo(cfg: &DemoConfig, quit: Arc<AtomicBool>) -> anyhow::Result<(Summ
             tx_off: None,
             lines: cfg.lines,
             summed: Some(1..k + 1),
-            telemetry: None,
+            observe: None,
         },
     )?;
     Ok(summarise(&plan, &outcome, k, &pools, &latency))

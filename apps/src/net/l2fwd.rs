@@ -11,12 +11,11 @@
 use super::cli::{CommonArgs, default_mac};
 use super::counters::LcoreCounters;
 use super::ports::{deal_queues, lcore_totals, service_tx};
-use super::run::{self, PortCounters, Summary, TelemetrySetup, data_plan};
+use super::run::{self, PortCounters, Summary, data_plan};
 use anyhow::Context;
 use dataplane::dispatch::{self, DispatchConfig, Dispatcher, WorkerLink};
 use dataplane::lcore::{PollContext, Poller};
 use dataplane::net::{MbufBatch, OnFull, Port, QueueStats, TxBuffer};
-use dataplane::telemetry::Telemetry;
 use dataplane::time::{TscTimer, rdtsc};
 use dataplane::worker::{Envelope, Worker, WorkerPool};
 use std::sync::Arc;
@@ -280,24 +279,11 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
         .port_counters(per_port);
         group.poller(lcore, poller).context("adding a poller")?;
     }
-    let telemetry = telemetry(c, ports)?;
-    let out = run::forward("l2fwd", group, counters, c.duration()?, quit, telemetry)?;
+    let observe = run::observe(c, ports)?;
+    let out = run::forward("l2fwd", group, counters, c.duration()?, quit, observe)?;
     let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);
     run::note_mbufs(&mut s);
     Ok(s)
-}
-
-/// The telemetry socket's set-up when `--telemetry` asks for one.
-fn telemetry(c: &CommonArgs, ports: PortCounters) -> anyhow::Result<Option<TelemetrySetup>> {
-    let Some(prefix) = &c.telemetry else {
-        return Ok(None);
-    };
-    let registry = Telemetry::new();
-    run::register_ethdev(&registry, ports)?;
-    Ok(Some(TelemetrySetup {
-        prefix: prefix.clone(),
-        registry,
-    }))
 }
 
 /// A worker of `l2fwd --workers`: rewrites the MACs of what its link

@@ -559,7 +559,7 @@ pub fn run(args: &PktgenArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> 
             tx_off: Some((tx_off, Duration::from_millis(args.drain_ms))),
             lines: true,
             summed: None,
-            telemetry: None,
+            observe: None,
         },
     )?;
     let mut s = Summary::new("pktgen", port_summaries, &dp.plan, &out);

@@ -2,11 +2,13 @@
 //! second, an orderly stop (at the end of `--duration`, or on SIGINT or
 //! SIGTERM, DPDK l2fwd's `force_quit`), and the summary.
 
+use super::cli::CommonArgs;
 use super::counters::LcoreCounters;
 use super::ports::PortSummary;
 use anyhow::Context;
 use dataplane::backend::Skip;
 use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role};
+use dataplane::metrics::{Labels, Metrics, Registry, counters};
 use dataplane::net::{DropReason, QueueStats};
 use dataplane::profile::{Plan, Profile};
 use dataplane::telemetry::Telemetry;
@@ -15,6 +17,7 @@ use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -115,18 +118,97 @@ pub struct Watch {
     /// all of them when `None`. A pipeline names its middle stage, so that
     /// a packet is counted once, not once per stage.
     pub summed: Option<std::ops::Range<usize>>,
-    /// A telemetry socket to serve while the lcores run.
-    pub telemetry: Option<TelemetrySetup>,
+    /// The telemetry socket and `/metrics` endpoint to serve while the
+    /// lcores run.
+    pub observe: Option<Observe>,
 }
 
-/// What a program serves on its telemetry socket: its own commands (the
-/// ports'), to which the run adds the lcores'.
-#[derive(Debug)]
-pub struct TelemetrySetup {
-    /// The DPDK file-prefix naming the socket's directory.
-    pub prefix: String,
-    /// The commands.
-    pub registry: Telemetry,
+/// What a program serves about itself while it runs: its own telemetry
+/// commands and metrics (the ports'), to which the run adds the lcores'.
+#[derive(Debug, Default)]
+pub struct Observe {
+    /// The DPDK file-prefix naming the telemetry socket's directory, and
+    /// the commands.
+    pub telemetry: Option<(String, Telemetry)>,
+    /// Where `/metrics` is served, and the collectors.
+    pub metrics: Option<(SocketAddr, Metrics)>,
+}
+
+/// The telemetry and metrics that `--telemetry` and `--metrics` ask for,
+/// over `ports`; `None` when neither is.
+///
+/// # Errors
+/// Never for these command names.
+pub fn observe(c: &CommonArgs, ports: PortCounters) -> anyhow::Result<Option<Observe>> {
+    if c.telemetry.is_none() && c.metrics.is_none() {
+        return Ok(None);
+    }
+    let ports = Arc::new(ports);
+    let mut o = Observe::default();
+    if let Some(prefix) = &c.telemetry {
+        let t = Telemetry::new();
+        register_ethdev(&t, ports.clone())?;
+        o.telemetry = Some((prefix.clone(), t));
+    }
+    if let Some(addr) = c.metrics {
+        let m = Metrics::new();
+        m.collect(move |r| port_metrics(r, &ports));
+        o.metrics = Some((addr, m));
+    }
+    Ok(Some(o))
+}
+
+/// Per port (`port` label, the device as given): packets, bytes, errors,
+/// and drops by reason (`reason` label).
+fn port_metrics(r: &mut Registry, ports: &PortCounters) {
+    let totals: Vec<(Labels, QueueStats)> = ports
+        .iter()
+        .map(|(name, lcores)| {
+            let mut t = QueueStats::default();
+            for c in lcores {
+                t.add(&c.snapshot());
+            }
+            (vec![("port".to_string(), name.clone())], t)
+        })
+        .collect();
+    let fam =
+        |f: &dyn Fn(&QueueStats) -> u64| counters(totals.iter().map(|(l, s)| (l.clone(), f(s))));
+    r.register(
+        "dataplane_port_rx_packets",
+        "Packets received",
+        fam(&|s| s.rx_packets),
+    );
+    r.register(
+        "dataplane_port_tx_packets",
+        "Packets sent",
+        fam(&|s| s.tx_packets),
+    );
+    r.register(
+        "dataplane_port_rx_bytes",
+        "Bytes received",
+        fam(&|s| s.rx_bytes),
+    );
+    r.register(
+        "dataplane_port_tx_bytes",
+        "Bytes sent",
+        fam(&|s| s.tx_bytes),
+    );
+    r.register(
+        "dataplane_port_errors",
+        "Errors the backend reported",
+        fam(&|s| s.errors),
+    );
+    r.register(
+        "dataplane_port_dropped_packets",
+        "Packets dropped, by reason",
+        counters(totals.iter().flat_map(|(l, s)| {
+            DropReason::ALL.iter().map(move |why| {
+                let mut labels = l.clone();
+                labels.push(("reason".to_string(), why.name().to_string()));
+                (labels, s.dropped(*why))
+            })
+        })),
+    );
 }
 
 /// Per port, its name and the counters each lcore publishes for its
@@ -157,8 +239,7 @@ pub fn ethdev_stats(s: &QueueStats) -> serde_json::Value {
 ///
 /// # Errors
 /// Never for these names.
-pub fn register_ethdev(t: &Telemetry, ports: PortCounters) -> anyhow::Result<()> {
-    let ports = Arc::new(ports);
+pub fn register_ethdev(t: &Telemetry, ports: Arc<PortCounters>) -> anyhow::Result<()> {
     let p = ports.clone();
     t.register(
         "/ethdev/list",
@@ -245,16 +326,27 @@ fn mpps(packets: u64, d: Duration) -> f64 {
 /// When the lcores cannot be launched, or one of them panicked.
 pub fn run(group: LcoreGroup, mut watch: Watch) -> anyhow::Result<Outcome> {
     let running = group.launch().context("launching the lcores")?;
-    // Served while the lcores run; the socket goes with `_telemetry`.
-    let _telemetry = match watch.telemetry.take() {
-        Some(t) => {
-            t.registry.lcores(running.stats_view())?;
-            let server = t
-                .registry
-                .serve(&t.prefix)
-                .context("starting the telemetry socket")?;
-            tracing::info!(path = %server.path().display(), "telemetry");
-            Some(server)
+    // Served while the lcores run; they go with `_served`.
+    let _served = match watch.observe.take() {
+        Some(o) => {
+            let view = running.stats_view();
+            let telemetry = match o.telemetry {
+                Some((prefix, t)) => {
+                    t.lcores(view.clone())?;
+                    let server = t.serve(&prefix).context("starting the telemetry socket")?;
+                    tracing::info!(path = %server.path().display(), "telemetry");
+                    Some(server)
+                }
+                None => None,
+            };
+            let metrics = match o.metrics {
+                Some((addr, m)) => {
+                    m.lcores(view);
+                    Some(m.serve(addr).context("serving /metrics")?)
+                }
+                None => None,
+            };
+            Some((telemetry, metrics))
         }
         None => None,
     };
@@ -588,7 +680,7 @@ pub fn forward(
     counters: Vec<(LcoreId, Arc<LcoreCounters>)>,
     duration: Option<Duration>,
     quit: Arc<AtomicBool>,
-    telemetry: Option<TelemetrySetup>,
+    observe: Option<Observe>,
 ) -> anyhow::Result<Outcome> {
     run(
         group,
@@ -600,7 +692,7 @@ pub fn forward(
             tx_off: None,
             lines: true,
             summed: None,
-            telemetry,
+            observe,
         },
     )
 }
