@@ -19,6 +19,7 @@ use crate::{Error, Result};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::registry::Registry;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -107,6 +108,56 @@ impl Metrics {
                 "dataplane_lcore_idle_cycles",
                 "TSC cycles spent in passes that found none, and backing off",
                 fam(&|s| s.idle_cycles),
+            );
+        });
+    }
+
+    /// Per worker (`worker` label): messages received and handled,
+    /// errors, panics, restarts, and the queue depth now (a gauge).
+    pub fn workers(&self, view: crate::worker::WorkerStatsView) {
+        self.collect(move |r| {
+            let snap = view.snapshot();
+            let labels = |w: &crate::worker::WorkerStats| -> Labels {
+                vec![("worker".into(), w.worker.0.to_string())]
+            };
+            let fam = |f: &dyn Fn(&crate::worker::WorkerStats) -> u64| {
+                counters(snap.iter().map(|w| (labels(w), f(w))))
+            };
+            r.register(
+                "dataplane_worker_received",
+                "Messages taken from the queue",
+                fam(&|w| w.received),
+            );
+            r.register(
+                "dataplane_worker_handled",
+                "Messages handled",
+                fam(&|w| w.handled),
+            );
+            r.register(
+                "dataplane_worker_errors",
+                "Handler errors",
+                fam(&|w| w.errors),
+            );
+            r.register(
+                "dataplane_worker_panics",
+                "Handler panics",
+                fam(&|w| w.panics),
+            );
+            r.register(
+                "dataplane_worker_restarts",
+                "Restarts under the policy",
+                fam(&|w| w.restarts),
+            );
+            let depth = Family::<Labels, Gauge>::default();
+            for w in &snap {
+                depth
+                    .get_or_create(&labels(w))
+                    .set(i64::try_from(w.queue_depth).unwrap_or(i64::MAX));
+            }
+            r.register(
+                "dataplane_worker_queue_depth",
+                "Messages waiting for the worker",
+                depth,
             );
         });
     }

@@ -187,6 +187,19 @@ impl Telemetry {
         )
     }
 
+    /// Adds `/dataplane/workers`: every worker's counters (status,
+    /// received, handled, errors, panics, restarts, queue depth).
+    ///
+    /// # Errors
+    /// Never for this name.
+    pub fn workers(&self, view: crate::worker::WorkerStatsView) -> Result<()> {
+        self.register(
+            "/dataplane/workers",
+            "Returns every worker's counters. Takes no parameters",
+            move |_| serde_json::to_value(view.snapshot()).ok(),
+        )
+    }
+
     /// The answer to one request, as the socket sends it.
     pub fn answer(&self, request: &str) -> String {
         let request = request.trim_end_matches(['\0', '\n', '\r']);

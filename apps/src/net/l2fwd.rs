@@ -325,29 +325,36 @@ impl Worker for MacWorker {
 struct DispatchLcore {
     inner: Dispatcher,
     counters: Arc<LcoreCounters>,
+    /// Per port, for telemetry and metrics.
+    port_counters: Vec<Arc<LcoreCounters>>,
     publish: TscTimer,
+}
+
+impl DispatchLcore {
+    fn publish(&self) {
+        self.counters.publish(&lcore_totals(
+            QueueStats::default(),
+            self.inner.ports(),
+            &[],
+        ));
+        for (port, c) in self.inner.ports().iter().zip(&self.port_counters) {
+            c.publish(&port.stats());
+        }
+    }
 }
 
 impl Poller for DispatchLcore {
     fn poll(&mut self, ctx: &PollContext) -> usize {
         let work = self.inner.poll(ctx);
         if self.publish.expired(ctx.now()) || ctx.stopping() {
-            self.counters.publish(&lcore_totals(
-                QueueStats::default(),
-                self.inner.ports(),
-                &[],
-            ));
+            self.publish();
         }
         work
     }
 
     fn stop(&mut self, ctx: &PollContext) {
         self.inner.stop(ctx);
-        self.counters.publish(&lcore_totals(
-            QueueStats::default(),
-            self.inner.ports(),
-            &[],
-        ));
+        self.publish();
     }
 }
 
@@ -401,6 +408,23 @@ fn run_dispatched(
         .cpu_affinity(false)
         .build()
         .context("starting the workers")?;
+    let per_port: Vec<Arc<LcoreCounters>> = port_summaries.iter().map(|_| Arc::default()).collect();
+    let mut observe = run::observe(
+        c,
+        port_summaries
+            .iter()
+            .zip(&per_port)
+            .map(|(p, c)| (p.device.clone(), vec![c.clone()]))
+            .collect(),
+    )?;
+    if let Some(o) = observe.as_mut() {
+        if let Some((_, t)) = &o.telemetry {
+            t.workers(pool.stats_view())?;
+        }
+        if let Some((_, m)) = &o.metrics {
+            m.workers(pool.stats_view());
+        }
+    }
     let mut group = dp.group();
     let lcore = dp.data[0];
     let cnt = Arc::new(LcoreCounters::default());
@@ -410,6 +434,7 @@ fn run_dispatched(
             DispatchLcore {
                 inner: io,
                 counters: cnt.clone(),
+                port_counters: per_port,
                 publish: TscTimer::new(PUBLISH_EVERY, rdtsc()),
             },
         )
@@ -422,7 +447,7 @@ fn run_dispatched(
         vec![(lcore, cnt)],
         c.duration()?,
         quit,
-        None,
+        observe,
     )?;
     pool.shutdown().context("stopping the workers")?;
     let mut s = Summary::new("l2fwd", port_summaries, &dp.plan, &out);

@@ -111,7 +111,7 @@ mod tests;
 pub use builder::{PoolBuilder, WorkerFactory};
 pub use config::{PoolConfig, WorkerConfig};
 pub use handle::{WorkerHandle, spawn};
-pub use pool::{PoolReport, WorkerPool};
+pub use pool::{PoolReport, WorkerPool, WorkerStatsView};
 pub use routes::BroadcastError;
 pub use sender::PartitionedSender;
 pub use stats::{WorkerStats, WorkerStatus};

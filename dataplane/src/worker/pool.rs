@@ -13,7 +13,7 @@ use crate::profile::Plan;
 use crate::ring::Batch;
 use crate::{Error, Result};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Workers on application lcores, and the routes to them. `Sync`: any
@@ -451,6 +451,28 @@ impl<W: Worker> WorkerPool<W> {
             .collect()
     }
 
+    /// A handle to every worker's counters that other threads keep and
+    /// read while the pool runs (telemetry's `/dataplane/workers`, a
+    /// metrics scrape).
+    pub fn stats_view(&self) -> WorkerStatsView {
+        WorkerStatsView {
+            workers: self
+                .routes
+                .links
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let (shared, lanes, tx) = (l.shared.clone(), l.lanes.clone(), l.tx.clone());
+                    Arc::new(move || {
+                        shared
+                            .counters
+                            .snapshot(WorkerId::from(i), lanes.len() + tx.len())
+                    }) as Arc<dyn Fn() -> WorkerStats + Send + Sync>
+                })
+                .collect(),
+        }
+    }
+
     /// Every lcore's counters now.
     pub fn lcore_stats(&self) -> Vec<crate::lcore::LcoreStatsSnapshot> {
         self.running
@@ -524,5 +546,27 @@ impl<W: Worker> Drop for WorkerPool<W> {
                 );
             }
         }
+    }
+}
+
+/// Every worker's counters, readable from any thread: see
+/// [`WorkerPool::stats_view`].
+#[derive(Clone)]
+pub struct WorkerStatsView {
+    workers: Vec<Arc<dyn Fn() -> WorkerStats + Send + Sync>>,
+}
+
+impl fmt::Debug for WorkerStatsView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerStatsView")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl WorkerStatsView {
+    /// Each worker's counters now (queue depth included).
+    pub fn snapshot(&self) -> Vec<WorkerStats> {
+        self.workers.iter().map(|w| w()).collect()
     }
 }

@@ -841,3 +841,40 @@ fn a_failing_poll_restarts_the_worker() {
     assert_eq!(report.workers[0].handled, 100);
     assert_eq!(done.load(Ordering::Relaxed), 100);
 }
+
+#[test]
+fn the_stats_view_reads_what_the_pool_reads_and_telemetry_serves_it() {
+    let (_h, b) = harness(2);
+    let pool = b.build().unwrap();
+    let view = pool.stats_view();
+    send_all(&pool, 0..1000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while view.snapshot().iter().map(|w| w.handled).sum::<u64>() < 1000
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (a, b) = (view.snapshot(), pool.stats());
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        a.iter().map(|w| w.handled).collect::<Vec<_>>(),
+        b.iter().map(|w| w.handled).collect::<Vec<_>>()
+    );
+    assert_eq!(a.iter().map(|w| w.handled).sum::<u64>(), 1000);
+    let t = crate::telemetry::Telemetry::new();
+    t.workers(view.clone()).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&t.answer("/dataplane/workers")).unwrap();
+    assert_eq!(answer["/dataplane/workers"][1]["worker"], 1);
+    let m = crate::metrics::Metrics::new();
+    m.workers(view);
+    let text = m.render();
+    assert!(
+        text.contains("dataplane_worker_handled_total{worker=\"0\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE dataplane_worker_queue_depth gauge"),
+        "{text}"
+    );
+    pool.shutdown().unwrap();
+}
