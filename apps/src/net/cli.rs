@@ -87,22 +87,31 @@ impl CommonArgs {
         if self.burst == 0 || self.burst > MAX_BURST {
             bail!("--burst {} must be 1..={MAX_BURST}", self.burst);
         }
-        if self.ports.is_empty() && self.vdevs.is_empty() {
-            bail!("no port: give --port DEVICE (or --vdev for DPDK)");
+        if self.devices().is_empty() {
+            bail!(
+                "no port: give --port DEVICE (or --vdev for DPDK; in a pod, the device plugin's \
+                 PCIDEVICE_* variables name them)"
+            );
         }
         Ok(())
     }
 
-    /// The devices to open: `--port`s, else the names of the `--vdev`s.
+    /// The devices to open: `--port`s, else the names of the `--vdev`s,
+    /// else the PCI addresses in the device plugin's `PCIDEVICE_*`
+    /// variables.
     pub fn devices(&self) -> Vec<String> {
-        if self.ports.is_empty() {
-            self.vdevs
-                .iter()
-                .map(|v| v.split(',').next().unwrap_or(v).to_owned())
-                .collect()
-        } else {
-            self.ports.clone()
+        if !self.ports.is_empty() {
+            return self.ports.clone();
         }
+        if self.vdevs.is_empty() {
+            // In a pod given SR-IOV VFs by the device plugin, those are the
+            // ports (deploy/ sets this up).
+            return dpdk::device_plugin_devices();
+        }
+        self.vdevs
+            .iter()
+            .map(|v| v.split(',').next().unwrap_or(v).to_owned())
+            .collect()
     }
 
     /// Opens every device with `queues` queues each. `--vdev`s go to

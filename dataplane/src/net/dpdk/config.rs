@@ -131,6 +131,12 @@ impl EalConfig {
     /// [`Memory::NoHuge`] with [`NO_HUGE_DEFAULT_MB`]).
     pub fn from_plan(plan: &Plan) -> Self {
         let mut cfg = EalConfig::new();
+        // In a Kubernetes pod given SR-IOV VFs, probe those and no others.
+        let vfs = device_plugin_devices();
+        if !vfs.is_empty() {
+            tracing::info!(devices = ?vfs, "PCI allow-list from the device plugin's PCIDEVICE_* variables");
+            cfg.pci = PciScan::Allow(vfs);
+        }
         cfg.main_cpu = plan.main().map(|l| l.cpu);
         cfg.memory = if plan.hugepages {
             Memory::Hugepages { mb: None }
@@ -370,5 +376,54 @@ mod tests {
         assert!(r.args.contains(&"--no-pci".to_owned()));
         assert!(r.args.contains(&"--in-memory".to_owned()));
         assert_eq!(pair(&r.args, "-m").as_deref(), Some("256"));
+    }
+}
+
+/// The PCI addresses a Kubernetes device plugin gave this pod: every
+/// `PCIDEVICE_*` environment variable (the SR-IOV network device plugin
+/// sets one per resource, e.g. `PCIDEVICE_INTEL_COM_SRIOV_VFIO=0000:18:02.1,0000:18:02.2`),
+/// split at commas, each checked to be a PCI address (others are logged
+/// and left out), in order, without repeats.
+pub fn device_plugin_devices() -> Vec<String> {
+    devices_from_vars(std::env::vars())
+}
+
+/// [`device_plugin_devices`] over the variables given.
+fn devices_from_vars(vars: impl Iterator<Item = (String, String)>) -> Vec<String> {
+    let mut vars: Vec<(String, String)> =
+        vars.filter(|(k, _)| k.starts_with("PCIDEVICE_")).collect();
+    vars.sort();
+    let mut out: Vec<String> = Vec::new();
+    for (k, v) in vars {
+        for a in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match a.parse::<crate::topology::PciAddress>() {
+                Ok(_) if !out.iter().any(|o| o == a) => out.push(a.to_string()),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(variable = %k, value = a, "not a PCI address, left out: {e}")
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod device_plugin_tests {
+    #[test]
+    fn pcidevice_variables_become_the_allow_list() {
+        let vars = [
+            (
+                "PCIDEVICE_INTEL_COM_SRIOV_B",
+                "0000:18:02.2,not-pci,0000:3b:00.0",
+            ),
+            ("HOME", "/root"),
+            ("PCIDEVICE_INTEL_COM_SRIOV_A", "0000:18:02.1, 0000:18:02.2"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            super::devices_from_vars(vars.into_iter()),
+            ["0000:18:02.1", "0000:18:02.2", "0000:3b:00.0"]
+        );
     }
 }

@@ -81,6 +81,7 @@ use live as imp;
 
 pub use config::{
     AUTO_MIN_FREE_HUGEPAGES, EAL_ARGS_ENV, EalConfig, Memory, NO_HUGE_DEFAULT_MB, PciScan,
+    device_plugin_devices,
 };
 pub use imp::DpdkPort;
 pub use status::{EalInfo, EalState, PoolState, PoolStatus, ShutdownReport};
