@@ -110,6 +110,23 @@ vulkan_validation() {
 }
 step vulkan-validation vulkan_validation
 
+# The Kubernetes manifests under deploy/, validated offline (and a
+# misspelled field shown to fail). kubernetes-validate comes from PyPI.
+deploy_check() {
+    if ! command -v kubernetes-validate >/dev/null; then
+        python3 -m pip install --quiet --user kubernetes-validate 2>/dev/null ||
+            python3 -m pip install --quiet --user --break-system-packages kubernetes-validate ||
+            true
+        export PATH="$HOME/.local/bin:$PATH"
+    fi
+    if ! command -v kubectl >/dev/null || ! command -v kubernetes-validate >/dev/null; then
+        echo "skip: deploy: needs kubectl (for kustomize) and kubernetes-validate (pip)"
+        return 0
+    fi
+    scripts/check-deploy.sh
+}
+step deploy deploy_check
+
 if [[ $fast -eq 1 ]]; then
     echo
     echo "test.sh: --fast: skipped loom, miri, tsan and fuzz"
