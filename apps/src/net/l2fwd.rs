@@ -10,8 +10,8 @@
 
 use super::cli::{CommonArgs, default_mac};
 use super::counters::LcoreCounters;
-use super::ports::{deal_queues, lcore_totals, service_tx};
-use super::run::{self, PortCounters, Summary, data_plan};
+use super::ports::{deal_queues, lcore_totals, publish_ports, service_tx};
+use super::run::{self, Summary, data_plan};
 use anyhow::Context;
 use dataplane::dispatch::{self, DispatchConfig, Dispatcher, WorkerLink};
 use dataplane::lcore::{PollContext, Poller};
@@ -150,11 +150,7 @@ impl L2fwdLcore {
 
     fn publish(&self) {
         self.counters.publish(&self.totals());
-        for ((port, tx), c) in self.ports.iter().zip(&self.tx).zip(&self.port_counters) {
-            let mut s = port.stats();
-            s.drop_n(dataplane::net::DropReason::TxFull, tx.dropped());
-            c.publish(&s);
-        }
+        publish_ports(&self.ports, &self.tx, &self.port_counters);
     }
 }
 
@@ -257,17 +253,11 @@ pub fn run(args: &L2fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     }
     let mut group = dp.group();
     let mut counters = Vec::new();
-    let mut ports: PortCounters = port_summaries
-        .iter()
-        .map(|p| (p.device.clone(), Vec::new()))
-        .collect();
+    let mut ports = run::port_counters(&port_summaries);
     for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
         let cnt = Arc::new(LcoreCounters::default());
         counters.push((lcore, cnt.clone()));
-        let per_port: Vec<Arc<LcoreCounters>> = (0..queues.len()).map(|_| Arc::default()).collect();
-        for (p, c) in ports.iter_mut().zip(&per_port) {
-            p.1.push(c.clone());
-        }
+        let per_port = run::add_lcore(&mut ports);
         let poller = L2fwdLcore::new(
             queues,
             dst.clone(),
@@ -337,9 +327,7 @@ impl DispatchLcore {
             self.inner.ports(),
             &[],
         ));
-        for (port, c) in self.inner.ports().iter().zip(&self.port_counters) {
-            c.publish(&port.stats());
-        }
+        publish_ports(self.inner.ports(), &[], &self.port_counters);
     }
 }
 
@@ -408,15 +396,9 @@ fn run_dispatched(
         .cpu_affinity(false)
         .build()
         .context("starting the workers")?;
-    let per_port: Vec<Arc<LcoreCounters>> = port_summaries.iter().map(|_| Arc::default()).collect();
-    let mut observe = run::observe(
-        c,
-        port_summaries
-            .iter()
-            .zip(&per_port)
-            .map(|(p, c)| (p.device.clone(), vec![c.clone()]))
-            .collect(),
-    )?;
+    let mut ports = run::port_counters(&port_summaries);
+    let per_port = run::add_lcore(&mut ports);
+    let mut observe = run::observe(c, ports)?;
     if let Some(o) = observe.as_mut() {
         if let Some((_, t)) = &o.telemetry {
             t.workers(pool.stats_view())?;

@@ -26,7 +26,7 @@
 use super::cli::{CommonArgs, default_mac, parse_mac};
 use super::counters::LcoreCounters;
 use super::l2fwd::{PUBLISH_EVERY, update_macs};
-use super::ports::{deal_queues, lcore_totals, service_tx};
+use super::ports::{deal_queues, lcore_totals, publish_ports, service_tx};
 use super::run::{self, Summary, data_plan};
 use anyhow::Context;
 use dataplane::lcore::{PollContext, Poller};
@@ -313,6 +313,8 @@ pub struct L3fwdLcore {
     burst: usize,
     app: QueueStats,
     counters: Arc<LcoreCounters>,
+    /// Per port: this lcore's queue's counters, for telemetry and metrics.
+    port_counters: Vec<Arc<LcoreCounters>>,
     publish: TscTimer,
     batch: MbufBatch,
     drain: Duration,
@@ -357,6 +359,7 @@ impl L3fwdLcore {
             rx_internal: false,
             app: QueueStats::default(),
             counters,
+            port_counters: Vec::new(),
             publish: TscTimer::new(PUBLISH_EVERY, now),
             batch: MbufBatch::new(),
             drain,
@@ -403,6 +406,18 @@ impl L3fwdLcore {
     /// that overflowed.
     pub fn totals(&self) -> QueueStats {
         lcore_totals(self.app, &self.ports, &self.tx)
+    }
+
+    /// Publishes each port queue's counters into `counters` (one per port)
+    /// too, for telemetry and metrics.
+    pub fn port_counters(mut self, counters: Vec<Arc<LcoreCounters>>) -> Self {
+        self.port_counters = counters;
+        self
+    }
+
+    fn publish(&self) {
+        self.counters.publish(&self.totals());
+        publish_ports(&self.ports, &self.tx, &self.port_counters);
     }
 }
 
@@ -455,7 +470,7 @@ impl Poller for L3fwdLcore {
         let (sent, held) = service_tx(&mut self.tx, &mut self.ports, ctx);
         work += sent;
         if self.publish.expired(ctx.now()) || ctx.stopping() {
-            self.counters.publish(&self.totals());
+            self.publish();
         }
         // Draining: packets still held keep the lcore busy (the lcore
         // contract), so that the group waits for them to go.
@@ -468,7 +483,7 @@ impl Poller for L3fwdLcore {
             // Whatever is still held now cannot go any more: count it.
             buf.discard();
         }
-        self.counters.publish(&self.totals());
+        self.publish();
     }
 }
 
@@ -518,16 +533,19 @@ pub fn run(args: &L3fwdArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     );
     let mut group = dp.group();
     let mut counters = Vec::new();
+    let mut ports = run::port_counters(&port_summaries);
     for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
         let cnt = Arc::new(LcoreCounters::default());
         counters.push((lcore, cnt.clone()));
-        let mut poller = L3fwdLcore::new(table.clone(), queues, c.burst, c.drain(), cnt);
+        let mut poller = L3fwdLcore::new(table.clone(), queues, c.burst, c.drain(), cnt)
+            .port_counters(run::add_lcore(&mut ports));
         if let Some(mtu) = args.mtu {
             poller = poller.max_mtu(mtu);
         }
         group.poller(lcore, poller).context("adding a poller")?;
     }
-    let out = run::forward("l3fwd", group, counters, c.duration()?, quit, None)?;
+    let observe = run::observe(c, ports)?;
+    let out = run::forward("l3fwd", group, counters, c.duration()?, quit, observe)?;
     let mut s = Summary::new("l3fwd", port_summaries, &dp.plan, &out);
     s.extra.insert("routes".into(), routes.len().into());
     s.extra

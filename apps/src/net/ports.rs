@@ -1,10 +1,12 @@
 //! Ports as a program opened them: each device with what selection found,
 //! its summary for the report, and its queues dealt out to data lcores.
 
+use super::counters::LcoreCounters;
 use dataplane::backend::Skip;
 use dataplane::lcore::PollContext;
 use dataplane::net::{DropReason, Opened, Port, QueueStats, TxBuffer};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// A port as opened: the device string and what selection found.
 #[derive(Debug)]
@@ -98,4 +100,17 @@ pub fn service_tx(
         held += buf.len();
     }
     (sent, held)
+}
+
+/// Publishes each port queue's counters, with its transmit buffer's drops,
+/// into `out` (one per port, in port order): what telemetry and metrics
+/// read per port. Called by the owning lcore with its totals.
+pub fn publish_ports(ports: &[Box<dyn Port>], tx: &[TxBuffer], out: &[Arc<LcoreCounters>]) {
+    for (i, (port, c)) in ports.iter().zip(out).enumerate() {
+        let mut s = port.stats();
+        if let Some(t) = tx.get(i) {
+            s.drop_n(DropReason::TxFull, t.dropped());
+        }
+        c.publish(&s);
+    }
 }

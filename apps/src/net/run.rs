@@ -215,6 +215,27 @@ fn port_metrics(r: &mut Registry, ports: &PortCounters) {
 /// queue of it.
 pub type PortCounters = Vec<(String, Vec<Arc<LcoreCounters>>)>;
 
+/// One entry per port, no lcores yet: see [`add_lcore`].
+pub fn port_counters(ports: &[PortSummary]) -> PortCounters {
+    ports
+        .iter()
+        .map(|p| (p.device.clone(), Vec::new()))
+        .collect()
+}
+
+/// Counters for a new lcore's queue of each port, added to `ports`; the
+/// lcore publishes into them ([`super::ports::publish_ports`]).
+pub fn add_lcore(ports: &mut PortCounters) -> Vec<Arc<LcoreCounters>> {
+    ports
+        .iter_mut()
+        .map(|(_, lcores)| {
+            let c = Arc::new(LcoreCounters::default());
+            lcores.push(c.clone());
+            c
+        })
+        .collect()
+}
+
 /// A port's counters as `/ethdev/stats` answers them: DPDK's names
 /// (`ipackets`, `opackets`, `ibytes`, `obytes`, `imissed`, `ierrors`,
 /// `oerrors`, `rx_nombuf`), then the drops by reason.
