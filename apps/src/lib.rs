@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod net;
 pub mod storage;
+pub mod top;
 
 pub mod info;
 

@@ -223,6 +223,99 @@ fn l2fwd_forwards_pktgen_flows_over_memory_ports() {
     l2fwd_over_memory_ports("apps-l2", "l2", &[]);
 }
 
+/// dp-top under a pseudo-terminal against l2fwd's telemetry socket:
+/// it draws lcores and ports, quits on `q` and restores the cursor; and
+/// into a pipe it prints plain frames and stops after `--iterations`.
+#[test]
+fn dp_top_shows_l2fwd_and_quits_on_q() {
+    let prefix = format!("dp-top-test-{}", std::process::id());
+    let dir = dataplane::telemetry::runtime_dir(&prefix);
+    let socket = dir.join(dataplane::telemetry::SOCKET_NAME);
+    let s = socket.clone();
+    let viewer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !s.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let top = env!("CARGO_BIN_EXE_dp-top");
+        // Into a pipe: two plain frames.
+        let piped = std::process::Command::new(top)
+            .args(["--iterations", "2", "--interval", "0.3", "--socket"])
+            .arg(&s)
+            .output()
+            .expect("dp-top runs");
+        // Under a pseudo-terminal: redrawn until `q`.
+        let pty = nix::pty::openpty(None, None).expect("a pty");
+        let fd = |f: &std::os::fd::OwnedFd| std::process::Stdio::from(f.try_clone().unwrap());
+        let mut child = std::process::Command::new(top)
+            .args(["--interval", "0.3", "--socket"])
+            .arg(&s)
+            .stdin(fd(&pty.slave))
+            .stdout(fd(&pty.slave))
+            .stderr(fd(&pty.slave))
+            .spawn()
+            .expect("dp-top on a pty");
+        drop(pty.slave);
+        let master = pty.master;
+        let reader = {
+            let m = master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = nix::unistd::read(&m, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                }
+                String::from_utf8_lossy(&all).into_owned()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(1200));
+        nix::unistd::write(&master, b"q").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(master);
+        (piped, status, reader.join().unwrap())
+    });
+    l2fwd_over_memory_ports("apps-l2t", "l2t", &["--telemetry", &prefix]);
+    let (piped, status, screen) = viewer.join().unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        piped.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(text.contains("--- 2") && !text.contains("--- 3"), "{text}");
+    assert!(!text.contains('\x1b'), "no escapes into a pipe: {text:?}");
+    assert!(
+        text.contains("memory:l2tf0") && text.contains("busy"),
+        "{text}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "quit on q: {status:?}\n{screen}"
+    );
+    assert!(
+        screen.contains("\x1b[2J") && screen.contains("memory:l2tf1"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b[?25h"),
+        "the cursor is shown again: {screen:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `--metrics`: scraped while l2fwd runs, the text format has every port
 /// and lcore, and its counts are what the summary ends with or less.
 #[test]
