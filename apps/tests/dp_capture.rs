@@ -313,3 +313,75 @@ fn device_regions_are_reused_in_turn() {
     let total: u64 = segments.iter().map(|g| n(&g["packets"])).sum();
     assert_eq!(total, n(&s["written"]));
 }
+
+/// `--telemetry` and `--metrics` while dp-capture runs: the accelerator's
+/// and the writer's counters answer on the socket (`/dataplane/accel`,
+/// `/dataplane/block`) and in the scrape, no higher than where the run
+/// ends.
+#[test]
+fn telemetry_and_metrics_while_capturing() {
+    let d = dir("observe");
+    let stem = d.join("run");
+    let rt = d.join("rt");
+    std::fs::create_dir_all(&rt).unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_dp-capture"))
+        .env("RUNTIME_DIRECTORY", &rt)
+        .args(["--backend", "cpu", "--all", "--duration", "2", "--json"])
+        .args([
+            "--telemetry",
+            "capture-test",
+            "--metrics",
+            &addr.to_string(),
+        ])
+        .arg("--out")
+        .arg(&stem)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting dp-capture");
+    let socket = rt.join("dpdk/capture-test/dpdk_telemetry.v2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let c = dataplane_apps::top::Client::connect(&socket).expect("the telemetry socket");
+    let accel = c.ask("/dataplane/accel").unwrap()["/dataplane/accel"].clone();
+    let block = c.ask("/dataplane/block").unwrap()["/dataplane/block"].clone();
+    let port = c.ask("/ethdev/stats,0").unwrap()["/ethdev/stats"].clone();
+    assert_eq!(accel["backend"], "cpu");
+    assert!(n(&accel["queue"]["completed"]) > 0, "{accel}");
+    assert!(n(&block["writes"]) > 0, "{block}");
+    assert!(n(&port["ipackets"]) > 0, "{port}");
+    let scrape = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let value = |series: &str| -> u64 {
+        scrape
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+    };
+    let written = value("dataplane_capture_written_total");
+    let inspected = value("dataplane_capture_inspected_total");
+    assert!(value("dataplane_block_written_bytes_total") > 0);
+    assert!(value("dataplane_accel_completed_total") > 0);
+    let out = child.wait_with_output().unwrap();
+    let s = summary(&out, "dp-capture with telemetry and metrics");
+    assert!(
+        written <= n(&s["written"]) && inspected <= n(&s["inspected"]),
+        "{s}"
+    );
+    check(&s, &stem);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -29,7 +29,9 @@ pub mod pcapng;
 pub mod writer;
 
 use crate::net::cli::CommonArgs;
-use crate::net::ports::{PortSummary, deal_queues};
+use crate::net::counters::LcoreCounters;
+use crate::net::ports::{PortSummary, deal_queues, publish_ports};
+use crate::net::run;
 use crate::net::synth::Generator;
 use anyhow::{Context, bail};
 use dataplane::accel::{self, Buffers, Kernel, Kernels};
@@ -138,6 +140,13 @@ pub struct Args {
     /// Print one JSON summary object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Serve DPDK's telemetry v2 protocol under this file-prefix: lcores,
+    /// ports, and the capture's `/dataplane/accel` and `/dataplane/block`.
+    #[arg(long, value_name = "PREFIX")]
+    pub telemetry: Option<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -217,7 +226,20 @@ fn realtime_ns() -> u64 {
 
 // ------------------------------------------------------------------ rx
 
-#[derive(Debug, Default, Clone, Copy)]
+/// How often the stages publish their counters while running (for
+/// `--telemetry` and `--metrics`), as the forwarders do.
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+
+/// Whether the publish timer at `*next` has expired at `now`; moves it on.
+fn publish_due(next: &mut u64, now: u64) -> bool {
+    if now < *next {
+        return false;
+    }
+    *next = now + dataplane::time::duration_to_tsc(PUBLISH_EVERY);
+    true
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 struct RxCounts {
     received: u64,
     accel_busy: u64,
@@ -229,10 +251,26 @@ struct Rx {
     batch: MbufBatch,
     counts: RxCounts,
     handoff: Arc<Mutex<RxCounts>>,
+    /// Per port, for telemetry and metrics.
+    port_counters: Vec<Arc<LcoreCounters>>,
+    next_publish: u64,
+}
+
+impl Rx {
+    fn publish(&self) {
+        publish_ports(&self.ports, &[], &self.port_counters);
+        // Never wait for a reader on the data path: skip a turn instead.
+        if let Ok(mut c) = self.handoff.try_lock() {
+            *c = self.counts;
+        }
+    }
 }
 
 impl Poller for Rx {
     fn poll(&mut self, ctx: &PollContext) -> usize {
+        if publish_due(&mut self.next_publish, ctx.now()) {
+            self.publish();
+        }
         if ctx.stopping() {
             return 0;
         }
@@ -258,6 +296,7 @@ impl Poller for Rx {
     }
 
     fn stop(&mut self, _ctx: &PollContext) {
+        publish_ports(&self.ports, &[], &self.port_counters);
         if let Ok(mut c) = self.handoff.lock() {
             *c = self.counts;
         }
@@ -266,7 +305,7 @@ impl Poller for Rx {
 
 // ------------------------------------------------------------------ match
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 struct MatchCounts {
     inspected: u64,
     matched: u64,
@@ -291,7 +330,10 @@ struct Match {
     oldest: u64,
     timeout: u64,
     counts: MatchCounts,
-    handoff: Arc<Mutex<MatchCounts>>,
+    /// The counters and the accelerator queue's, published every
+    /// [`PUBLISH_EVERY`] and at stop.
+    handoff: Arc<Mutex<(MatchCounts, accel::QueueStats)>>,
+    next_publish: u64,
 }
 
 impl Match {
@@ -379,6 +421,11 @@ impl Match {
 
 impl Poller for Match {
     fn poll(&mut self, ctx: &PollContext) -> usize {
+        if publish_due(&mut self.next_publish, ctx.now())
+            && let Ok(mut c) = self.handoff.try_lock()
+        {
+            *c = (self.counts, self.queue.stats());
+        }
         let mut work = self.reap();
         while self.batch.len() < self.batch_size {
             let Some((m, ts)) = self.input.pop() else {
@@ -402,7 +449,7 @@ impl Poller for Match {
 
     fn stop(&mut self, _ctx: &PollContext) {
         if let Ok(mut c) = self.handoff.lock() {
-            *c = self.counts;
+            *c = (self.counts, self.queue.stats());
         }
     }
 }
@@ -428,6 +475,7 @@ struct Write {
     /// Packets taken after a fatal writer error (counted as write errors).
     lost: u64,
     handoff: Arc<Mutex<WriteReport>>,
+    next_publish: u64,
 }
 
 impl Write {
@@ -457,6 +505,12 @@ fn annotate(out: &mut Vec<u8>, crc: u32, signatures: u32) {
 
 impl Poller for Write {
     fn poll(&mut self, ctx: &PollContext) -> usize {
+        if publish_due(&mut self.next_publish, ctx.now())
+            && let Ok(mut h) = self.handoff.try_lock()
+        {
+            // The counters; the segment list only at stop.
+            h.report = self.writer.report().counters();
+        }
         let mut work = 0;
         for _ in 0..4 * BURST {
             let Some(c) = self.input.pop() else {
@@ -644,7 +698,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         segments: args.segments,
         chunk_bytes: usize::try_from(args.chunk).context("--chunk")?,
         depth: args.depth,
-        interfaces: names,
+        interfaces: names.clone(),
         snaplen: args.snaplen,
         index,
     })?;
@@ -657,10 +711,15 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         println!("storage: {storage}");
     }
 
+    let mut port_counters: run::PortCounters =
+        names.iter().map(|n| (n.clone(), Vec::new())).collect();
     let (rx_tx, match_rx) = ring::spsc::<Stamped>(RING_SIZE)?;
     let (match_tx, write_rx) = ring::spsc::<Captured>(RING_SIZE)?;
     let rx_counts = Arc::new(Mutex::new(RxCounts::default()));
-    let match_counts = Arc::new(Mutex::new(MatchCounts::default()));
+    let match_counts = Arc::new(Mutex::new((
+        MatchCounts::default(),
+        accel::QueueStats::default(),
+    )));
     let write_report = Arc::new(Mutex::new(WriteReport::default()));
     let rx: Box<dyn Poller> = Box::new(Rx {
         ports,
@@ -668,6 +727,8 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         batch: MbufBatch::new(),
         counts: RxCounts::default(),
         handoff: rx_counts.clone(),
+        port_counters: run::add_lcore(&mut port_counters),
+        next_publish: 0,
     });
     let matcher: Box<dyn Poller> = Box::new(Match {
         queue,
@@ -686,6 +747,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         timeout: dataplane::time::duration_to_tsc(Duration::from_micros(args.batch_timeout_us)),
         counts: MatchCounts::default(),
         handoff: match_counts.clone(),
+        next_publish: 0,
     });
     let write: Box<dyn Poller> = Box::new(Write {
         writer,
@@ -698,6 +760,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         error: None,
         lost: 0,
         handoff: write_report.clone(),
+        next_publish: 0,
     });
     let stages: Vec<Lcore> = match args.lcores {
         1 => vec![("capture", Role::Io, vec![rx, matcher, write])],
@@ -717,7 +780,15 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
     }
 
     let t0 = Instant::now();
+    let observe = observe(
+        args,
+        port_counters,
+        match_counts.clone(),
+        write_report.clone(),
+        info.backend.name(),
+    )?;
     let running = group.launch()?;
+    let _served = observe.map(|o| run::serve(o, &running)).transpose()?;
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     let reports = running.stop()?;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -727,7 +798,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         }
     }
     let rx = *rx_counts.lock().map_err(|_| anyhow::anyhow!("rx counts"))?;
-    let m = *match_counts
+    let (m, _) = *match_counts
         .lock()
         .map_err(|_| anyhow::anyhow!("match counts"))?;
     let w = std::mem::take(
@@ -770,6 +841,126 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         storage,
         segments: r.segments,
     })
+}
+
+/// `--telemetry` and `--metrics`: the ports' counters (as the forwarders
+/// serve them), and the accelerator's and the writer's, which the match
+/// and write stages publish every [`PUBLISH_EVERY`].
+fn observe(
+    args: &Args,
+    ports: run::PortCounters,
+    accel: Arc<Mutex<(MatchCounts, accel::QueueStats)>>,
+    block: Arc<Mutex<WriteReport>>,
+    accel_backend: &'static str,
+) -> anyhow::Result<Option<run::Observe>> {
+    let Some(o) = run::observe_with(args.telemetry.as_deref(), args.metrics, ports)? else {
+        return Ok(None);
+    };
+    let accel_now = {
+        let a = accel.clone();
+        move || a.lock().map(|g| *g).unwrap_or_default()
+    };
+    let block_now = {
+        let b = block.clone();
+        move || b.lock().map(|g| g.report.counters()).unwrap_or_default()
+    };
+    if let Some((_, t)) = &o.telemetry {
+        let a = accel_now.clone();
+        t.register(
+            "/dataplane/accel",
+            "The accelerator queue's counters and the match stage's. Takes no parameters",
+            move |_| {
+                let (m, q) = a();
+                Some(serde_json::json!({ "backend": accel_backend, "queue": q, "match": m }))
+            },
+        )?;
+        let b = block_now.clone();
+        t.register(
+            "/dataplane/block",
+            "The capture writer's block-queue counters. Takes no parameters",
+            move |_| serde_json::to_value(b()).ok(),
+        )?;
+    }
+    if let Some((_, m)) = &o.metrics {
+        m.collect(move |r| {
+            let (mc, q) = accel_now();
+            let one = |v: u64| dataplane::metrics::counters([(Vec::new(), v)]);
+            r.register(
+                "dataplane_accel_submitted",
+                "Accelerator submissions",
+                one(q.submitted),
+            );
+            r.register(
+                "dataplane_accel_completed",
+                "Accelerator completions",
+                one(q.completed),
+            );
+            r.register(
+                "dataplane_accel_failed",
+                "Accelerator completions with a device error",
+                one(q.failed),
+            );
+            r.register(
+                "dataplane_accel_bytes_in_place",
+                "Item bytes read in place",
+                one(q.bytes_in_place),
+            );
+            r.register(
+                "dataplane_accel_bytes_staged_in",
+                "Item bytes copied to the device",
+                one(q.bytes_staged_in),
+            );
+            r.register(
+                "dataplane_capture_inspected",
+                "Packets the accelerator inspected",
+                one(mc.inspected),
+            );
+            r.register(
+                "dataplane_capture_matched",
+                "Packets to capture",
+                one(mc.matched),
+            );
+            let w = block_now();
+            r.register(
+                "dataplane_block_writes",
+                "Block writes completed",
+                one(w.writes),
+            );
+            r.register(
+                "dataplane_block_written_bytes",
+                "Bytes written to storage",
+                one(w.bytes),
+            );
+            r.register(
+                "dataplane_capture_written",
+                "Packets whose write completed",
+                one(w.written),
+            );
+            r.register(
+                "dataplane_capture_dropped",
+                "Matched packets not written, by reason",
+                dataplane::metrics::counters([
+                    (
+                        vec![("reason".to_string(), "no_buffer".to_string())],
+                        w.dropped_no_buffer,
+                    ),
+                    (
+                        vec![("reason".to_string(), "write_error".to_string())],
+                        w.dropped_write_error,
+                    ),
+                    (
+                        vec![("reason".to_string(), "too_big".to_string())],
+                        w.dropped_too_big,
+                    ),
+                    (
+                        vec![("reason".to_string(), "writer_busy".to_string())],
+                        mc.writer_busy,
+                    ),
+                ]),
+            );
+        });
+    }
+    Ok(Some(o))
 }
 
 /// Prints `s` as text.

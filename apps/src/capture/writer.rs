@@ -122,6 +122,23 @@ pub struct WriterReport {
     pub segments: Vec<SegmentIndex>,
 }
 
+impl WriterReport {
+    /// The counters without the segment list (cheap to copy while
+    /// running).
+    pub fn counters(&self) -> WriterReport {
+        WriterReport {
+            written: self.written,
+            bytes: self.bytes,
+            dropped_no_buffer: self.dropped_no_buffer,
+            dropped_write_error: self.dropped_write_error,
+            dropped_too_big: self.dropped_too_big,
+            writes: self.writes,
+            backend: self.backend,
+            segments: Vec::new(),
+        }
+    }
+}
+
 /// A segment being written, or closing.
 struct Segment {
     index: SegmentIndex,

@@ -7,11 +7,11 @@ use super::counters::LcoreCounters;
 use super::ports::PortSummary;
 use anyhow::Context;
 use dataplane::backend::Skip;
-use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role};
-use dataplane::metrics::{Labels, Metrics, Registry, counters};
+use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role, Running};
+use dataplane::metrics::{Labels, Metrics, MetricsServer, Registry, counters};
 use dataplane::net::{DropReason, QueueStats};
 use dataplane::profile::{Plan, Profile};
-use dataplane::telemetry::Telemetry;
+use dataplane::telemetry::{Telemetry, TelemetryServer};
 use dataplane::topology::Topology;
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
@@ -140,22 +140,70 @@ pub struct Observe {
 /// # Errors
 /// Never for these command names.
 pub fn observe(c: &CommonArgs, ports: PortCounters) -> anyhow::Result<Option<Observe>> {
-    if c.telemetry.is_none() && c.metrics.is_none() {
+    observe_with(c.telemetry.as_deref(), c.metrics, ports)
+}
+
+/// As [`observe`], from the two options themselves.
+///
+/// # Errors
+/// As [`observe`].
+pub fn observe_with(
+    telemetry: Option<&str>,
+    metrics: Option<SocketAddr>,
+    ports: PortCounters,
+) -> anyhow::Result<Option<Observe>> {
+    if telemetry.is_none() && metrics.is_none() {
         return Ok(None);
     }
     let ports = Arc::new(ports);
     let mut o = Observe::default();
-    if let Some(prefix) = &c.telemetry {
+    if let Some(prefix) = telemetry {
         let t = Telemetry::new();
         register_ethdev(&t, ports.clone())?;
-        o.telemetry = Some((prefix.clone(), t));
+        o.telemetry = Some((prefix.to_owned(), t));
     }
-    if let Some(addr) = c.metrics {
+    if let Some(addr) = metrics {
         let m = Metrics::new();
         m.collect(move |r| port_metrics(r, &ports));
         o.metrics = Some((addr, m));
     }
     Ok(Some(o))
+}
+
+/// The telemetry socket and `/metrics` endpoint of `o`, with the lcores of
+/// `running` added, served until the returned value is dropped.
+///
+/// # Errors
+/// A socket or address that cannot be bound.
+pub fn serve(o: Observe, running: &Running) -> anyhow::Result<Served> {
+    let view = running.stats_view();
+    let telemetry = match o.telemetry {
+        Some((prefix, t)) => {
+            t.lcores(view.clone())?;
+            let server = t.serve(&prefix).context("starting the telemetry socket")?;
+            tracing::info!(path = %server.path().display(), "telemetry");
+            Some(server)
+        }
+        None => None,
+    };
+    let metrics = match o.metrics {
+        Some((addr, m)) => {
+            m.lcores(view);
+            Some(m.serve(addr).context("serving /metrics")?)
+        }
+        None => None,
+    };
+    Ok(Served {
+        _telemetry: telemetry,
+        _metrics: metrics,
+    })
+}
+
+/// What [`serve`] started; dropping it stops both.
+#[derive(Debug)]
+pub struct Served {
+    _telemetry: Option<TelemetryServer>,
+    _metrics: Option<MetricsServer>,
 }
 
 /// Per port (`port` label, the device as given): packets, bytes, errors,
@@ -348,29 +396,11 @@ fn mpps(packets: u64, d: Duration) -> f64 {
 pub fn run(group: LcoreGroup, mut watch: Watch) -> anyhow::Result<Outcome> {
     let running = group.launch().context("launching the lcores")?;
     // Served while the lcores run; they go with `_served`.
-    let _served = match watch.observe.take() {
-        Some(o) => {
-            let view = running.stats_view();
-            let telemetry = match o.telemetry {
-                Some((prefix, t)) => {
-                    t.lcores(view.clone())?;
-                    let server = t.serve(&prefix).context("starting the telemetry socket")?;
-                    tracing::info!(path = %server.path().display(), "telemetry");
-                    Some(server)
-                }
-                None => None,
-            };
-            let metrics = match o.metrics {
-                Some((addr, m)) => {
-                    m.lcores(view);
-                    Some(m.serve(addr).context("serving /metrics")?)
-                }
-                None => None,
-            };
-            Some((telemetry, metrics))
-        }
-        None => None,
-    };
+    let _served = watch
+        .observe
+        .take()
+        .map(|o| serve(o, &running))
+        .transpose()?;
     let t0 = Instant::now();
     let mut last = (t0, QueueStats::default());
     let mut last_lcores: Vec<QueueStats> = vec![QueueStats::default(); watch.counters.len()];
