@@ -242,3 +242,84 @@ fn log_lines_are_json_when_asked() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values"));
 }
+
+/// `--telemetry` and `--metrics` while nvme-perf runs on a RAM disk:
+/// `/dataplane/block` answers per lcore with I/Os and latency so far, the
+/// scrape has the I/O counters and the latency quantiles, and neither
+/// counts more than the summary ends with.
+#[test]
+fn block_telemetry_and_metrics_while_running() {
+    let rt = scratch("perf-telemetry-rt");
+    let _ = std::fs::remove_dir_all(&rt);
+    std::fs::create_dir_all(&rt).unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_nvme-perf"))
+        .env("RUNTIME_DIRECTORY", &rt)
+        .args([
+            "--target",
+            "ram:64MiB",
+            "--rw",
+            "randread",
+            "--bs",
+            "4k",
+            "--qd",
+            "8",
+        ])
+        .args([
+            "--time",
+            "2",
+            "--ramp",
+            "0",
+            "--json",
+            "--telemetry",
+            "perf-test",
+        ])
+        .args(["--metrics", &addr.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting nvme-perf");
+    let socket = rt.join("dpdk/perf-test/dpdk_telemetry.v2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let c = dataplane_apps::top::Client::connect(&socket).expect("the telemetry socket");
+    let block = c.ask("/dataplane/block").unwrap()["/dataplane/block"].clone();
+    let live_ios = block[0]["ios"].as_u64().unwrap_or(0);
+    assert!(live_ios > 0, "{block}");
+    assert!(
+        block[0]["latency"]["p99_us"].as_f64().unwrap_or(0.0) > 0.0,
+        "{block}"
+    );
+    let scrape = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(
+        scrape.contains("dataplane_block_ios_total{lcore=\"0\"}"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("dataplane_block_latency_seconds{lcore=\"0\",quantile=\"0.99\"}"),
+        "{scrape}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(live_ios <= s["ios"].as_u64().unwrap(), "{s}");
+    let _ = std::fs::remove_dir_all(&rt);
+}

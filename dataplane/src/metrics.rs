@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::registry::Registry;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -52,6 +52,18 @@ pub fn counters(values: impl IntoIterator<Item = (Labels, u64)>) -> Family<Label
     let f = Family::<Labels, Counter>::default();
     for (labels, v) in values {
         f.get_or_create(&labels).inc_by(v);
+    }
+    f
+}
+
+/// A family of floating-point gauges, one per label set, set to the values
+/// given (latency quantiles, ratios).
+pub fn gauges(
+    values: impl IntoIterator<Item = (Labels, f64)>,
+) -> Family<Labels, Gauge<f64, AtomicU64>> {
+    let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (labels, v) in values {
+        f.get_or_create(&labels).set(v);
     }
     f
 }

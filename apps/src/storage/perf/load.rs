@@ -34,6 +34,31 @@ impl LcoreResult {
     }
 }
 
+/// What a load publishes while it runs (`--metrics`, `--telemetry`):
+/// its counters and its latency histogram so far.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub(crate) ios: u64,
+    pub(crate) reads: u64,
+    pub(crate) writes: u64,
+    pub(crate) errors: u64,
+    pub(crate) queue: block::QueueStats,
+    pub(crate) hist: Histogram,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            ios: 0,
+            reads: 0,
+            writes: 0,
+            errors: 0,
+            queue: block::QueueStats::default(),
+            hist: Histogram::new(),
+        }
+    }
+}
+
 /// The xorshift64* generator: one multiply per offset.
 pub(super) struct Rng(pub(super) u64);
 
@@ -106,6 +131,10 @@ pub(super) struct Load {
     pub(super) cpu_at_end: u64,
     pub(super) result: LcoreResult,
     pub(super) report: Arc<Mutex<Option<LcoreResult>>>,
+    /// Where to publish while running, and how often (TSC ticks); `None`
+    /// when nothing reads it.
+    pub(super) live: Option<(Arc<Mutex<Live>>, u64)>,
+    pub(super) next_publish: u64,
 }
 
 impl Load {
@@ -268,6 +297,20 @@ impl dataplane::lcore::Poller for Load {
                 spare.extend(c.buf);
             }
             work += n;
+        }
+        if let Some((live, every)) = &self.live
+            && now >= self.next_publish
+        {
+            self.next_publish = now + every;
+            // Never wait for a reader on the data path: skip a turn.
+            if let Ok(mut l) = live.try_lock() {
+                l.ios = self.result.ios;
+                l.reads = self.result.reads;
+                l.writes = self.result.writes;
+                l.errors = self.result.errors;
+                l.queue = self.queue.stats();
+                l.hist.clone_from(&self.result.hist);
+            }
         }
         // Draining: busy while anything is still in flight.
         work + self.queue.in_flight()

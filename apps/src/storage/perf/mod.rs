@@ -29,7 +29,7 @@ use dataplane::time::{rdtsc, tsc_hz};
 use dataplane::topology::{CpuId, Topology};
 use hugepages::mempool::DmaBuf;
 use latency::Histogram;
-use load::{LcoreResult, Load, Rng, process_cpu_ns};
+use load::{LcoreResult, Live, Load, Rng, process_cpu_ns};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,6 +155,17 @@ pub struct PerfArgs {
     /// Replaces --rw's read/write choice; half the I/Os are reads.
     #[arg(long)]
     pub verify: bool,
+
+    /// Serve DPDK's telemetry v2 protocol under this file-prefix: lcores
+    /// and `/dataplane/block` (per lcore: I/Os, errors, queue counters,
+    /// latency so far).
+    #[arg(long, value_name = "PREFIX")]
+    pub telemetry: Option<String>,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics`: the same, with
+    /// the latency as a summary (quantiles).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
@@ -369,6 +380,8 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
 
     let mut group = LcoreGroup::new().allow_shared_cpus(true);
     let mut reports = Vec::new();
+    let observing = args.metrics.is_some() || args.telemetry.is_some();
+    let mut lives: Vec<Arc<Mutex<Live>>> = Vec::new();
     let mut pools = Vec::new();
     for (i, cpu) in cpus.iter().take(args.lcores).enumerate() {
         let pool = g.buffer_pool(&format!("perf{i}"), args.qd, args.bs as usize)?;
@@ -417,6 +430,12 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
             result: LcoreResult::new(),
             cpu_at_start: 0,
             report,
+            live: observing.then(|| {
+                let l = Arc::new(Mutex::new(Live::default()));
+                lives.push(l.clone());
+                (l, (hz * 0.25) as u64)
+            }),
+            next_publish: 0,
         };
         let id = group.add(
             LcoreConfig::new(Role::Io)
@@ -427,7 +446,11 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
         group.poller(id, load)?;
     }
 
+    let observe = observe(args, lives)?;
     let running = group.launch()?;
+    let _served = observe
+        .map(|o| crate::net::run::serve(o, &running))
+        .transpose()?;
     let wait_until = Instant::now() + Duration::from_secs_f64(args.ramp) + margin;
     std::thread::sleep(wait_until.saturating_duration_since(Instant::now()));
     let cpu0 = process_cpu_ns();
@@ -568,4 +591,108 @@ pub fn print_text(s: &Summary) {
             v.checked, v.mismatches
         );
     }
+}
+
+/// `--telemetry` and `--metrics` over each lcore's published [`Live`].
+fn observe(
+    args: &PerfArgs,
+    lives: Vec<Arc<Mutex<Live>>>,
+) -> anyhow::Result<Option<crate::net::run::Observe>> {
+    let Some(o) =
+        crate::net::run::observe_with(args.telemetry.as_deref(), args.metrics, Vec::new())?
+    else {
+        return Ok(None);
+    };
+    let lives = Arc::new(lives);
+    let snapshot = {
+        let l = lives.clone();
+        move || -> Vec<Live> {
+            l.iter()
+                .map(|x| x.lock().map(|g| g.clone()).unwrap_or_default())
+                .collect()
+        }
+    };
+    if let Some((_, t)) = &o.telemetry {
+        let snap = snapshot.clone();
+        t.register(
+            "/dataplane/block",
+            "Per load lcore: I/Os, errors, queue counters and latency so far. Takes no parameters",
+            move |_| {
+                Some(serde_json::json!(
+                    snap()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| serde_json::json!({
+                            "lcore": i,
+                            "ios": l.ios,
+                            "reads": l.reads,
+                            "writes": l.writes,
+                            "errors": l.errors,
+                            "queue": l.queue,
+                            "latency": Latency::from(&l.hist),
+                        }))
+                        .collect::<Vec<_>>()
+                ))
+            },
+        )?;
+    }
+    if let Some((_, m)) = &o.metrics {
+        m.collect(move |r| {
+            use dataplane::metrics::{Labels, counters};
+            let snap = snapshot();
+            let label = |i: usize| -> Labels { vec![("lcore".into(), i.to_string())] };
+            let fam = |f: &dyn Fn(&Live) -> u64| {
+                counters(snap.iter().enumerate().map(|(i, l)| (label(i), f(l))))
+            };
+            r.register(
+                "dataplane_block_ios",
+                "I/Os completed while measuring",
+                fam(&|l| l.ios),
+            );
+            r.register(
+                "dataplane_block_reads",
+                "Reads completed while measuring",
+                fam(&|l| l.reads),
+            );
+            r.register(
+                "dataplane_block_writes",
+                "Writes completed while measuring",
+                fam(&|l| l.writes),
+            );
+            r.register(
+                "dataplane_block_errors",
+                "I/Os completed with an error",
+                fam(&|l| l.errors),
+            );
+            r.register(
+                "dataplane_block_submitted",
+                "Operations the queue accepted",
+                fam(&|l| l.queue.submitted),
+            );
+            r.register(
+                "dataplane_block_syscalls",
+                "System calls the queue made",
+                fam(&|l| l.queue.syscalls),
+            );
+            r.register(
+                "dataplane_block_latency_seconds",
+                "I/O latency so far, submission to completion, by quantile",
+                dataplane::metrics::gauges(snap.iter().enumerate().flat_map(|(i, l)| {
+                    let lat = Latency::from(&l.hist);
+                    [
+                        ("0.5", lat.p50_us),
+                        ("0.99", lat.p99_us),
+                        ("0.999", lat.p999_us),
+                        ("1", lat.max_us),
+                    ]
+                    .map(|(q, us)| {
+                        let mut labels = label(i);
+                        labels.push(("quantile".into(), q.into()));
+                        (labels, us / 1e6)
+                    })
+                })),
+            );
+        });
+    }
+    Ok(Some(o))
 }
