@@ -13,7 +13,7 @@ use super::counters::LcoreCounters;
 use super::frame::MIN_FRAME_SIZE;
 use super::frame::{HEADERS_LEN, PROBE_LEN, Probe, UdpFlow, emit_udp, read_probe};
 use super::l2fwd::PUBLISH_EVERY;
-use super::ports::{deal_queues, lcore_totals};
+use super::ports::{deal_queues, lcore_totals, publish_ports};
 use super::run::{self, Summary, Watch, data_plan};
 use anyhow::{Context, bail};
 use dataplane::lcore::{PollContext, Poller};
@@ -281,6 +281,8 @@ pub struct PktgenLcore {
     rx: RxReport,
     hz_per_ns: f64,
     counters: Arc<LcoreCounters>,
+    /// Per port: this lcore's queue's counters, for telemetry and metrics.
+    port_counters: Vec<Arc<LcoreCounters>>,
     report: Arc<Mutex<RxReport>>,
     publish: TscTimer,
     batch: MbufBatch,
@@ -335,6 +337,7 @@ impl PktgenLcore {
             rx: RxReport::default(),
             hz_per_ns: tsc_hz() as f64 / 1e9,
             counters,
+            port_counters: Vec::new(),
             report,
             publish: TscTimer::new(PUBLISH_EVERY, now),
             batch: MbufBatch::new(),
@@ -403,6 +406,18 @@ impl PktgenLcore {
     fn totals(&self) -> QueueStats {
         lcore_totals(self.app, &self.ports, &[])
     }
+
+    /// Publishes each port queue's counters into `counters` (one per port)
+    /// too, for telemetry and metrics.
+    pub fn port_counters(mut self, counters: Vec<Arc<LcoreCounters>>) -> Self {
+        self.port_counters = counters;
+        self
+    }
+
+    fn publish(&self) {
+        self.counters.publish(&self.totals());
+        publish_ports(&self.ports, &[], &self.port_counters);
+    }
 }
 
 impl Poller for PktgenLcore {
@@ -431,7 +446,7 @@ impl Poller for PktgenLcore {
             }
         }
         if self.publish.expired(ctx.now()) || ctx.stopping() {
-            self.counters.publish(&self.totals());
+            self.publish();
         }
         work
     }
@@ -441,7 +456,7 @@ impl Poller for PktgenLcore {
         for b in &mut self.pending {
             b.clear();
         }
-        self.counters.publish(&self.totals());
+        self.publish();
         if let Ok(mut r) = self.report.lock() {
             r.probes += self.rx.probes;
             r.foreign += self.rx.foreign;
@@ -535,6 +550,7 @@ pub fn run(args: &PktgenArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> 
     let report = Arc::new(Mutex::new(RxReport::default()));
     let mut group = dp.group();
     let mut counters = Vec::new();
+    let mut ports = run::port_counters(&port_summaries);
     for (queues, &lcore) in per_lcore.into_iter().zip(&dp.data) {
         let cnt = Arc::new(LcoreCounters::default());
         counters.push((lcore, cnt.clone()));
@@ -546,7 +562,8 @@ pub fn run(args: &PktgenArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> 
             tx_off.clone(),
             cnt,
             report.clone(),
-        );
+        )
+        .port_counters(run::add_lcore(&mut ports));
         group.poller(lcore, poller).context("adding a poller")?;
     }
     let out = run::run(
@@ -559,7 +576,7 @@ pub fn run(args: &PktgenArgs, quit: Arc<AtomicBool>) -> anyhow::Result<Summary> 
             tx_off: Some((tx_off, Duration::from_millis(args.drain_ms))),
             lines: true,
             summed: None,
-            observe: None,
+            observe: run::observe(c, ports)?,
         },
     )?;
     let mut s = Summary::new("pktgen", port_summaries, &dp.plan, &out);
