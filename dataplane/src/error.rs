@@ -115,6 +115,11 @@ pub enum Error {
         worker: usize,
     },
 
+    /// A connection, listener or socket of a `transport::Transport` that
+    /// is closed or was never open; the message names it.
+    #[error("{0} is not open")]
+    NotOpen(String),
+
     /// A bounded wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),

@@ -37,6 +37,7 @@ pub mod telemetry;
 #[allow(unsafe_code)]
 pub mod time;
 pub mod topology;
+pub mod transport;
 mod uring;
 pub mod wire;
 pub mod worker;
