@@ -245,10 +245,7 @@ fn redis_cli_and_redis_benchmark_against_a_resp_responder_on_the_api() {
     let pings = std::cell::Cell::new(0u64);
     let mut respond = |t: &mut Transport, ev: Event| {
         if let Event::Readable(c) = ev {
-            loop {
-                let Some((args, used)) = resp_command(t.peek(c).expect("peek")) else {
-                    break;
-                };
+            while let Some((args, used)) = resp_command(t.peek(c).expect("peek")) {
                 t.consume(c, used).expect("consume");
                 let name = args
                     .first()
