@@ -8,13 +8,70 @@
 //! test says so and passes, except where `DATAPLANE_REQUIRE` names `netns`
 //! (CI, which installs them).
 
-use dataplane::transport::{CloseReason, Config, ConnId, Event, Transport};
+use dataplane::backend::Choice;
+use dataplane::transport::{CloseReason, Config, ConnId, EngineKind, Event, Transport};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+fn transport(kind: EngineKind) -> Transport {
+    Transport::new(Config {
+        engine: Choice::Named(kind),
+        ..Config::default()
+    })
+    .expect("transport")
+}
+
+/// Whether `kind` runs here; where it does not, says so (and fails where
+/// `DATAPLANE_REQUIRE` names io_uring).
+fn runs(kind: EngineKind) -> bool {
+    let cfg = Config {
+        engine: Choice::Named(kind),
+        ..Config::default()
+    };
+    match Transport::new(cfg) {
+        Ok(_) => true,
+        Err(e) => {
+            dataplane::require::available_or_skip(
+                dataplane::require::Capability::IoUring,
+                false,
+                &e.to_string(),
+            );
+            false
+        }
+    }
+}
+
+/// Each test once per engine: `name::epoll` and `name::io_uring`.
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                #[test]
+                fn epoll() {
+                    super::$name(EngineKind::Epoll);
+                }
+                #[test]
+                fn io_uring() {
+                    if runs(EngineKind::IoUring) {
+                        super::$name(EngineKind::IoUring);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_every_engine!(
+    curl_downloads_a_large_body_from_a_server_on_the_api,
+    redis_cli_and_redis_benchmark_against_a_resp_responder_on_the_api,
+    socat_streams_a_file_into_a_server_on_the_api,
+    the_transport_as_client_downloads_from_nginx_and_uploads_to_socat,
+);
 
 fn required() -> bool {
     std::env::var("DATAPLANE_REQUIRE").is_ok_and(|r| r.split(',').any(|c| c.trim() == "netns"))
@@ -61,7 +118,10 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("dp-transport-{name}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p =
+            std::env::temp_dir().join(format!("dp-transport-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("temp dir");
         Self(p)
@@ -128,8 +188,7 @@ fn send_more(t: &mut Transport, s: &mut Sending) -> bool {
     true
 }
 
-#[test]
-fn curl_downloads_a_large_body_from_a_server_on_the_api() {
+fn curl_downloads_a_large_body_from_a_server_on_the_api(kind: EngineKind) {
     if !have("curl") {
         return;
     }
@@ -142,7 +201,7 @@ fn curl_downloads_a_large_body_from_a_server_on_the_api() {
     .into_bytes();
     response.extend_from_slice(&body);
     let response = std::rc::Rc::new(response);
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = transport(kind);
     let l = t.listen(loopback()).expect("listen");
     let addr = t.listener_addr(l).expect("addr");
     let out = dir.path().join("body");
@@ -234,12 +293,11 @@ fn resp_command(buf: &[u8]) -> Option<(Vec<Vec<u8>>, usize)> {
     Some((args, at))
 }
 
-#[test]
-fn redis_cli_and_redis_benchmark_against_a_resp_responder_on_the_api() {
+fn redis_cli_and_redis_benchmark_against_a_resp_responder_on_the_api(kind: EngineKind) {
     if !have("redis-cli") || !have("redis-benchmark") {
         return;
     }
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = transport(kind);
     let l = t.listen(loopback()).expect("listen");
     let addr = t.listener_addr(l).expect("addr");
     let pings = std::cell::Cell::new(0u64);
@@ -302,8 +360,7 @@ fn redis_cli_and_redis_benchmark_against_a_resp_responder_on_the_api() {
     assert_eq!(s.open, 0, "{s:?}");
 }
 
-#[test]
-fn socat_streams_a_file_into_a_server_on_the_api() {
+fn socat_streams_a_file_into_a_server_on_the_api(kind: EngineKind) {
     if !have("socat") {
         return;
     }
@@ -311,7 +368,7 @@ fn socat_streams_a_file_into_a_server_on_the_api() {
     let data = pattern(16 << 20, 9);
     let file = dir.path().join("in");
     std::fs::write(&file, &data).expect("write");
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = transport(kind);
     let l = t.listen(loopback()).expect("listen");
     let addr = t.listener_addr(l).expect("addr");
     let mut socat = Command::new("socat")
@@ -342,8 +399,7 @@ fn socat_streams_a_file_into_a_server_on_the_api() {
     assert_eq!(ended, Some(CloseReason::Local));
 }
 
-#[test]
-fn the_transport_as_client_downloads_from_nginx_and_uploads_to_socat() {
+fn the_transport_as_client_downloads_from_nginx_and_uploads_to_socat(kind: EngineKind) {
     if !have("nginx") || !have("socat") {
         return;
     }
@@ -371,7 +427,7 @@ fn the_transport_as_client_downloads_from_nginx_and_uploads_to_socat() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("nginx");
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = transport(kind);
 
     // Connect, retrying while nginx starts.
     let end = Instant::now() + LIMIT;

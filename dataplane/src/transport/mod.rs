@@ -90,21 +90,93 @@
 //! of its own, as nginx does), and one `send` per connection with bytes
 //! to send. [`Stats`] counts the system calls.
 
-#[allow(unsafe_code)]
-mod kernel;
-
 mod buf;
+mod conn;
+mod core;
+#[allow(unsafe_code)]
+mod epoll;
+mod state;
+#[allow(unsafe_code)]
+mod uring;
 
-pub use kernel::Transport;
+pub use self::core::Transport;
 
+use crate::backend::{Choice, Kind};
+use dataplane_require::Capability;
 use serde::Serialize;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
+
+/// The transport's engines, in selection order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// io_uring over the kernel's sockets.
+    IoUring,
+    /// Edge-triggered epoll over non-blocking sockets: runs everywhere.
+    Epoll,
+}
+
+impl Kind for EngineKind {
+    const SUBSYSTEM: &'static str = "transport";
+    const ALL: &'static [Self] = &[EngineKind::IoUring, EngineKind::Epoll];
+
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::IoUring => "io_uring",
+            EngineKind::Epoll => "epoll",
+        }
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            EngineKind::IoUring => &["io-uring", "uring"],
+            EngineKind::Epoll => &["sockets"],
+        }
+    }
+
+    fn capability(self) -> Option<Capability> {
+        match self {
+            EngineKind::IoUring => Some(Capability::IoUring),
+            EngineKind::Epoll => None,
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `SO_INCOMING_CPU` on a listener; best effort (older kernels lack it).
+#[allow(unsafe_code)]
+fn set_incoming_cpu(fd: &OwnedFd, cpu: i32) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: `raw` is an open socket for the duration of the call, and
+    // the option value is a live `c_int` whose size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            (&raw const cpu).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(cpu, "transport: SO_INCOMING_CPU refused");
+    }
+}
 
 /// What a [`Transport`] allows each connection and each pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The engine: `auto` (io_uring where it runs, else epoll) or one by
+    /// name.
+    pub engine: Choice<EngineKind>,
     /// Bytes a connection's receive buffer holds (64 KiB).
     pub rx_buffer: usize,
     /// Bytes a connection's send buffer holds (256 KiB).
@@ -133,6 +205,17 @@ pub struct Config {
     /// Datagrams per `recvmmsg`/`sendmmsg`, and datagrams a UDP socket
     /// queues to send in one pass (32).
     pub datagram_burst: usize,
+    /// io_uring: submission queue entries (1,024; the completion queue has
+    /// eight times as many).
+    pub ring_entries: u32,
+    /// io_uring: provided receive buffers shared by the transport's
+    /// connections (1,024; a power of two, at most 32,768).
+    pub ring_buffers: u16,
+    /// io_uring: bytes per provided receive buffer (16 KiB).
+    pub ring_buffer_size: u32,
+    /// io_uring: sends of at least this many bytes are zero-copy
+    /// (`IORING_OP_SEND_ZC`; 64 KiB); `None` copies every send.
+    pub zerocopy_min: Option<usize>,
 }
 
 impl Default for Config {
@@ -149,6 +232,11 @@ impl Default for Config {
             nodelay: true,
             datagram_size: 2048,
             datagram_burst: 32,
+            engine: Choice::Auto,
+            ring_entries: 1024,
+            ring_buffers: 1024,
+            ring_buffer_size: 16 * 1024,
+            zerocopy_min: Some(64 * 1024),
         }
     }
 }
@@ -178,6 +266,15 @@ impl Config {
         }
         if self.datagram_burst == 0 || self.datagram_burst > 1024 {
             return bad("datagram_burst must be between 1 and 1,024");
+        }
+        if !(8..=32_768).contains(&self.ring_entries) {
+            return bad("ring_entries must be between 8 and 32,768");
+        }
+        if !self.ring_buffers.is_power_of_two() || self.ring_buffers > 32_768 {
+            return bad("ring_buffers must be a power of two, at most 32,768");
+        }
+        if !(512..=1 << 20).contains(&self.ring_buffer_size) {
+            return bad("ring_buffer_size must be between 512 bytes and 1 MiB");
         }
         Ok(())
     }
@@ -288,10 +385,13 @@ pub struct Stats {
     pub tx_bytes: u64,
     /// `recv` calls (with or without data).
     pub recv_calls: u64,
-    /// `send` calls.
+    /// `send` calls (io_uring: sends submitted).
     pub send_calls: u64,
-    /// `epoll_wait` calls.
-    pub epoll_waits: u64,
+    /// `epoll_wait` or `io_uring_enter` calls.
+    pub waits: u64,
+    /// io_uring: receives that found every provided buffer in use (tried
+    /// again the next pass).
+    pub rx_no_buffer: u64,
     /// Writes that took less than they were given (send buffer full).
     pub tx_full: u64,
     /// Datagrams received.

@@ -8,6 +8,62 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// The configuration for `kind`'s engine.
+fn cfg(kind: EngineKind) -> Config {
+    Config {
+        engine: crate::backend::Choice::Named(kind),
+        ..Config::default()
+    }
+}
+
+/// Whether `kind` runs here; where it does not, says so (and fails where
+/// `DATAPLANE_REQUIRE` names io_uring).
+fn runs(kind: EngineKind) -> bool {
+    if kind == EngineKind::Epoll {
+        return true;
+    }
+    let p = super::uring::probe();
+    if !p.available {
+        crate::require::available_or_skip(crate::require::Capability::IoUring, false, &p.reason);
+    }
+    p.available
+}
+
+/// Each test once per engine: `name::epoll` and `name::io_uring`.
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                #[test]
+                fn epoll() {
+                    super::$name(EngineKind::Epoll);
+                }
+                #[test]
+                fn io_uring() {
+                    if runs(EngineKind::IoUring) {
+                        super::$name(EngineKind::IoUring);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_every_engine!(
+    echoes_a_large_stream_to_a_kernel_client_byte_for_byte,
+    connects_out_writes_reads_and_sees_the_peers_fin,
+    a_refused_connect_ends_with_its_errno,
+    a_full_send_buffer_takes_less_and_says_writable_when_drained,
+    a_full_receive_buffer_stops_reading_until_consumed,
+    idle_and_connect_timeouts_end_connections,
+    abort_resets_the_peer,
+    stale_ids_never_reach_a_new_connection_in_the_same_slot,
+    many_connections_at_once_each_get_their_own_bytes,
+    listeners_on_one_port_share_its_connections_across_threads,
+    udp_datagrams_arrive_whole_with_their_sender_and_go_back,
+);
+
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("address")
 }
@@ -64,14 +120,13 @@ fn echo(t: &mut Transport, ev: Event) {
     }
 }
 
-#[test]
-fn echoes_a_large_stream_to_a_kernel_client_byte_for_byte() {
+fn echoes_a_large_stream_to_a_kernel_client_byte_for_byte(kind: EngineKind) {
     // Small buffers, the send buffer the smaller, so both directions fill
     // and push back many times.
     let mut t = Transport::new(Config {
         rx_buffer: 8192,
         tx_buffer: 4096,
-        ..Config::default()
+        ..cfg(kind)
     })
     .expect("transport");
     let l = t.listen(any_port()).expect("listen");
@@ -116,8 +171,7 @@ fn echoes_a_large_stream_to_a_kernel_client_byte_for_byte() {
     assert!(s.tx_full > 0, "the small send buffer never filled: {s:?}");
 }
 
-#[test]
-fn connects_out_writes_reads_and_sees_the_peers_fin() {
+fn connects_out_writes_reads_and_sees_the_peers_fin(kind: EngineKind) {
     let server = TcpListener::bind(any_port()).expect("bind");
     let addr = server.local_addr().expect("addr");
     let peer = std::thread::spawn(move || {
@@ -130,7 +184,7 @@ fn connects_out_writes_reads_and_sees_the_peers_fin() {
         s.read_to_end(&mut rest).expect("read to end");
         (got, rest)
     });
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = Transport::new(cfg(kind)).expect("transport");
     let c = t.connect(addr).expect("connect");
     // Buffered until the connection is up.
     assert_eq!(t.write(c, b"hello").expect("write"), 5);
@@ -169,13 +223,12 @@ fn connects_out_writes_reads_and_sees_the_peers_fin() {
     assert_eq!(t.stats().connected, 1);
 }
 
-#[test]
-fn a_refused_connect_ends_with_its_errno() {
+fn a_refused_connect_ends_with_its_errno(kind: EngineKind) {
     // A port that was just free: bind, learn it, close.
     let addr = TcpListener::bind(any_port())
         .and_then(|l| l.local_addr())
         .expect("addr");
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = Transport::new(cfg(kind)).expect("transport");
     let c = t.connect(addr).expect("connect");
     let mut why = None;
     drive(&mut t, |_, ev| match ev {
@@ -192,11 +245,10 @@ fn a_refused_connect_ends_with_its_errno() {
     assert!(matches!(t.write(c, b"x"), Err(crate::Error::NotOpen(_))));
 }
 
-#[test]
-fn a_full_send_buffer_takes_less_and_says_writable_when_drained() {
+fn a_full_send_buffer_takes_less_and_says_writable_when_drained(kind: EngineKind) {
     let mut t = Transport::new(Config {
         tx_buffer: 64 * 1024,
-        ..Config::default()
+        ..cfg(kind)
     })
     .expect("transport");
     let l = t.listen(any_port()).expect("listen");
@@ -244,11 +296,10 @@ fn a_full_send_buffer_takes_less_and_says_writable_when_drained() {
     assert!(got.chunks(chunk.len()).all(|p| p == &chunk[..p.len()]));
 }
 
-#[test]
-fn a_full_receive_buffer_stops_reading_until_consumed() {
+fn a_full_receive_buffer_stops_reading_until_consumed(kind: EngineKind) {
     let mut t = Transport::new(Config {
         rx_buffer: 1000,
-        ..Config::default()
+        ..cfg(kind)
     })
     .expect("transport");
     let l = t.listen(any_port()).expect("listen");
@@ -282,11 +333,10 @@ fn a_full_receive_buffer_stops_reading_until_consumed() {
     assert_eq!(most, 1000, "the receive buffer held more than its size");
 }
 
-#[test]
-fn idle_and_connect_timeouts_end_connections() {
+fn idle_and_connect_timeouts_end_connections(kind: EngineKind) {
     let mut t = Transport::new(Config {
         idle_timeout: Some(Duration::from_millis(100)),
-        ..Config::default()
+        ..cfg(kind)
     })
     .expect("transport");
     let l = t.listen(any_port()).expect("listen");
@@ -306,7 +356,7 @@ fn idle_and_connect_timeouts_end_connections() {
     // also an outcome) ends as a failed connect, never hangs.
     let mut t = Transport::new(Config {
         connect_timeout: Duration::from_millis(100),
-        ..Config::default()
+        ..cfg(kind)
     })
     .expect("transport");
     match t.connect("192.0.2.1:9".parse().expect("addr")) {
@@ -325,9 +375,8 @@ fn idle_and_connect_timeouts_end_connections() {
     }
 }
 
-#[test]
-fn abort_resets_the_peer() {
-    let mut t = Transport::new(Config::default()).expect("transport");
+fn abort_resets_the_peer(kind: EngineKind) {
+    let mut t = Transport::new(cfg(kind)).expect("transport");
     let l = t.listen(any_port()).expect("listen");
     let addr = t.listener_addr(l).expect("addr");
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -351,9 +400,8 @@ fn abort_resets_the_peer() {
     assert!(t.abort(c).is_err());
 }
 
-#[test]
-fn stale_ids_never_reach_a_new_connection_in_the_same_slot() {
-    let mut t = Transport::new(Config::default()).expect("transport");
+fn stale_ids_never_reach_a_new_connection_in_the_same_slot(kind: EngineKind) {
+    let mut t = Transport::new(cfg(kind)).expect("transport");
     let l = t.listen(any_port()).expect("listen");
     let addr = t.listener_addr(l).expect("addr");
     let _a = TcpStream::connect(addr).expect("connect");
@@ -381,10 +429,9 @@ fn stale_ids_never_reach_a_new_connection_in_the_same_slot() {
     assert_eq!(t.write(second, b"x").expect("write"), 1);
 }
 
-#[test]
-fn many_connections_at_once_each_get_their_own_bytes() {
+fn many_connections_at_once_each_get_their_own_bytes(kind: EngineKind) {
     const N: usize = 500;
-    let mut t = Transport::new(Config::default()).expect("transport");
+    let mut t = Transport::new(cfg(kind)).expect("transport");
     let l = t.listen(any_port()).expect("listen");
     let addr = t.listener_addr(l).expect("addr");
     // The clients: N sockets open together, each sends its own 1 KiB and
@@ -434,8 +481,7 @@ fn many_connections_at_once_each_get_their_own_bytes() {
     assert_eq!(most, N as u64);
 }
 
-#[test]
-fn listeners_on_one_port_share_its_connections_across_threads() {
+fn listeners_on_one_port_share_its_connections_across_threads(kind: EngineKind) {
     // Two "lcores", each with its own transport listening on one port.
     let first = TcpListener::bind(any_port()).expect("probe");
     let addr = first.local_addr().expect("addr");
@@ -447,7 +493,7 @@ fn listeners_on_one_port_share_its_connections_across_threads() {
             let stop = stop.clone();
             let ready = ready_tx.clone();
             std::thread::spawn(move || {
-                let mut t = Transport::new(Config::default()).expect("transport");
+                let mut t = Transport::new(cfg(kind)).expect("transport");
                 t.listen(addr).expect("listen");
                 ready.send(()).expect("ready");
                 let end = Instant::now() + LIMIT;
@@ -485,12 +531,11 @@ fn listeners_on_one_port_share_its_connections_across_threads() {
     assert!(accepted.iter().all(|&a| a > 0), "{accepted:?}");
 }
 
-#[test]
-fn udp_datagrams_arrive_whole_with_their_sender_and_go_back() {
+fn udp_datagrams_arrive_whole_with_their_sender_and_go_back(kind: EngineKind) {
     let mut t = Transport::new(Config {
         datagram_size: 1500,
         datagram_burst: 8,
-        ..Config::default()
+        ..cfg(kind)
     })
     .expect("transport");
     let u = t.bind_udp(any_port()).expect("bind");
@@ -571,4 +616,136 @@ fn bad_configuration_is_refused_with_the_reason() {
     // A port held by a socket without SO_REUSEPORT is refused, naming it.
     let e = t.listen(addr).expect_err("in use");
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
+}
+
+/// Runs `f` on a thread whose seccomp filter refuses `io_uring_setup` with
+/// `EPERM`, as Docker's default profile does.
+#[allow(unsafe_code)]
+fn without_io_uring<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        const NR_IO_URING_SETUP: u32 = 425;
+        let filter = [
+            // A = seccomp_data.nr
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: NR_IO_URING_SETUP,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        assert_eq!(rc, 0, "PR_SET_NO_NEW_PRIVS");
+        // SAFETY: `prog` points at `filter`, both alive for the call; the
+        // filter applies to this thread only (no TSYNC).
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const prog,
+                0,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("the filtered thread")
+}
+
+#[test]
+fn epoll_takes_over_where_io_uring_is_refused_and_says_why() {
+    // The probe's answer is cached for the process: take it unfiltered, so
+    // that this test cannot hide io_uring from the others.
+    let _ = super::uring::probe();
+    let (engine, skipped, echoed) = without_io_uring(|| {
+        // io_uring_setup itself is refused here, as under Docker's seccomp
+        // profile.
+        assert!(io_uring::IoUring::new(8).is_err());
+        let (mut t, skipped) = Transport::with_skips(Config::default()).expect("transport");
+        let l = t.listen(any_port()).expect("listen");
+        let addr = t.listener_addr(l).expect("addr");
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(b"ping").expect("write");
+            s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).expect("read");
+            got
+        });
+        drive(&mut t, |t, ev| {
+            if matches!(ev, Event::Closed(..)) {
+                return true;
+            }
+            echo(t, ev);
+            false
+        });
+        (t.engine(), skipped, client.join().expect("client"))
+    });
+    assert_eq!(engine, EngineKind::Epoll);
+    assert_eq!(echoed, b"ping");
+    let skip = skipped
+        .iter()
+        .find(|s| s.backend == "io_uring")
+        .expect("io_uring passed over");
+    assert!(
+        skip.reason.contains("Operation not permitted") || skip.reason.contains("EPERM"),
+        "{}",
+        skip.reason
+    );
+
+    // Where io_uring is required, the fallback is refused with the reason.
+    let required = crate::require::Requirements::of(&[crate::require::Capability::IoUring]);
+    let refused = without_io_uring(move || {
+        Transport::open(Config::default(), &required)
+            .map(|_| ())
+            .expect_err("refused")
+    });
+    assert!(
+        matches!(&refused, crate::Error::Required { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("io_uring"), "{refused}");
+}
+
+#[test]
+fn a_named_engine_is_used_or_refused_never_replaced() {
+    let _ = super::uring::probe();
+    let named = Config {
+        engine: crate::backend::Choice::Named(EngineKind::IoUring),
+        ..Config::default()
+    };
+    let e = without_io_uring(move || Transport::new(named).map(|_| ()).expect_err("refused"));
+    assert!(e.to_string().contains("io_uring"), "{e}");
+    let t = Transport::new(cfg(EngineKind::Epoll)).expect("epoll");
+    assert_eq!(t.engine(), EngineKind::Epoll);
+    assert_eq!(
+        "uring"
+            .parse::<crate::backend::Choice<EngineKind>>()
+            .expect("parse"),
+        crate::backend::Choice::Named(EngineKind::IoUring)
+    );
 }

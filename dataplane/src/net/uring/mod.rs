@@ -56,7 +56,6 @@
 
 // The submodules: the device syntax, the sockets, the provided-buffer
 // ring, and the port (opening, completions, the Port impl).
-mod buf_ring;
 mod burst;
 mod completions;
 mod device;
@@ -66,7 +65,7 @@ mod socket;
 pub use device::{SocketDevice, Transport};
 pub use port::SocketPort;
 
-use buf_ring::BufRing;
+use crate::uring::buf_ring::BufRing;
 
 use super::meta::{self, META_PRIV_SIZE};
 use super::{

@@ -1,9 +1,9 @@
 //! One queue of an io_uring socket port: its state, and opening it.
 
-use super::buf_ring::BufRing;
 use super::device::SocketDevice;
 use super::socket::*;
 use super::*;
+use crate::uring::buf_ring::BufRing;
 use crate::uring::{MAX_FIXED_BUFFER, TaskRun, fixed_buffers};
 
 /// A send the kernel has not finished with.

@@ -1,12 +1,15 @@
 //! The provided-buffer ring (`IORING_REGISTER_PBUF_RING`) through which
-//! mbufs are lent to the kernel for multishot receives.
+//! buffers are lent to the kernel for multishot receives: mbufs by
+//! `net::uring`, a transport's receive buffers by `transport`.
 
-use super::*;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// A provided-buffer ring: `io_uring_buf` entries in page-aligned memory
 /// shared with the kernel, the tail in the first entry's `resv` field.
 #[derive(Debug)]
-pub(super) struct BufRing {
+pub(crate) struct BufRing {
     /// Private anonymous memory (memmap2), written by us and read by the
     /// kernel; reached through its raw pointer only.
     _map: memmap2::MmapMut,
@@ -16,10 +19,10 @@ pub(super) struct BufRing {
 }
 
 /// `struct io_uring_buf`: addr (u64), len (u32), bid (u16), resv (u16).
-pub(super) const BUF_ENTRY: usize = 16;
+pub(crate) const BUF_ENTRY: usize = 16;
 
 impl BufRing {
-    pub(super) fn new(entries: u16) -> io::Result<BufRing> {
+    pub(crate) fn new(entries: u16) -> io::Result<BufRing> {
         let bytes = (usize::from(entries) * BUF_ENTRY).next_multiple_of(4096);
         // Page aligned, as the kernel requires, and zeroed.
         let mut map = memmap2::MmapOptions::new()
@@ -35,12 +38,12 @@ impl BufRing {
         })
     }
 
-    pub(super) fn addr(&self) -> u64 {
+    pub(crate) fn addr(&self) -> u64 {
         self.base.as_ptr() as u64
     }
 
     /// Writes an entry at the tail, not yet visible to the kernel.
-    pub(super) fn add(&mut self, addr: u64, len: u32, bid: u16) {
+    pub(crate) fn add(&mut self, addr: u64, len: u32, bid: u16) {
         let slot = usize::from(self.tail & (self.entries - 1));
         let e = self.base.as_ptr().wrapping_add(slot * BUF_ENTRY);
         // SAFETY: `slot < entries`, so the 16-byte entry is in the mapping;
@@ -55,7 +58,7 @@ impl BufRing {
     }
 
     /// Makes the entries added so far visible (`io_uring_buf_ring_advance`).
-    pub(super) fn publish(&self) {
+    pub(crate) fn publish(&self) {
         let tail = self.base.as_ptr().wrapping_add(14).cast::<u16>();
         // Release: the entries written before are visible to the kernel once
         // it reads this tail (it loads it with `smp_load_acquire`).

@@ -7,6 +7,9 @@
 //! Registering memory with a ring stays with each backend: what keeps the
 //! memory mapped while it is registered is the backend's to say.
 
+#[allow(unsafe_code)]
+pub(crate) mod buf_ring;
+
 use io_uring::IoUring;
 use std::io;
 
