@@ -42,6 +42,12 @@ impl ByteBuf {
         self.start == self.end
     }
 
+    /// Bytes of the allocation beyond those held: how much a
+    /// [`Self::tail`] gives without allocating.
+    pub(crate) fn spare(&self) -> usize {
+        (self.data.len() - self.len()).min(self.room())
+    }
+
     /// How many more bytes it takes.
     pub(crate) fn room(&self) -> usize {
         self.capacity - self.len()

@@ -32,8 +32,21 @@ fn untoken(t: u64) -> (u64, u32, u32) {
     (t >> 62, t as u32, ((t >> 32) & 0x3fff_ffff) as u32)
 }
 
+/// Bytes read at once into the scratch buffer.
+const SCRATCH: usize = 64 * 1024;
+
+/// A receive goes straight into the connection's buffer when it has at
+/// least this much allocated room, else through the scratch buffer.
+const DIRECT_MIN: usize = 4096;
+
 pub(super) struct Epoll {
     epoll: nix::sys::epoll::Epoll,
+    /// Where a receive lands when the connection's buffer has little room
+    /// allocated: one buffer for all connections, so that a connection's
+    /// buffer grows only to what it holds (an idle or small-message
+    /// connection keeps a small allocation) and no receive zero-fills a
+    /// large one.
+    scratch: Box<[u8]>,
     ready: Vec<EpollEvent>,
     to_read: Vec<(u32, u32)>,
 }
@@ -45,6 +58,7 @@ impl Epoll {
         Ok(Self {
             epoll,
             ready: vec![EpollEvent::empty(); 256],
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
             to_read: Vec::new(),
         })
     }
@@ -297,17 +311,26 @@ impl Epoll {
         let mut fin = false;
         while conn.rx.room() > 0 {
             let fd = conn.fd.as_raw_fd();
-            let tail = conn.rx.tail(conn.rx.room());
-            let want = tail.len();
+            let direct = conn.rx.spare() >= DIRECT_MIN;
+            let dst = if direct {
+                conn.rx.tail(conn.rx.spare())
+            } else {
+                &mut self.scratch[..conn.rx.room().min(SCRATCH)]
+            };
+            let want = dst.len();
             core.stats.recv_calls += 1;
-            match socket::recv(fd, tail, MsgFlags::empty()) {
+            match socket::recv(fd, dst, MsgFlags::empty()) {
                 Ok(0) => {
                     fin = true;
                     conn.can_read = false;
                     break;
                 }
                 Ok(n) => {
-                    conn.rx.commit(n);
+                    if direct {
+                        conn.rx.commit(n);
+                    } else {
+                        conn.rx.push(&self.scratch[..n]);
+                    }
                     got += n;
                     // A short read drained the socket, unless the FIN (or
                     // an error) is queued behind the data: that has no
