@@ -12,7 +12,12 @@
 # The client (benches/src/bin/transport-bench.rs) is the same for every
 # server: our transport on io_uring, CONNS connections with one request of
 # SIZE bytes outstanding each, 0.3 s of warm-up, then SECONDS counted; it
-# reports requests/s and the p50 and p99 round trip.
+# reports requests/s and the p50 and p99 round trip. On a machine where one
+# client core cannot saturate a server, requests/s measures the client; the
+# server's CPU per request says what each server costs: user plus system
+# time for the peers (from /proc), busy time for ours (they spin; the passes
+# that found work, as DPDK's /eal/lcore/usage counts it), over a window
+# inside the client's measured span.
 #
 #   scripts/bench-transport.sh [--rounds N] [--seconds S] [--size BYTES] [--conns "1 16 256"]
 #
@@ -68,6 +73,16 @@ start_server() { # contender port
     esac
 }
 
+# CPU the server has used, in ns: ours spin, so their busy time (the passes
+# that found work, which they print every 100 ms); the others' user and
+# system time from /proc.
+server_cpu_ns() { # contender pid
+    case $1 in
+        ours-*) tail -1 "$work/server.err" | jq -r '.busy_ns // 0' ;;
+        *) awk -v hz="$(getconf CLK_TCK)" '{printf "%d\n", ($14 + $15) * 1e9 / hz}' "/proc/$2/stat" ;;
+    esac
+}
+
 run_one() { # round contender conns
     port=$((port + 1))
     start_server "$2" "$port" 2>"$work/server.err" &
@@ -77,9 +92,19 @@ run_one() { # round contender conns
         ss -ltn "sport = :$port" | grep -q LISTEN && break
         sleep 0.02
     done
-    local line
-    if line=$("$BENCH" client "127.0.0.1:$port" "$client_cpu" "$3" "$size" "$secs" 2>"$work/client.err"); then
-        jq -c --argjson round "$1" --arg who "$2" '. + {round: $round, contender: $who}' <<<"$line" | tee -a "$raw"
+    "$BENCH" client "127.0.0.1:$port" "$client_cpu" "$3" "$size" "$secs" >"$work/client.out" 2>"$work/client.err" &
+    local client=$!
+    # The server's CPU over a window inside the client's measured span.
+    sleep 0.8
+    local c0 t0 c1 t1
+    c0=$(server_cpu_ns "$2" "$pid"); t0=$(date +%s%N)
+    sleep "$(python3 -c "print(max(0.2, $secs - 1.0))")"
+    c1=$(server_cpu_ns "$2" "$pid"); t1=$(date +%s%N)
+    if wait "$client"; then
+        jq -c --argjson round "$1" --arg who "$2" --argjson cpu "$((c1 - c0))" --argjson wall "$((t1 - t0))" \
+            '. + {round: $round, contender: $who,
+                  server_us_per_req: (if .rps > 0 then ($cpu / 1000) / (.rps * $wall / 1e9) else null end)}' \
+            "$work/client.out" | tee -a "$raw"
     else
         log "$2 conns=$3 failed: $(tail -2 "$work/client.err" "$work/server.err" | tr '\n' ' ')"
     fi
@@ -111,26 +136,30 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))] if xs else float("nan")
 conns = sorted({r["conns"] for r in rows})
 who = ["ours-io_uring", "ours-epoll", "tokio", "c-epoll"]
-print("| connections | contender | requests/s, median | p50 us | p99 us |")
-print("| --- | --- | --- | --- | --- |")
+print("| connections | contender | requests/s, median | p50 us | p99 us | server CPU us per request |")
+print("| --- | --- | --- | --- | --- | --- |")
 for c in conns:
     for w in who:
         rs = [r for r in rows if r["conns"] == c and r["contender"] == w]
         if rs:
-            print(f"| {c} | {w} | {med([r['rps'] for r in rs]):,.0f} | {med([r['p50_us'] for r in rs]):.1f} | {med([r['p99_us'] for r in rs]):.1f} |")
+            cpu = [r["server_us_per_req"] for r in rs if r.get("server_us_per_req") is not None]
+            print(f"| {c} | {w} | {med([r['rps'] for r in rs]):,.0f} | {med([r['p50_us'] for r in rs]):.1f} | {med([r['p99_us'] for r in rs]):.1f} | {med(cpu):.2f} |")
 print()
-print("| connections | ratio (same round) | requests/s: median [min max] | p99: median |")
-print("| --- | --- | --- | --- |")
+print("| connections | ratio (same round) | requests/s: median [min max] | p99: median | server CPU per request, peer / ours: median [min max] |")
+print("| --- | --- | --- | --- | --- |")
 for c in conns:
     for a, b in [("ours-io_uring", "tokio"), ("ours-epoll", "tokio"), ("ours-io_uring", "c-epoll")]:
-        rr, pp = [], []
+        rr, pp, cc = [], [], []
         for rnd in sorted({r["round"] for r in rows}):
             x = [r for r in rows if r["conns"] == c and r["round"] == rnd and r["contender"] == a]
             y = [r for r in rows if r["conns"] == c and r["round"] == rnd and r["contender"] == b]
             if x and y and y[0]["rps"] > 0:
                 rr.append(x[0]["rps"] / y[0]["rps"])
                 pp.append(x[0]["p99_us"] / y[0]["p99_us"] if y[0]["p99_us"] else float("nan"))
+                if x[0].get("server_us_per_req") and y[0].get("server_us_per_req"):
+                    cc.append(y[0]["server_us_per_req"] / x[0]["server_us_per_req"])
         if rr:
-            print(f"| {c} | {a} / {b} | {med(rr):.2f} [{min(rr):.2f} {max(rr):.2f}] | {med(pp):.2f} |")
+            cpu = f"{med(cc):.2f} [{min(cc):.2f} {max(cc):.2f}]" if cc else "n/a"
+            print(f"| {c} | {a} / {b} | {med(rr):.2f} [{min(rr):.2f} {max(rr):.2f}] | {med(pp):.2f} | {cpu} |")
 EOF
 log "results: $txt (raw: $raw)"
