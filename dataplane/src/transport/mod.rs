@@ -53,7 +53,7 @@
 //! [`Event::PeerClosed`]: the bytes before it are still in the receive
 //! buffer. Every connection ends with exactly one [`Event::Closed`] with
 //! its [`CloseReason`], after which its [`ConnId`] is refused
-//! ([`Error::NotOpen`]; a slot's reuse changes its generation, so a stale
+//! ([`Error::NotOpen`](crate::Error::NotOpen); a slot's reuse changes its generation, so a stale
 //! id never reaches another connection).
 //!
 //! **Timeouts.** A connect that does not complete within
