@@ -78,7 +78,7 @@ step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps "${featu
 run_tests() {
     cargo test --workspace "${feature_args[@]}"
     # The quick-start examples are programs users copy: run them.
-    for ex in counter data_processing pipeline; do
+    for ex in counter data_processing pipeline echo; do
         echo "--- example $ex"
         cargo run -q -p dataplane-apps --example "$ex"
     done
