@@ -22,7 +22,7 @@ CRATES = {"dataplane": "dataplane/src", "hugepages": "hugepages/src", "apps": "a
 # Modules of `dataplane` that must not import the ones listed: the layers
 # read bottom-up (hugepages -> ring -> lcore -> worker/channel/partition;
 # hugepages -> wire -> net/block/accel; topology -> profile).
-UPPER = ["worker", "channel", "partition", "net", "block", "accel", "profile", "transport"]
+UPPER = ["worker", "channel", "partition", "net", "block", "accel", "profile", "transport", "proto"]
 LAYERS = {
     "wire": UPPER + ["ring", "lcore", "topology", "backend", "require"],
     "ring": UPPER + ["wire", "lcore", "topology", "backend", "require"],

@@ -7,6 +7,7 @@ pub mod storage;
 pub mod top;
 
 pub mod info;
+pub mod kv;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod profile;
+pub mod proto;
 /// The original design's `pool` module: the worker pool and its
 /// configuration (the same types as [`worker`]).
 pub mod pool {

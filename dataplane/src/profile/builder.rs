@@ -229,7 +229,7 @@ fn bad(var: &str, value: &str, expected: &str) -> Error {
 
 /// A strict CPU list: `n` or `a-b` (a <= b) items separated by commas.
 /// Unlike the kernel-file parser, anything malformed refuses the whole list.
-pub(super) fn parse_cpu_list(s: &str) -> Option<Vec<CpuId>> {
+pub fn parse_cpu_list(s: &str) -> Option<Vec<CpuId>> {
     let num = |p: &str| p.trim().parse::<u32>().ok();
     for part in s.split(',') {
         match part.split_once('-') {

@@ -117,7 +117,7 @@ mod builder;
 mod overrides;
 mod planner;
 
-pub use builder::PlanBuilder;
+pub use builder::{PlanBuilder, parse_cpu_list};
 
 use crate::lcore::{IdlePolicy, LcoreConfig, LcoreGroup, LcoreId, Role};
 use crate::topology::{CpuId, Topology};

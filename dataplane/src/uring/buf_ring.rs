@@ -18,6 +18,11 @@ pub(crate) struct BufRing {
     tail: u16,
 }
 
+// SAFETY: `base` points into `_map`, which moves with the ring and is
+// reached only through `&mut self` methods: sending the owner to another
+// thread moves the only way to the memory with it (it is not `Sync`).
+unsafe impl Send for BufRing {}
+
 /// `struct io_uring_buf`: addr (u64), len (u32), bid (u16), resv (u16).
 pub(crate) const BUF_ENTRY: usize = 16;
 

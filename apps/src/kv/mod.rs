@@ -1,0 +1,277 @@
+//! `dp-kv`: a Redis-compatible key-value server, shared nothing.
+//!
+//! Each application lcore runs a [`server::Shard`]: its own listener on
+//! the same address (`SO_REUSEPORT` spreads the connections), its own
+//! part of the keyspace ([`store::Store`]), and rings to the other shards
+//! for commands on keys it does not own. The transport engine is chosen
+//! as usual (io_uring, else epoll; `--backend` names one).
+
+pub mod server;
+pub mod store;
+
+use anyhow::Context;
+use dataplane::backend::Choice;
+use dataplane::lcore::{LcoreId, Role};
+use dataplane::profile::{Plan, Profile, parse_cpu_list};
+use dataplane::proto::resp::Limits;
+use dataplane::topology::Topology;
+use dataplane::transport::EngineKind;
+use serde::Serialize;
+use server::{KvConfig, Shard, ShardCounters};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// `dp-kv`'s command line: redis-server's `--port` and `--bind`, and the
+/// framework's own.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "dp-kv",
+    about = "A Redis-compatible key-value server, one shard per lcore"
+)]
+pub struct KvArgs {
+    /// The TCP port.
+    #[arg(long, default_value_t = 6379)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// The CPUs of the shards, as a list (`0-3,8`); else
+    /// `DATAPLANE_CPUS`, else the plan's.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Shards (one lcore each); else one per CPU of `--cpus`, else the
+    /// plan's application lcores.
+    #[arg(long)]
+    pub lcores: Option<usize>,
+    /// The transport engine: auto, io_uring or epoll.
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// The memory limit over all shards (`100mb`, `2gb`, bytes; 0: none).
+    /// Past it, the least recently used keys are evicted.
+    #[arg(long, default_value = "0", value_parser = parse_bytes)]
+    pub maxmemory: usize,
+    /// The longest bulk string a request may carry (`proto-max-bulk-len`).
+    #[arg(long = "proto-max-bulk-len", default_value = "8mb", value_parser = parse_bytes)]
+    pub max_bulk: usize,
+    /// Stop after this many seconds (default: at SIGINT or SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// A line of counters every second on standard error.
+    #[arg(long)]
+    pub stats: bool,
+    /// The summary at the end as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Logging.
+    #[command(flatten)]
+    pub log: crate::LogArgs,
+}
+
+/// `100mb`, `2gb`, `64k`, or a byte count, as redis.conf writes memory.
+///
+/// # Errors
+///
+/// Text that is none of those.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let l = s.trim().to_ascii_lowercase();
+    let split = l.find(|c: char| !c.is_ascii_digit()).unwrap_or(l.len());
+    let (num, unit) = l.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 100mb"))?;
+    let mul: usize = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (k, kb, m, mb, g, gb)"
+            ));
+        }
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// What a run did, for `--json` and the last line.
+#[derive(Debug, Serialize)]
+pub struct KvSummary {
+    /// The address served.
+    pub addr: SocketAddr,
+    /// The engine of each shard.
+    pub engines: Vec<String>,
+    /// Seconds served.
+    pub seconds: f64,
+    /// Per shard: its lcore and counters.
+    pub shards: Vec<ShardSummary>,
+}
+
+/// One shard's part of [`KvSummary`].
+#[derive(Debug, Serialize)]
+pub struct ShardSummary {
+    /// The lcore.
+    pub lcore: u32,
+    /// Commands run.
+    pub commands: u64,
+    /// Commands sent to other shards.
+    pub forwarded: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Malformed requests refused.
+    pub protocol_errors: u64,
+    /// The keyspace.
+    pub store: store::StoreStats,
+}
+
+fn summarize(c: &ShardCounters, lcore: LcoreId) -> ShardSummary {
+    ShardSummary {
+        lcore: lcore.0,
+        commands: c.commands.load(Ordering::Relaxed),
+        forwarded: c.forwarded.load(Ordering::Relaxed),
+        accepted: c.accepted.load(Ordering::Relaxed),
+        protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+        store: c.store.lock().map(|s| *s).unwrap_or_default(),
+    }
+}
+
+/// Runs the server until `--duration` or `quit`.
+///
+/// # Errors
+///
+/// Bad arguments, a plan that cannot be made, a shard that cannot bind.
+pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
+    let engine: Choice<EngineKind> = args
+        .backend
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--backend {}: {e}", args.backend))?;
+    let cpus = match &args.cpus {
+        Some(list) => Some(
+            parse_cpu_list(list)
+                .with_context(|| format!("--cpus {list:?}: expected a CPU list such as 0-3,8"))?,
+        ),
+        None => None,
+    };
+    let topo = Topology::detect().context("detecting the machine")?;
+    let profile = std::env::var("DATAPLANE_PROFILE")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(Profile::Production);
+    let mut b = Plan::builder(&topo, profile).from_env();
+    let lcores = args.lcores.or(cpus.as_ref().map(Vec::len));
+    if let Some(cpus) = cpus {
+        b = b.cpus(cpus);
+    }
+    // Shards run on the main lcore too (as DPDK's main lcore works), so
+    // that `--cpus 0-3` gives four shards on four cores; one shard runs
+    // on an application lcore, the main thread only watching.
+    if let Some(n) = lcores {
+        b = b
+            .io_lcores_per_node(0)
+            .accel_lcores(0)
+            .app_lcores(n.saturating_sub(1).max(1));
+    }
+    let plan = b.build().context("planning lcores")?;
+    let apps: Vec<LcoreId> = plan.app_lcores().map(|l| l.id).collect();
+    let main = plan
+        .lcores
+        .iter()
+        .find(|l| l.role == Role::Main)
+        .map(|l| l.id);
+    let on: Vec<LcoreId> = match (lcores, main) {
+        (Some(1), _) | (_, None) => apps.clone(),
+        (_, Some(m)) => std::iter::once(m).chain(apps.iter().copied()).collect(),
+    };
+    let n = on.len();
+    anyhow::ensure!(n > 0, "the plan has no lcore to run a shard on");
+    let group_of = plan.lcore_group();
+
+    let mut transport = dataplane::transport::Config {
+        engine,
+        ..Default::default()
+    };
+    // A whole request must fit the receive buffer (it grows only as far
+    // as a request needs).
+    transport.rx_buffer = args.max_bulk + 64 * 1024;
+    // Bind once here, so that a taken port or an engine that cannot run
+    // fails the start with its reason (and port 0 picks the port every
+    // shard then shares); closed before the shards bind theirs.
+    let (addr, engine) = {
+        let mut t = dataplane::transport::Transport::new(transport.clone())
+            .context("opening the transport")?;
+        let l = t
+            .listen(SocketAddr::new(args.bind, args.port))
+            .with_context(|| format!("listening on {}:{}", args.bind, args.port))?;
+        (t.listener_addr(l)?, t.engine())
+    };
+    let config = Arc::new(KvConfig {
+        bind: addr,
+        maxmemory: args.maxmemory,
+        transport,
+        limits: Limits {
+            max_bulk: args.max_bulk,
+            ..Limits::default()
+        },
+    });
+    let mut group = group_of;
+    let mut counters = Vec::new();
+    for (i, (lcore, links)) in on.iter().zip(server::mesh(n)?).enumerate() {
+        let (shard, c) = Shard::new(i, n, config.clone(), links);
+        group.poller(*lcore, shard)?;
+        counters.push((*lcore, c));
+    }
+    let running = group.launch()?;
+    println!("dp-kv: {n} shard(s) listening on {addr}, {engine} engine");
+    let start = Instant::now();
+    let end = args
+        .duration
+        .map(|d| start + Duration::from_secs_f64(d.max(0.0)));
+    // The main lcore runs a shard on this thread: a watcher thread ends
+    // the run and prints the stats lines.
+    let stop = running.stop_handle();
+    let watched: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
+    let stats = args.stats;
+    let watcher = std::thread::Builder::new()
+        .name("dp-kv-watch".into())
+        .spawn(move || {
+            let mut last = (Instant::now(), 0u64);
+            // Relaxed: a flag set by the signal thread, nothing published
+            // with it.
+            while !quit.load(Ordering::Relaxed) && end.is_none_or(|e| Instant::now() < e) {
+                std::thread::sleep(Duration::from_millis(50));
+                if stats && last.0.elapsed() >= Duration::from_secs(1) {
+                    let total: u64 = watched
+                        .iter()
+                        .map(|c| c.commands.load(Ordering::Relaxed))
+                        .sum();
+                    let open: u64 = watched.iter().map(|c| c.open.load(Ordering::Relaxed)).sum();
+                    let rate = (total - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                    eprintln!(
+                        "dp-kv: {rate:.0} commands/s, {open} connections, {total} commands in all"
+                    );
+                    last = (Instant::now(), total);
+                }
+            }
+            stop.request_stop();
+        })
+        .context("starting the watcher thread")?;
+    let reports = running.join()?;
+    let _ = watcher.join();
+    for r in &reports {
+        if let dataplane::lcore::Exit::Panicked(m) = &r.exit {
+            anyhow::bail!("lcore {} panicked: {m}", r.id.0);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(KvSummary {
+        addr,
+        engines: vec![engine.to_string(); n],
+        seconds,
+        shards: counters.iter().map(|(l, c)| summarize(c, *l)).collect(),
+    })
+}

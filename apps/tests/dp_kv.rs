@@ -1,0 +1,608 @@
+//! `dp-kv` against the real thing: the same commands sent to
+//! `redis-server` and to `dp-kv` (two shards, so that keys cross between
+//! lcores) must get the same replies, byte for byte, one at a time and
+//! pipelined, in RESP2 and RESP3; `redis-benchmark` runs against it;
+//! concurrent pipelined clients lose no increment; malformed requests are
+//! refused with Redis's error and the connection closed; `maxmemory`
+//! holds under load. Every test runs on both transport engines.
+//!
+//! `redis-server` and `redis-tools` come with scripts/install-deps.sh;
+//! where they are missing the test says so and passes, except where
+//! `DATAPLANE_REQUIRE` names `netns` (CI, which installs them).
+
+use dataplane::proto::resp::{Limits, Value, parse_value, value_len};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn required() -> bool {
+    std::env::var("DATAPLANE_REQUIRE").is_ok_and(|r| r.split(',').any(|c| c.trim() == "netns"))
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(!required(), "{tool} is needed (scripts/install-deps.sh)");
+        println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
+    }
+    ok
+}
+
+fn io_uring_runs() -> bool {
+    let cfg = dataplane::transport::Config {
+        engine: "io_uring".parse().expect("an engine name"),
+        ..Default::default()
+    };
+    match dataplane::transport::Transport::new(cfg) {
+        Ok(_) => true,
+        Err(e) => {
+            dataplane::require::available_or_skip(
+                dataplane::require::Capability::IoUring,
+                false,
+                &e.to_string(),
+            );
+            false
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn wait_ready(self) -> Self {
+        let end = Instant::now() + LIMIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "the server on {} never listened",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// Ends the run with SIGTERM and returns its JSON summary.
+    fn finish(mut self) -> serde_json::Value {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let mut out = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            s.read_to_string(&mut out).expect("stdout");
+        }
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "dp-kv failed: {out}");
+        let last = out.lines().last().expect("a summary line");
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+    }
+}
+
+fn dp_kv(engine: &str, extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--lcores",
+            "2",
+            "--backend",
+            engine,
+            "--json",
+        ])
+        .args(extra)
+        .env("DATAPLANE_AFFINITY", "off")
+        .env("DATAPLANE_IDLE", "adaptive")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dp-kv");
+    Server { child, port }.wait_ready()
+}
+
+fn redis_server() -> Server {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    Server { child, port }.wait_ready()
+}
+
+fn encode(cmd: &[&str]) -> Vec<u8> {
+    let mut b = format!("*{}\r\n", cmd.len()).into_bytes();
+    for a in cmd {
+        b.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    b
+}
+
+/// A connection that reads whole replies.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn new(port: u16) -> Self {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(LIMIT)).expect("timeout");
+        Self { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).expect("send");
+    }
+
+    /// The next whole reply's bytes; empty at end of stream.
+    fn reply(&mut self) -> Vec<u8> {
+        let limits = Limits::default();
+        loop {
+            if let Some(n) = value_len(&self.buf, &limits).expect("a well-formed reply") {
+                return self.buf.drain(..n).collect();
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).expect("read");
+            if n == 0 {
+                assert!(self.buf.is_empty(), "a cut reply: {:?}", self.buf);
+                return Vec::new();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn call(&mut self, cmd: &[&str]) -> Vec<u8> {
+        self.send(&encode(cmd));
+        self.reply()
+    }
+}
+
+/// Commands whose replies the two servers must agree on. Hash fields are
+/// read back one at a time (neither server promises an order for more).
+const SCRIPT: &[&[&str]] = &[
+    &["PING"],
+    &["PING", "hello"],
+    &["PING", "a", "b"],
+    &["ECHO", "hi"],
+    &["ECHO"],
+    &["SET", "k", "v"],
+    &["GET", "k"],
+    &["GET", "nokey"],
+    &["GET"],
+    &["SET", "k", "v2", "NX"],
+    &["SET", "k", "v3", "XX"],
+    &["SET", "k", "v4", "GET"],
+    &["GET", "k"],
+    &["SET", "fresh", "v", "XX"],
+    &["SET", "k", "v", "NX", "XX"],
+    &["SET", "n", "10"],
+    &["INCR", "n"],
+    &["DECR", "n"],
+    &["INCRBY", "n", "5"],
+    &["DECRBY", "n", "3"],
+    &["INCRBY", "n", "x"],
+    &["INCR", "k"],
+    &["INCR", "newcounter"],
+    &["SET", "big", "9223372036854775807"],
+    &["INCR", "big"],
+    &["DECRBY", "n", "-9223372036854775808"],
+    &["APPEND", "k", "xyz"],
+    &["APPEND", "newstr", "abc"],
+    &["STRLEN", "k"],
+    &["STRLEN", "nokey"],
+    &["SETNX", "k", "z"],
+    &["SETNX", "k2", "z"],
+    &["MSET", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"],
+    &["MGET", "a", "b", "c", "d", "e", "nokey", "a"],
+    &["MSET", "a"],
+    &["MSET", "a", "1", "b"],
+    &["DEL", "a", "b", "c", "nokey", "a"],
+    &["EXISTS", "a", "d", "e", "e", "nokey"],
+    &["DEL"],
+    &["EXPIRE", "d", "100"],
+    &["TTL", "d"],
+    &["TTL", "e"],
+    &["TTL", "nokey"],
+    &["PTTL", "nokey"],
+    &["PERSIST", "d"],
+    &["PERSIST", "d"],
+    &["TTL", "d"],
+    &["EXPIRE", "d", "100", "NX"],
+    &["EXPIRE", "d", "100", "NX"],
+    &["EXPIRE", "d", "100", "XX"],
+    &["EXPIRE", "d", "50", "GT"],
+    &["EXPIRE", "d", "200", "GT"],
+    &["EXPIRE", "d", "300", "LT"],
+    &["TTL", "d"],
+    &["EXPIRE", "d", "x"],
+    &["EXPIRE", "d", "10", "BAD"],
+    &["EXPIRE", "d", "10", "NX", "XX"],
+    &["EXPIRE", "nokey", "10"],
+    &["EXPIRE", "e", "0"],
+    &["EXISTS", "e"],
+    &["SET", "t", "v", "EX", "100"],
+    &["TTL", "t"],
+    &["SET", "t", "v", "KEEPTTL"],
+    &["TTL", "t"],
+    &["SET", "t", "v", "EX", "0"],
+    &["SET", "t", "v", "EX", "x"],
+    &["SET", "t", "v", "PX", "-5"],
+    &["SET", "t", "v", "FOO"],
+    &["SET", "t", "v", "EX", "10", "KEEPTTL"],
+    &["SET", "t", "v", "EX"],
+    &["TYPE", "t"],
+    &["TYPE", "nokey"],
+    &["HSET", "h", "f1", "v1", "f2", "v2"],
+    &["HSET", "h", "f1", "x"],
+    &["HSET", "h", "f1"],
+    &["HGET", "h", "f1"],
+    &["HGET", "h", "nof"],
+    &["HGET", "nokey", "f"],
+    &["HEXISTS", "h", "f2"],
+    &["HEXISTS", "h", "nof"],
+    &["HLEN", "h"],
+    &["HDEL", "h", "f1", "nof"],
+    &["HGETALL", "h"],
+    &["HGETALL", "nokey"],
+    &["HDEL", "h", "f2"],
+    &["EXISTS", "h"],
+    &["TYPE", "h"],
+    &["LPUSH", "l", "a", "b", "c"],
+    &["RPUSH", "l", "d", "e"],
+    &["LRANGE", "l", "0", "-1"],
+    &["LRANGE", "l", "1", "2"],
+    &["LRANGE", "l", "-2", "-1"],
+    &["LRANGE", "l", "-100", "100"],
+    &["LRANGE", "l", "5", "10"],
+    &["LRANGE", "l", "3", "1"],
+    &["LRANGE", "l", "x", "1"],
+    &["LRANGE", "nokey", "0", "-1"],
+    &["LLEN", "l"],
+    &["LLEN", "nokey"],
+    &["LPOP", "l"],
+    &["RPOP", "l"],
+    &["LPOP", "l", "2"],
+    &["LPOP", "l", "0"],
+    &["LPOP", "nokey"],
+    &["LPOP", "nokey", "2"],
+    &["LPOP", "l", "-1"],
+    &["RPOP", "l", "5"],
+    &["EXISTS", "l"],
+    &["RPUSH", "l2", "x"],
+    &["GET", "l2"],
+    &["LPUSH", "k", "x"],
+    &["HGET", "l2", "f"],
+    &["HSET", "l2", "f", "v"],
+    &["TYPE", "l2"],
+    &["SET", "l2", "now a string"],
+    &["TYPE", "l2"],
+    &["SELECT", "0"],
+    &["SELECT", "x"],
+    &["CLIENT", "GETNAME"],
+    &["CLIENT", "SETNAME", "me"],
+    &["CLIENT", "GETNAME"],
+    &["CLIENT", "SETNAME", "has space"],
+    &["CLIENT", "FOO"],
+    &["CONFIG", "GET", "save"],
+    &["CONFIG", "GET", "appendonly"],
+    &["CONFIG", "FOO"],
+    &["FOO", "a", "b"],
+    &["foo"],
+    &["DBSIZE"],
+    &["FLUSHALL"],
+    &["DBSIZE"],
+    &["GET", "k"],
+];
+
+/// Runs the script on `port` one command at a time, in `proto`.
+fn replies(port: u16, proto: &str) -> Vec<(String, Vec<u8>)> {
+    let mut c = Client::new(port);
+    assert!(!c.call(&["FLUSHALL"]).is_empty());
+    let hello = c.call(&["HELLO", proto]);
+    assert!(hello.starts_with(if proto == "3" { b"%7" } else { b"*14" }));
+    SCRIPT
+        .iter()
+        .map(|cmd| (cmd.join(" "), c.call(cmd)))
+        .collect()
+}
+
+/// The same script sent in one write, replies read after.
+fn pipelined(port: u16) -> Vec<u8> {
+    let mut c = Client::new(port);
+    assert!(!c.call(&["FLUSHALL"]).is_empty());
+    let all: Vec<u8> = SCRIPT.iter().flat_map(|cmd| encode(cmd)).collect();
+    c.send(&all);
+    let mut out = Vec::new();
+    for _ in SCRIPT {
+        out.extend(c.reply());
+    }
+    out
+}
+
+fn same_replies_as_redis(engine: &str) {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = redis_server();
+    let kv = dp_kv(engine, &[]);
+    for proto in ["2", "3"] {
+        let want = replies(redis.port, proto);
+        let got = replies(kv.port, proto);
+        let mut differ = Vec::new();
+        for ((cmd, w), (_, g)) in want.iter().zip(&got) {
+            if w != g {
+                differ.push(format!(
+                    "RESP{proto} {cmd}\n  redis: {:?}\n  dp-kv: {:?}",
+                    String::from_utf8_lossy(w),
+                    String::from_utf8_lossy(g)
+                ));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} replies differ:\n{}",
+            differ.len(),
+            differ.join("\n")
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&pipelined(kv.port)),
+        String::from_utf8_lossy(&pipelined(redis.port)),
+        "pipelined"
+    );
+    // QUIT answers and closes.
+    let mut c = Client::new(kv.port);
+    assert_eq!(c.call(&["QUIT"]), b"+OK\r\n");
+    assert!(c.reply().is_empty(), "the connection closes after QUIT");
+    let s = kv.finish();
+    assert_eq!(s["shards"].as_array().map(Vec::len), Some(2));
+    let forwarded: u64 = s["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x["forwarded"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(forwarded > 0, "keys crossed between the shards: {s}");
+}
+
+fn redis_benchmark_runs(engine: &str) {
+    if !have("redis-benchmark") {
+        return;
+    }
+    let kv = dp_kv(engine, &[]);
+    for pipeline in ["1", "16"] {
+        let out = Command::new("timeout")
+            .args(["120", "redis-benchmark", "-p", &kv.port.to_string()])
+            .args([
+                "-t",
+                "ping,set,get,incr,lpush,rpush,lpop,rpop,hset,mset,lrange_100",
+            ])
+            .args(["-n", "5000", "-c", "20", "-r", "1000", "-P", pipeline, "-q"])
+            .output()
+            .expect("redis-benchmark");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "redis-benchmark -P {pipeline}: {text}"
+        );
+        for t in [
+            "PING_INLINE",
+            "PING_MBULK",
+            "SET",
+            "GET",
+            "INCR",
+            "LPUSH",
+            "MSET",
+            "LRANGE_100",
+        ] {
+            assert!(
+                text.split(['\r', '\n'])
+                    .any(|l| l.trim_start().starts_with(t) && l.contains("requests per second")),
+                "no {t} result in:\n{text}"
+            );
+        }
+        assert!(!text.contains("ERR"), "{text}");
+    }
+    let mut c = Client::new(kv.port);
+    let n = c.call(&["DBSIZE"]);
+    assert!(n.starts_with(b":") && n != b":0\r\n", "{n:?}");
+    let s = kv.finish();
+    for shard in s["shards"].as_array().into_iter().flatten() {
+        assert_eq!(shard["protocol_errors"], 0, "{s}");
+    }
+}
+
+/// Threads pipelining `INCR` on keys spread over both shards: every
+/// increment counted once, replies in order (each key's values rise).
+fn concurrent_increments_are_all_counted(engine: &str) {
+    let kv = dp_kv(engine, &[]);
+    let port = kv.port;
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 50;
+    const BATCH: usize = 40;
+    let keys: Vec<String> = (0..8).map(|i| format!("counter:{i}")).collect();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::new(port);
+                let mut last = vec![0i64; keys.len()];
+                for r in 0..ROUNDS {
+                    let batch: Vec<usize> = (0..BATCH).map(|i| (t + r + i) % keys.len()).collect();
+                    let bytes: Vec<u8> = batch
+                        .iter()
+                        .flat_map(|&k| encode(&["INCR", &keys[k]]))
+                        .collect();
+                    c.send(&bytes);
+                    for &k in &batch {
+                        let reply = c.reply();
+                        let Ok(Some((Value::Integer(v), _))) =
+                            parse_value(&reply, &Limits::default())
+                        else {
+                            panic!("INCR answered {reply:?}");
+                        };
+                        assert!(v > last[k], "{} went from {} to {v}", keys[k], last[k]);
+                        last[k] = v;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client thread");
+    }
+    let mut c = Client::new(port);
+    let mut cmd = vec!["MGET"];
+    cmd.extend(keys.iter().map(String::as_str));
+    let reply = c.call(&cmd);
+    let Ok(Some((Value::Array(vals), _))) = parse_value(&reply, &Limits::default()) else {
+        panic!("MGET answered {reply:?}");
+    };
+    let total: i64 = vals
+        .iter()
+        .map(|v| match v {
+            Value::Bulk(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, (THREADS * ROUNDS * BATCH) as i64);
+    drop(kv);
+}
+
+fn malformed_requests_are_refused_and_the_connection_closed(engine: &str) {
+    let kv = dp_kv(engine, &["--proto-max-bulk-len", "1kb"]);
+    for (bad, want) in [
+        (
+            &b"*1\r\n$x\r\n"[..],
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*a\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n:1\r\n",
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            b"*1\r\n$2048\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+    ] {
+        let mut c = Client::new(kv.port);
+        // A good command before the bad one is answered first.
+        let mut bytes = encode(&["PING"]);
+        bytes.extend_from_slice(bad);
+        c.send(&bytes);
+        assert_eq!(c.reply(), b"+PONG\r\n");
+        assert_eq!(String::from_utf8_lossy(&c.reply()), want);
+        assert!(c.reply().is_empty(), "closed after {want}");
+    }
+    // An inline command, as typed into telnet.
+    let s = TcpStream::connect(("127.0.0.1", kv.port)).expect("connect");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    (&s).write_all(b"SET inline works\r\nGET inline\r\n")
+        .expect("send");
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read");
+    assert_eq!(line, "+OK\r\n");
+    let s = kv.finish();
+    let errors: u64 = s["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x["protocol_errors"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(errors, 4, "{s}");
+}
+
+fn maxmemory_evicts_and_keeps_serving(engine: &str) {
+    let kv = dp_kv(engine, &["--maxmemory", "1mb"]);
+    let mut c = Client::new(kv.port);
+    let value = "x".repeat(200);
+    for round in 0..20 {
+        let bytes: Vec<u8> = (0..1000)
+            .flat_map(|i| encode(&["SET", &format!("key:{round}:{i}"), &value]))
+            .collect();
+        c.send(&bytes);
+        for _ in 0..1000 {
+            assert_eq!(c.reply(), b"+OK\r\n");
+        }
+    }
+    let n = c.call(&["DBSIZE"]);
+    let Ok(Some((Value::Integer(keys), _))) = parse_value(&n, &Limits::default()) else {
+        panic!("DBSIZE answered {n:?}");
+    };
+    // 20,000 keys of ~300 bytes each do not fit in 1 MiB.
+    assert!(keys > 1000 && keys < 5000, "{keys} keys");
+    let s = kv.finish();
+    let mut evicted = 0;
+    for shard in s["shards"].as_array().into_iter().flatten() {
+        evicted += shard["store"]["evicted"].as_u64().unwrap_or(0);
+    }
+    assert!(evicted > 10_000, "{s}");
+}
+
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn epoll() {
+                    super::$name("epoll");
+                }
+                #[test]
+                fn io_uring() {
+                    if super::io_uring_runs() {
+                        super::$name("io_uring");
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_every_engine!(
+    same_replies_as_redis,
+    redis_benchmark_runs,
+    concurrent_increments_are_all_counted,
+    malformed_requests_are_refused_and_the_connection_closed,
+    maxmemory_evicts_and_keeps_serving,
+);
