@@ -164,13 +164,16 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         .unwrap_or(Profile::Production);
     let mut b = Plan::builder(&topo, profile).from_env();
     let lcores = args.lcores.or(cpus.as_ref().map(Vec::len));
+    let one_cpu = cpus.as_ref().is_some_and(|c| c.len() == 1);
     if let Some(cpus) = cpus {
         b = b.cpus(cpus);
     }
     // Shards run on the main lcore too (as DPDK's main lcore works), so
     // that `--cpus 0-3` gives four shards on four cores; one shard runs
     // on an application lcore, the main thread only watching.
-    if let Some(n) = lcores {
+    // On one CPU the planner puts the main lcore and one application
+    // lcore on it together (explicit counts that do not fit are refused).
+    if let Some(n) = lcores.filter(|&n| !(one_cpu && n == 1)) {
         b = b
             .io_lcores_per_node(0)
             .accel_lcores(0)
