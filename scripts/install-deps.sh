@@ -23,12 +23,13 @@ set -euo pipefail
 #   fio                      the storage peer in the benchmarks
 #   tcpdump                  a real reader for the pcap files the programs write
 #   tshark                   a second one (Wireshark's), for dp-capture's pcapng
-#   curl socat redis-tools redis-server nginx-light
-#                            the real peers of the transport's tests: HTTP and
-#                            RESP clients, a byte-stream peer, an HTTP server
+#   curl socat redis-tools redis-server nginx-light wrk
+#                            the real peers of the transport's and the servers'
+#                            tests: HTTP and RESP clients, redis-server, a
+#                            byte-stream peer, nginx, an HTTP load generator
 packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
     iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq
-    tcpdump tshark curl socat redis-tools redis-server nginx-light)
+    tcpdump tshark curl socat redis-tools redis-server nginx-light wrk)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,8 +6,10 @@ pub mod net;
 pub mod storage;
 pub mod top;
 
+pub mod http;
 pub mod info;
 pub mod kv;
+pub mod serve;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

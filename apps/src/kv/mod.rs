@@ -11,10 +11,8 @@ pub mod store;
 
 use anyhow::Context;
 use dataplane::backend::Choice;
-use dataplane::lcore::{LcoreId, Role};
-use dataplane::profile::{Plan, Profile, parse_cpu_list};
+use dataplane::lcore::LcoreId;
 use dataplane::proto::resp::Limits;
-use dataplane::topology::Topology;
 use dataplane::transport::EngineKind;
 use serde::Serialize;
 use server::{KvConfig, Shard, ShardCounters};
@@ -150,49 +148,11 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         .backend
         .parse()
         .map_err(|e| anyhow::anyhow!("--backend {}: {e}", args.backend))?;
-    let cpus = match &args.cpus {
-        Some(list) => Some(
-            parse_cpu_list(list)
-                .with_context(|| format!("--cpus {list:?}: expected a CPU list such as 0-3,8"))?,
-        ),
-        None => None,
-    };
-    let topo = Topology::detect().context("detecting the machine")?;
-    let profile = std::env::var("DATAPLANE_PROFILE")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(Profile::Production);
-    let mut b = Plan::builder(&topo, profile).from_env();
-    let lcores = args.lcores.or(cpus.as_ref().map(Vec::len));
-    let one_cpu = cpus.as_ref().is_some_and(|c| c.len() == 1);
-    if let Some(cpus) = cpus {
-        b = b.cpus(cpus);
-    }
-    // Shards run on the main lcore too (as DPDK's main lcore works), so
-    // that `--cpus 0-3` gives four shards on four cores; one shard runs
-    // on an application lcore, the main thread only watching.
-    // On one CPU the planner puts the main lcore and one application
-    // lcore on it together (explicit counts that do not fit are refused).
-    if let Some(n) = lcores.filter(|&n| !(one_cpu && n == 1)) {
-        b = b
-            .io_lcores_per_node(0)
-            .accel_lcores(0)
-            .app_lcores(n.saturating_sub(1).max(1));
-    }
-    let plan = b.build().context("planning lcores")?;
-    let apps: Vec<LcoreId> = plan.app_lcores().map(|l| l.id).collect();
-    let main = plan
-        .lcores
-        .iter()
-        .find(|l| l.role == Role::Main)
-        .map(|l| l.id);
-    let on: Vec<LcoreId> = match (lcores, main) {
-        (Some(1), _) | (_, None) => apps.clone(),
-        (_, Some(m)) => std::iter::once(m).chain(apps.iter().copied()).collect(),
-    };
+    let crate::serve::Shards {
+        mut group,
+        lcores: on,
+    } = crate::serve::plan_shards(args.cpus.as_deref(), args.lcores)?;
     let n = on.len();
-    anyhow::ensure!(n > 0, "the plan has no lcore to run a shard on");
-    let group_of = plan.lcore_group();
 
     let mut transport = dataplane::transport::Config {
         engine,
@@ -221,7 +181,6 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
             ..Limits::default()
         },
     });
-    let mut group = group_of;
     let mut counters = Vec::new();
     for (i, (lcore, links)) in on.iter().zip(server::mesh(n)?).enumerate() {
         let (shard, c) = Shard::new(i, n, config.clone(), links);
@@ -231,45 +190,27 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
     let running = group.launch()?;
     println!("dp-kv: {n} shard(s) listening on {addr}, {engine} engine");
     let start = Instant::now();
-    let end = args
-        .duration
-        .map(|d| start + Duration::from_secs_f64(d.max(0.0)));
-    // The main lcore runs a shard on this thread: a watcher thread ends
-    // the run and prints the stats lines.
-    let stop = running.stop_handle();
     let watched: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
     let stats = args.stats;
-    let watcher = std::thread::Builder::new()
-        .name("dp-kv-watch".into())
-        .spawn(move || {
-            let mut last = (Instant::now(), 0u64);
-            // Relaxed: a flag set by the signal thread, nothing published
-            // with it.
-            while !quit.load(Ordering::Relaxed) && end.is_none_or(|e| Instant::now() < e) {
-                std::thread::sleep(Duration::from_millis(50));
-                if stats && last.0.elapsed() >= Duration::from_secs(1) {
-                    let total: u64 = watched
-                        .iter()
-                        .map(|c| c.commands.load(Ordering::Relaxed))
-                        .sum();
-                    let open: u64 = watched.iter().map(|c| c.open.load(Ordering::Relaxed)).sum();
-                    let rate = (total - last.1) as f64 / last.0.elapsed().as_secs_f64();
-                    eprintln!(
-                        "dp-kv: {rate:.0} commands/s, {open} connections, {total} commands in all"
-                    );
-                    last = (Instant::now(), total);
-                }
-            }
-            stop.request_stop();
+    let mut last = (Instant::now(), 0u64);
+    let line = move || {
+        let total: u64 = watched
+            .iter()
+            .map(|c| c.commands.load(Ordering::Relaxed))
+            .sum();
+        let open: u64 = watched.iter().map(|c| c.open.load(Ordering::Relaxed)).sum();
+        let rate = (total - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), total);
+        stats.then(|| {
+            format!("dp-kv: {rate:.0} commands/s, {open} connections, {total} commands in all")
         })
-        .context("starting the watcher thread")?;
-    let reports = running.join()?;
-    let _ = watcher.join();
-    for r in &reports {
-        if let dataplane::lcore::Exit::Panicked(m) = &r.exit {
-            anyhow::bail!("lcore {} panicked: {m}", r.id.0);
-        }
-    }
+    };
+    crate::serve::watch(
+        running,
+        quit,
+        args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        line,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(KvSummary {
         addr,

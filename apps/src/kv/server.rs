@@ -376,7 +376,7 @@ impl Shard {
         }
         work += st.flush_outboxes();
         work += st.store.expire_some(st.now, EXPIRE_SAMPLE);
-        if st.passes % 1024 == 0
+        if st.passes.is_multiple_of(1024)
             && let Ok(mut s) = st.counters.store.lock()
         {
             *s = st.store.stats();

@@ -8,5 +8,7 @@
 //! which, never a panic and never an allocation the peer sizes.
 //!
 //! - [`resp`]: the Redis serialization protocol, RESP2 and RESP3.
+//! - [`http`]: HTTP/1.1 requests, responses and a router.
 
+pub mod http;
 pub mod resp;

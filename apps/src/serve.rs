@@ -1,0 +1,119 @@
+//! What the servers (`dp-kv`, `dp-http`) share: the lcores their shards
+//! run on, and a run watched until its duration or a signal.
+
+use anyhow::Context;
+use dataplane::lcore::{Exit, LcoreGroup, LcoreId, LcoreReport, Role, Running};
+use dataplane::profile::{Plan, Profile, parse_cpu_list};
+use dataplane::topology::Topology;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The lcores a server's shards run on, and the group to launch.
+#[derive(Debug)]
+pub struct Shards {
+    /// The group of the plan (pollers still to add).
+    pub group: LcoreGroup,
+    /// One lcore per shard.
+    pub lcores: Vec<LcoreId>,
+}
+
+/// Plans one shard per lcore: on the CPUs of `cpus` (a list such as
+/// `0-3,8`; else `DATAPLANE_CPUS`, else the plan's) and `lcores` of them
+/// (else one per CPU of `cpus`, else the plan's application lcores).
+/// Shards run on the main lcore too, as DPDK's main lcore works, so that
+/// `--cpus 0-3` gives four shards on four cores; a single shard runs on
+/// an application lcore, the main thread only watching.
+///
+/// # Errors
+///
+/// A malformed CPU list, a machine that cannot be detected, a plan that
+/// cannot be made.
+pub fn plan_shards(cpus: Option<&str>, lcores: Option<usize>) -> anyhow::Result<Shards> {
+    let cpus = match cpus {
+        Some(list) => Some(
+            parse_cpu_list(list)
+                .with_context(|| format!("--cpus {list:?}: expected a CPU list such as 0-3,8"))?,
+        ),
+        None => None,
+    };
+    let topo = Topology::detect().context("detecting the machine")?;
+    let profile = std::env::var("DATAPLANE_PROFILE")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(Profile::Production);
+    let mut b = Plan::builder(&topo, profile).from_env();
+    let lcores = lcores.or(cpus.as_ref().map(Vec::len));
+    let one_cpu = cpus.as_ref().is_some_and(|c| c.len() == 1);
+    if let Some(cpus) = cpus {
+        b = b.cpus(cpus);
+    }
+    // On one CPU the planner puts the main lcore and one application
+    // lcore on it together (explicit counts that do not fit are refused).
+    if let Some(n) = lcores.filter(|&n| !(one_cpu && n == 1)) {
+        b = b
+            .io_lcores_per_node(0)
+            .accel_lcores(0)
+            .app_lcores(n.saturating_sub(1).max(1));
+    }
+    let plan = b.build().context("planning lcores")?;
+    let apps: Vec<LcoreId> = plan.app_lcores().map(|l| l.id).collect();
+    let main = plan
+        .lcores
+        .iter()
+        .find(|l| l.role == Role::Main)
+        .map(|l| l.id);
+    let on: Vec<LcoreId> = match (lcores, main) {
+        (Some(1), _) | (_, None) => apps,
+        (_, Some(m)) => std::iter::once(m).chain(apps).collect(),
+    };
+    anyhow::ensure!(!on.is_empty(), "the plan has no lcore to run a shard on");
+    Ok(Shards {
+        group: plan.lcore_group(),
+        lcores: on,
+    })
+}
+
+/// Runs the launched group until `duration` or `quit`, calling `line`
+/// once a second (for the stats line; `None` prints nothing), then
+/// stops it and returns the reports. The main lcore's shard runs on the
+/// calling thread meanwhile; a watcher thread ends the run.
+///
+/// # Errors
+///
+/// An lcore that panicked, or a watcher thread that cannot start.
+pub fn watch(
+    running: Running,
+    quit: Arc<AtomicBool>,
+    duration: Option<Duration>,
+    mut line: impl FnMut() -> Option<String> + Send + 'static,
+) -> anyhow::Result<Vec<LcoreReport>> {
+    let end = duration.map(|d| Instant::now() + d);
+    let stop = running.stop_handle();
+    let watcher = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            // Relaxed: a flag set by the signal thread, nothing published
+            // with it.
+            while !quit.load(Ordering::Relaxed) && end.is_none_or(|e| Instant::now() < e) {
+                std::thread::sleep(Duration::from_millis(20));
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    if let Some(l) = line() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+            stop.request_stop();
+        })
+        .context("starting the watcher thread")?;
+    let reports = running.join()?;
+    let _ = watcher.join();
+    for r in &reports {
+        if let Exit::Panicked(m) = &r.exit {
+            anyhow::bail!("lcore {} panicked: {m}", r.id.0);
+        }
+    }
+    Ok(reports)
+}
