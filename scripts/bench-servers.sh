@@ -8,17 +8,24 @@
 #   redis-server   Debian's redis-server, persistence off (--save ""
 #                  --appendonly no), io-threads off (its default)
 #
-# The client is redis-benchmark: -t set,get -c 50, -n REQUESTS per test,
-# for each pipeline depth (-P 1 and 16) and value size (-d 16 and 1024);
-# it reports requests/s and the p99 latency (--csv). Contenders run in
-# alternating order from round to round; the ratios are dp-kv / redis per
-# round, and the table gives their median.
+#   dp-http        apps/src/bin/dp-http.rs, one shard, `/plaintext`
+#   nginx          Debian's nginx-light, worker_processes 1, access log
+#                  off, `return 200 "Hello, World!"` (the same 13 bytes)
 #
-#   scripts/bench-servers.sh [--rounds N] [--requests N] [--pipelines "1 16"] [--sizes "16 1024"]
+# The key-value client is redis-benchmark: -t set,get -c 50, -n REQUESTS
+# per test, for each pipeline depth (-P 1 and 16) and value size (-d 16
+# and 1024); it reports requests/s and the p99 latency (--csv). The HTTP
+# client is wrk -t1 -c64 for HTTP_SECONDS with --latency (requests/s and
+# p99). Contenders run in alternating order from round to round; the
+# ratios are ours / peer per round, and the tables give their median.
 #
-# Goal (issue): dp-kv >= 2x redis-server's ops/s at -P 16 and >= 1.3x at
-# -P 1, p99 no worse. Writes target/bench/servers-<stamp>.txt and the raw
-# CSV lines beside it. DP_BENCH_CPUS="SERVER,CLIENT" (default 0,1).
+#   scripts/bench-servers.sh [--only kv|http] [--rounds N] [--requests N]
+#       [--pipelines "1 16"] [--sizes "16 1024"] [--http-seconds S]
+#
+# Goals (issue): dp-kv >= 2x redis-server's ops/s at -P 16 and >= 1.3x at
+# -P 1; dp-http >= 2x nginx's requests/s; p99 no worse. Writes
+# target/bench/servers-<stamp>.txt and the raw CSV lines beside it.
+# DP_BENCH_CPUS="SERVER,CLIENT" (default 0,1).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,18 +36,22 @@ rounds=3
 requests=200000
 pipelines="1 16"
 sizes="16 1024"
+only=all
+http_secs=5
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --requests) requests=$2; shift 2 ;;
         --pipelines) pipelines=$2; shift 2 ;;
         --sizes) sizes=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
+        --http-seconds) http_secs=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-servers: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 IFS=, read -r server_cpu client_cpu <<<"${DP_BENCH_CPUS:-0,1}"
-for tool in redis-server redis-benchmark; do
+for tool in redis-server redis-benchmark redis-cli nginx wrk; do
     command -v "$tool" >/dev/null || { echo "bench-servers: $tool is missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -55,13 +66,14 @@ log() { echo "bench-servers: $*" | tee -a "$txt" >&2; }
 
 log "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 log "$(redis-server --version)"
-cargo build -q --release -p dataplane-apps --bin dp-kv
+cargo build -q --release -p dataplane-apps --bin dp-kv --bin dp-http
 KV=$CARGO_TARGET_DIR/release/dp-kv
+HTTP=$CARGO_TARGET_DIR/release/dp-http
 port=17900
 
 start() { # contender port
     case $1 in
-        dp-kv) "$KV" --port "$2" --cpus "$server_cpu" >"$work/server.log" 2>&1 & ;;
+        dp-kv) "$KV" --port "$2" --cpus "$server_cpu" --json >"$work/server.log" 2>&1 & ;;
         redis) taskset -c "$server_cpu" redis-server --port "$2" --bind 127.0.0.1 \
             --save "" --appendonly no >"$work/server.log" 2>&1 & ;;
     esac
@@ -75,8 +87,29 @@ start() { # contender port
     exit 1
 }
 
-echo "round,contender,pipeline,size,test,rps,p99_ms" >"$raw"
-for r in $(seq "$rounds"); do
+# The server's CPU seconds: ours spin, so their busy time (passes that
+# found work, from the JSON summary they print when stopped); the peers'
+# user and system time from /proc (nginx: master and workers).
+stop_server() { # contender -> prints cpu seconds
+    local ticks=0 p
+    case $1 in
+        dp-kv | dp-http) ;;
+        *) for p in $pid $(pgrep -P "$pid"); do
+               ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+           done ;;
+    esac
+    kill "$pid" 2>/dev/null || true
+    # A subshell cannot wait for its parent's child: watch it go.
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    case $1 in
+        dp-kv | dp-http) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
+        *) echo "scale=4; $ticks / $(getconf CLK_TCK)" | bc ;;
+    esac
+}
+
+echo "round,contender,pipeline,size,test,rps,p99_ms,cpu_s,run_requests" >"$raw"
+[[ $only == http ]] && rounds_kv=0 || rounds_kv=$rounds
+for r in $(seq "$rounds_kv"); do
     order=(dp-kv redis)
     ((r % 2 == 0)) && order=(redis dp-kv)
     for p in $pipelines; do
@@ -86,32 +119,105 @@ for r in $(seq "$rounds"); do
                 start "$c" "$port"
                 taskset -c "$client_cpu" redis-benchmark -p "$port" -t set,get -c 50 \
                     -n "$requests" -P "$p" -d "$d" --csv 2>/dev/null |
-                    awk -F'","' -v r="$r" -v c="$c" -v p="$p" -v d="$d" \
-                        'NR > 1 { gsub(/"/, ""); print r "," c "," p "," d "," $1 "," $2 "," $7 }' >>"$raw"
-                kill "$pid" 2>/dev/null || true
+                    awk -F, -v r="$r" -v c="$c" -v p="$p" -v d="$d" \
+                        'NR > 1 { gsub(/"/, ""); print r "," c "," p "," d "," $1 "," $2 "," $7 }' >"$work/rows"
+                cpu=$(stop_server "$c")
                 wait "$pid" 2>/dev/null || true
+                sed "s/\$/,$cpu,$((2 * requests))/" "$work/rows" >>"$raw"
             done
             log "round $r -P $p -d $d done"
         done
     done
 done
 
+
+# HTTP: nginx's configuration, then the rounds.
+http_start() { # contender port
+    case $1 in
+        dp-http) "$HTTP" --listen "127.0.0.1:$2" --cpus "$server_cpu" --json >"$work/server.log" 2>&1 & ;;
+        nginx)
+            mkdir -p "$work/nginx"
+            cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $work/nginx/error.log;
+pid $work/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    fastcgi_temp_path $work/nginx;
+    uwsgi_temp_path $work/nginx;
+    scgi_temp_path $work/nginx;
+    server {
+        listen 127.0.0.1:$2;
+        location = /plaintext { default_type text/plain; return 200 "Hello, World!"; }
+    }
+}
+CONF
+            taskset -c "$server_cpu" nginx -c "$work/nginx.conf" >"$work/server.log" 2>&1 & ;;
+    esac
+    pid=$!
+    for _ in $(seq 200); do
+        curl -sf "http://127.0.0.1:$2/plaintext" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "bench-servers: $1 did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+}
+
+# wrk's "Requests/sec" and the 99% line of --latency, in ms.
+wrk_csv() { # round contender
+    awk -v r="$1" -v c="$2" '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /^ +99%/ { p99 = ms($2) }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx|Socket errors/ { bad = 1 }
+        END { if (bad) print "bench-servers: " c " had errors" > "/dev/stderr"; print r "," c ",0,13,plaintext," rps "," p99 }'
+}
+
+[[ $only == kv ]] && rounds_http=0 || rounds_http=$rounds
+for r in $(seq "$rounds_http"); do
+    order=(dp-http nginx)
+    ((r % 2 == 0)) && order=(nginx dp-http)
+    for c in "${order[@]}"; do
+        port=$((port + 1))
+        http_start "$c" "$port"
+        taskset -c "$client_cpu" wrk -t1 -c64 -d"${http_secs}s" --latency \
+            "http://127.0.0.1:$port/plaintext" 2>&1 | tee "$work/wrk.txt" | wrk_csv "$r" "$c" >"$work/rows"
+        cpu=$(stop_server "$c")
+        wait "$pid" 2>/dev/null || true
+        n=$(awk '/requests in/ { print $1 }' "$work/wrk.txt")
+        sed "s/\$/,$cpu,$n/" "$work/rows" >>"$raw"
+    done
+    log "round $r http done"
+done
+
 python3 - "$raw" <<'EOF' | tee -a "$txt"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 keys = sorted({(int(r["pipeline"]), int(r["size"]), r["test"]) for r in rows})
-print(f"{'test':<6} {'-P':>3} {'-d':>5} {'dp-kv rps':>11} {'redis rps':>11} {'ratio':>6} {'dp-kv p99':>9} {'redis p99':>9} {'p99 ratio':>9}")
+print(f"{'test':<9} {'-P':>3} {'-d':>5} {'ours rps':>11} {'peer rps':>11} {'ratio':>6} {'ours p99':>9} {'peer p99':>9} {'p99 ratio':>9} {'ours us':>8} {'peer us':>8} {'cpu ratio':>9}")
 for p, d, t in keys:
     def get(c):
         return {r["round"]: r for r in rows if r["contender"] == c and int(r["pipeline"]) == p and int(r["size"]) == d and r["test"] == t}
-    a, b = get("dp-kv"), get("redis")
+    ours, peer = ("dp-http", "nginx") if t == "plaintext" else ("dp-kv", "redis")
+    a, b = get(ours), get(peer)
     rounds = sorted(set(a) & set(b))
     if not rounds:
         continue
     ratio = statistics.median(float(a[x]["rps"]) / float(b[x]["rps"]) for x in rounds)
     lat = statistics.median(float(b[x]["p99_ms"]) / max(float(a[x]["p99_ms"]), 1e-3) for x in rounds)
     med = lambda m, k: statistics.median(float(m[x][k]) for x in rounds)
-    print(f"{t:<6} {p:>3} {d:>5} {med(a,'rps'):>11.0f} {med(b,'rps'):>11.0f} {ratio:>6.2f} {med(a,'p99_ms'):>9.3f} {med(b,'p99_ms'):>9.3f} {lat:>9.2f}")
-print("ratio: dp-kv / redis requests/s, median of same-round ratios; p99 ratio: redis / dp-kv (> 1: dp-kv lower)")
+    us = lambda m, x: float(m[x]["cpu_s"]) * 1e6 / float(m[x]["run_requests"])
+    cpu = statistics.median(us(b, x) / max(us(a, x), 1e-6) for x in rounds)
+    print(f"{t:<9} {p:>3} {d:>5} {med(a,'rps'):>11.0f} {med(b,'rps'):>11.0f} {ratio:>6.2f} {med(a,'p99_ms'):>9.3f} {med(b,'p99_ms'):>9.3f} {lat:>9.2f} {statistics.median(us(a,x) for x in rounds):>8.2f} {statistics.median(us(b,x) for x in rounds):>8.2f} {cpu:>9.2f}")
+print("GET/SET: dp-kv against redis-server; plaintext: dp-http against nginx (-P 0: no pipelining)")
+print("ratio: ours / peer requests/s, median of same-round ratios; p99 ratio: peer / ours (> 1: ours lower), in ms")
+print("us: the server's CPU microseconds per request over its run (ours: busy passes; peers: user + system);")
+print("cpu ratio: peer / ours, median of same-round ratios (> 1: ours cheaper)")
 EOF
 echo "bench-servers: results in $txt" >&2

@@ -117,3 +117,14 @@ pub fn watch(
     }
     Ok(reports)
 }
+
+/// CPU time the shards' lcores spent on passes that found work (DPDK's
+/// `/eal/lcore/usage` busy time), in seconds over a run of `seconds`: a
+/// polling server's CPU cost, which `top` cannot tell (it spins).
+pub fn busy_seconds(reports: &[LcoreReport], shards: &[LcoreId], seconds: f64) -> f64 {
+    reports
+        .iter()
+        .filter(|r| shards.contains(&r.id))
+        .map(|r| r.stats.busy_ratio() * seconds)
+        .sum()
+}

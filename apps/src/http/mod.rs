@@ -74,6 +74,8 @@ pub struct HttpSummary {
     pub engine: String,
     /// Seconds served.
     pub seconds: f64,
+    /// CPU seconds the shards spent on passes that found work.
+    pub busy_seconds: f64,
     /// Requests answered, refused ones included.
     pub requests: u64,
     /// Requests refused as malformed or over a limit.
@@ -275,7 +277,7 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
             format!("dp-http: {rate:.0} requests/s, {open} connections, {total} requests in all")
         })
     };
-    crate::serve::watch(
+    let reports = crate::serve::watch(
         running,
         quit,
         args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
@@ -286,10 +288,12 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
     for (k, v) in by_class.iter_mut().enumerate() {
         *v = sum(&|c| c.by_class[k].load(Ordering::Relaxed));
     }
+    let seconds = start.elapsed().as_secs_f64();
     Ok(HttpSummary {
         addr,
         engine: engine.to_string(),
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
+        busy_seconds: crate::serve::busy_seconds(&reports, &lcores, seconds),
         requests: sum(&|c| c.requests.load(Ordering::Relaxed)),
         refused: sum(&|c| c.refused.load(Ordering::Relaxed)),
         by_class,

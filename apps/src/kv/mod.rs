@@ -106,6 +106,8 @@ pub struct KvSummary {
     pub engines: Vec<String>,
     /// Seconds served.
     pub seconds: f64,
+    /// CPU seconds the shards spent on passes that found work.
+    pub busy_seconds: f64,
     /// Per shard: its lcore and counters.
     pub shards: Vec<ShardSummary>,
 }
@@ -205,17 +207,19 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
             format!("dp-kv: {rate:.0} commands/s, {open} connections, {total} commands in all")
         })
     };
-    crate::serve::watch(
+    let reports = crate::serve::watch(
         running,
         quit,
         args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
         line,
     )?;
     let seconds = start.elapsed().as_secs_f64();
+    let busy_seconds = crate::serve::busy_seconds(&reports, &on, seconds);
     Ok(KvSummary {
         addr,
         engines: vec![engine.to_string(); n],
         seconds,
+        busy_seconds,
         shards: counters.iter().map(|(l, c)| summarize(c, *l)).collect(),
     })
 }
