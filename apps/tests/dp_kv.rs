@@ -71,6 +71,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed process's io_uring is torn down after it is reaped, and
+        // a listener in its fixed-file table lives until then: a server
+        // started on the port meanwhile would share a reuseport group with
+        // it. Wait until the port is free.
+        let end = Instant::now() + LIMIT;
+        while TcpListener::bind(("127.0.0.1", self.port)).is_err() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -384,6 +392,16 @@ fn same_replies_as_redis(engine: &str) {
         String::from_utf8_lossy(&pipelined(redis.port)),
         "pipelined"
     );
+    // Durable mode answers the same, each write after its log block is
+    // on disk.
+    let dir = durable_dir(&format!("script-{engine}"));
+    let durable = durable_kv(engine, &dir, free_port(), "psync");
+    assert_eq!(
+        String::from_utf8_lossy(&pipelined(durable.port)),
+        String::from_utf8_lossy(&pipelined(redis.port)),
+        "pipelined, durable"
+    );
+    drop(durable);
     // QUIT answers and closes.
     let mut c = Client::new(kv.port);
     assert_eq!(c.call(&["QUIT"]), b"+OK\r\n");
@@ -580,6 +598,290 @@ fn maxmemory_evicts_and_keeps_serving(engine: &str) {
     assert!(evicted > 10_000, "{s}");
 }
 
+/// A directory on a disk file system (O_DIRECT needs one; tmpfs has
+/// none), removed when dropped.
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn durable_dir(what: &str) -> Dir {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let d = base.join(format!("dp-kv-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    Dir(d)
+}
+
+fn durable_kv(engine: &str, dir: &Dir, port: u16, backend: &str) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--lcores",
+            "2",
+            "--backend",
+            engine,
+            "--json",
+        ])
+        .arg("--durable")
+        .arg(&dir.0)
+        .args(["--durable-size", "64mb", "--durable-backend", backend])
+        .env("DATAPLANE_AFFINITY", "off")
+        .env("DATAPLANE_IDLE", "adaptive")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dp-kv");
+    Server { child, port }.wait_ready()
+}
+
+/// Writers pipeline `SET`s of fresh keys and `INCR`s of a few counters
+/// and record every acknowledgement; the server is SIGKILLed at a random
+/// moment, restarted on its log, and must hold every acknowledged `SET`
+/// and at least every acknowledged increment (at most those sent). Many
+/// rounds, the keys of every round checked after every restart.
+fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
+    let dir = durable_dir(&format!("{engine}-{backend}"));
+    let port = free_port();
+    let mut acked_sets: Vec<(String, String)> = Vec::new();
+    let mut acked_incr: std::collections::HashMap<String, i64> = Default::default();
+    let mut sent_incr: std::collections::HashMap<String, i64> = Default::default();
+    let mut rng: u64 = 0x853c_49e6_748f_ea9b ^ u64::from(port);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..8 {
+        let mut kv = durable_kv(engine, &dir, port, backend);
+        // Everything acknowledged so far is there.
+        let mut c = Client::new(port);
+        for chunk in acked_sets.chunks(500) {
+            let mut cmd = vec!["MGET"];
+            cmd.extend(chunk.iter().map(|(k, _)| k.as_str()));
+            let reply = c.call(&cmd);
+            let Ok(Some((Value::Array(vals), _))) = parse_value(&reply, &Limits::default()) else {
+                panic!("MGET answered {reply:?}");
+            };
+            for ((k, v), got) in chunk.iter().zip(vals) {
+                assert_eq!(got, Value::Bulk(v.as_bytes()), "round {round}: {k} lost");
+            }
+        }
+        for (k, &acked) in &acked_incr {
+            let reply = c.call(&["GET", k]);
+            let Ok(Some((Value::Bulk(b), _))) = parse_value(&reply, &Limits::default()) else {
+                panic!("round {round}: {k} lost: {reply:?}");
+            };
+            let v: i64 = std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .expect("a number");
+            assert!(
+                v >= acked && v <= sent_incr[k],
+                "round {round}: {k} = {v}, acked {acked}"
+            );
+        }
+        drop(c);
+        // Write, and kill at a random moment.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut sets = Vec::new();
+                    let mut incr_acked = Vec::new();
+                    let mut incr_sent = Vec::new();
+                    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
+                        return (sets, incr_acked, incr_sent);
+                    };
+                    let _ = s.set_read_timeout(Some(LIMIT));
+                    let mut c = Client { s, buf: Vec::new() };
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let key = format!("r{round}:t{t}:k{i}");
+                        let val = format!("v{i}");
+                        let counter = format!("counter:{}", i % 4);
+                        let mut bytes = encode(&["SET", &key, &val]);
+                        bytes.extend(encode(&["INCR", &counter]));
+                        incr_sent.push(counter.clone());
+                        if c.s.write_all(&bytes).is_err() {
+                            break;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        let mut replies = Vec::new();
+                        while replies.len() < 2 {
+                            match value_len(&c.buf, &Limits::default()) {
+                                Ok(Some(n)) => {
+                                    replies.push(c.buf.drain(..n).collect::<Vec<u8>>());
+                                    continue;
+                                }
+                                Ok(None) => {}
+                                Err(e) => panic!("a bad reply: {e}"),
+                            }
+                            match c.s.read(&mut chunk) {
+                                Ok(n) if n > 0 => c.buf.extend_from_slice(&chunk[..n]),
+                                _ => break,
+                            }
+                        }
+                        if replies.first().map(Vec::as_slice) == Some(b"+OK\r\n") {
+                            sets.push((key, val));
+                        }
+                        if let Some(r) = replies.get(1)
+                            && let Ok(Some((Value::Integer(v), _))) =
+                                parse_value(r, &Limits::default())
+                        {
+                            incr_acked.push((counter, v));
+                        }
+                        if replies.len() < 2 {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    (sets, incr_acked, incr_sent)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50 + next() % 400));
+        kv.child.kill().expect("SIGKILL");
+        let _ = kv.child.wait();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            let (sets, incrs, sent) = w.join().expect("a writer");
+            acked_sets.extend(sets);
+            for (k, v) in incrs {
+                let e = acked_incr.entry(k).or_insert(0);
+                *e = (*e).max(v);
+            }
+            for k in sent {
+                *sent_incr.entry(k).or_insert(0) += 1;
+            }
+        }
+        drop(kv);
+    }
+    println!("{} writes acknowledged over 8 kills", acked_sets.len());
+    assert!(
+        acked_sets.len() > 100,
+        "only {} writes acknowledged",
+        acked_sets.len()
+    );
+    // A last start checks the last round's writes, then stops cleanly.
+    let kv = durable_kv(engine, &dir, port, backend);
+    let mut c = Client::new(port);
+    let (k, v) = acked_sets.last().expect("a write");
+    assert_eq!(
+        c.call(&["GET", k]),
+        format!("${}\r\n{v}\r\n", v.len()).into_bytes()
+    );
+    let s = kv.finish();
+    assert!(
+        s["replayed"].as_u64().unwrap_or(0) >= acked_sets.len() as u64,
+        "{s}"
+    );
+}
+
+fn durable_on_io_uring(engine: &str) {
+    if io_uring_runs() {
+        acknowledged_writes_survive_sigkill(engine, "io_uring");
+    }
+}
+
+fn durable_on_psync(engine: &str) {
+    acknowledged_writes_survive_sigkill(engine, "psync");
+}
+
+/// A log that fills refuses writes with an error and keeps what it
+/// acknowledged.
+fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
+    let dir = durable_dir(&format!("full-{engine}"));
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--lcores",
+            "1",
+            "--backend",
+            engine,
+            "--json",
+        ])
+        .arg("--durable")
+        .arg(&dir.0)
+        .args(["--durable-size", "256kb", "--durable-backend", "psync"])
+        .env("DATAPLANE_AFFINITY", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dp-kv");
+    let kv = Server { child, port }.wait_ready();
+    let value = "x".repeat(1000);
+    let mut ok = 0;
+    // The write that finds the log full was never acknowledged: its
+    // connection is reset (or it gets the error, had the log failed
+    // before it); every write after gets the error.
+    {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut c = Client { s, buf: Vec::new() };
+        for i in 0..1000 {
+            if c.s
+                .write_all(&encode(&["SET", &format!("k{i}"), &value]))
+                .is_err()
+            {
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let reply = loop {
+                if let Ok(Some(n)) = value_len(&c.buf, &Limits::default()) {
+                    break c.buf.drain(..n).collect::<Vec<u8>>();
+                }
+                match c.s.read(&mut chunk) {
+                    Ok(n) if n > 0 => c.buf.extend_from_slice(&chunk[..n]),
+                    _ => break Vec::new(),
+                }
+            };
+            if reply != b"+OK\r\n" {
+                break;
+            }
+            ok += 1;
+        }
+    }
+    assert!(ok > 100 && ok < 1000, "{ok} writes acknowledged");
+    let mut c = Client::new(port);
+    let refused = String::from_utf8_lossy(&c.call(&["SET", "after", "x"])).into_owned();
+    assert!(
+        refused.starts_with("-MISCONF Errors writing to the durable log: the log is full"),
+        "{refused}"
+    );
+    // Reads still work; a restart has every acknowledged write.
+    assert_eq!(
+        c.call(&["GET", "k0"]),
+        format!("$1000\r\n{value}\r\n").into_bytes()
+    );
+    drop(c);
+    drop(kv);
+    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--lcores",
+            "1",
+            "--backend",
+            engine,
+        ])
+        .arg("--durable")
+        .arg(&dir.0)
+        .args(["--durable-size", "256kb", "--durable-backend", "psync"])
+        .env("DATAPLANE_AFFINITY", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dp-kv");
+    let _kv = Server { child, port }.wait_ready();
+    let mut c = Client::new(port);
+    assert_eq!(c.call(&["DBSIZE"]), format!(":{}\r\n", ok).into_bytes());
+}
+
 macro_rules! on_every_engine {
     ($($name:ident),* $(,)?) => {
         $(
@@ -605,4 +907,7 @@ on_every_engine!(
     concurrent_increments_are_all_counted,
     malformed_requests_are_refused_and_the_connection_closed,
     maxmemory_evicts_and_keeps_serving,
+    durable_on_io_uring,
+    durable_on_psync,
+    a_full_log_refuses_writes_and_keeps_the_rest,
 );

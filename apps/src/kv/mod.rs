@@ -6,6 +6,7 @@
 //! for commands on keys it does not own. The transport engine is chosen
 //! as usual (io_uring, else epoll; `--backend` names one).
 
+pub mod log;
 pub mod server;
 pub mod store;
 
@@ -53,6 +54,18 @@ pub struct KvArgs {
     /// The longest bulk string a request may carry (`proto-max-bulk-len`).
     #[arg(long = "proto-max-bulk-len", default_value = "8mb", value_parser = parse_bytes)]
     pub max_bulk: usize,
+    /// Durable mode: each shard logs its writes to `DIR/shard-I-of-N.log`
+    /// on a block queue, replies to a write only once its log block is on
+    /// stable storage, and replays the log at the start.
+    #[arg(long, value_name = "DIR")]
+    pub durable: Option<std::path::PathBuf>,
+    /// The size of each shard's log file (created sparse).
+    #[arg(long = "durable-size", default_value = "1gb", value_parser = parse_bytes)]
+    pub durable_size: usize,
+    /// The block backend of the logs: auto, io_uring, psync (or spdk for
+    /// an NVMe target).
+    #[arg(long = "durable-backend", default_value = "auto")]
+    pub durable_backend: String,
     /// Stop after this many seconds (default: at SIGINT or SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
@@ -108,6 +121,10 @@ pub struct KvSummary {
     pub seconds: f64,
     /// CPU seconds the shards spent on passes that found work.
     pub busy_seconds: f64,
+    /// Durable mode: the block backend of the logs.
+    pub durable_backend: Option<String>,
+    /// Durable mode: the log records replayed at the start.
+    pub replayed: usize,
     /// Per shard: its lcore and counters.
     pub shards: Vec<ShardSummary>,
 }
@@ -138,6 +155,65 @@ fn summarize(c: &ShardCounters, lcore: LcoreId) -> ShardSummary {
         protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
         store: c.store.lock().map(|s| *s).unwrap_or_default(),
     }
+}
+
+/// Opens shard `i`'s log in `dir`, replays it into `store`, and returns
+/// the log with the number of records replayed and the backend.
+fn open_log(
+    args: &KvArgs,
+    dir: &std::path::Path,
+    i: usize,
+    n: usize,
+    store: &mut store::Store,
+) -> anyhow::Result<(log::Log, usize, String)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--durable {}", dir.display()))?;
+    // Keys belong to shards by hash: logs written by another number of
+    // shards would put them in the wrong ones.
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name
+            .strip_prefix("shard-")
+            .and_then(|r| r.strip_suffix(".log"))
+            && let Some((_, of)) = rest.split_once("-of-")
+            && of != n.to_string()
+        {
+            anyhow::bail!(
+                "--durable {}: {name} was written by {of} shards; run with {of} shards (--lcores {of})",
+                dir.display()
+            );
+        }
+    }
+    let path = dir.join(format!("shard-{i}-of-{n}.log"));
+    let path = path
+        .to_str()
+        .with_context(|| format!("{}: not UTF-8", path.display()))?;
+    let r = log::Log::open(path, args.durable_size as u64, &args.durable_backend)
+        .with_context(|| format!("opening the log {path}"))?;
+    let now = server::now_ms();
+    let mut parser = dataplane::proto::resp::RequestParser::new(dataplane::proto::resp::Limits {
+        max_bulk: usize::MAX / 2,
+        ..Default::default()
+    });
+    let mut scratch = Vec::new();
+    for rec in &r.records {
+        let Ok(Some(_)) = parser.parse(rec) else {
+            anyhow::bail!("{path}: a log record that does not parse");
+        };
+        let a = store::Args::new(rec, parser.args());
+        let Some((lb, len)) = store::lower_name(a.get(0)) else {
+            continue;
+        };
+        scratch.clear();
+        let mut w = dataplane::proto::resp::Writer::new(&mut scratch, Default::default());
+        if &lb[..len] == b"flushall" {
+            store.flush();
+        } else {
+            store.exec(&lb[..len], &a, &mut w, now);
+        }
+    }
+    store.keep_evictions();
+    tracing::info!(shard = i, records = r.records.len(), backend = %r.backend, "dp-kv: log replayed");
+    Ok((r.log, r.records.len(), r.backend))
 }
 
 /// Runs the server until `--duration` or `quit`.
@@ -184,8 +260,21 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         },
     });
     let mut counters = Vec::new();
+    let mut durable_backend = None;
+    let mut replayed = 0;
     for (i, (lcore, links)) in on.iter().zip(server::mesh(n)?).enumerate() {
-        let (shard, c) = Shard::new(i, n, config.clone(), links);
+        let mut store = store::Store::new(0, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+        let log = match &args.durable {
+            Some(dir) => {
+                let (log, count, backend) = open_log(args, dir, i, n, &mut store)?;
+                replayed += count;
+                durable_backend = Some(backend);
+                Some(log)
+            }
+            None => None,
+        };
+        store.set_maxmemory(args.maxmemory / n);
+        let (shard, c) = Shard::new(i, n, config.clone(), links, store, log);
         group.poller(*lcore, shard)?;
         counters.push((*lcore, c));
     }
@@ -220,6 +309,8 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         engines: vec![engine.to_string(); n],
         seconds,
         busy_seconds,
+        durable_backend,
+        replayed,
         shards: counters.iter().map(|(l, c)| summarize(c, *l)).collect(),
     })
 }

@@ -26,9 +26,12 @@
 //! full ring between shards holds messages in the sender's outbox, which
 //! that bound keeps finite.
 
-use super::store::{Args, Store, StoreStats, arity_ok, key_layout, lower_name, wrong_args};
+use super::log::Log;
+use super::store::{
+    Args, Store, StoreStats, arity_ok, is_write, key_layout, log_form, lower_name, wrong_args,
+};
 use dataplane::lcore::{PollContext, Poller};
-use dataplane::partition::{compute_hash, reduce};
+use dataplane::partition::reduce;
 use dataplane::proto::resp::{Limits, RequestParser, Version, Writer, parse_i64, value_len};
 use dataplane::ring::{self, Consumer, Producer, Single};
 use dataplane::transport::{ConnId, Event, ListenerId, Transport};
@@ -174,6 +177,9 @@ struct Slot {
     parts: Vec<Option<Vec<u8>>>,
     missing: usize,
     combine: Combine,
+    /// The log ticket its writes on this shard need on stable storage
+    /// before the reply may go (0: none).
+    ticket: u64,
 }
 
 /// A connection's state on its shard.
@@ -239,13 +245,29 @@ struct State {
     config: Arc<KvConfig>,
     dirty: Vec<ConnId>,
     passes: u64,
+    /// The durable log (`--durable`).
+    log: Option<Log>,
+    /// Connections with a reply waiting on the log.
+    waiting: Vec<ConnId>,
+    /// Replies to other shards waiting on the log: (ticket, shard, reply).
+    held: VecDeque<(u64, usize, Rep)>,
+}
+
+/// The shard of `n` that owns `key`.
+pub fn owner_of(key: &[u8], n: usize) -> usize {
+    if n <= 1 {
+        0
+    } else {
+        let h = u64::from(crc32c::crc32c(key));
+        reduce(h.wrapping_mul(0x9e37_79b9_7f4a_7c15), n)
+    }
 }
 
 /// Milliseconds since the Unix epoch, from the coarse clock (a read of
 /// the vDSO's page, no timer read: the lcore asks once per pass; its
 /// resolution, a few milliseconds, is finer than Redis's key expiry
 /// promises).
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
         Ok(t) => t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000,
         Err(_) => SystemTime::now()
@@ -264,9 +286,10 @@ impl Shard {
         n: usize,
         config: Arc<KvConfig>,
         links: Links,
+        store: Store,
+        log: Option<Log>,
     ) -> (Self, Arc<ShardCounters>) {
         let counters = Arc::new(ShardCounters::default());
-        let per_shard = config.maxmemory / n.max(1);
         let shard = Self {
             id,
             config: config.clone(),
@@ -277,7 +300,10 @@ impl Shard {
             st: State {
                 id,
                 n,
-                store: Store::new(per_shard, 0x9e37_79b9_7f4a_7c15 ^ id as u64),
+                store,
+                log,
+                waiting: Vec::new(),
+                held: VecDeque::new(),
                 links,
                 req_out: (0..n).map(|_| VecDeque::new()).collect(),
                 rep_out: (0..n).map(|_| VecDeque::new()).collect(),
@@ -371,6 +397,7 @@ impl Shard {
         }
         work += st.run_remote();
         work += st.take_replies(conns);
+        work += st.commit(t, conns);
         while let Some(c) = st.dirty.pop() {
             serve(t, parser, conns, st, c);
         }
@@ -394,7 +421,15 @@ impl Poller for Shard {
             if let Ok(mut s) = st.counters.store.lock() {
                 *s = st.store.stats();
             }
-            return st.run_remote() + st.take_replies(conns) + st.flush_outboxes() + self.held();
+            let log_busy = st.log.as_mut().map_or(0, |l| {
+                l.pass();
+                usize::from(l.busy())
+            });
+            return st.run_remote()
+                + st.take_replies(conns)
+                + st.flush_outboxes()
+                + log_busy
+                + self.held();
         }
         match self.pass() {
             Ok(n) => n + self.held(),
@@ -506,12 +541,11 @@ fn serve_once(
 }
 
 impl State {
+    /// The shard that owns `key`: a fixed hash (CRC32C, as Redis
+    /// Cluster's slots use a CRC), so that a restarted server finds each
+    /// key in the shard whose log holds it.
     fn owner(&self, key: &[u8]) -> usize {
-        if self.n == 1 {
-            0
-        } else {
-            reduce(compute_hash(key), self.n)
-        }
+        owner_of(key, self.n)
     }
 
     /// Writes a reply made here: straight to the output when nothing is
@@ -526,6 +560,7 @@ impl State {
                 parts: vec![Some(b)],
                 missing: 0,
                 combine: Combine::Single,
+                ticket: 0,
             });
         }
     }
@@ -536,6 +571,7 @@ impl State {
             parts: (0..parts).map(|_| None).collect(),
             missing: parts,
             combine,
+            ticket: 0,
         });
         cl.base + cl.slots.len() as u64 - 1
     }
@@ -561,12 +597,20 @@ impl State {
         }
         if to == self.id {
             let mut out = Vec::new();
-            self.run(
+            let ticket = self.run(
                 kind,
                 &Args::new(&buf, &ranges),
                 &mut Writer::new(&mut out, cl.version),
             );
             fill(cl, seq, part, out);
+            if ticket > self.durable()
+                && let Some(slot) = seq
+                    .checked_sub(cl.base)
+                    .and_then(|i| cl.slots.get_mut(i as usize))
+            {
+                slot.ticket = slot.ticket.max(ticket);
+                self.waiting.push(c);
+            }
             return;
         }
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -583,19 +627,48 @@ impl State {
         push_or_hold(&mut self.links.req_tx[to], &mut self.req_out[to], req);
     }
 
-    /// Runs a command on this shard's keyspace (its own or another's).
-    fn run(&mut self, kind: Kind, a: &Args<'_>, w: &mut Writer<'_>) {
+    /// The last log ticket on stable storage (everything, without a log).
+    fn durable(&self) -> u64 {
+        self.log.as_ref().map_or(u64::MAX, Log::durable)
+    }
+
+    /// Runs a command on this shard's keyspace (its own or another's);
+    /// returns the log ticket its reply waits for (0: none).
+    fn run(&mut self, kind: Kind, a: &Args<'_>, w: &mut Writer<'_>) -> u64 {
         self.counters.commands.fetch_add(1, Ordering::Relaxed);
+        let mut ticket = 0;
         match kind {
             Kind::Command => {
-                let name = lower_name(a.get(0)).unwrap_or(([0; 16], 0));
-                if !self.store.exec(&name.0[..name.1], a, w, self.now) {
+                let (lb, len) = lower_name(a.get(0)).unwrap_or(([0; 16], 0));
+                let name = &lb[..len];
+                let logged = self.log.is_some() && is_write(name);
+                if logged && let Some(why) = self.log.as_ref().and_then(Log::failed) {
+                    w.error(&format!("MISCONF Errors writing to the durable log: {why}"));
+                    return 0;
+                }
+                let start = w.out.len();
+                if !self.store.exec(name, a, w, self.now) {
                     unknown(w, a);
+                }
+                if logged && let Some(log) = self.log.as_mut() {
+                    // Evictions first: the command may reuse a key they
+                    // removed.
+                    for k in self.store.take_evictions() {
+                        ticket = log.append([&b"DEL"[..], &k].into_iter());
+                    }
+                    if w.out.get(start) != Some(&b'-') {
+                        let mut scratch = Vec::new();
+                        let args = log_form(name, a, self.now, &mut scratch);
+                        ticket = log.append(args.into_iter());
+                    }
                 }
             }
             Kind::DbSize => w.integer(self.store.len() as i64),
             Kind::Flush => {
                 self.store.flush();
+                if let Some(log) = self.log.as_mut() {
+                    ticket = log.append([&b"FLUSHALL"[..]].into_iter());
+                }
                 w.ok();
             }
             Kind::Info => {
@@ -621,6 +694,7 @@ impl State {
                 w.bulk(text.as_bytes());
             }
         }
+        ticket
     }
 
     /// A command from a connection of this shard.
@@ -639,7 +713,7 @@ impl State {
             }
             if step == 0 {
                 let to = self.owner(a.get(first));
-                if to == self.id && cl.slots.is_empty() {
+                if to == self.id && cl.slots.is_empty() && !(self.log.is_some() && is_write(name)) {
                     self.counters.commands.fetch_add(1, Ordering::Relaxed);
                     let mut w = Writer::new(&mut cl.out, cl.version);
                     if !self.store.exec(name, a, &mut w, self.now) {
@@ -656,6 +730,9 @@ impl State {
                         Kind::Command,
                         &mut (0..a.len()).map(|i| a.get(i)),
                     );
+                    // Run here, it may be finished already (a read, or a
+                    // write refused before it reached the log).
+                    self.release(cl);
                 }
                 return;
             }
@@ -747,7 +824,12 @@ impl State {
 
     /// Moves the finished head of the slot queue to the output.
     fn release(&mut self, cl: &mut Client) {
-        while cl.slots.front().is_some_and(|s| s.missing == 0) {
+        let durable = self.durable();
+        while cl
+            .slots
+            .front()
+            .is_some_and(|s| s.missing == 0 && s.ticket <= durable)
+        {
             let Some(slot) = cl.slots.pop_front() else {
                 break;
             };
@@ -768,7 +850,7 @@ impl State {
                 };
                 work += 1;
                 let mut out = Vec::new();
-                self.run(
+                let ticket = self.run(
                     req.kind,
                     &Args::new(&req.buf, &req.ranges),
                     &mut Writer::new(&mut out, req.version),
@@ -779,11 +861,15 @@ impl State {
                     part: req.part,
                     bytes: out,
                 };
-                push_or_hold(
-                    &mut self.links.rep_tx[req.from],
-                    &mut self.rep_out[req.from],
-                    rep,
-                );
+                if ticket > self.durable() {
+                    self.held.push_back((ticket, req.from, rep));
+                } else {
+                    push_or_hold(
+                        &mut self.links.rep_tx[req.from],
+                        &mut self.rep_out[req.from],
+                        rep,
+                    );
+                }
             }
         }
         work
@@ -806,6 +892,49 @@ impl State {
         }
         self.dirty.sort_unstable();
         self.dirty.dedup();
+        work
+    }
+
+    /// Drives the log: starts a group with what this pass appended, and
+    /// lets go of the replies its last flush made durable. If the log has
+    /// failed, the replies waiting on it can never be sent as successes:
+    /// their connections are reset (nothing acknowledged is lost; what was
+    /// not acknowledged is refused) and other shards get an error.
+    fn commit(&mut self, t: &mut Transport, conns: &mut HashMap<ConnId, Client>) -> usize {
+        let Some(log) = self.log.as_mut() else {
+            return 0;
+        };
+        let work = log.pass();
+        let durable = log.durable();
+        let failed = log.failed().map(str::to_owned);
+        while self.held.front().is_some_and(|h| h.0 <= durable) {
+            if let Some((_, to, rep)) = self.held.pop_front() {
+                push_or_hold(&mut self.links.rep_tx[to], &mut self.rep_out[to], rep);
+            }
+        }
+        if let Some(why) = &failed {
+            for (_, to, mut rep) in self.held.drain(..) {
+                rep.bytes = format!("-ERR durable log failed: {why}\r\n").into_bytes();
+                push_or_hold(&mut self.links.rep_tx[to], &mut self.rep_out[to], rep);
+            }
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for c in waiting {
+            let Some(cl) = conns.get_mut(&c) else {
+                continue;
+            };
+            self.release(cl);
+            if cl.slots.iter().any(|s| s.ticket > durable) {
+                if failed.is_some() {
+                    let _ = t.abort(c);
+                    continue;
+                }
+                self.waiting.push(c);
+            }
+            self.dirty.push(c);
+        }
+        self.waiting.sort_unstable();
+        self.waiting.dedup();
         work
     }
 

@@ -150,6 +150,9 @@ pub struct Store {
     clock: u64,
     rng: u64,
     stats: StoreStats,
+    /// Keys evicted since last taken, when kept (the durable log records
+    /// them as `DEL`s so that a replay ends in the same state).
+    evictions: Option<Vec<Box<[u8]>>>,
 }
 
 /// A bounded list index as Redis reads `LRANGE`'s start and stop.
@@ -181,7 +184,26 @@ impl Store {
             clock: 0,
             rng: seed | 1,
             stats: StoreStats::default(),
+            evictions: None,
         }
+    }
+
+    /// Keeps the keys it evicts for [`Self::take_evictions`].
+    pub fn keep_evictions(&mut self) {
+        self.evictions = Some(Vec::new());
+    }
+
+    /// The keys evicted since the last call.
+    pub fn take_evictions(&mut self) -> Vec<Box<[u8]>> {
+        self.evictions
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Sets the memory limit (after a replay, which runs without one).
+    pub fn set_maxmemory(&mut self, bytes: usize) {
+        self.maxmemory = bytes;
     }
 
     /// The counters.
@@ -307,6 +329,14 @@ impl Store {
                     victim = j;
                 }
             }
+            if let Some(log) = self.evictions.as_mut() {
+                log.push(
+                    self.map
+                        .get_index(victim)
+                        .map(|(k, _)| k.clone())
+                        .unwrap_or_default(),
+                );
+            }
             self.remove_index(victim);
             self.stats.evicted += 1;
         }
@@ -417,7 +447,9 @@ impl Store {
                 }
                 w.ok();
             }
-            b"expire" | b"pexpire" => self.expire(a, cmd, name == b"pexpire", w, now),
+            b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => {
+                self.expire(a, cmd, name, w, now);
+            }
             b"ttl" | b"pttl" => match self.live(a.get(1), now) {
                 None => w.integer(-2),
                 Some(i) if self.map[i].expire_at == 0 => w.integer(-1),
@@ -595,7 +627,7 @@ impl Store {
         w.integer(new);
     }
 
-    fn expire(&mut self, a: &Args<'_>, cmd: &str, ms: bool, w: &mut Writer<'_>, now: u64) {
+    fn expire(&mut self, a: &Args<'_>, cmd: &str, name: &[u8], w: &mut Writer<'_>, now: u64) {
         let Some(n) = parse_i64(a.get(2)) else {
             w.error(NOT_INT);
             return;
@@ -624,8 +656,16 @@ impl Store {
             w.error("ERR GT and LT options at the same time are not compatible");
             return;
         }
-        let at = if ms { Some(n) } else { n.checked_mul(1000) }
-            .and_then(|d| (now as i64).checked_add(d));
+        let ms = if matches!(name, b"pexpire" | b"pexpireat") {
+            Some(n)
+        } else {
+            n.checked_mul(1000)
+        };
+        let at = if matches!(name, b"expireat" | b"pexpireat") {
+            ms
+        } else {
+            ms.and_then(|d| (now as i64).checked_add(d))
+        };
         let Some(at) = at else {
             w.error(&format!("ERR invalid expire time in '{cmd}' command"));
             return;
@@ -851,7 +891,7 @@ pub fn keyspace_arity(name: &[u8]) -> Option<(i32, bool)> {
         b"incrby" | b"decrby" => (3, true),
         b"del" | b"unlink" | b"exists" | b"mget" => (-2, false),
         b"mset" => (-3, true),
-        b"expire" | b"pexpire" => (-3, false),
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => (-3, false),
         b"hset" => (-4, true),
         b"hget" | b"hexists" => (3, false),
         b"hdel" => (-3, false),
@@ -860,6 +900,101 @@ pub fn keyspace_arity(name: &[u8]) -> Option<(i32, bool)> {
         b"lrange" => (4, false),
         _ => return None,
     })
+}
+
+/// Whether a keyspace command may change the keyspace (and so goes to
+/// the durable log).
+pub fn is_write(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"set"
+            | b"setnx"
+            | b"append"
+            | b"incr"
+            | b"decr"
+            | b"incrby"
+            | b"decrby"
+            | b"del"
+            | b"unlink"
+            | b"mset"
+            | b"expire"
+            | b"pexpire"
+            | b"expireat"
+            | b"pexpireat"
+            | b"persist"
+            | b"hset"
+            | b"hdel"
+            | b"lpush"
+            | b"rpush"
+            | b"lpop"
+            | b"rpop"
+    )
+}
+
+/// The arguments of a write as the log records them: relative times made
+/// absolute (`SET .. EX/PX/EXAT n` as `PXAT ms`, `EXPIRE`/`PEXPIRE` as
+/// `PEXPIREAT`), so that a replay at another time gives the same state.
+/// `a` is a command that succeeded at `now`.
+pub fn log_form<'a>(
+    name: &[u8],
+    a: &Args<'a>,
+    now: u64,
+    scratch: &'a mut Vec<u8>,
+) -> Vec<&'a [u8]> {
+    let abs = |unit: &[u8], n: i64| -> i64 {
+        match unit {
+            b"EX" => (now as i64).saturating_add(n.saturating_mul(1000)),
+            b"PX" => (now as i64).saturating_add(n),
+            b"EXAT" => n.saturating_mul(1000),
+            _ => n,
+        }
+    };
+    match name {
+        b"set" => {
+            let mut at = None;
+            let mut out: Vec<&'a [u8]> = Vec::with_capacity(a.len());
+            let mut j = 0;
+            while j < a.len() {
+                let arg = a.get(j);
+                let up = arg.to_ascii_uppercase();
+                if j >= 3
+                    && matches!(up.as_slice(), b"EX" | b"PX" | b"EXAT" | b"PXAT")
+                    && j + 1 < a.len()
+                {
+                    at = parse_i64(a.get(j + 1)).map(|n| abs(&up, n));
+                    j += 2;
+                    continue;
+                }
+                if j >= 3 && up == b"GET" {
+                    j += 1;
+                    continue;
+                }
+                out.push(arg);
+                j += 1;
+            }
+            if let Some(at) = at {
+                scratch.clear();
+                scratch.extend_from_slice(itoa::Buffer::new().format(at).as_bytes());
+                out.push(b"PXAT");
+                out.push(scratch.as_slice());
+            }
+            out
+        }
+        b"expire" | b"pexpire" | b"expireat" => {
+            let unit: &[u8] = match name {
+                b"expire" => b"EX",
+                b"pexpire" => b"PX",
+                _ => b"EXAT",
+            };
+            let at = parse_i64(a.get(2)).map_or(0, |n| abs(unit, n));
+            scratch.clear();
+            scratch.extend_from_slice(itoa::Buffer::new().format(at).as_bytes());
+            let mut out: Vec<&'a [u8]> = vec![b"PEXPIREAT", a.get(1), scratch.as_slice()];
+            out.extend(a.from(3));
+            out
+        }
+        _ => a.from(0).collect(),
+    }
 }
 
 /// How a keyspace command's keys are laid out: the first key's index,
