@@ -4,7 +4,10 @@
 //!
 //! **Format.** Every block starts with a 32-byte header: magic
 //! `DPKVLOG1`, the block's sequence number (from 0, one per block), the
-//! payload bytes used, and a CRC32C over the header and those bytes. The
+//! payload bytes used, the epoch (one more at every open than the last
+//! block read back), and a CRC32C over the header and those bytes. A
+//! block of an older epoch after a newer one is a stale block of a group
+//! a crash cut short, and ends the log. The
 //! payloads, in sequence order, form one stream of records; a record is a
 //! little-endian `u32` length and the command as a RESP multibulk, with
 //! relative times made absolute (`SET .. EX` becomes `PXAT`, `EXPIRE`
@@ -75,6 +78,7 @@ pub struct Log {
     blocks: u64,
     next_lba: u64,
     next_seq: u64,
+    epoch: u64,
     /// Record bytes not yet in a group.
     stream: Vec<u8>,
     /// `(end offset in stream, ticket)` of the records in `stream`.
@@ -148,6 +152,7 @@ impl Log {
             blocks: g.blocks,
             next_lba: 0,
             next_seq: 0,
+            epoch: 0,
             stream: Vec::new(),
             ends: VecDeque::new(),
             appended: 0,
@@ -199,20 +204,24 @@ impl Log {
                 let used = u32::from_le_bytes([blk[16], blk[17], blk[18], blk[19]]) as usize;
                 let seq = u64::from_le_bytes(blk[8..16].try_into().unwrap_or_default());
                 let sum = u32::from_le_bytes([blk[28], blk[29], blk[30], blk[31]]);
+                let epoch = u64::from_le_bytes(blk[20..28].try_into().unwrap_or_default());
                 if &blk[..8] != MAGIC
                     || seq != self.next_seq
+                    || epoch < self.epoch
                     || used > self.block - HEADER
                     || crc(blk, &blk[HEADER..HEADER + used]) != sum
                 {
                     break 'chunks;
                 }
                 stream.extend_from_slice(&blk[HEADER..HEADER + used]);
+                self.epoch = epoch;
                 self.next_seq += 1;
                 self.next_lba += 1;
             }
             lba += u64::from(n);
         }
         drop(q);
+        self.epoch += 1;
         let mut records = Vec::new();
         let mut at = 0;
         while at + 4 <= stream.len() {
@@ -226,6 +235,23 @@ impl Log {
             at += 4 + len;
         }
         Ok(records)
+    }
+
+    /// Numbers the next record `after + 1` (a new generation continues
+    /// its predecessor's tickets).
+    pub fn continue_tickets(&mut self, after: u64) {
+        self.appended = after;
+        self.durable = after;
+    }
+
+    /// The last ticket appended.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// The share of the file written, 0 to 1.
+    pub fn used(&self) -> f64 {
+        self.next_lba as f64 / self.blocks.max(1) as f64
     }
 
     /// Why the log refuses writes, if it does.
@@ -374,6 +400,7 @@ impl Log {
                 blk[..8].copy_from_slice(MAGIC);
                 blk[8..16].copy_from_slice(&self.next_seq.to_le_bytes());
                 blk[16..20].copy_from_slice(&(n as u32).to_le_bytes());
+                blk[20..28].copy_from_slice(&self.epoch.to_le_bytes());
                 blk[HEADER..HEADER + n].copy_from_slice(&self.stream[taken..taken + n]);
                 let sum = crc(blk, &blk[HEADER..HEADER + n]);
                 blk[28..32].copy_from_slice(&sum.to_le_bytes());

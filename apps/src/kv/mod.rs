@@ -165,55 +165,87 @@ fn open_log(
     i: usize,
     n: usize,
     store: &mut store::Store,
-) -> anyhow::Result<(log::Log, usize, String)> {
+) -> anyhow::Result<(server::Durable, usize, String)> {
     std::fs::create_dir_all(dir).with_context(|| format!("--durable {}", dir.display()))?;
     // Keys belong to shards by hash: logs written by another number of
     // shards would put them in the wrong ones.
+    let mut generations = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name
-            .strip_prefix("shard-")
-            .and_then(|r| r.strip_suffix(".log"))
-            && let Some((_, of)) = rest.split_once("-of-")
-            && of != n.to_string()
-        {
+        let Some((shard, of, generation)) = server::parse_log_name(&name) else {
+            continue;
+        };
+        if of != n {
             anyhow::bail!(
                 "--durable {}: {name} was written by {of} shards; run with {of} shards (--lcores {of})",
                 dir.display()
             );
         }
+        if shard == i {
+            generations.push(generation);
+        }
     }
-    let path = dir.join(format!("shard-{i}-of-{n}.log"));
-    let path = path
-        .to_str()
-        .with_context(|| format!("{}: not UTF-8", path.display()))?;
-    let r = log::Log::open(path, args.durable_size as u64, &args.durable_backend)
-        .with_context(|| format!("opening the log {path}"))?;
+    generations.sort_unstable();
+    if generations.is_empty() {
+        generations.push(0);
+    }
+    // Every generation on disk, oldest first: a compaction cut short
+    // left the older one complete and the newer one's snapshot partial,
+    // and the two in order give the state (the newer records overwrite).
+    let mut last = None;
+    let mut count = 0;
     let now = server::now_ms();
     let mut parser = dataplane::proto::resp::RequestParser::new(dataplane::proto::resp::Limits {
         max_bulk: usize::MAX / 2,
         ..Default::default()
     });
     let mut scratch = Vec::new();
-    for rec in &r.records {
-        let Ok(Some(_)) = parser.parse(rec) else {
-            anyhow::bail!("{path}: a log record that does not parse");
-        };
-        let a = store::Args::new(rec, parser.args());
-        let Some((lb, len)) = store::lower_name(a.get(0)) else {
-            continue;
-        };
-        scratch.clear();
-        let mut w = dataplane::proto::resp::Writer::new(&mut scratch, Default::default());
-        if &lb[..len] == b"flushall" {
-            store.flush();
-        } else {
-            store.exec(&lb[..len], &a, &mut w, now);
+    for &g in &generations {
+        let path = server::log_path(dir, i, n, g);
+        let path = path
+            .to_str()
+            .with_context(|| format!("{}: not UTF-8", path.display()))?
+            .to_owned();
+        let r = log::Log::open(&path, args.durable_size as u64, &args.durable_backend)
+            .with_context(|| format!("opening the log {path}"))?;
+        for rec in &r.records {
+            let Ok(Some(_)) = parser.parse(rec) else {
+                anyhow::bail!("{path}: a log record that does not parse");
+            };
+            let a = store::Args::new(rec, parser.args());
+            let Some((lb, len)) = store::lower_name(a.get(0)) else {
+                continue;
+            };
+            scratch.clear();
+            let mut w = dataplane::proto::resp::Writer::new(&mut scratch, Default::default());
+            if &lb[..len] == b"flushall" {
+                store.flush();
+            } else {
+                store.exec(&lb[..len], &a, &mut w, now);
+            }
         }
+        count += r.records.len();
+        tracing::info!(shard = i, generation = g, records = r.records.len(), backend = %r.backend, "dp-kv: log replayed");
+        last = Some((r.log, g, r.backend));
     }
     store.keep_evictions();
-    tracing::info!(shard = i, records = r.records.len(), backend = %r.backend, "dp-kv: log replayed");
-    Ok((r.log, r.records.len(), r.backend))
+    let Some((log, generation, backend)) = last else {
+        anyhow::bail!("no log generation");
+    };
+    let older = generations
+        .iter()
+        .filter(|&&g| g != generation)
+        .map(|&g| server::log_path(dir, i, n, g))
+        .collect();
+    Ok((
+        server::Durable {
+            log,
+            generation,
+            older,
+        },
+        count,
+        backend,
+    ))
 }
 
 /// Runs the server until `--duration` or `quit`.
@@ -258,6 +290,11 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
             max_bulk: args.max_bulk,
             ..Limits::default()
         },
+        durable: args.durable.as_ref().map(|dir| server::DurableConfig {
+            dir: dir.clone(),
+            size: args.durable_size as u64,
+            backend: args.durable_backend.clone(),
+        }),
     });
     let mut counters = Vec::new();
     let mut durable_backend = None;
@@ -266,10 +303,10 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         let mut store = store::Store::new(0, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
         let log = match &args.durable {
             Some(dir) => {
-                let (log, count, backend) = open_log(args, dir, i, n, &mut store)?;
+                let (d, count, backend) = open_log(args, dir, i, n, &mut store)?;
                 replayed += count;
                 durable_backend = Some(backend);
-                Some(log)
+                Some(d)
             }
             None => None,
         };

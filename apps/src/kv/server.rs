@@ -63,7 +63,69 @@ pub struct KvConfig {
     pub transport: dataplane::transport::Config,
     /// The protocol's limits.
     pub limits: Limits,
+    /// Durable mode: where and how the logs are kept.
+    pub durable: Option<DurableConfig>,
 }
+
+/// Where and how the logs are kept.
+#[derive(Debug, Clone)]
+pub struct DurableConfig {
+    /// The directory of the log files.
+    pub dir: std::path::PathBuf,
+    /// Each log file's size, bytes.
+    pub size: u64,
+    /// The block backend.
+    pub backend: String,
+}
+
+/// A shard's log file: `shard-I-of-N.GEN.log` in the directory.
+pub fn log_path(
+    dir: &std::path::Path,
+    shard: usize,
+    n: usize,
+    generation: u64,
+) -> std::path::PathBuf {
+    dir.join(format!("shard-{shard}-of-{n}.{generation}.log"))
+}
+
+/// `(shard, shards, generation)` of a log file's name.
+pub fn parse_log_name(name: &str) -> Option<(usize, usize, u64)> {
+    let rest = name.strip_prefix("shard-")?.strip_suffix(".log")?;
+    let (shard, rest) = rest.split_once("-of-")?;
+    let (n, generation) = rest.split_once('.')?;
+    Some((
+        shard.parse().ok()?,
+        n.parse().ok()?,
+        generation.parse().ok()?,
+    ))
+}
+
+/// A shard's durable state at its start: the log to append to (the newest
+/// generation, replayed), its generation, and the older generations'
+/// files, which the first compaction removes.
+#[derive(Debug)]
+pub struct Durable {
+    /// The log.
+    pub log: Log,
+    /// Its generation.
+    pub generation: u64,
+    /// Older generations still on disk.
+    pub older: Vec<std::path::PathBuf>,
+}
+
+/// A compaction in progress: the new generation's snapshot is written
+/// from `cursor` down to 0, a few hundred keys a pass, while new writes
+/// go to the new generation too; once the snapshot's last record and the
+/// old generation are on stable storage, the older files are removed.
+#[derive(Debug)]
+struct Compaction {
+    cursor: usize,
+    /// The snapshot's last ticket, once it is all appended.
+    last: Option<u64>,
+}
+
+/// Keys a compaction writes per pass.
+const COMPACT_BURST: usize = 256;
 
 /// The version `HELLO` and `INFO` report: the Redis release whose
 /// replies this server reproduces.
@@ -247,6 +309,11 @@ struct State {
     passes: u64,
     /// The durable log (`--durable`).
     log: Option<Log>,
+    /// The previous generation, while a compaction finishes with it.
+    old_log: Option<Log>,
+    generation: u64,
+    older: Vec<std::path::PathBuf>,
+    compaction: Option<Compaction>,
     /// Connections with a reply waiting on the log.
     waiting: Vec<ConnId>,
     /// Replies to other shards waiting on the log: (ticket, shard, reply).
@@ -287,8 +354,12 @@ impl Shard {
         config: Arc<KvConfig>,
         links: Links,
         store: Store,
-        log: Option<Log>,
+        durable: Option<Durable>,
     ) -> (Self, Arc<ShardCounters>) {
+        let (log, generation, older) = match durable {
+            Some(d) => (Some(d.log), d.generation, d.older),
+            None => (None, 0, Vec::new()),
+        };
         let counters = Arc::new(ShardCounters::default());
         let shard = Self {
             id,
@@ -302,6 +373,10 @@ impl Shard {
                 n,
                 store,
                 log,
+                old_log: None,
+                generation,
+                older,
+                compaction: None,
                 waiting: Vec::new(),
                 held: VecDeque::new(),
                 links,
@@ -421,10 +496,11 @@ impl Poller for Shard {
             if let Ok(mut s) = st.counters.store.lock() {
                 *s = st.store.stats();
             }
-            let log_busy = st.log.as_mut().map_or(0, |l| {
+            let mut log_busy = 0;
+            for l in st.log.iter_mut().chain(st.old_log.iter_mut()) {
                 l.pass();
-                usize::from(l.busy())
-            });
+                log_busy += usize::from(l.busy());
+            }
             return st.run_remote()
                 + st.take_replies(conns)
                 + st.flush_outboxes()
@@ -629,7 +705,103 @@ impl State {
 
     /// The last log ticket on stable storage (everything, without a log).
     fn durable(&self) -> u64 {
-        self.log.as_ref().map_or(u64::MAX, Log::durable)
+        match (&self.old_log, &self.log) {
+            // The old generation's tickets come first.
+            (Some(o), Some(_)) if o.durable() < o.appended() => o.durable(),
+            (_, Some(l)) => l.durable(),
+            _ => u64::MAX,
+        }
+    }
+
+    /// Why the log refuses writes, if it does (either generation).
+    fn log_failed(&self) -> Option<String> {
+        self.log
+            .iter()
+            .chain(self.old_log.iter())
+            .find_map(|l| l.failed().map(str::to_owned))
+    }
+
+    /// Starts, advances or finishes a compaction; returns the work done.
+    fn compact(&mut self) -> usize {
+        let (Some(cfg), Some(log)) = (self.config.durable.as_ref(), self.log.as_ref()) else {
+            return 0;
+        };
+        if self.compaction.is_none() {
+            let due = log.used() > 0.5 || (!self.older.is_empty() && self.old_log.is_none());
+            if !due || log.failed().is_some() {
+                return 0;
+            }
+            let path = log_path(&cfg.dir, self.id, self.n, self.generation + 1);
+            let opened = path
+                .to_str()
+                .ok_or_else(|| dataplane::Error::Config(format!("{}: not UTF-8", path.display())))
+                .and_then(|p| Log::open(p, cfg.size, &cfg.backend));
+            let mut next = match opened {
+                Ok(r) => r.log,
+                Err(e) => {
+                    tracing::error!(shard = self.id, error = %e, "dp-kv: cannot open the next log generation");
+                    return 0;
+                }
+            };
+            next.continue_tickets(log.appended());
+            self.older
+                .push(log_path(&cfg.dir, self.id, self.n, self.generation));
+            self.generation += 1;
+            self.old_log = self.log.replace(next);
+            self.compaction = Some(Compaction {
+                cursor: self.store.len(),
+                last: None,
+            });
+            tracing::info!(
+                shard = self.id,
+                generation = self.generation,
+                "dp-kv: compacting the log"
+            );
+            return 1;
+        }
+        let Some(c) = self.compaction.as_mut() else {
+            return 0;
+        };
+        let Some(log) = self.log.as_mut() else {
+            return 0;
+        };
+        match c.last {
+            None => {
+                for _ in 0..COMPACT_BURST {
+                    if c.cursor == 0 {
+                        c.last = Some(log.appended());
+                        break;
+                    }
+                    c.cursor -= 1;
+                    self.store.dump(c.cursor, self.now, &mut |args| {
+                        log.append(args.iter().copied());
+                    });
+                }
+                1
+            }
+            Some(last) => {
+                let old_done = self
+                    .old_log
+                    .as_ref()
+                    .is_none_or(|o| o.durable() == o.appended() && !o.busy());
+                if log.durable() < last || !old_done {
+                    return 0;
+                }
+                for p in self.older.drain(..) {
+                    if let Err(e) = std::fs::remove_file(&p) {
+                        tracing::warn!(path = %p.display(), error = %e, "dp-kv: cannot remove an old log");
+                    }
+                }
+                self.old_log = None;
+                self.compaction = None;
+                tracing::info!(
+                    shard = self.id,
+                    generation = self.generation,
+                    "dp-kv: compaction done"
+                );
+                1
+            }
+        }
     }
 
     /// Runs a command on this shard's keyspace (its own or another's);
@@ -642,7 +814,7 @@ impl State {
                 let (lb, len) = lower_name(a.get(0)).unwrap_or(([0; 16], 0));
                 let name = &lb[..len];
                 let logged = self.log.is_some() && is_write(name);
-                if logged && let Some(why) = self.log.as_ref().and_then(Log::failed) {
+                if logged && let Some(why) = self.log_failed() {
                     w.error(&format!("MISCONF Errors writing to the durable log: {why}"));
                     return 0;
                 }
@@ -901,12 +1073,15 @@ impl State {
     /// their connections are reset (nothing acknowledged is lost; what was
     /// not acknowledged is refused) and other shards get an error.
     fn commit(&mut self, t: &mut Transport, conns: &mut HashMap<ConnId, Client>) -> usize {
-        let Some(log) = self.log.as_mut() else {
+        if self.log.is_none() {
             return 0;
-        };
-        let work = log.pass();
-        let durable = log.durable();
-        let failed = log.failed().map(str::to_owned);
+        }
+        let mut work = self.compact();
+        for l in self.log.iter_mut().chain(self.old_log.iter_mut()) {
+            work += l.pass();
+        }
+        let durable = self.durable();
+        let failed = self.log_failed();
         while self.held.front().is_some_and(|h| h.0 <= durable) {
             if let Some((_, to, rep)) = self.held.pop_front() {
                 push_or_hold(&mut self.links.rep_tx[to], &mut self.rep_out[to], rep);

@@ -366,6 +366,50 @@ impl Store {
         removed
     }
 
+    /// Writes the commands that recreate entry `i` (counting from 0 in the
+    /// table's order) through `emit`, each a command's arguments: `SET`
+    /// with `PXAT` for a string, `DEL` then `HSET`/`RPUSH` (and
+    /// `PEXPIREAT`) for a hash or list, so that replaying them overwrites
+    /// whatever the key held. Nothing for an expired entry or an index
+    /// past the end.
+    pub fn dump(&self, i: usize, now: u64, emit: &mut dyn FnMut(&[&[u8]])) {
+        let Some((k, e)) = self.map.get_index(i) else {
+            return;
+        };
+        if e.expire_at != 0 && e.expire_at <= now {
+            return;
+        }
+        let at = itoa::Buffer::new().format(e.expire_at).as_bytes().to_vec();
+        match &e.value {
+            Value::Str(v) => {
+                if e.expire_at == 0 {
+                    emit(&[b"SET", k, v]);
+                } else {
+                    emit(&[b"SET", k, v, b"PXAT", &at]);
+                }
+                return;
+            }
+            Value::Hash(h) => {
+                emit(&[b"DEL", k]);
+                let mut args: Vec<&[u8]> = vec![b"HSET", k];
+                for (f, v) in h {
+                    args.push(f);
+                    args.push(v);
+                }
+                emit(&args);
+            }
+            Value::List(l) => {
+                emit(&[b"DEL", k]);
+                let mut args: Vec<&[u8]> = vec![b"RPUSH", k];
+                args.extend(l.iter().map(Vec::as_slice));
+                emit(&args);
+            }
+        }
+        if e.expire_at != 0 {
+            emit(&[b"PEXPIREAT", k, &at]);
+        }
+    }
+
     /// Drops every key.
     pub fn flush(&mut self) {
         self.map.clear();
