@@ -8,6 +8,9 @@
 #   redis-server   Debian's redis-server, persistence off (--save ""
 #                  --appendonly no), io-threads off (its default)
 #
+#   dp-kv --durable  the same with its log on a file (io_uring, O_DIRECT)
+#   redis AOF      redis-server --appendonly yes --appendfsync always, its
+#                  AOF on the same file system
 #   dp-http        apps/src/bin/dp-http.rs, one shard, `/plaintext`
 #   nginx          Debian's nginx-light, worker_processes 1, access log
 #                  off, `return 200 "Hello, World!"` (the same 13 bytes)
@@ -19,11 +22,16 @@
 # p99). Contenders run in alternating order from round to round; the
 # ratios are ours / peer per round, and the tables give their median.
 #
-#   scripts/bench-servers.sh [--only kv|http] [--rounds N] [--requests N]
+# The durable pair runs redis-benchmark -t set -c 50 -P 16 -d 16 for
+# DURABLE_REQUESTS (every reply after stable storage on both sides).
+#
+#   scripts/bench-servers.sh [--only kv|durable|http] [--rounds N] [--requests N]
+#       [--durable-requests N]
 #       [--pipelines "1 16"] [--sizes "16 1024"] [--http-seconds S]
 #
 # Goals (issue): dp-kv >= 2x redis-server's ops/s at -P 16 and >= 1.3x at
-# -P 1; dp-http >= 2x nginx's requests/s; p99 no worse. Writes
+# -P 1; durable dp-kv >= 3x Redis's SETs/s with appendfsync always at -P 16;
+# dp-http >= 2x nginx's requests/s; p99 no worse. Writes
 # target/bench/servers-<stamp>.txt and the raw CSV lines beside it.
 # DP_BENCH_CPUS="SERVER,CLIENT" (default 0,1).
 set -euo pipefail
@@ -38,6 +46,7 @@ pipelines="1 16"
 sizes="16 1024"
 only=all
 http_secs=5
+durable_requests=100000
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
@@ -46,6 +55,7 @@ while [[ $# -gt 0 ]]; do
         --sizes) sizes=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --http-seconds) http_secs=$2; shift 2 ;;
+        --durable-requests) durable_requests=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-servers: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -61,7 +71,11 @@ stamp=$(date +%Y%m%d-%H%M%S)
 txt=$out_dir/servers-$stamp.txt
 raw=$out_dir/servers-$stamp.csv
 work=$(mktemp -d)
-trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+# Logs on the disk the build is on (not tmpfs: O_DIRECT and fsync must
+# reach a device).
+disk=$out_dir/durable-$stamp
+mkdir -p "$disk"
+trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work" "$disk"' EXIT
 log() { echo "bench-servers: $*" | tee -a "$txt" >&2; }
 
 log "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
@@ -74,6 +88,14 @@ port=17900
 start() { # contender port
     case $1 in
         dp-kv) "$KV" --port "$2" --cpus "$server_cpu" --json >"$work/server.log" 2>&1 & ;;
+        dp-kv-durable)
+            rm -rf "$disk/kv" && mkdir -p "$disk/kv"
+            "$KV" --port "$2" --cpus "$server_cpu" --json --durable "$disk/kv" \
+                --durable-size 4gb --durable-backend io_uring >"$work/server.log" 2>&1 & ;;
+        redis-aof)
+            rm -rf "$disk/redis" && mkdir -p "$disk/redis"
+            taskset -c "$server_cpu" redis-server --port "$2" --bind 127.0.0.1 --save "" \
+                --appendonly yes --appendfsync always --dir "$disk/redis" >"$work/server.log" 2>&1 & ;;
         redis) taskset -c "$server_cpu" redis-server --port "$2" --bind 127.0.0.1 \
             --save "" --appendonly no >"$work/server.log" 2>&1 & ;;
     esac
@@ -93,7 +115,7 @@ start() { # contender port
 stop_server() { # contender -> prints cpu seconds
     local ticks=0 p
     case $1 in
-        dp-kv | dp-http) ;;
+        dp-kv | dp-kv-durable | dp-http) ;;
         *) for p in $pid $(pgrep -P "$pid"); do
                ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
            done ;;
@@ -102,13 +124,13 @@ stop_server() { # contender -> prints cpu seconds
     # A subshell cannot wait for its parent's child: watch it go.
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     case $1 in
-        dp-kv | dp-http) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
+        dp-kv | dp-kv-durable | dp-http) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
         *) echo "scale=4; $ticks / $(getconf CLK_TCK)" | bc ;;
     esac
 }
 
 echo "round,contender,pipeline,size,test,rps,p99_ms,cpu_s,run_requests" >"$raw"
-[[ $only == http ]] && rounds_kv=0 || rounds_kv=$rounds
+[[ $only == all || $only == kv ]] && rounds_kv=$rounds || rounds_kv=0
 for r in $(seq "$rounds_kv"); do
     order=(dp-kv redis)
     ((r % 2 == 0)) && order=(redis dp-kv)
@@ -179,7 +201,25 @@ wrk_csv() { # round contender
         END { if (bad) print "bench-servers: " c " had errors" > "/dev/stderr"; print r "," c ",0,13,plaintext," rps "," p99 }'
 }
 
-[[ $only == kv ]] && rounds_http=0 || rounds_http=$rounds
+[[ $only == all || $only == durable ]] && rounds_durable=$rounds || rounds_durable=0
+for r in $(seq "$rounds_durable"); do
+    order=(dp-kv-durable redis-aof)
+    ((r % 2 == 0)) && order=(redis-aof dp-kv-durable)
+    for c in "${order[@]}"; do
+        port=$((port + 1))
+        start "$c" "$port"
+        taskset -c "$client_cpu" redis-benchmark -p "$port" -t set -c 50 \
+            -n "$durable_requests" -P 16 -d 16 --csv 2>/dev/null |
+            awk -F, -v r="$r" -v c="$c" \
+                'NR > 1 { gsub(/"/, ""); print r "," c ",16,16,durable-" $1 "," $2 "," $7 }' >"$work/rows"
+        cpu=$(stop_server "$c")
+        wait "$pid" 2>/dev/null || true
+        sed "s/\$/,$cpu,$durable_requests/" "$work/rows" >>"$raw"
+    done
+    log "round $r durable done"
+done
+
+[[ $only == all || $only == http ]] && rounds_http=$rounds || rounds_http=0
 for r in $(seq "$rounds_http"); do
     order=(dp-http nginx)
     ((r % 2 == 0)) && order=(nginx dp-http)
@@ -204,7 +244,7 @@ print(f"{'test':<9} {'-P':>3} {'-d':>5} {'ours rps':>11} {'peer rps':>11} {'rati
 for p, d, t in keys:
     def get(c):
         return {r["round"]: r for r in rows if r["contender"] == c and int(r["pipeline"]) == p and int(r["size"]) == d and r["test"] == t}
-    ours, peer = ("dp-http", "nginx") if t == "plaintext" else ("dp-kv", "redis")
+    ours, peer = {"plaintext": ("dp-http", "nginx"), "durable-SET": ("dp-kv-durable", "redis-aof")}.get(t, ("dp-kv", "redis"))
     a, b = get(ours), get(peer)
     rounds = sorted(set(a) & set(b))
     if not rounds:
@@ -215,7 +255,8 @@ for p, d, t in keys:
     us = lambda m, x: float(m[x]["cpu_s"]) * 1e6 / float(m[x]["run_requests"])
     cpu = statistics.median(us(b, x) / max(us(a, x), 1e-6) for x in rounds)
     print(f"{t:<9} {p:>3} {d:>5} {med(a,'rps'):>11.0f} {med(b,'rps'):>11.0f} {ratio:>6.2f} {med(a,'p99_ms'):>9.3f} {med(b,'p99_ms'):>9.3f} {lat:>9.2f} {statistics.median(us(a,x) for x in rounds):>8.2f} {statistics.median(us(b,x) for x in rounds):>8.2f} {cpu:>9.2f}")
-print("GET/SET: dp-kv against redis-server; plaintext: dp-http against nginx (-P 0: no pipelining)")
+print("GET/SET: dp-kv against redis-server; durable-SET: dp-kv --durable against redis-server --appendfsync always;")
+print("plaintext: dp-http against nginx (-P 0: no pipelining)")
 print("ratio: ours / peer requests/s, median of same-round ratios; p99 ratio: peer / ours (> 1: ours lower), in ms")
 print("us: the server's CPU microseconds per request over its run (ours: busy passes; peers: user + system);")
 print("cpu ratio: peer / ours, median of same-round ratios (> 1: ours cheaper)")
