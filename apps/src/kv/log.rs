@@ -15,14 +15,16 @@
 //! evicted under `maxmemory` are logged as `DEL`s.
 //!
 //! **Group commit.** Records appended during a pass wait in memory; at
-//! the end of the pass, if no group is in flight, they go out as one
-//! group: writes of whole blocks (the last one padded) and, once every
-//! write has completed, a flush, so that the device's cache holds none of
-//! it (a flush covers the writes completed before it, not those in
-//! flight). When the flush completes, every record of the group is
-//! durable and the replies waiting on them may go. While a group is in
-//! flight the next one gathers: the slower the device, the larger the
-//! groups. A block is never written twice: each group starts a fresh one.
+//! the end of the pass they go out as one group: writes of whole blocks
+//! (the last one padded) and, once every write has completed, a flush, so
+//! that the device's cache holds none of it (a flush covers the writes
+//! completed before it, not those in flight). When the flush completes,
+//! every record of the group is durable and the replies waiting on them
+//! may go. Two groups overlap: the next group's writes start once the
+//! previous group's writes have completed, while its flush is in flight,
+//! so a group's flush also covers every group before it. Meanwhile the
+//! next one gathers: the slower the device, the larger the groups. A
+//! block is never written twice: each group starts a fresh one.
 //!
 //! **Replay** reads blocks from the start until one does not check (bad
 //! magic, sequence or CRC: the end of what was written, or a write torn by
@@ -64,10 +66,15 @@ pub struct LogStats {
 
 #[derive(Debug)]
 struct Group {
+    /// Its number, in the tags of its operations.
+    id: u64,
     /// The last ticket the group makes durable.
     last: u64,
     writes_left: usize,
 }
+
+/// Groups in flight at once (one writing, one flushing).
+const GROUPS: usize = 2;
 
 /// One shard's log; see the [module docs](self).
 pub struct Log {
@@ -85,7 +92,8 @@ pub struct Log {
     ends: VecDeque<(usize, u64)>,
     appended: u64,
     durable: u64,
-    group: Option<Group>,
+    groups: VecDeque<Group>,
+    next_group: u64,
     failed: Option<String>,
     done: Completions,
     stats: LogStats,
@@ -157,7 +165,8 @@ impl Log {
             ends: VecDeque::new(),
             appended: 0,
             durable: 0,
-            group: None,
+            groups: VecDeque::new(),
+            next_group: 0,
             failed: None,
             done: Completions::new(),
             stats: LogStats::default(),
@@ -322,7 +331,11 @@ impl Log {
             }
         }
         let mut work = self.reap();
-        if self.group.is_none() && !self.stream.is_empty() && self.failed.is_none() {
+        // A new group's writes start once the last group's have completed
+        // (so that its flush covers them too).
+        let may_start =
+            self.groups.len() < GROUPS && self.groups.back().is_none_or(|g| g.writes_left == 0);
+        if may_start && !self.stream.is_empty() && self.failed.is_none() {
             work += self.start_group();
         }
         work
@@ -336,26 +349,34 @@ impl Log {
             return 0;
         }
         let n = q.poll(&mut self.done);
-        let mut flush_now = false;
+        let mut flush = Vec::new();
         let mut errors = Vec::new();
         for c in self.done.drain() {
             if !c.status.is_ok() {
                 errors.push(format!("{:?} failed: {}", c.kind, c.status));
             }
-            let Some(g) = self.group.as_mut() else {
-                continue;
-            };
-            match c.tag {
+            let (id, kind) = (c.tag >> 2, c.tag & 3);
+            match kind {
                 TAG_WRITE => {
-                    g.writes_left = g.writes_left.saturating_sub(1);
-                    flush_now = g.writes_left == 0;
+                    if let Some(g) = self.groups.iter_mut().find(|g| g.id == id) {
+                        g.writes_left = g.writes_left.saturating_sub(1);
+                        if g.writes_left == 0 {
+                            flush.push(id);
+                        }
+                    }
                 }
                 TAG_FLUSH => {
-                    let last = g.last;
-                    self.group = None;
-                    if errors.is_empty() && self.failed.is_none() {
-                        self.durable = last;
+                    // This flush covers its group and every one before.
+                    let mut last = None;
+                    while self.groups.front().is_some_and(|g| g.id <= id) {
+                        last = self.groups.pop_front().map(|g| g.last);
                         self.stats.groups += 1;
+                    }
+                    if let Some(last) = last
+                        && errors.is_empty()
+                        && self.failed.is_none()
+                    {
+                        self.durable = self.durable.max(last);
                     }
                 }
                 _ => {}
@@ -364,12 +385,16 @@ impl Log {
         for e in errors {
             self.fail(e);
         }
-        if flush_now
-            && self.failed.is_none()
-            && let Some(q) = self.q.as_mut()
-            && let Err(e) = q.submit(op::Flush::new().tag(TAG_FLUSH).build())
-        {
-            self.fail(format!("flush refused: {e}"));
+        for id in flush {
+            if self.failed.is_some() {
+                break;
+            }
+            let Some(q) = self.q.as_mut() else {
+                break;
+            };
+            if let Err(e) = q.submit(op::Flush::new().tag(id << 2 | TAG_FLUSH).build()) {
+                self.fail(format!("flush refused: {e}"));
+            }
         }
         n
     }
@@ -411,7 +436,7 @@ impl Log {
                 break;
             };
             let w = op::Write::new(buf, self.next_lba, need as u32)
-                .tag(TAG_WRITE)
+                .tag(self.next_group << 2 | TAG_WRITE)
                 .build();
             if let Err(e) = q.submit(w) {
                 self.fail(format!("write refused: {e}"));
@@ -439,15 +464,17 @@ impl Log {
         }
         self.stats.bytes += taken as u64;
         self.stream.drain(..taken);
-        self.group = Some(Group {
+        self.groups.push_back(Group {
+            id: self.next_group,
             last,
             writes_left: writes,
         });
+        self.next_group += 1;
         writes
     }
 
     /// Whether anything is still to be written or is in flight.
     pub fn busy(&self) -> bool {
-        self.group.is_some() || (!self.stream.is_empty() && self.failed.is_none())
+        !self.groups.is_empty() || (!self.stream.is_empty() && self.failed.is_none())
     }
 }
