@@ -1,4 +1,4 @@
-//! A shard's write-ahead log on a [`block::Queue`](dataplane::block::Queue):
+//! A shard's write-ahead log on a [`dataplane::block::Queue`]:
 //! the commands that changed its keyspace, appended as a byte stream cut
 //! into blocks, committed in groups, and read back at the start.
 //!
