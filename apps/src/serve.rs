@@ -77,7 +77,12 @@ pub fn plan_shards(cpus: Option<&str>, lcores: Option<usize>) -> anyhow::Result<
 /// Runs the launched group until `duration` or `quit`, calling `line`
 /// once a second (for the stats line; `None` prints nothing), then
 /// stops it and returns the reports. The main lcore's shard runs on the
-/// calling thread meanwhile; a watcher thread ends the run.
+/// calling thread meanwhile; a watcher thread ends the run. The watcher
+/// first waits until `ready` (every shard has bound its listener, which
+/// each does at its first pass) and then prints `banner`, so that a
+/// client that waits for the banner never meets a shard still joining
+/// the port; a server whose shards are not all listening within 10 s is
+/// stopped with an error.
 ///
 /// # Errors
 ///
@@ -86,13 +91,28 @@ pub fn watch(
     running: Running,
     quit: Arc<AtomicBool>,
     duration: Option<Duration>,
+    ready: impl Fn() -> bool + Send + 'static,
+    banner: String,
     mut line: impl FnMut() -> Option<String> + Send + 'static,
 ) -> anyhow::Result<Vec<LcoreReport>> {
     let end = duration.map(|d| Instant::now() + d);
     let stop = running.stop_handle();
+    let failed = Arc::new(AtomicBool::new(false));
+    let failed2 = failed.clone();
     let watcher = std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ready() {
+                if Instant::now() >= deadline {
+                    // Relaxed: read after the join below.
+                    failed2.store(true, Ordering::Relaxed);
+                    stop.request_stop();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            println!("{banner}");
             let mut last = Instant::now();
             // Relaxed: a flag set by the signal thread, nothing published
             // with it.
@@ -110,6 +130,10 @@ pub fn watch(
         .context("starting the watcher thread")?;
     let reports = running.join()?;
     let _ = watcher.join();
+    anyhow::ensure!(
+        !failed.load(Ordering::Relaxed),
+        "a shard did not start listening within 10 s (see the log)"
+    );
     for r in &reports {
         if let Exit::Panicked(m) = &r.exit {
             anyhow::bail!("lcore {} panicked: {m}", r.id.0);
@@ -127,4 +151,27 @@ pub fn busy_seconds(reports: &[LcoreReport], shards: &[LcoreId], seconds: f64) -
         .filter(|r| shards.contains(&r.id))
         .map(|r| r.stats.busy_ratio() * seconds)
         .sum()
+}
+
+/// Checks that `addr` is free and picks the port for port 0, with a plain
+/// socket (no `SO_REUSEPORT`, so a port another server listens on is
+/// refused, as redis-server and nginx refuse it), closed at once; then
+/// makes a transport with `config` to learn the engine every shard will
+/// get. Not a transport's listener: an io_uring transport's listener
+/// outlives the transport until the kernel tears its ring down, and
+/// connections that land on it meanwhile are reset.
+///
+/// # Errors
+///
+/// The address is taken, or no engine runs.
+pub fn probe_listen(
+    addr: std::net::SocketAddr,
+    config: &dataplane::transport::Config,
+) -> anyhow::Result<(std::net::SocketAddr, dataplane::transport::EngineKind)> {
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let addr = l.local_addr().context("the listener's address")?;
+    drop(l);
+    let t =
+        dataplane::transport::Transport::new(config.clone()).context("opening the transport")?;
+    Ok((addr, t.engine()))
 }

@@ -9,11 +9,11 @@
 //! missing the test says so and passes, except where `DATAPLANE_REQUIRE`
 //! names `netns` (CI, which installs them).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -40,8 +40,14 @@ fn io_uring_runs() -> bool {
         engine: "io_uring".parse().expect("an engine name"),
         ..Default::default()
     };
-    match dataplane::transport::Transport::new(cfg) {
-        Ok(_) => true,
+    // On a thread of its own: the ring's teardown may queue task work on
+    // the thread that made it, which interrupts that thread's next blocking
+    // system call (EINTR), here a client's read.
+    let made = std::thread::spawn(move || dataplane::transport::Transport::new(cfg).map(drop))
+        .join()
+        .expect("the probe thread");
+    match made {
+        Ok(()) => true,
         Err(e) => {
             dataplane::require::available_or_skip(
                 dataplane::require::Capability::IoUring,
@@ -57,6 +63,7 @@ struct Server {
     child: Child,
     port: u16,
     dir: PathBuf,
+    out: Option<BufReader<std::process::ChildStdout>>,
 }
 
 impl Drop for Server {
@@ -76,7 +83,7 @@ impl Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let mut out = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
+        if let Some(mut s) = self.out.take() {
             s.read_to_string(&mut out).expect("stdout");
         }
         assert!(
@@ -125,13 +132,23 @@ fn dp_http(engine: &str) -> Server {
         .stdout(Stdio::piped())
         .spawn()
         .expect("dp-http");
-    let s = Server { child, port, dir };
-    let end = Instant::now() + LIMIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "dp-http never listened");
-        std::thread::sleep(Duration::from_millis(20));
+    let mut child = child;
+    let mut out = BufReader::new(child.stdout.take().expect("dp-http's stdout"));
+    // The line dp-http prints once every shard listens.
+    loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).expect("dp-http's stdout");
+        assert!(n > 0, "dp-http exited before listening");
+        if line.contains("listening on") {
+            break;
+        }
     }
-    s
+    Server {
+        child,
+        port,
+        dir,
+        out: Some(out),
+    }
 }
 
 fn curl(args: &[&str]) -> (String, Vec<u8>) {

@@ -41,8 +41,14 @@ fn io_uring_runs() -> bool {
         engine: "io_uring".parse().expect("an engine name"),
         ..Default::default()
     };
-    match dataplane::transport::Transport::new(cfg) {
-        Ok(_) => true,
+    // On a thread of its own: the ring's teardown may queue task work on
+    // the thread that made it, which interrupts that thread's next blocking
+    // system call (EINTR), here a client's read.
+    let made = std::thread::spawn(move || dataplane::transport::Transport::new(cfg).map(drop))
+        .join()
+        .expect("the probe thread");
+    match made {
+        Ok(()) => true,
         Err(e) => {
             dataplane::require::available_or_skip(
                 dataplane::require::Capability::IoUring,
@@ -65,6 +71,7 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     port: u16,
+    out: Option<BufReader<std::process::ChildStdout>>,
 }
 
 impl Drop for Server {
@@ -83,17 +90,31 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn wait_ready(self) -> Self {
-        let end = Instant::now() + LIMIT;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "the server on {} never listened",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    fn new(mut child: Child, port: u16) -> Self {
+        let out = child.stdout.take().map(BufReader::new);
+        Self { child, port, out }
+    }
+
+    /// Waits for the line dp-kv prints once every shard listens (a
+    /// connection made earlier may meet a shard still joining the port).
+    fn wait_ready(mut self) -> Self {
+        let Some(out) = self.out.as_mut() else {
+            // redis-server: its port answers once it listens.
+            let end = Instant::now() + LIMIT;
+            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(Instant::now() < end, "redis-server never listened");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return self;
+        };
+        loop {
+            let mut line = String::new();
+            let n = out.read_line(&mut line).expect("dp-kv's stdout");
+            assert!(n > 0, "dp-kv on {} exited before listening", self.port);
+            if line.contains("listening on") {
+                return self;
+            }
         }
-        self
     }
 
     /// Ends the run with SIGTERM and returns its JSON summary.
@@ -101,7 +122,7 @@ impl Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let mut out = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
+        if let Some(mut s) = self.out.take() {
             s.read_to_string(&mut out).expect("stdout");
         }
         let status = self.child.wait().expect("wait");
@@ -129,7 +150,7 @@ fn dp_kv(engine: &str, extra: &[&str]) -> Server {
         .stdout(Stdio::piped())
         .spawn()
         .expect("dp-kv");
-    Server { child, port }.wait_ready()
+    Server::new(child, port).wait_ready()
 }
 
 fn redis_server() -> Server {
@@ -148,7 +169,7 @@ fn redis_server() -> Server {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server");
-    Server { child, port }.wait_ready()
+    Server::new(child, port).wait_ready()
 }
 
 fn encode(cmd: &[&str]) -> Vec<u8> {
@@ -157,6 +178,16 @@ fn encode(cmd: &[&str]) -> Vec<u8> {
         b.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
     }
     b
+}
+
+/// `read`, again when a signal interrupts it.
+fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }
 
 /// A connection that reads whole replies.
@@ -184,7 +215,7 @@ impl Client {
                 return self.buf.drain(..n).collect();
             }
             let mut chunk = [0u8; 65536];
-            let n = self.s.read(&mut chunk).expect("read");
+            let n = read_some(&mut self.s, &mut chunk).expect("read");
             if n == 0 {
                 assert!(self.buf.is_empty(), "a cut reply: {:?}", self.buf);
                 return Vec::new();
@@ -634,7 +665,7 @@ fn durable_kv(engine: &str, dir: &Dir, port: u16, backend: &str) -> Server {
         .stdout(Stdio::piped())
         .spawn()
         .expect("dp-kv");
-    Server { child, port }.wait_ready()
+    Server::new(child, port).wait_ready()
 }
 
 /// Writers pipeline `SET`s of fresh keys and `INCR`s of a few counters
@@ -721,7 +752,7 @@ fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
                                 Ok(None) => {}
                                 Err(e) => panic!("a bad reply: {e}"),
                             }
-                            match c.s.read(&mut chunk) {
+                            match read_some(&mut c.s, &mut chunk) {
                                 Ok(n) if n > 0 => c.buf.extend_from_slice(&chunk[..n]),
                                 _ => break,
                             }
@@ -814,7 +845,7 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("dp-kv");
-    let kv = Server { child, port }.wait_ready();
+    let kv = Server::new(child, port).wait_ready();
     let value = "x".repeat(1000);
     let mut ok = 0;
     // The write that finds the log full was never acknowledged: its
@@ -836,7 +867,7 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
                 if let Ok(Some(n)) = value_len(&c.buf, &Limits::default()) {
                     break c.buf.drain(..n).collect::<Vec<u8>>();
                 }
-                match c.s.read(&mut chunk) {
+                match read_some(&mut c.s, &mut chunk) {
                     Ok(n) if n > 0 => c.buf.extend_from_slice(&chunk[..n]),
                     _ => break Vec::new(),
                 }
@@ -877,7 +908,7 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("dp-kv");
-    let _kv = Server { child, port }.wait_ready();
+    let _kv = Server::new(child, port).wait_ready();
     let mut c = Client::new(port);
     // Every acknowledged write, and perhaps the one that found the log
     // full (its blocks may have reached the disk before the failure; it
@@ -922,7 +953,7 @@ fn compaction_keeps_the_log_from_filling(engine: &str) {
             .stdout(Stdio::piped())
             .spawn()
             .expect("dp-kv");
-        Server { child, port }.wait_ready()
+        Server::new(child, port).wait_ready()
     };
     let mut kv = start(port);
     let mut c = Client::new(port);

@@ -232,14 +232,7 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
         rx_buffer: limits.max_body + limits.max_head + 16 * 1024,
         ..Default::default()
     };
-    let (addr, engine) = {
-        let mut t = dataplane::transport::Transport::new(transport.clone())
-            .context("opening the transport")?;
-        let l = t
-            .listen(args.listen)
-            .with_context(|| format!("listening on {}", args.listen))?;
-        (t.listener_addr(l)?, t.engine())
-    };
+    let (addr, engine) = crate::serve::probe_listen(args.listen, &transport)?;
     let config = Arc::new(HttpConfig {
         listen: addr,
         transport,
@@ -256,7 +249,10 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
     shard_metrics(&metrics, shards.clone());
     let running = group.launch()?;
     metrics.lcores(running.stats_view());
-    println!(
+    let flags = shards.clone();
+    // Acquire: pairs with each shard's Release store once it listens.
+    let ready = move || flags.iter().all(|c| c.ready.load(Ordering::Acquire));
+    let banner = format!(
         "dp-http: {} shard(s) listening on {addr}, {engine} engine, {} file(s)",
         lcores.len(),
         files.len()
@@ -281,6 +277,8 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
         running,
         quit,
         args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        ready,
+        banner,
         line,
     )?;
     let sum = |f: &dyn Fn(&HttpCounters) -> u64| shards.iter().map(|c| f(c)).sum::<u64>();

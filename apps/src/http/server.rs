@@ -48,6 +48,8 @@ pub struct HttpCounters {
     pub accepted: AtomicU64,
     /// Connections open.
     pub open: AtomicU64,
+    /// Set once the shard listens.
+    pub ready: std::sync::atomic::AtomicBool,
     /// Bytes received and sent on this shard's transport (published
     /// every 1,024 passes).
     pub rx_bytes: AtomicU64,
@@ -120,6 +122,8 @@ impl HttpShard {
             let mut t = Transport::new(self.config.transport.clone())?;
             t.listen(self.config.listen)?;
             self.t = Some(t);
+            // Release: the main thread reads it to say the server listens.
+            self.counters.ready.store(true, Ordering::Release);
         }
         self.passes += 1;
         let secs = SystemTime::now()

@@ -271,17 +271,8 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
     // A whole request must fit the receive buffer (it grows only as far
     // as a request needs).
     transport.rx_buffer = args.max_bulk + 64 * 1024;
-    // Bind once here, so that a taken port or an engine that cannot run
-    // fails the start with its reason (and port 0 picks the port every
-    // shard then shares); closed before the shards bind theirs.
-    let (addr, engine) = {
-        let mut t = dataplane::transport::Transport::new(transport.clone())
-            .context("opening the transport")?;
-        let l = t
-            .listen(SocketAddr::new(args.bind, args.port))
-            .with_context(|| format!("listening on {}:{}", args.bind, args.port))?;
-        (t.listener_addr(l)?, t.engine())
-    };
+    let (addr, engine) =
+        crate::serve::probe_listen(SocketAddr::new(args.bind, args.port), &transport)?;
     let config = Arc::new(KvConfig {
         bind: addr,
         maxmemory: args.maxmemory,
@@ -316,7 +307,10 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         counters.push((*lcore, c));
     }
     let running = group.launch()?;
-    println!("dp-kv: {n} shard(s) listening on {addr}, {engine} engine");
+    let flags: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
+    // Acquire: pairs with each shard's Release store once it listens.
+    let ready = move || flags.iter().all(|c| c.ready.load(Ordering::Acquire));
+    let banner = format!("dp-kv: {n} shard(s) listening on {addr}, {engine} engine");
     let start = Instant::now();
     let watched: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
     let stats = args.stats;
@@ -337,6 +331,8 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         running,
         quit,
         args.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        ready,
+        banner,
         line,
     )?;
     let seconds = start.elapsed().as_secs_f64();

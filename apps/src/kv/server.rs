@@ -276,6 +276,8 @@ pub struct ShardCounters {
     pub open: AtomicU64,
     /// Requests refused as malformed (the connection closed).
     pub protocol_errors: AtomicU64,
+    /// Set once the shard listens.
+    pub ready: std::sync::atomic::AtomicBool,
     /// The keyspace's counters, refreshed once per 1,024 passes.
     pub store: Mutex<StoreStats>,
 }
@@ -416,6 +418,8 @@ impl Shard {
     fn pass(&mut self) -> dataplane::Result<usize> {
         if self.t.is_none() {
             self.open()?;
+            // Release: the main thread reads it to say the server listens.
+            self.st.counters.ready.store(true, Ordering::Release);
         }
         let mut work = 0;
         self.st.now = now_ms();
