@@ -9,6 +9,8 @@
 //! missing the test says so and passes, except where `DATAPLANE_REQUIRE`
 //! names `netns` (CI, which installs them).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,48 +18,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn required() -> bool {
-    std::env::var("DATAPLANE_REQUIRE").is_ok_and(|r| r.split(',').any(|c| c.trim() == "netns"))
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(!required(), "{tool} is needed (scripts/install-deps.sh)");
-        println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
-    }
-    ok
-}
-
-fn io_uring_runs() -> bool {
-    let cfg = dataplane::transport::Config {
-        engine: "io_uring".parse().expect("an engine name"),
-        ..Default::default()
-    };
-    // On a thread of its own: the ring's teardown may queue task work on
-    // the thread that made it, which interrupts that thread's next blocking
-    // system call (EINTR), here a client's read.
-    let made = std::thread::spawn(move || dataplane::transport::Transport::new(cfg).map(drop))
-        .join()
-        .expect("the probe thread");
-    match made {
-        Ok(()) => true,
-        Err(e) => {
-            dataplane::require::available_or_skip(
-                dataplane::require::Capability::IoUring,
-                false,
-                &e.to_string(),
-            );
-            false
-        }
-    }
-}
 
 struct Server {
     child: Child,
@@ -169,7 +129,7 @@ fn curl(args: &[&str]) -> (String, Vec<u8>) {
 }
 
 fn curl_serves_every_route(engine: &str) {
-    if !have("curl") {
+    if !support::have("curl") {
         return;
     }
     let s = dp_http(engine);
@@ -319,7 +279,7 @@ fn malformed_requests_get_their_status_and_a_close(engine: &str) {
 }
 
 fn wrk_runs_without_errors(engine: &str) {
-    if !have("wrk") {
+    if !support::have("wrk") {
         return;
     }
     let s = dp_http(engine);
@@ -365,7 +325,7 @@ macro_rules! on_every_engine {
                 }
                 #[test]
                 fn io_uring() {
-                    if super::io_uring_runs() {
+                    if super::support::io_uring_runs() {
                         super::$name("io_uring");
                     }
                 }

@@ -10,62 +10,15 @@
 //! where they are missing the test says so and passes, except where
 //! `DATAPLANE_REQUIRE` names `netns` (CI, which installs them).
 
+mod support;
+
 use dataplane::proto::resp::{Limits, Value, parse_value, value_len};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn required() -> bool {
-    std::env::var("DATAPLANE_REQUIRE").is_ok_and(|r| r.split(',').any(|c| c.trim() == "netns"))
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(!required(), "{tool} is needed (scripts/install-deps.sh)");
-        println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
-    }
-    ok
-}
-
-fn io_uring_runs() -> bool {
-    let cfg = dataplane::transport::Config {
-        engine: "io_uring".parse().expect("an engine name"),
-        ..Default::default()
-    };
-    // On a thread of its own: the ring's teardown may queue task work on
-    // the thread that made it, which interrupts that thread's next blocking
-    // system call (EINTR), here a client's read.
-    let made = std::thread::spawn(move || dataplane::transport::Transport::new(cfg).map(drop))
-        .join()
-        .expect("the probe thread");
-    match made {
-        Ok(()) => true,
-        Err(e) => {
-            dataplane::require::available_or_skip(
-                dataplane::require::Capability::IoUring,
-                false,
-                &e.to_string(),
-            );
-            false
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A server process, killed when dropped.
 struct Server {
@@ -82,10 +35,7 @@ impl Drop for Server {
         // a listener in its fixed-file table lives until then: a server
         // started on the port meanwhile would share a reuseport group with
         // it. Wait until the port is free.
-        let end = Instant::now() + LIMIT;
-        while TcpListener::bind(("127.0.0.1", self.port)).is_err() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        support::poll_until(3000, || TcpListener::bind(("127.0.0.1", self.port)).is_ok());
     }
 }
 
@@ -100,11 +50,9 @@ impl Server {
     fn wait_ready(mut self) -> Self {
         let Some(out) = self.out.as_mut() else {
             // redis-server: its port answers once it listens.
-            let end = Instant::now() + LIMIT;
-            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                assert!(Instant::now() < end, "redis-server never listened");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let port = self.port;
+            let up = support::poll_until(3000, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+            assert!(up, "redis-server never listened on {port}");
             return self;
         };
         loop {
@@ -132,18 +80,12 @@ impl Server {
     }
 }
 
-fn dp_kv(engine: &str, extra: &[&str]) -> Server {
-    let port = free_port();
+/// dp-kv on `port` with `lcores` shards (unpinned, so more shards than
+/// cores is allowed) and `extra` arguments, once it listens.
+fn start_kv(port: u16, engine: &str, lcores: usize, extra: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--lcores",
-            "2",
-            "--backend",
-            engine,
-            "--json",
-        ])
+        .args(["--port", &port.to_string(), "--lcores", &lcores.to_string()])
+        .args(["--backend", engine, "--json"])
         .args(extra)
         .env("DATAPLANE_AFFINITY", "off")
         .env("DATAPLANE_IDLE", "adaptive")
@@ -153,8 +95,12 @@ fn dp_kv(engine: &str, extra: &[&str]) -> Server {
     Server::new(child, port).wait_ready()
 }
 
+fn dp_kv(engine: &str, extra: &[&str]) -> Server {
+    start_kv(support::free_port(), engine, 2, extra)
+}
+
 fn redis_server() -> Server {
-    let port = free_port();
+    let port = support::free_port();
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -393,7 +339,7 @@ fn pipelined(port: u16) -> Vec<u8> {
 }
 
 fn same_replies_as_redis(engine: &str) {
-    if !have("redis-server") {
+    if !support::have("redis-server") {
         return;
     }
     let redis = redis_server();
@@ -426,7 +372,7 @@ fn same_replies_as_redis(engine: &str) {
     // Durable mode answers the same, each write after its log block is
     // on disk.
     let dir = durable_dir(&format!("script-{engine}"));
-    let durable = durable_kv(engine, &dir, free_port(), "psync");
+    let durable = durable_kv(engine, &dir, support::free_port(), "psync");
     assert_eq!(
         String::from_utf8_lossy(&pipelined(durable.port)),
         String::from_utf8_lossy(&pipelined(redis.port)),
@@ -449,7 +395,7 @@ fn same_replies_as_redis(engine: &str) {
 }
 
 fn redis_benchmark_runs(engine: &str) {
-    if !have("redis-benchmark") {
+    if !support::have("redis-benchmark") {
         return;
     }
     let kv = dp_kv(engine, &[]);
@@ -498,7 +444,15 @@ fn redis_benchmark_runs(engine: &str) {
 /// Threads pipelining `INCR` on keys spread over both shards: every
 /// increment counted once, replies in order (each key's values rise).
 fn concurrent_increments_are_all_counted(engine: &str) {
-    let kv = dp_kv(engine, &[]);
+    // Two shards, and eight: more shard threads than the machine has
+    // cores (unpinned), so shards are preempted with messages in flight.
+    for shards in [2, 8] {
+        increments_on(engine, shards);
+    }
+}
+
+fn increments_on(engine: &str, shards: usize) {
+    let kv = start_kv(support::free_port(), engine, shards, &[]);
     let port = kv.port;
     const THREADS: usize = 4;
     const ROUNDS: usize = 50;
@@ -551,8 +505,9 @@ fn concurrent_increments_are_all_counted(engine: &str) {
             _ => 0,
         })
         .sum();
-    assert_eq!(total, (THREADS * ROUNDS * BATCH) as i64);
-    drop(kv);
+    assert_eq!(total, (THREADS * ROUNDS * BATCH) as i64, "{shards} shards");
+    let s = kv.finish();
+    assert_eq!(s["shards"].as_array().map(Vec::len), Some(shards));
 }
 
 fn malformed_requests_are_refused_and_the_connection_closed(engine: &str) {
@@ -646,26 +601,29 @@ fn durable_dir(what: &str) -> Dir {
     Dir(d)
 }
 
+/// dp-kv in durable mode on `dir`, its logs `size` each on `backend`.
+fn durable_on(
+    engine: &str,
+    dir: &Dir,
+    port: u16,
+    lcores: usize,
+    size: &str,
+    backend: &str,
+) -> Server {
+    let d = dir.0.to_str().expect("a UTF-8 path");
+    let args = [
+        "--durable",
+        d,
+        "--durable-size",
+        size,
+        "--durable-backend",
+        backend,
+    ];
+    start_kv(port, engine, lcores, &args)
+}
+
 fn durable_kv(engine: &str, dir: &Dir, port: u16, backend: &str) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--lcores",
-            "2",
-            "--backend",
-            engine,
-            "--json",
-        ])
-        .arg("--durable")
-        .arg(&dir.0)
-        .args(["--durable-size", "64mb", "--durable-backend", backend])
-        .env("DATAPLANE_AFFINITY", "off")
-        .env("DATAPLANE_IDLE", "adaptive")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dp-kv");
-    Server::new(child, port).wait_ready()
+    durable_on(engine, dir, port, 2, "64mb", backend)
 }
 
 /// Writers pipeline `SET`s of fresh keys and `INCR`s of a few counters
@@ -675,7 +633,7 @@ fn durable_kv(engine: &str, dir: &Dir, port: u16, backend: &str) -> Server {
 /// rounds, the keys of every round checked after every restart.
 fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
     let dir = durable_dir(&format!("{engine}-{backend}"));
-    let port = free_port();
+    let port = support::free_port();
     let mut acked_sets: Vec<(String, String)> = Vec::new();
     let mut acked_incr: std::collections::HashMap<String, i64> = Default::default();
     let mut sent_incr: std::collections::HashMap<String, i64> = Default::default();
@@ -814,7 +772,7 @@ fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
 }
 
 fn durable_on_io_uring(engine: &str) {
-    if io_uring_runs() {
+    if support::io_uring_runs() {
         acknowledged_writes_survive_sigkill(engine, "io_uring");
     }
 }
@@ -827,25 +785,8 @@ fn durable_on_psync(engine: &str) {
 /// acknowledged.
 fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
     let dir = durable_dir(&format!("full-{engine}"));
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--lcores",
-            "1",
-            "--backend",
-            engine,
-            "--json",
-        ])
-        .arg("--durable")
-        .arg(&dir.0)
-        .args(["--durable-size", "256kb", "--durable-backend", "psync"])
-        .env("DATAPLANE_AFFINITY", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dp-kv");
-    let kv = Server::new(child, port).wait_ready();
+    let port = support::free_port();
+    let kv = durable_on(engine, &dir, port, 1, "256kb", "psync");
     let value = "x".repeat(1000);
     let mut ok = 0;
     // The write that finds the log full was never acknowledged: its
@@ -892,23 +833,7 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
     );
     drop(c);
     drop(kv);
-    let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--lcores",
-            "1",
-            "--backend",
-            engine,
-        ])
-        .arg("--durable")
-        .arg(&dir.0)
-        .args(["--durable-size", "256kb", "--durable-backend", "psync"])
-        .env("DATAPLANE_AFFINITY", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dp-kv");
-    let _kv = Server::new(child, port).wait_ready();
+    let _kv = durable_on(engine, &dir, port, 1, "256kb", "psync");
     let mut c = Client::new(port);
     // Every acknowledged write, and perhaps the one that found the log
     // full (its blocks may have reached the disk before the failure; it
@@ -933,28 +858,8 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
 /// a SIGKILL at the end loses nothing acknowledged.
 fn compaction_keeps_the_log_from_filling(engine: &str) {
     let dir = durable_dir(&format!("compact-{engine}"));
-    let port = free_port();
-    let start = |port: u16| {
-        let child = Command::new(env!("CARGO_BIN_EXE_dp-kv"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--lcores",
-                "2",
-                "--backend",
-                engine,
-                "--json",
-            ])
-            .arg("--durable")
-            .arg(&dir.0)
-            .args(["--durable-size", "512kb", "--durable-backend", "psync"])
-            .env("DATAPLANE_AFFINITY", "off")
-            .env("DATAPLANE_IDLE", "adaptive")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dp-kv");
-        Server::new(child, port).wait_ready()
-    };
+    let port = support::free_port();
+    let start = |port: u16| durable_on(engine, &dir, port, 2, "512kb", "psync");
     let mut kv = start(port);
     let mut c = Client::new(port);
     let mut last = std::collections::HashMap::new();
@@ -1017,7 +922,7 @@ macro_rules! on_every_engine {
                 }
                 #[test]
                 fn io_uring() {
-                    if super::io_uring_runs() {
+                    if super::support::io_uring_runs() {
                         super::$name("io_uring");
                     }
                 }

@@ -135,9 +135,8 @@ fn router(id: usize, files: Arc<HashMap<String, Arc<[u8]>>>, metrics: Metrics) -
         let kind = req
             .header("content-type")
             .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        res.header("Content-Type", &kind).send(req.body);
+            .unwrap_or("application/octet-stream");
+        res.header("Content-Type", kind).send(req.body);
     });
     r.prefix("GET", "/files/", move |req, res| {
         let name = std::str::from_utf8(&req.path[b"/files/".len()..]).unwrap_or("");

@@ -220,8 +220,13 @@ fn open_log(
             let mut w = dataplane::proto::resp::Writer::new(&mut scratch, Default::default());
             if &lb[..len] == b"flushall" {
                 store.flush();
-            } else {
-                store.exec(&lb[..len], &a, &mut w, now);
+            } else if !store.exec(&lb[..len], &a, &mut w, now) {
+                // Only keyspace commands are logged: anything else is a
+                // log this server did not write.
+                anyhow::bail!(
+                    "{path}: a log record that is no keyspace command ({:?})",
+                    String::from_utf8_lossy(a.get(0))
+                );
             }
         }
         count += r.records.len();

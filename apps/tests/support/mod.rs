@@ -130,3 +130,69 @@ pub fn reader_count(tool: &str, path: &Path) -> Option<u64> {
 pub fn tcpdump_count(path: &Path) -> Option<u64> {
     reader_count("tcpdump", path)
 }
+
+/// Whether `tool` runs here; where it does not, says so, and fails where
+/// `DATAPLANE_REQUIRE` names `netns` (CI installs every peer).
+pub fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            !required("netns"),
+            "{tool} is needed (scripts/install-deps.sh)"
+        );
+        println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
+    }
+    ok
+}
+
+/// Whether the transport's io_uring engine runs here; where it does not,
+/// says why (and fails where `DATAPLANE_REQUIRE` names io_uring). Probed on
+/// a thread of its own: a ring's teardown may queue task work on the
+/// thread that made it, which interrupts that thread's next blocking
+/// system call (EINTR), such as a test client's read.
+pub fn io_uring_runs() -> bool {
+    let cfg = dataplane::transport::Config {
+        engine: "io_uring".parse().expect("an engine name"),
+        ..Default::default()
+    };
+    let made = std::thread::spawn(move || dataplane::transport::Transport::new(cfg).map(drop))
+        .join()
+        .expect("the probe thread");
+    match made {
+        Ok(()) => true,
+        Err(e) => {
+            dataplane::require::available_or_skip(
+                dataplane::require::Capability::IoUring,
+                false,
+                &e.to_string(),
+            );
+            false
+        }
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits, in at most `tries` steps of 20 ms, until `ready` holds; false
+/// if it never did. Bounds a wait for a peer to start or a port to be
+/// freed by a count of tries, not by reading a clock.
+pub fn poll_until(tries: u32, mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ready()
+}

@@ -24,7 +24,6 @@
 //! other from the same bytes; answering them in order is the server's
 //! part.
 
-use std::fmt::Write as _;
 use std::ops::Range;
 
 /// Bounds on a request.
@@ -511,13 +510,16 @@ pub fn http_date(secs: u64) -> String {
     )
 }
 
-/// A response being written into a connection's output: the status line
-/// and fields first, then the body with its `Content-Length`.
+/// A response being written into a connection's output: fields go
+/// straight into the output as they are added, and `send` puts the status
+/// line in front of them (a move of the few bytes of fields, no
+/// allocation per response), then `Content-Length` and the body.
 #[derive(Debug)]
 pub struct Response<'a> {
     out: &'a mut Vec<u8>,
+    /// Where this response starts in `out`.
+    start: usize,
     status: u16,
-    fields: String,
     head_only: bool,
     keep_alive: bool,
 }
@@ -527,12 +529,14 @@ impl<'a> Response<'a> {
     /// `Date` value (cached by the caller, changing once a second). A
     /// response to `HEAD` carries its fields and no body.
     pub fn new(out: &'a mut Vec<u8>, req: &Request<'_>, date: &str) -> Self {
-        let mut fields = String::with_capacity(96);
-        let _ = write!(fields, "Server: dataplane\r\nDate: {date}\r\n");
+        let start = out.len();
+        out.extend_from_slice(b"Server: dataplane\r\nDate: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\n");
         Self {
             out,
+            start,
             status: 200,
-            fields,
             head_only: req.method == b"HEAD",
             keep_alive: req.keep_alive(),
         }
@@ -546,7 +550,10 @@ impl<'a> Response<'a> {
 
     /// Adds a field; `value` must not hold `\r` or `\n`.
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
-        let _ = write!(self.fields, "{name}: {value}\r\n");
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
         self
     }
 
@@ -568,25 +575,29 @@ impl<'a> Response<'a> {
 
     /// Writes the response with `body`.
     pub fn send(&mut self, body: &[u8]) {
-        let _ = write!(
-            self.fields,
-            "Content-Length: {}\r\n{}",
-            body.len(),
-            if self.keep_alive {
-                ""
-            } else {
-                "Connection: close\r\n"
-            }
-        );
-        let mut line = itoa::Buffer::new();
-        self.out.extend_from_slice(b"HTTP/1.1 ");
+        let mut n = itoa::Buffer::new();
+        self.out.extend_from_slice(b"Content-Length: ");
+        self.out.extend_from_slice(n.format(body.len()).as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        if !self.keep_alive {
+            self.out.extend_from_slice(b"Connection: close\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        // The status line, now that the status is final, before the fields.
+        let mut line = [0u8; 64];
+        let mut len = 0;
+        for part in [
+            &b"HTTP/1.1 "[..],
+            n.format(self.status).as_bytes(),
+            b" ",
+            reason(self.status).as_bytes(),
+            b"\r\n",
+        ] {
+            line[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
         self.out
-            .extend_from_slice(line.format(self.status).as_bytes());
-        self.out.push(b' ');
-        self.out.extend_from_slice(reason(self.status).as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(self.fields.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+            .splice(self.start..self.start, line[..len].iter().copied());
         if !self.head_only {
             self.out.extend_from_slice(body);
         }
