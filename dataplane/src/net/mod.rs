@@ -30,6 +30,7 @@ pub mod af_packet;
 #[allow(unsafe_code)]
 pub mod af_xdp;
 pub mod dpdk;
+pub mod fault;
 #[allow(unsafe_code)]
 mod iface;
 pub mod lpm;

@@ -95,6 +95,7 @@ mod conn;
 mod core;
 #[allow(unsafe_code)]
 mod epoll;
+pub mod stack;
 mod state;
 #[allow(unsafe_code)]
 mod uring;

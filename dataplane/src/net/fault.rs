@@ -1,0 +1,172 @@
+//! A port decorator that loses, duplicates and reorders the frames it
+//! sends, as smoltcp's `FaultInjector` does for its devices: a lossy link
+//! for tests of what runs over a port (the TCP stack's retransmission),
+//! where `tc netem` cannot reach (memory ports, or a sender whose frames
+//! bypass the qdisc, as AF_PACKET's do).
+
+use super::{Capabilities, LinkStatus, MbufBatch, Port, PortId, QueueId, QueueStats};
+
+/// What a [`FaultInjector`] does to frames sent through it, each out of
+/// 1,000 frames, decided by a seeded generator (the same seed gives the
+/// same faults for the same frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Faults {
+    /// Frames dropped, per mille.
+    pub loss: u32,
+    /// Frames sent twice, per mille.
+    pub duplicate: u32,
+    /// Frames held back and sent after the next one, per mille.
+    pub reorder: u32,
+    /// Frames received and dropped before the caller sees them, per
+    /// mille (the other direction's loss).
+    pub rx_loss: u32,
+    /// The generator's seed.
+    pub seed: u64,
+}
+
+/// What a [`FaultInjector`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultCounts {
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Frames duplicated.
+    pub duplicated: u64,
+    /// Frames sent late.
+    pub reordered: u64,
+    /// Frames received and dropped.
+    pub rx_dropped: u64,
+}
+
+/// Frames held back for reordering, at most.
+const HELD_MAX: usize = 8;
+
+/// A [`Port`] whose transmit side loses, duplicates and reorders frames.
+#[derive(Debug)]
+pub struct FaultInjector<P: Port> {
+    inner: P,
+    faults: Faults,
+    held: MbufBatch,
+    x: u64,
+    counts: FaultCounts,
+}
+
+impl<P: Port> FaultInjector<P> {
+    /// Wraps `inner`.
+    pub fn new(inner: P, faults: Faults) -> Self {
+        FaultInjector {
+            inner,
+            faults,
+            held: MbufBatch::new(),
+            x: faults.seed | 1,
+            counts: FaultCounts::default(),
+        }
+    }
+
+    /// The port inside.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+
+    /// What was done so far.
+    pub fn counts(&self) -> FaultCounts {
+        self.counts
+    }
+
+    /// xorshift64: a roll out of 1,000.
+    fn roll(&mut self) -> u32 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        (self.x % 1000) as u32
+    }
+}
+
+impl<P: Port> Port for FaultInjector<P> {
+    fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
+        if self.faults.rx_loss == 0 {
+            return self.inner.rx_burst(out);
+        }
+        let mut got = MbufBatch::new();
+        self.inner.rx_burst(&mut got);
+        let mut n = 0;
+        while let Some(m) = got.pop_front() {
+            if self.roll() < self.faults.rx_loss {
+                self.counts.rx_dropped += 1;
+                continue;
+            }
+            match out.push(m) {
+                Ok(()) => n += 1,
+                Err(m) => {
+                    // No room left in `out`: lost, like an overrun ring.
+                    drop(m);
+                    self.counts.rx_dropped += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Takes every frame of `pkts` (a dropped frame counts as taken, as
+    /// on a wire); what the port inside cannot take is dropped too.
+    fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
+        let n = pkts.as_slice().len();
+        let f = self.faults;
+        let mut out = MbufBatch::new();
+        let mut late = std::mem::take(&mut self.held);
+        while let Some(m) = pkts.pop_front() {
+            let r = self.roll();
+            if r < f.loss {
+                self.counts.dropped += 1;
+                continue;
+            }
+            if r < f.loss + f.reorder && self.held.as_slice().len() < HELD_MAX {
+                self.counts.reordered += 1;
+                let _ = self.held.push(m);
+                continue;
+            }
+            if r < f.loss + f.reorder + f.duplicate {
+                let mut copy = MbufBatch::new();
+                if self.inner.alloc_burst(1, &mut copy) == 1
+                    && let Some(mut c) = copy.pop()
+                    && let Ok(buf) = c.append(m.len())
+                {
+                    buf.copy_from_slice(m.data());
+                    self.counts.duplicated += 1;
+                    let _ = out.push(c);
+                }
+            }
+            let _ = out.push(m);
+            // Frames held back go after the first frame of the next burst.
+            out.append(&mut late);
+        }
+        out.append(&mut late);
+        while !out.as_slice().is_empty() {
+            if self.inner.tx_burst(&mut out) == 0 {
+                break;
+            }
+        }
+        self.counts.dropped += out.as_slice().len() as u64;
+        out.clear();
+        n
+    }
+
+    fn alloc_burst(&mut self, n: usize, out: &mut MbufBatch) -> usize {
+        self.inner.alloc_burst(n, out)
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn link(&self) -> LinkStatus {
+        self.inner.link()
+    }
+
+    fn stats(&self) -> QueueStats {
+        self.inner.stats()
+    }
+
+    fn id(&self) -> (PortId, QueueId) {
+        self.inner.id()
+    }
+}

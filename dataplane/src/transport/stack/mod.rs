@@ -1,0 +1,1352 @@
+//! A user-space TCP/IP stack owned by one lcore, over any L2 [`Port`]:
+//! DPDK ethdev, AF_XDP, AF_PACKET or memory ports.
+//!
+//! ```no_run
+//! use dataplane::net::{self, BackendChoice, PortConfig};
+//! use dataplane::transport::Event;
+//! use dataplane::transport::stack::{Stack, StackConfig};
+//!
+//! let port = net::open(&PortConfig::new("veth0"), BackendChoice::Auto)?.port;
+//! let mut stack = Stack::new(port, StackConfig::new("10.99.0.1/24".parse().unwrap()))?;
+//! stack.listen(7)?;
+//! loop {
+//!     stack.poll();
+//!     while let Some(ev) = stack.next_event() {
+//!         match ev {
+//!             Event::Readable(c) => {
+//!                 let n = stack.write(c, &stack.peek(c)?.to_vec())?;
+//!                 stack.consume(c, n)?;
+//!             }
+//!             Event::PeerClosed(c) => stack.close(c)?,
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! # Ok::<(), dataplane::Error>(())
+//! ```
+//!
+//! **Why our own.** The stack lives inside one lcore's poll loop: one
+//! thread owns the port queue, the connection table, the timers and the
+//! buffers, and nothing is locked or shared. smoltcp, the closest crate,
+//! has no listen backlog (a listening socket becomes the connection, so a
+//! server needs one pre-made socket per concurrent SYN), scans every
+//! socket on each packet, and keeps its own socket set's lifetimes; the
+//! kernel-bypass stacks (Seastar, F-Stack, mTCP) are C++ or C and bring
+//! their own runtimes. Here a segment is looked up by its 4-tuple in a
+//! hash map, parsed in place in the rx mbuf with [`crate::wire`], and its
+//! connection's state machine (`tcb.rs`) is a pure function of the state,
+//! the segment and the time, which the fuzz target drives directly.
+//!
+//! **What it speaks.** Ethernet II; ARP (RFC 826: replies for our
+//! address, learns from requests to us and from replies, asks for a next
+//! hop it does not know, and takes static neighbours from the
+//! configuration); IPv4 with a prefix and a default gateway (fragments are
+//! counted and dropped, DF is set on what we send); ICMP echo (RFC 792);
+//! TCP per RFC 9293 with a listen backlog, MSS and window scaling (RFC
+//! 7323), RFC 6298's retransmission timer, RFC 5681 congestion control
+//! with NewReno's fast recovery (RFC 6582), delayed ACKs with the
+//! quick-ACK cases, zero-window probes, TIME-WAIT and RFC 5961's checks of
+//! RST, SYN and ACK. Initial sequence numbers follow RFC 6528 (a keyed
+//! hash of the 4-tuple plus a 4 µs clock). SACK and timestamps are
+//! declined (never offered), so peers fall back cleanly. Checksums are
+//! computed and verified in software.
+//!
+//! **The API** is the kernel engines' ([`Transport`](super::Transport)):
+//! [`Stack::poll`] each pass, then [`Event`]s from [`Stack::next_event`];
+//! [`Stack::peek`]/[`Stack::consume`] to read (one contiguous slice of
+//! every byte received in order), [`Stack::write`] to send (it takes what
+//! the send buffer has room for, and a [`Event::Writable`] follows once
+//! half of it is free), [`Stack::shutdown`], [`Stack::close`] and
+//! [`Stack::abort`]. Each connection ends with one [`Event::Closed`].
+//!
+//! **Timers** sit in a binary heap of (deadline, connection): a pass pops
+//! what is due, and a connection whose deadline moved pushes its new one
+//! (an entry whose connection has since moved its deadline is dropped when
+//! popped).
+
+mod rxbuf;
+mod tcb;
+#[cfg(test)]
+mod tests;
+
+pub use tcb::{TcpCounters, TcpState, fuzz_drive};
+
+use self::tcb::{Params, SegIn, SegOut, Seq, Tcb};
+use super::conn::Slab;
+use super::{CloseReason, ConnId, Event, ListenerId};
+use crate::net::{MbufBatch, Port};
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
+    EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, checksum,
+};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Bursts received per [`Stack::poll`], at most.
+const RX_BURSTS_PER_POLL: usize = 4;
+/// Between two ARP requests for the same address (Linux's default
+/// `retrans_time` is 1 s).
+const ARP_RETRY: Duration = Duration::from_secs(1);
+/// ARP requests before a connection waiting for the answer fails with
+/// `EHOSTUNREACH` (Linux's `mcast_solicit`, 3).
+const ARP_TRIES: u32 = 3;
+
+/// An address with its prefix length: `10.0.0.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0 to 32.
+    pub prefix_len: u8,
+}
+
+impl std::str::FromStr for Ipv4Cidr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Config(format!(
+                "'{s}' is not an IPv4 address with a prefix (10.0.0.1/24)"
+            ))
+        };
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix_len: u8 = p.parse().map_err(|_| bad())?;
+        if prefix_len > 32 {
+            return Err(bad());
+        }
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+}
+
+impl Ipv4Cidr {
+    fn contains(&self, other: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        self.addr.to_bits() & mask == other.to_bits() & mask
+    }
+}
+
+/// How a [`Stack`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Our address and the prefix of the link.
+    pub address: Ipv4Cidr,
+    /// Where packets for other networks go (none: only the link).
+    pub gateway: Option<Ipv4Addr>,
+    /// Neighbours known without asking: (address, MAC).
+    pub neighbours: Vec<(Ipv4Addr, EthernetAddress)>,
+    /// Our MAC (none: the port's).
+    pub mac: Option<EthernetAddress>,
+    /// The IP MTU (none: the port's, at most 1500).
+    pub mtu: Option<usize>,
+    /// Bytes a connection's receive buffer holds (64 KiB): its window.
+    pub rx_buffer: usize,
+    /// Bytes a connection's send buffer holds (256 KiB).
+    pub tx_buffer: usize,
+    /// Connections in SYN-RECEIVED per listener (1,024); more SYNs are
+    /// dropped and counted.
+    pub backlog: usize,
+    /// Connections at once, TIME-WAIT included (65,536).
+    pub max_connections: usize,
+    /// How long TIME-WAIT lasts (60 s: Linux's `TCP_TIMEWAIT_LEN`).
+    pub time_wait: Duration,
+    /// How long a closed connection waits in FIN-WAIT-2 for the peer's
+    /// FIN (60 s: Linux's `tcp_fin_timeout`).
+    pub fin_timeout: Duration,
+    /// The delayed-ACK timer (40 ms: Linux's `TCP_DELACK_MIN`).
+    pub delayed_ack: Duration,
+    /// The retransmission timeout's floor (200 ms: Linux's
+    /// `TCP_RTO_MIN`; RFC 6298 says 1 s), start (1 s) and ceiling (120 s).
+    pub rto_min: Duration,
+    /// The first retransmission timeout (RFC 6298 section 2.1).
+    pub rto_initial: Duration,
+    /// The retransmission timeout's ceiling.
+    pub rto_max: Duration,
+    /// SYN retransmissions before a connect fails (6, Linux's
+    /// `tcp_syn_retries`).
+    pub syn_retries: u32,
+    /// Retransmissions before an established connection times out (15,
+    /// Linux's `tcp_retries2`).
+    pub retries: u32,
+    /// Local ports for outbound connections.
+    pub ephemeral_ports: (u16, u16),
+}
+
+impl StackConfig {
+    /// `address` with the defaults above.
+    pub fn new(address: Ipv4Cidr) -> Self {
+        StackConfig {
+            address,
+            gateway: None,
+            neighbours: Vec::new(),
+            mac: None,
+            mtu: None,
+            rx_buffer: 64 * 1024,
+            tx_buffer: 256 * 1024,
+            backlog: 1024,
+            max_connections: 65_536,
+            time_wait: Duration::from_secs(60),
+            fin_timeout: Duration::from_secs(60),
+            delayed_ack: Duration::from_millis(40),
+            rto_min: Duration::from_millis(200),
+            rto_initial: Duration::from_secs(1),
+            rto_max: Duration::from_secs(120),
+            syn_retries: 6,
+            retries: 15,
+            ephemeral_ports: (49_152, 65_535),
+        }
+    }
+
+    /// Refuses values no stack can run with.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the value and why.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("stack: {what}")));
+        if self.rx_buffer < 1024 || self.rx_buffer > 1 << 30 {
+            return bad("rx_buffer must be between 1 KiB and 1 GiB");
+        }
+        if self.tx_buffer < 1024 || self.tx_buffer > 1 << 30 {
+            return bad("tx_buffer must be between 1 KiB and 1 GiB");
+        }
+        if self.backlog == 0 || self.max_connections == 0 {
+            return bad("backlog and max_connections must be at least 1");
+        }
+        if self.mtu.is_some_and(|m| !(576..=9000).contains(&m)) {
+            return bad("mtu must be between 576 and 9000");
+        }
+        if self.rto_min.is_zero() || self.rto_min > self.rto_max || self.rto_initial.is_zero() {
+            return bad("rto_min must be above zero and at most rto_max");
+        }
+        if self.ephemeral_ports.0 == 0 || self.ephemeral_ports.0 > self.ephemeral_ports.1 {
+            return bad("ephemeral_ports must be a non-empty range above 0");
+        }
+        if let Some(gw) = self.gateway
+            && !self.address.contains(gw)
+        {
+            return bad("the gateway must be on the link (inside the address's prefix)");
+        }
+        Ok(())
+    }
+}
+
+/// A stack's counters since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StackStats {
+    /// Passes of [`Stack::poll`].
+    pub passes: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Frames dropped because the port's transmit queue was full.
+    pub tx_full: u64,
+    /// Frames not sent because no mbuf was free.
+    pub tx_no_mbuf: u64,
+    /// Frames for another MAC, or of another protocol.
+    pub rx_ignored: u64,
+    /// Frames or packets too short or malformed.
+    pub rx_malformed: u64,
+    /// IPv4 or TCP checksums that did not match.
+    pub rx_bad_checksum: u64,
+    /// IPv4 packets for another address.
+    pub rx_not_ours: u64,
+    /// IPv4 fragments (not reassembled).
+    pub rx_fragments: u64,
+    /// ARP requests answered.
+    pub arp_replies: u64,
+    /// ARP requests sent.
+    pub arp_requests: u64,
+    /// Outbound connections failed because their next hop never answered
+    /// ARP (`EHOSTUNREACH`).
+    pub arp_failed: u64,
+    /// ICMP echo requests answered.
+    pub icmp_echo: u64,
+    /// TCP segments received.
+    pub tcp_rx: u64,
+    /// TCP segments sent.
+    pub tcp_tx: u64,
+    /// Segments for no connection and no listener, answered with RST.
+    pub tcp_no_socket: u64,
+    /// SYNs dropped: the listener's backlog or the connection table was
+    /// full.
+    pub syn_dropped: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Outbound connections established.
+    pub connected: u64,
+    /// Connections ended by a reset from the peer.
+    pub reset: u64,
+    /// Connections ended by a timeout.
+    pub timed_out: u64,
+    /// Connections in the table now (TIME-WAIT included).
+    pub connections: u64,
+    /// Counters summed over every connection ended so far.
+    pub tcp: TcpCounters,
+}
+
+/// One connection's state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StackConnStats {
+    /// Our address.
+    pub local: SocketAddrV4,
+    /// The peer's.
+    pub peer: SocketAddrV4,
+    /// The RFC 9293 state.
+    pub state: TcpState,
+    /// Bytes in the receive buffer.
+    pub rx_buffered: usize,
+    /// Bytes in the send buffer (sent and unacknowledged, or not sent).
+    pub tx_buffered: usize,
+    /// Congestion window, bytes.
+    pub cwnd: usize,
+    /// Smoothed round-trip time, microseconds (0 until measured).
+    pub srtt_us: u64,
+    /// Retransmissions and the like.
+    pub counters: TcpCounters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    local_port: u16,
+    remote: Ipv4Addr,
+    remote_port: u16,
+}
+
+#[derive(Debug)]
+struct Conn {
+    key: FlowKey,
+    generation: u32,
+    tcb: Tcb,
+    /// The listener that accepted it (none: an outbound connection).
+    listener: Option<ListenerId>,
+    /// The next hop's MAC, once known.
+    next_hop: Option<EthernetAddress>,
+    /// Accepted or Connected was delivered.
+    announced: bool,
+    /// Closed was delivered: the id is no longer the application's.
+    reported: bool,
+    /// On the dirty list.
+    queued: bool,
+    /// The deadline in the timer heap.
+    timer: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Listener {
+    port: u16,
+    /// Connections in SYN-RECEIVED.
+    pending: usize,
+}
+
+#[derive(Debug)]
+struct Neighbour {
+    mac: Option<EthernetAddress>,
+    asked: Option<Instant>,
+    tries: u32,
+}
+
+/// The port and what sending needs, apart from the connections so that
+/// a connection's send buffer can be read while a frame is built.
+struct Io<P: Port> {
+    port: P,
+    mac: EthernetAddress,
+    addr: Ipv4Addr,
+    tx: MbufBatch,
+    spare: MbufBatch,
+    ident: u16,
+    stats: StackStats,
+}
+
+/// A user-space TCP/IP stack over one port queue (see the
+/// [module docs](self)).
+pub struct Stack<P: Port> {
+    io: Io<P>,
+    cfg: StackConfig,
+    params: Params,
+    conns: Slab<Conn>,
+    flows: HashMap<FlowKey, u32>,
+    listeners: Vec<Option<Listener>>,
+    by_port: HashMap<u16, u32>,
+    events: VecDeque<Event>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    dirty: Vec<(u32, u32)>,
+    segs: Vec<SegOut>,
+    neighbours: HashMap<Ipv4Addr, Neighbour>,
+    /// Outbound connections waiting for their next hop's MAC.
+    arp_waiting: Vec<(Ipv4Addr, u32, u32)>,
+    isn_key: RandomState,
+    epoch: Instant,
+    next_port: u16,
+    rx: MbufBatch,
+    now: Instant,
+    ended: TcpCounters,
+}
+
+impl<P: Port> std::fmt::Debug for Stack<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("address", &self.cfg.address)
+            .field("mac", &self.io.mac)
+            .field("connections", &self.conns.len)
+            .field("stats", &self.io.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Port> Stack<P> {
+    /// A stack on `port` (an L2 port: it must have a MAC address, or the
+    /// configuration must give one).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a configuration [`StackConfig::validate`]
+    /// refuses, or a port with no MAC and none configured.
+    pub fn new(port: P, cfg: StackConfig) -> Result<Self> {
+        cfg.validate()?;
+        let caps = port.capabilities();
+        if caps.layer != crate::net::Layer::L2 {
+            return Err(Error::Config(format!(
+                "stack: the {} backend's ports carry datagrams, not frames; the stack needs an L2 port",
+                caps.backend
+            )));
+        }
+        let mac = match (cfg.mac, caps.mac) {
+            (Some(m), _) => m,
+            (None, Some(m)) => EthernetAddress(m),
+            (None, None) => {
+                return Err(Error::Config(format!(
+                    "stack: the {} port has no MAC address; set StackConfig::mac",
+                    caps.backend
+                )));
+            }
+        };
+        let mtu = cfg.mtu.unwrap_or(caps.mtu.min(1500)).clamp(576, 9000);
+        let params = Params {
+            mss: u16::try_from(mtu - 40).unwrap_or(u16::MAX),
+            rx_buffer: cfg.rx_buffer,
+            tx_buffer: cfg.tx_buffer,
+            time_wait: cfg.time_wait,
+            fin_timeout: cfg.fin_timeout,
+            delayed_ack: cfg.delayed_ack,
+            rto_min: cfg.rto_min,
+            rto_max: cfg.rto_max,
+            rto_initial: cfg.rto_initial,
+            syn_retries: cfg.syn_retries,
+            retries: cfg.retries,
+        };
+        let mut neighbours = HashMap::new();
+        for &(ip, m) in &cfg.neighbours {
+            neighbours.insert(
+                ip,
+                Neighbour {
+                    mac: Some(m),
+                    asked: None,
+                    tries: 0,
+                },
+            );
+        }
+        let now = Instant::now();
+        let isn_key = RandomState::new();
+        let next_port = cfg.ephemeral_ports.0
+            + (isn_key.hash_one(now) % u64::from(cfg.ephemeral_ports.1 - cfg.ephemeral_ports.0 + 1))
+                as u16;
+        Ok(Stack {
+            io: Io {
+                port,
+                mac,
+                addr: cfg.address.addr,
+                tx: MbufBatch::new(),
+                spare: MbufBatch::new(),
+                ident: 0,
+                stats: StackStats::default(),
+            },
+            cfg,
+            params,
+            conns: Slab::new(),
+            flows: HashMap::new(),
+            listeners: Vec::new(),
+            by_port: HashMap::new(),
+            events: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            segs: Vec::new(),
+            neighbours,
+            arp_waiting: Vec::new(),
+            isn_key,
+            epoch: now,
+            next_port,
+            rx: MbufBatch::new(),
+            now,
+            ended: TcpCounters::default(),
+        })
+    }
+
+    /// The port under the stack.
+    pub fn port(&self) -> &P {
+        &self.io.port
+    }
+
+    /// Our MAC address.
+    pub fn mac(&self) -> EthernetAddress {
+        self.io.mac
+    }
+
+    /// The stack's counters.
+    pub fn stats(&self) -> StackStats {
+        let mut s = self.io.stats;
+        s.connections = self.conns.len as u64;
+        s.tcp = self.ended;
+        s
+    }
+
+    /// Listens on `port` of our address.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the port is 0 or already has a listener.
+    pub fn listen(&mut self, port: u16) -> Result<ListenerId> {
+        if port == 0 || self.by_port.contains_key(&port) {
+            return Err(Error::Config(format!(
+                "stack: port {port} is 0 or already listened on"
+            )));
+        }
+        let id = self.listeners.len() as u32;
+        self.listeners.push(Some(Listener { port, pending: 0 }));
+        self.by_port.insert(port, id);
+        Ok(ListenerId(id))
+    }
+
+    /// Stops listening; connections it accepted stay open.
+    pub fn unlisten(&mut self, l: ListenerId) {
+        if let Some(slot) = self.listeners.get_mut(l.0 as usize)
+            && let Some(listener) = slot.take()
+        {
+            self.by_port.remove(&listener.port);
+        }
+    }
+
+    /// Opens a connection to `peer`; [`Event::Connected`] follows, or
+    /// [`Event::Closed`] with [`CloseReason::ConnectFailed`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no route leads to `peer`, the connection
+    /// table is full, or every ephemeral port to `peer` is taken.
+    pub fn connect(&mut self, peer: SocketAddrV4) -> Result<ConnId> {
+        let hop = self.next_hop(*peer.ip()).ok_or_else(|| {
+            Error::Config(format!(
+                "stack: no route to {peer}: not on {}/{} and no gateway",
+                self.cfg.address.addr, self.cfg.address.prefix_len
+            ))
+        })?;
+        if self.conns.len >= self.cfg.max_connections {
+            return Err(Error::Config(
+                "stack: the connection table is full".to_string(),
+            ));
+        }
+        let (lo, hi) = self.cfg.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        let mut key = None;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if p >= hi { lo } else { p + 1 };
+            let k = FlowKey {
+                local_port: p,
+                remote: *peer.ip(),
+                remote_port: peer.port(),
+            };
+            if !self.flows.contains_key(&k) && !self.by_port.contains_key(&p) {
+                key = Some(k);
+                break;
+            }
+        }
+        let key = key.ok_or_else(|| {
+            Error::Config(format!("stack: every ephemeral port to {peer} is in use"))
+        })?;
+        let now = Instant::now();
+        let iss = self.isn(&key, now);
+        let tcb = Tcb::connect(self.params, iss, now);
+        let mac = self.resolve(hop, now);
+        let (index, generation) = self.conns.insert(|generation| Conn {
+            key,
+            generation,
+            tcb,
+            listener: None,
+            next_hop: mac,
+            announced: false,
+            reported: false,
+            queued: false,
+            timer: None,
+        });
+        if mac.is_none() {
+            self.arp_waiting.push((hop, index, generation));
+        }
+        self.flows.insert(key, index);
+        self.mark(index, generation);
+        Ok(ConnId { index, generation })
+    }
+
+    /// The next event, if any.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn conn(&self, c: ConnId) -> Result<&Conn> {
+        match self.conns.get(c.index, c.generation) {
+            Some(conn) if !conn.reported => Ok(conn),
+            _ => Err(Error::NotOpen(c.to_string())),
+        }
+    }
+
+    fn conn_mut(&mut self, c: ConnId) -> Result<&mut Conn> {
+        match self.conns.get_mut(c.index, c.generation) {
+            Some(conn) if !conn.reported => Ok(conn),
+            _ => Err(Error::NotOpen(c.to_string())),
+        }
+    }
+
+    /// Every byte received in order and not consumed, as one slice.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn peek(&self, c: ConnId) -> Result<&[u8]> {
+        Ok(self.conn(c)?.tcb.peek())
+    }
+
+    /// Drops the first `n` bytes received; the window reopens.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn consume(&mut self, c: ConnId, n: usize) -> Result<()> {
+        self.conn_mut(c)?.tcb.consume(n);
+        self.mark(c.index, c.generation);
+        Ok(())
+    }
+
+    /// Copies as much of `data` as the send buffer has room for; returns
+    /// how much. The bytes leave at the next [`Stack::poll`] or
+    /// [`Stack::flush`], as far as the windows allow.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn write(&mut self, c: ConnId, data: &[u8]) -> Result<usize> {
+        let n = self.conn_mut(c)?.tcb.write(data);
+        self.mark(c.index, c.generation);
+        Ok(n)
+    }
+
+    /// Sends FIN after the buffered bytes; reading goes on.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn shutdown(&mut self, c: ConnId) -> Result<()> {
+        self.conn_mut(c)?.tcb.shutdown();
+        self.mark(c.index, c.generation);
+        Ok(())
+    }
+
+    /// Closes the connection: FIN after the buffered bytes, and
+    /// [`Event::Closed`] once they are acknowledged and the peer has
+    /// closed too (a reset instead if received bytes were left unread).
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn close(&mut self, c: ConnId) -> Result<()> {
+        self.conn_mut(c)?.tcb.close();
+        self.mark(c.index, c.generation);
+        Ok(())
+    }
+
+    /// Resets the connection now.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn abort(&mut self, c: ConnId) -> Result<()> {
+        let conn = self.conn_mut(c)?;
+        conn.tcb.app_closed = true;
+        conn.tcb.abort(CloseReason::Aborted);
+        self.mark(c.index, c.generation);
+        Ok(())
+    }
+
+    /// A connection's addresses, state and counters.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn conn_stats(&self, c: ConnId) -> Result<StackConnStats> {
+        let conn = self.conn(c)?;
+        Ok(StackConnStats {
+            local: SocketAddrV4::new(self.io.addr, conn.key.local_port),
+            peer: SocketAddrV4::new(conn.key.remote, conn.key.remote_port),
+            state: conn.tcb.state,
+            rx_buffered: conn.tcb.rx_buffered(),
+            tx_buffered: conn.tcb.tx_buffered(),
+            cwnd: conn.tcb.cwnd().0,
+            srtt_us: conn.tcb.srtt().map_or(0, |d| d.as_micros() as u64),
+            counters: conn.tcb.counters,
+        })
+    }
+
+    /// Receives and handles what arrived, runs the timers that are due,
+    /// and sends what the connections have to send.
+    pub fn poll(&mut self) {
+        self.now = Instant::now();
+        self.io.stats.passes += 1;
+        for _ in 0..RX_BURSTS_PER_POLL {
+            if self.io.port.rx_burst(&mut self.rx) == 0 {
+                break;
+            }
+            let mut batch = std::mem::take(&mut self.rx);
+            for m in batch.drain() {
+                self.io.stats.rx_frames += 1;
+                self.frame(m.data());
+            }
+            self.rx = batch;
+        }
+        if !self.arp_waiting.is_empty() {
+            self.arp_retry();
+        }
+        while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(conn) = self.conns.get_mut(index, generation)
+                && conn.timer == Some(at)
+            {
+                conn.timer = None;
+                conn.tcb.on_timer(self.now);
+                self.mark(index, generation);
+            }
+        }
+        self.flush();
+    }
+
+    /// Sends what the connections touched since the last pass have to
+    /// send, and hands the port every frame built.
+    pub fn flush(&mut self) {
+        while let Some((index, generation)) = self.dirty.pop() {
+            self.run(index, generation);
+        }
+        self.io.transmit();
+    }
+
+    fn mark(&mut self, index: u32, generation: u32) {
+        if let Some(conn) = self.conns.get_mut(index, generation)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.dirty.push((index, generation));
+        }
+    }
+
+    /// Sends a connection's segments, turns its notes into events,
+    /// reschedules its timer, and frees it once closed.
+    fn run(&mut self, index: u32, generation: u32) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
+        conn.queued = false;
+        // An outbound connection whose next hop has not answered ARP
+        // sends nothing yet (`arp_retry` asks again, and fails it).
+        if let Some(mac) = conn.next_hop {
+            self.segs.clear();
+            conn.tcb.output(now, &mut self.segs);
+            for seg in &self.segs {
+                self.io.send_segment(mac, &conn.key, seg, &conn.tcb);
+            }
+        }
+        let id = ConnId { index, generation };
+        let notes = std::mem::take(&mut conn.tcb.notes);
+        if notes.established && !conn.announced {
+            conn.announced = true;
+            match conn.listener {
+                Some(listener) => {
+                    self.io.stats.accepted += 1;
+                    self.events
+                        .push_back(Event::Accepted { listener, conn: id });
+                    if let Some(Some(l)) = self.listeners.get_mut(listener.0 as usize) {
+                        l.pending = l.pending.saturating_sub(1);
+                    }
+                }
+                None => {
+                    self.io.stats.connected += 1;
+                    self.events.push_back(Event::Connected(id));
+                }
+            }
+        }
+        let visible = conn.announced || conn.listener.is_none();
+        if visible && !conn.reported {
+            if notes.readable && conn.announced {
+                self.events.push_back(Event::Readable(id));
+            }
+            if notes.peer_closed && conn.announced {
+                self.events.push_back(Event::PeerClosed(id));
+            }
+            if notes.writable && conn.announced {
+                self.events.push_back(Event::Writable(id));
+            }
+        }
+        let state = conn.tcb.state;
+        let done = state == TcpState::Closed;
+        let reason = match notes.closed {
+            Some(r) => Some(r),
+            None if conn.tcb.app_closed && matches!(state, TcpState::TimeWait) => {
+                Some(CloseReason::Local)
+            }
+            None => None,
+        };
+        if let Some(reason) = reason
+            && !conn.reported
+        {
+            match reason {
+                CloseReason::Reset => self.io.stats.reset += 1,
+                CloseReason::TimedOut | CloseReason::ConnectFailed(libc::ETIMEDOUT) => {
+                    self.io.stats.timed_out += 1;
+                }
+                _ => {}
+            }
+            if visible {
+                conn.reported = true;
+                self.events.push_back(Event::Closed(id, reason));
+            } else if let Some(l) = conn.listener
+                && let Some(Some(l)) = self.listeners.get_mut(l.0 as usize)
+            {
+                // Died in SYN-RECEIVED: the application never saw it.
+                l.pending = l.pending.saturating_sub(1);
+            }
+        }
+        if done {
+            let key = conn.key;
+            let counters = conn.tcb.counters;
+            self.conns.remove(index);
+            self.flows.remove(&key);
+            add_counters(&mut self.ended, &counters);
+            return;
+        }
+        let deadline = conn.tcb.deadline();
+        if deadline != conn.timer {
+            conn.timer = deadline;
+            if let Some(at) = deadline {
+                self.timers.push(Reverse((at, index, generation)));
+            }
+        }
+    }
+
+    /// RFC 6528: ISN = M + F(4-tuple, secret), M a 4 µs clock.
+    fn isn(&self, key: &FlowKey, now: Instant) -> Seq {
+        let f = self
+            .isn_key
+            .hash_one((key.local_port, key.remote, key.remote_port, self.io.addr));
+        let m = (now.duration_since(self.epoch).as_micros() / 4) as u32;
+        Seq((f as u32).wrapping_add(m))
+    }
+
+    /// The neighbour a packet to `dst` goes to.
+    fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.cfg.address.contains(dst) {
+            Some(dst)
+        } else {
+            self.cfg.gateway
+        }
+    }
+
+    /// The MAC of neighbour `ip`, asking for it if unknown.
+    fn resolve(&mut self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
+        let n = self.neighbours.entry(ip).or_insert(Neighbour {
+            mac: None,
+            asked: None,
+            tries: 0,
+        });
+        if n.mac.is_some() {
+            return n.mac;
+        }
+        if n.asked.is_none_or(|t| now.duration_since(t) >= ARP_RETRY) && n.tries < ARP_TRIES {
+            n.asked = Some(now);
+            n.tries += 1;
+            self.io.send_arp(ArpRepr {
+                operation: ArpOperation::REQUEST,
+                sender_hardware_addr: self.io.mac,
+                sender_protocol_addr: self.io.addr,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: ip,
+            });
+            self.io.stats.arp_requests += 1;
+        }
+        None
+    }
+
+    /// Records `ip` at `mac` and wakes the connections waiting for it.
+    fn learn(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
+        self.neighbours.insert(
+            ip,
+            Neighbour {
+                mac: Some(mac),
+                asked: None,
+                tries: 0,
+            },
+        );
+        let mut i = 0;
+        while i < self.arp_waiting.len() {
+            let (hop, index, generation) = self.arp_waiting[i];
+            if hop == ip {
+                self.arp_waiting.swap_remove(i);
+                if let Some(conn) = self.conns.get_mut(index, generation) {
+                    conn.next_hop = Some(mac);
+                    self.mark(index, generation);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Asks again (once per [`ARP_RETRY`]) for next hops that have not
+    /// answered, while a connection waits for one.
+    fn arp_retry(&mut self) {
+        let now = self.now;
+        let conns = &self.conns;
+        self.arp_waiting.retain(|&(_, index, generation)| {
+            conns
+                .get(index, generation)
+                .is_some_and(|c| c.next_hop.is_none())
+        });
+        let mut i = 0;
+        while i < self.arp_waiting.len() {
+            let (ip, index, generation) = self.arp_waiting[i];
+            self.resolve(ip, now);
+            let gave_up = self.neighbours.get(&ip).is_some_and(|n| {
+                n.tries >= ARP_TRIES && n.asked.is_some_and(|t| now.duration_since(t) >= ARP_RETRY)
+            });
+            if gave_up {
+                self.arp_waiting.swap_remove(i);
+                self.neighbours.remove(&ip);
+                if let Some(conn) = self.conns.get_mut(index, generation) {
+                    conn.tcb
+                        .fail(CloseReason::ConnectFailed(libc::EHOSTUNREACH));
+                    self.io.stats.arp_failed += 1;
+                }
+                self.mark(index, generation);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn frame(&mut self, data: &[u8]) {
+        let Ok(frame) = EthernetFrame::new_checked(data) else {
+            self.io.stats.rx_malformed += 1;
+            return;
+        };
+        let dst = frame.dst_addr();
+        if dst != self.io.mac && !dst.is_broadcast() {
+            self.io.stats.rx_ignored += 1;
+            return;
+        }
+        let src = frame.src_addr();
+        match frame.ethertype() {
+            EtherType::ARP => self.arp(frame.payload()),
+            EtherType::IPV4 => self.ipv4(src, frame.payload()),
+            _ => self.io.stats.rx_ignored += 1,
+        }
+    }
+
+    /// RFC 826's packet reception, for our one address.
+    fn arp(&mut self, payload: &[u8]) {
+        let Ok(packet) = ArpPacket::new_checked(payload) else {
+            self.io.stats.rx_malformed += 1;
+            return;
+        };
+        let Ok(repr) = ArpRepr::parse(&packet) else {
+            self.io.stats.rx_malformed += 1;
+            return;
+        };
+        let for_us = repr.target_protocol_addr == self.io.addr;
+        let known = self.neighbours.contains_key(&repr.sender_protocol_addr);
+        // Merge: update a known sender; add one that is talking to us.
+        if (known || for_us) && repr.sender_hardware_addr.is_unicast() {
+            self.learn(repr.sender_protocol_addr, repr.sender_hardware_addr);
+        }
+        if for_us && repr.operation == ArpOperation::REQUEST {
+            self.io.send_arp(repr.reply(self.io.mac));
+            self.io.stats.arp_replies += 1;
+        }
+    }
+
+    fn ipv4(&mut self, src_mac: EthernetAddress, payload: &[u8]) {
+        let Ok(packet) = Ipv4Packet::new_checked(payload) else {
+            self.io.stats.rx_malformed += 1;
+            return;
+        };
+        let repr = match Ipv4Repr::parse(&packet, ChecksumMode::Software) {
+            Ok(r) => r,
+            Err(crate::wire::WireError::BadChecksum(_)) => {
+                self.io.stats.rx_bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.io.stats.rx_malformed += 1;
+                return;
+            }
+        };
+        if repr.dst_addr != self.io.addr {
+            self.io.stats.rx_not_ours += 1;
+            return;
+        }
+        if repr.more_frags || repr.frag_offset != 0 {
+            self.io.stats.rx_fragments += 1;
+            return;
+        }
+        let body = packet.payload();
+        match repr.protocol {
+            IpProtocol::TCP => self.tcp(src_mac, &repr, body),
+            IpProtocol::ICMP => self.icmp(src_mac, &repr, body),
+            _ => self.io.stats.rx_ignored += 1,
+        }
+    }
+
+    /// Answers an echo request (RFC 792) with the same identifier,
+    /// sequence number and data.
+    fn icmp(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {
+        // Type 8 (echo), code 0, and a valid checksum over the message.
+        if body.len() < 8 || body[0] != 8 || body[1] != 0 {
+            self.io.stats.rx_ignored += 1;
+            return;
+        }
+        if checksum::data(body) != 0xffff {
+            self.io.stats.rx_bad_checksum += 1;
+            return;
+        }
+        self.io.stats.icmp_echo += 1;
+        let reply = Ipv4Repr {
+            src_addr: self.io.addr,
+            dst_addr: ip.src_addr,
+            protocol: IpProtocol::ICMP,
+            payload_len: body.len(),
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        };
+        self.io.send_ip(src_mac, reply, |out| {
+            out.copy_from_slice(body);
+            out[0] = 0;
+            out[2] = 0;
+            out[3] = 0;
+            let sum = !checksum::data(out);
+            out[2..4].copy_from_slice(&sum.to_be_bytes());
+        });
+    }
+
+    fn tcp(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {
+        let addrs = IpPair::V4 {
+            src: ip.src_addr,
+            dst: ip.dst_addr,
+        };
+        let Ok(packet) = TcpPacket::new_checked(body) else {
+            self.io.stats.rx_malformed += 1;
+            return;
+        };
+        let repr = match TcpRepr::parse(&packet, &addrs, ChecksumMode::Software) {
+            Ok(r) => r,
+            Err(crate::wire::WireError::BadChecksum(_)) => {
+                self.io.stats.rx_bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.io.stats.rx_malformed += 1;
+                return;
+            }
+        };
+        self.io.stats.tcp_rx += 1;
+        let seg = SegIn {
+            seq: Seq(repr.seq_number),
+            ack: Seq(repr.ack_number),
+            flags: repr.flags,
+            window: repr.window_len,
+            mss: repr.max_seg_size,
+            wscale: repr.window_scale,
+            payload: packet.payload(),
+        };
+        let key = FlowKey {
+            local_port: repr.dst_port,
+            remote: ip.src_addr,
+            remote_port: repr.src_port,
+        };
+        let now = self.now;
+        if let Some(&index) = self.flows.get(&key)
+            && let Some(conn) = self.conns.get_index_mut(index)
+            && conn.key == key
+        {
+            conn.tcb.input(&seg, now);
+            let generation = conn.generation;
+            self.mark(index, generation);
+            return;
+        }
+        let flags = repr.flags;
+        if let Some(&l) = self.by_port.get(&repr.dst_port)
+            && flags.contains(TcpFlags::SYN)
+            && !flags.contains(TcpFlags::ACK)
+            && !flags.contains(TcpFlags::RST)
+        {
+            self.syn(l, key, src_mac, &seg);
+            return;
+        }
+        if flags.contains(TcpFlags::RST) {
+            return;
+        }
+        // No connection (RFC 9293 section 3.10.7.1), or a listener sent
+        // something other than a SYN (section 3.10.7.2): reset.
+        self.io.stats.tcp_no_socket += 1;
+        let (seq, ack, rst_flags) = if flags.contains(TcpFlags::ACK) {
+            (seg.ack, Seq(0), TcpFlags::RST)
+        } else {
+            let len = seg.payload.len()
+                + usize::from(flags.contains(TcpFlags::SYN))
+                + usize::from(flags.contains(TcpFlags::FIN));
+            (Seq(0), seg.seq.add(len), TcpFlags::RST | TcpFlags::ACK)
+        };
+        let out = SegOut {
+            seq,
+            ack,
+            flags: rst_flags,
+            window: 0,
+            mss: None,
+            wscale: None,
+            at: 0,
+            len: 0,
+        };
+        self.io.send_bare(src_mac, &key, &out);
+    }
+
+    /// A SYN for a listener (RFC 9293 section 3.10.7.2).
+    fn syn(&mut self, l: u32, key: FlowKey, src_mac: EthernetAddress, seg: &SegIn<'_>) {
+        let full = match self.listeners.get(l as usize) {
+            Some(Some(listener)) => listener.pending >= self.cfg.backlog,
+            _ => true,
+        };
+        if full || self.conns.len >= self.cfg.max_connections {
+            self.io.stats.syn_dropped += 1;
+            return;
+        }
+        if let Some(Some(listener)) = self.listeners.get_mut(l as usize) {
+            listener.pending += 1;
+        }
+        let iss = self.isn(&key, self.now);
+        let tcb = Tcb::accept(self.params, iss, seg, self.now);
+        let (index, generation) = self.conns.insert(|generation| Conn {
+            key,
+            generation,
+            tcb,
+            listener: Some(ListenerId(l)),
+            next_hop: Some(src_mac),
+            announced: false,
+            reported: false,
+            queued: false,
+            timer: None,
+        });
+        self.flows.insert(key, index);
+        self.mark(index, generation);
+    }
+}
+
+impl<P: Port> Io<P> {
+    /// An mbuf to build a frame in.
+    fn mbuf(&mut self) -> Option<hugepages::mbuf::Mbuf> {
+        if self.spare.as_slice().is_empty() {
+            self.port.alloc_burst(32, &mut self.spare);
+        }
+        let m = self.spare.pop();
+        if m.is_none() {
+            self.stats.tx_no_mbuf += 1;
+        }
+        m
+    }
+
+    /// Queues a built frame, handing the queue to the port when full.
+    fn queue(&mut self, m: hugepages::mbuf::Mbuf) {
+        let m = match self.tx.push(m) {
+            Ok(()) => return,
+            Err(m) => m,
+        };
+        self.transmit();
+        if let Err(m) = self.tx.push(m) {
+            self.stats.tx_full += 1;
+            drop(m);
+        }
+    }
+
+    /// Hands the queued frames to the port; what it cannot take now is
+    /// dropped and counted (TCP sends it again).
+    fn transmit(&mut self) {
+        let queued = self.tx.as_slice().len();
+        if queued == 0 {
+            return;
+        }
+        let sent = self.port.tx_burst(&mut self.tx);
+        self.stats.tx_frames += sent as u64;
+        let left = self.tx.as_slice().len();
+        if left > 0 {
+            // One more try, then drop: the lcore must not spin on a
+            // full queue.
+            let again = self.port.tx_burst(&mut self.tx);
+            self.stats.tx_frames += again as u64;
+            self.stats.tx_full += self.tx.as_slice().len() as u64;
+            self.tx.clear();
+        }
+    }
+
+    fn send_arp(&mut self, repr: ArpRepr) {
+        let Some(mut m) = self.mbuf() else {
+            return;
+        };
+        let dst = if repr.operation == ArpOperation::REQUEST {
+            EthernetAddress::BROADCAST
+        } else {
+            repr.target_hardware_addr
+        };
+        // 14 + 28, padded to Ethernet's minimum of 60.
+        let Ok(buf) = m.append(60) else {
+            return;
+        };
+        buf.fill(0);
+        let eth = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: dst,
+            ethertype: EtherType::ARP,
+        };
+        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+        if eth.emit(&mut frame).is_err() {
+            return;
+        }
+        let mut packet = ArpPacket::new_unchecked(&mut buf[14..]);
+        if repr.emit(&mut packet).is_err() {
+            return;
+        }
+        self.queue(m);
+    }
+
+    /// Builds an IPv4 packet to `dst_mac` whose payload `fill` writes.
+    fn send_ip(
+        &mut self,
+        dst_mac: EthernetAddress,
+        mut ip: Ipv4Repr,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let Some(mut m) = self.mbuf() else {
+            return;
+        };
+        ip.ident = self.ident;
+        self.ident = self.ident.wrapping_add(1);
+        let total = 14 + 20 + ip.payload_len;
+        let Ok(buf) = m.append(total.max(60)) else {
+            return;
+        };
+        if total < 60 {
+            buf[total..].fill(0);
+        }
+        let eth = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: dst_mac,
+            ethertype: EtherType::IPV4,
+        };
+        if eth
+            .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+            .is_err()
+        {
+            return;
+        }
+        if ip
+            .emit(
+                &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
+                ChecksumMode::Software,
+            )
+            .is_err()
+        {
+            return;
+        }
+        fill(&mut buf[34..total]);
+        self.queue(m);
+    }
+
+    fn send_segment(&mut self, dst_mac: EthernetAddress, key: &FlowKey, seg: &SegOut, tcb: &Tcb) {
+        let (a, b) = tcb.payload(seg.at, seg.len);
+        self.send_tcp(dst_mac, key, seg, a, b);
+    }
+
+    fn send_bare(&mut self, dst_mac: EthernetAddress, key: &FlowKey, seg: &SegOut) {
+        self.send_tcp(dst_mac, key, seg, &[], &[]);
+    }
+
+    fn send_tcp(
+        &mut self,
+        dst_mac: EthernetAddress,
+        key: &FlowKey,
+        seg: &SegOut,
+        a: &[u8],
+        b: &[u8],
+    ) {
+        let repr = TcpRepr {
+            src_port: key.local_port,
+            dst_port: key.remote_port,
+            seq_number: seg.seq.0,
+            ack_number: seg.ack.0,
+            flags: seg.flags,
+            window_len: seg.window,
+            urgent_at: 0,
+            max_seg_size: seg.mss,
+            window_scale: seg.wscale,
+            sack_permitted: false,
+            timestamps: None,
+            payload_len: a.len() + b.len(),
+        };
+        let ip = Ipv4Repr {
+            src_addr: self.addr,
+            dst_addr: key.remote,
+            protocol: IpProtocol::TCP,
+            payload_len: repr.buffer_len(),
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        };
+        let addrs = IpPair::V4 {
+            src: self.addr,
+            dst: key.remote,
+        };
+        self.stats.tcp_tx += 1;
+        self.send_ip(dst_mac, ip, |out| {
+            let h = repr.header_len();
+            out[h..h + a.len()].copy_from_slice(a);
+            out[h + a.len()..h + a.len() + b.len()].copy_from_slice(b);
+            let _ = repr.emit(
+                &mut TcpPacket::new_unchecked(out),
+                &addrs,
+                ChecksumMode::Software,
+            );
+        });
+    }
+}
+
+fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
+    sum.timeout_retransmits += c.timeout_retransmits;
+    sum.fast_retransmits += c.fast_retransmits;
+    sum.dup_acks += c.dup_acks;
+    sum.out_of_order += c.out_of_order;
+    sum.out_of_window += c.out_of_window;
+    sum.challenge_acks += c.challenge_acks;
+    sum.window_probes += c.window_probes;
+}

@@ -1,0 +1,1293 @@
+//! One TCP connection's state machine (RFC 9293), with its buffers,
+//! retransmission timer (RFC 6298), congestion control (RFC 5681 with
+//! NewReno's recovery, RFC 6582), delayed acknowledgments (RFC 1122
+//! section 4.2.3.2), zero-window probing and TIME-WAIT.
+//!
+//! Everything here is a function of the connection's state, the segment
+//! or call, and the time passed in: no clock is read and nothing is sent.
+//! [`Tcb::input`] takes an arriving segment, [`Tcb::on_timer`] a deadline
+//! that passed, the application's calls change the buffers, and
+//! [`Tcb::output`] then says which segments to send (their payload is a
+//! range of the send buffer). The stack around it finds the connection,
+//! builds the frames and keeps the timers, and the fuzz target drives it
+//! with arbitrary segments and checks the invariants ([`Tcb::check`]).
+//!
+//! Declined options, so the peer falls back cleanly: SACK (RFC 2018) and
+//! timestamps (RFC 7323 section 3) are never offered, so a peer's
+//! SACK-permitted and timestamps options in its SYN are ignored and it
+//! sends neither; recovery is NewReno's, one hole a round trip.
+
+use super::rxbuf::RxBuf;
+use crate::transport::CloseReason;
+use crate::wire::TcpFlags;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A sequence number, compared modulo 2^32 (RFC 9293 section 3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub(crate) struct Seq(pub(crate) u32);
+
+impl Seq {
+    pub(crate) fn add(self, n: usize) -> Seq {
+        Seq(self.0.wrapping_add(n as u32))
+    }
+
+    /// `self - earlier` as a distance; zero if `earlier` is after `self`.
+    pub(crate) fn since(self, earlier: Seq) -> usize {
+        let d = self.0.wrapping_sub(earlier.0) as i32;
+        d.max(0) as usize
+    }
+
+    pub(crate) fn lt(self, other: Seq) -> bool {
+        (self.0.wrapping_sub(other.0) as i32) < 0
+    }
+
+    pub(crate) fn le(self, other: Seq) -> bool {
+        (self.0.wrapping_sub(other.0) as i32) <= 0
+    }
+
+    pub(crate) fn gt(self, other: Seq) -> bool {
+        other.lt(self)
+    }
+
+    pub(crate) fn ge(self, other: Seq) -> bool {
+        other.le(self)
+    }
+}
+
+/// The connection states of RFC 9293 section 3.3.2 (LISTEN is the
+/// stack's listener, not a connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING-KEBAB-CASE")]
+pub enum TcpState {
+    /// Our SYN is sent; waiting for the peer's.
+    SynSent,
+    /// A SYN arrived and our SYN-ACK is sent; waiting for its ACK.
+    SynReceived,
+    /// Open both ways.
+    Established,
+    /// We closed; our FIN is not yet acknowledged.
+    FinWait1,
+    /// Our FIN is acknowledged; waiting for the peer's.
+    FinWait2,
+    /// The peer closed; we may still send.
+    CloseWait,
+    /// Both closed at once; waiting for the ACK of our FIN.
+    Closing,
+    /// The peer closed, then we did; waiting for the ACK of our FIN.
+    LastAck,
+    /// Both closed; old duplicates of the connection die out.
+    TimeWait,
+    /// Gone.
+    Closed,
+}
+
+impl TcpState {
+    /// Whether both sides' initial sequence numbers are known.
+    pub(crate) fn synchronized(self) -> bool {
+        !matches!(
+            self,
+            TcpState::SynSent | TcpState::SynReceived | TcpState::Closed
+        )
+    }
+}
+
+/// What a connection is allowed: the stack's configuration, per connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Params {
+    /// The MSS we announce: the largest segment we can receive.
+    pub(crate) mss: u16,
+    pub(crate) rx_buffer: usize,
+    pub(crate) tx_buffer: usize,
+    pub(crate) time_wait: Duration,
+    pub(crate) fin_timeout: Duration,
+    pub(crate) delayed_ack: Duration,
+    pub(crate) rto_min: Duration,
+    pub(crate) rto_max: Duration,
+    pub(crate) rto_initial: Duration,
+    pub(crate) syn_retries: u32,
+    pub(crate) retries: u32,
+}
+
+/// An arriving segment, parsed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegIn<'a> {
+    pub(crate) seq: Seq,
+    pub(crate) ack: Seq,
+    pub(crate) flags: TcpFlags,
+    pub(crate) window: u16,
+    pub(crate) mss: Option<u16>,
+    pub(crate) wscale: Option<u8>,
+    pub(crate) payload: &'a [u8],
+}
+
+impl SegIn<'_> {
+    /// SEG.LEN: the sequence space the segment occupies.
+    fn len(&self) -> usize {
+        self.payload.len()
+            + usize::from(self.flags.contains(TcpFlags::SYN))
+            + usize::from(self.flags.contains(TcpFlags::FIN))
+    }
+}
+
+/// A segment to send. Its payload is `len` bytes of the send buffer from
+/// `at` (see [`Tcb::payload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegOut {
+    pub(crate) seq: Seq,
+    pub(crate) ack: Seq,
+    pub(crate) flags: TcpFlags,
+    pub(crate) window: u16,
+    pub(crate) mss: Option<u16>,
+    pub(crate) wscale: Option<u8>,
+    pub(crate) at: usize,
+    pub(crate) len: usize,
+}
+
+/// What changed for the application since the stack last looked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Notes {
+    pub(crate) established: bool,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    pub(crate) peer_closed: bool,
+    pub(crate) closed: Option<CloseReason>,
+}
+
+/// Counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpCounters {
+    /// Segments sent again after the retransmission timer ran out.
+    pub timeout_retransmits: u64,
+    /// Segments sent again on three duplicate ACKs or a partial ACK.
+    pub fast_retransmits: u64,
+    /// Duplicate ACKs received.
+    pub dup_acks: u64,
+    /// Segments that arrived ahead of a hole.
+    pub out_of_order: u64,
+    /// Segments outside the receive window (answered with an ACK).
+    pub out_of_window: u64,
+    /// Challenge ACKs sent for an in-window RST or a SYN (RFC 5961).
+    pub challenge_acks: u64,
+    /// Zero-window probes sent.
+    pub window_probes: u64,
+}
+
+/// The largest window the 16-bit field carries unscaled.
+const MAX_WINDOW: usize = 65_535;
+/// The largest shift of the window scale option (RFC 7323 section 2.3).
+const MAX_WSCALE: u8 = 14;
+/// The MSS assumed when the peer sends none (RFC 9293 section 3.7.1).
+const DEFAULT_MSS: u32 = 536;
+/// Initial window in segments (RFC 6928).
+const INITIAL_WINDOW_SEGMENTS: u32 = 10;
+/// Duplicate ACKs that start a fast retransmit (RFC 5681 section 3.2).
+const DUPACK_THRESHOLD: u32 = 3;
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Tcb {
+    pub(crate) state: TcpState,
+    p: Params,
+    // Send sequence space (RFC 9293 section 3.3.1).
+    iss: Seq,
+    snd_una: Seq,
+    snd_nxt: Seq,
+    /// The highest sequence number sent (SND.NXT goes back on a timeout).
+    snd_max: Seq,
+    snd_wnd: usize,
+    snd_wl1: Seq,
+    snd_wl2: Seq,
+    max_snd_wnd: usize,
+    snd_shift: u8,
+    /// Both SYNs carried the window scale option (RFC 7323 section 2.2).
+    wscale_agreed: bool,
+    /// The peer's MSS, less nothing: we send no options after the SYN.
+    smss: usize,
+    /// Bytes not yet acknowledged, from `tx_seq` on.
+    tx: VecDeque<u8>,
+    /// The sequence number of `tx[0]`.
+    tx_seq: Seq,
+    /// The application is done sending: FIN follows the buffered bytes.
+    fin_queued: bool,
+    // Receive sequence space.
+    irs: Seq,
+    rcv_nxt: Seq,
+    rcv_shift: u8,
+    /// The right edge of the window last advertised; never moves left.
+    rcv_adv: Seq,
+    rx: RxBuf,
+    /// Where the peer's FIN sits, once seen (it may arrive out of order).
+    fin_at: Option<Seq>,
+    // Congestion control.
+    cwnd: usize,
+    ssthresh: usize,
+    dupacks: u32,
+    recover: Seq,
+    in_recovery: bool,
+    /// Resend the segment at SND.UNA before anything new.
+    retransmit_una: bool,
+    // Round-trip time (RFC 6298).
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    rtt_sample: Option<(Seq, Instant)>,
+    retries: u32,
+    // Timers.
+    rto_at: Option<Instant>,
+    ack_at: Option<Instant>,
+    persist_at: Option<Instant>,
+    persist_backoff: u32,
+    probe_now: bool,
+    /// TIME-WAIT's end, or FIN-WAIT-2's after a close.
+    end_at: Option<Instant>,
+    ack_now: bool,
+    unacked_segments: u32,
+    /// The last write took less than it was given.
+    want_writable: bool,
+    /// The application closed (not only shut down) the connection.
+    pub(crate) app_closed: bool,
+    /// A reset to send: its sequence number and, if any, acknowledgment.
+    pub(crate) rst: Option<(Seq, Option<Seq>)>,
+    pub(crate) notes: Notes,
+    pub(crate) counters: TcpCounters,
+}
+
+impl Tcb {
+    fn new(p: Params, iss: Seq, state: TcpState, now: Instant) -> Tcb {
+        let _ = now;
+        let rcv_shift = wscale_for(p.rx_buffer);
+        Tcb {
+            state,
+            p,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: Seq(0),
+            snd_wl2: iss,
+            max_snd_wnd: 0,
+            snd_shift: 0,
+            wscale_agreed: false,
+            smss: DEFAULT_MSS as usize,
+            tx: VecDeque::new(),
+            tx_seq: iss.add(1),
+            fin_queued: false,
+            irs: Seq(0),
+            rcv_nxt: Seq(0),
+            rcv_shift,
+            rcv_adv: Seq(0),
+            rx: RxBuf::new(p.rx_buffer),
+            fin_at: None,
+            cwnd: 0,
+            ssthresh: usize::MAX / 2,
+            dupacks: 0,
+            recover: iss,
+            in_recovery: false,
+            retransmit_una: false,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: p.rto_initial,
+            rtt_sample: None,
+            retries: 0,
+            rto_at: None,
+            ack_at: None,
+            persist_at: None,
+            persist_backoff: 0,
+            probe_now: false,
+            end_at: None,
+            ack_now: false,
+            unacked_segments: 0,
+            want_writable: false,
+            app_closed: false,
+            rst: None,
+            notes: Notes::default(),
+            counters: TcpCounters::default(),
+        }
+    }
+
+    /// An active open: SYN-SENT, the SYN goes out at the next output.
+    pub(crate) fn connect(p: Params, iss: Seq, now: Instant) -> Tcb {
+        Tcb::new(p, iss, TcpState::SynSent, now)
+    }
+
+    /// A passive open from a listener's SYN: SYN-RECEIVED (RFC 9293
+    /// section 3.10.7.2), the SYN-ACK goes out at the next output.
+    pub(crate) fn accept(p: Params, iss: Seq, syn: &SegIn<'_>, now: Instant) -> Tcb {
+        let mut t = Tcb::new(p, iss, TcpState::SynReceived, now);
+        t.take_syn(syn);
+        t
+    }
+
+    /// Records the peer's SYN: its sequence number, window and options.
+    fn take_syn(&mut self, syn: &SegIn<'_>) {
+        self.irs = syn.seq;
+        self.rcv_nxt = syn.seq.add(1);
+        // What our SYN (or the SYN-ACK to come) announces, unscaled.
+        self.rcv_adv = self.rcv_nxt.add(self.rx.free().min(MAX_WINDOW));
+        // Window scaling only if both sides send the option (RFC 7323
+        // section 2.2); the SYN's own window is never scaled.
+        match syn.wscale {
+            Some(shift) => {
+                self.snd_shift = shift.min(MAX_WSCALE);
+                self.wscale_agreed = true;
+            }
+            None => {
+                self.snd_shift = 0;
+                self.rcv_shift = 0;
+            }
+        }
+        self.smss = syn.mss.map_or(DEFAULT_MSS, u32::from).max(64) as usize;
+        self.smss = self.smss.min(usize::from(self.p.mss));
+        self.snd_wnd = usize::from(syn.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = syn.seq;
+        // RFC 5681 section 3.1 with RFC 6928's initial window.
+        self.cwnd = INITIAL_WINDOW_SEGMENTS as usize * self.smss;
+    }
+
+    // ---- the application's side ----
+
+    /// The bytes received in order and not consumed.
+    pub(crate) fn peek(&self) -> &[u8] {
+        self.rx.bytes()
+    }
+
+    /// Drops `n` received bytes; the window reopens.
+    pub(crate) fn consume(&mut self, n: usize) {
+        let was_zero = self.rcv_adv.le(self.rcv_nxt);
+        self.rx.consume(n);
+        // Receiver-side silly window avoidance (RFC 9293 section
+        // 3.8.6.2.2): announce the larger window once it has grown by
+        // min(half the buffer, one MSS), or at once if it was shut.
+        let edge = self.rcv_nxt.add(self.rx.free());
+        let grown = edge.since(self.rcv_adv);
+        let step = (self.rx.capacity() / 2).min(usize::from(self.p.mss));
+        if self.state.synchronized() && (grown >= step || (was_zero && grown > 0)) {
+            self.ack_now = true;
+        }
+    }
+
+    /// Copies as much of `data` into the send buffer as it has room for.
+    pub(crate) fn write(&mut self, data: &[u8]) -> usize {
+        if self.fin_queued
+            || !matches!(
+                self.state,
+                TcpState::SynSent
+                    | TcpState::SynReceived
+                    | TcpState::Established
+                    | TcpState::CloseWait
+            )
+        {
+            return 0;
+        }
+        let n = data.len().min(self.p.tx_buffer - self.tx.len());
+        self.tx.extend(&data[..n]);
+        if n < data.len() {
+            self.want_writable = true;
+        }
+        n
+    }
+
+    /// Bytes in the send buffer (sent and not acknowledged, or not sent).
+    pub(crate) fn tx_buffered(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub(crate) fn rx_buffered(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// The two pieces of the send buffer's bytes `at..at + len`.
+    pub(crate) fn payload(&self, at: usize, len: usize) -> (&[u8], &[u8]) {
+        let (a, b) = self.tx.as_slices();
+        let end = at + len;
+        if end <= a.len() {
+            (&a[at..end], &[])
+        } else if at >= a.len() {
+            (&b[at - a.len()..end - a.len()], &[])
+        } else {
+            (&a[at..], &b[..end - a.len()])
+        }
+    }
+
+    /// The application is done sending: FIN after the buffered bytes
+    /// (RFC 9293 section 3.10.4).
+    pub(crate) fn shutdown(&mut self) {
+        if self.fin_queued {
+            return;
+        }
+        match self.state {
+            TcpState::SynSent => self.close_with(CloseReason::Local),
+            TcpState::SynReceived | TcpState::Established => {
+                self.fin_queued = true;
+                self.state = TcpState::FinWait1;
+            }
+            TcpState::CloseWait => {
+                self.fin_queued = true;
+                self.state = TcpState::LastAck;
+            }
+            _ => {}
+        }
+    }
+
+    /// The application is done with the connection. Unread bytes make it
+    /// a reset (RFC 2525 section 2.17, as Linux does).
+    pub(crate) fn close(&mut self) {
+        self.app_closed = true;
+        if self.rx.len() > 0 && self.state.synchronized() {
+            self.abort(CloseReason::Aborted);
+            return;
+        }
+        self.shutdown();
+    }
+
+    /// Resets the connection now (RFC 9293 section 3.10.4, ABORT).
+    pub(crate) fn abort(&mut self, reason: CloseReason) {
+        if self.state.synchronized() || self.state == TcpState::SynReceived {
+            self.rst = Some((self.snd_nxt, None));
+        }
+        self.close_with(reason);
+    }
+
+    /// Ends the connection without a segment (its peer was never
+    /// reached).
+    pub(crate) fn fail(&mut self, reason: CloseReason) {
+        self.close_with(reason);
+    }
+
+    fn close_with(&mut self, reason: CloseReason) {
+        if self.state != TcpState::Closed {
+            self.state = TcpState::Closed;
+            self.notes.closed = Some(reason);
+        }
+        self.rto_at = None;
+        self.ack_at = None;
+        self.persist_at = None;
+        self.end_at = None;
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = TcpState::TimeWait;
+        self.end_at = Some(now + self.p.time_wait);
+        self.rto_at = None;
+        self.persist_at = None;
+    }
+
+    // ---- arriving segments (RFC 9293 section 3.10.7) ----
+
+    /// Processes one segment for this connection.
+    pub(crate) fn input(&mut self, seg: &SegIn<'_>, now: Instant) {
+        match self.state {
+            TcpState::Closed => {}
+            TcpState::SynSent => self.input_syn_sent(seg, now),
+            _ => self.input_synchronized(seg, now),
+        }
+    }
+
+    /// RFC 9293 section 3.10.7.3.
+    fn input_syn_sent(&mut self, seg: &SegIn<'_>, now: Instant) {
+        let has_ack = seg.flags.contains(TcpFlags::ACK);
+        if has_ack && (seg.ack.le(self.iss) || seg.ack.gt(self.snd_max)) {
+            if !seg.flags.contains(TcpFlags::RST) {
+                self.rst = Some((seg.ack, None));
+            }
+            return;
+        }
+        if seg.flags.contains(TcpFlags::RST) {
+            if has_ack {
+                self.close_with(CloseReason::ConnectFailed(libc::ECONNREFUSED));
+            }
+            return;
+        }
+        if !seg.flags.contains(TcpFlags::SYN) {
+            return;
+        }
+        self.take_syn(seg);
+        if has_ack {
+            self.snd_una = seg.ack;
+            self.snd_wl2 = seg.ack;
+            self.sample_rtt(seg.ack, now);
+            self.rto_at = None;
+            self.retries = 0;
+            self.state = TcpState::Established;
+            self.notes.established = true;
+            self.ack_now = true;
+        } else {
+            // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK.
+            self.state = TcpState::SynReceived;
+            self.snd_nxt = self.iss;
+        }
+    }
+
+    /// The receive window now: from RCV.NXT to the advertised edge.
+    fn rcv_wnd(&self) -> usize {
+        self.rcv_adv.since(self.rcv_nxt)
+    }
+
+    /// RFC 9293 section 3.10.7.4, with RFC 5961's checks of RST, SYN and
+    /// ACK.
+    fn input_synchronized(&mut self, seg: &SegIn<'_>, now: Instant) {
+        let rst = seg.flags.contains(TcpFlags::RST);
+        // A SYN-RECEIVED whose SYN-ACK was lost sees the SYN again.
+        if self.state == TcpState::SynReceived
+            && seg.flags.contains(TcpFlags::SYN)
+            && !seg.flags.contains(TcpFlags::ACK)
+            && !rst
+        {
+            if seg.seq == self.irs {
+                self.snd_nxt = self.iss;
+            }
+            return;
+        }
+        // First: is the segment acceptable (the table of section 3.10.7.4)?
+        let wnd = self.rcv_wnd();
+        let len = seg.len();
+        let in_window = |s: Seq| s.ge(self.rcv_nxt) && s.lt(self.rcv_nxt.add(wnd));
+        let acceptable = match (len, wnd) {
+            (0, 0) => seg.seq == self.rcv_nxt,
+            (0, _) => in_window(seg.seq),
+            (_, 0) => false,
+            (_, _) => in_window(seg.seq) || in_window(seg.seq.add(len - 1)),
+        };
+        if !acceptable {
+            if !rst {
+                self.counters.out_of_window += 1;
+                self.ack_now = true;
+                if self.state == TcpState::TimeWait {
+                    self.end_at = Some(now + self.p.time_wait);
+                }
+            }
+            return;
+        }
+        // Second: RST (RFC 5961 section 3.2): only an exact match resets;
+        // one elsewhere in the window gets a challenge ACK.
+        if rst {
+            if seg.seq == self.rcv_nxt {
+                match self.state {
+                    TcpState::SynReceived
+                    | TcpState::Established
+                    | TcpState::FinWait1
+                    | TcpState::FinWait2
+                    | TcpState::CloseWait => self.close_with(CloseReason::Reset),
+                    _ => self.close_with(CloseReason::Local),
+                }
+            } else {
+                self.counters.challenge_acks += 1;
+                self.ack_now = true;
+            }
+            return;
+        }
+        // Fourth: a SYN in a synchronized state (RFC 5961 section 4.2).
+        if seg.flags.contains(TcpFlags::SYN) {
+            self.counters.challenge_acks += 1;
+            self.ack_now = true;
+            return;
+        }
+        // Fifth: the ACK.
+        if !seg.flags.contains(TcpFlags::ACK) {
+            return;
+        }
+        if self.state == TcpState::SynReceived {
+            if seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_max) {
+                self.state = if self.fin_queued {
+                    TcpState::FinWait1
+                } else {
+                    TcpState::Established
+                };
+                self.notes.established = true;
+                self.snd_wnd = usize::from(seg.window) << self.snd_shift;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = seg.ack;
+            } else {
+                self.rst = Some((seg.ack, None));
+                return;
+            }
+        }
+        // RFC 5961 section 5.2: an ACK must lie in
+        // [SND.UNA - MAX.SND.WND, SND.NXT].
+        if seg.ack.gt(self.snd_max) {
+            self.ack_now = true;
+            return;
+        }
+        if seg
+            .ack
+            .lt(Seq(self.snd_una.0.wrapping_sub(self.max_snd_wnd as u32)))
+        {
+            self.counters.challenge_acks += 1;
+            self.ack_now = true;
+            return;
+        }
+        let window = usize::from(seg.window) << self.snd_shift;
+        if seg.ack.gt(self.snd_una) {
+            self.ack_new(seg.ack, now);
+        } else if seg.ack == self.snd_una
+            && seg.payload.is_empty()
+            && !seg.flags.contains(TcpFlags::FIN)
+            && window == self.snd_wnd
+            && self.snd_max.gt(self.snd_una)
+        {
+            self.dup_ack();
+        }
+        // Window update (RFC 9293 section 3.10.7.4, SND.WL1 and SND.WL2).
+        if self.snd_wl1.lt(seg.seq) || (self.snd_wl1 == seg.seq && self.snd_wl2.le(seg.ack)) {
+            if window > 0 && self.snd_wnd == 0 {
+                self.persist_at = None;
+                self.persist_backoff = 0;
+            }
+            if window == 0 {
+                // The peer answered; a closed window is not a dead peer.
+                self.retries = 0;
+            }
+            self.snd_wnd = window;
+            self.max_snd_wnd = self.max_snd_wnd.max(window);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+        }
+        let fin_acked = self.fin_queued && self.snd_una == self.fin_seq().add(1);
+        match self.state {
+            TcpState::FinWait1 if fin_acked => {
+                self.state = TcpState::FinWait2;
+                if self.app_closed {
+                    self.end_at = Some(now + self.p.fin_timeout);
+                }
+            }
+            TcpState::Closing if fin_acked => self.enter_time_wait(now),
+            TcpState::LastAck if fin_acked => {
+                self.close_with(CloseReason::Local);
+                return;
+            }
+            TcpState::TimeWait => {
+                // A retransmitted FIN: acknowledge it and restart the wait.
+                if seg.flags.contains(TcpFlags::FIN) {
+                    self.ack_now = true;
+                    self.end_at = Some(now + self.p.time_wait);
+                }
+                return;
+            }
+            _ => {}
+        }
+        // Seventh: the text.
+        let mut data = seg.payload;
+        let mut seq = seg.seq;
+        if seq.lt(self.rcv_nxt) {
+            let skip = self.rcv_nxt.since(seq).min(data.len());
+            data = &data[skip..];
+            seq = seq.add(skip);
+        }
+        if !data.is_empty() {
+            match self.state {
+                TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2 => {
+                    if self.app_closed {
+                        // Nobody will read it (RFC 9293 section 3.10.7.4's
+                        // note on CLOSE, and Linux): reset.
+                        self.abort(CloseReason::Aborted);
+                        return;
+                    }
+                    self.receive(seq, data, now);
+                }
+                _ => {}
+            }
+        }
+        // Eighth: the FIN, once every byte before it is in.
+        if seg.flags.contains(TcpFlags::FIN) {
+            let at = seg.seq.add(seg.payload.len());
+            if at.ge(self.rcv_nxt) && at.lt(self.rcv_nxt.add(wnd.max(1))) {
+                self.fin_at = Some(at);
+            }
+            self.ack_now = true;
+        }
+        self.take_fin(now);
+    }
+
+    /// Stores in-window data and schedules the acknowledgment.
+    fn receive(&mut self, seq: Seq, data: &[u8], now: Instant) {
+        // Cut at the advertised window's right edge (section 3.10.7.4).
+        let data = &data[..data.len().min(self.rcv_adv.since(seq))];
+        if data.is_empty() {
+            return;
+        }
+        let offset = seq.since(self.rcv_nxt);
+        let had_holes = self.rx.has_holes();
+        let (_, advanced) = self.rx.write(offset, data);
+        if advanced > 0 {
+            self.rcv_nxt = self.rcv_nxt.add(advanced);
+            self.notes.readable = true;
+        }
+        if offset > 0 {
+            // Out of order: a duplicate ACK at once, for the sender's fast
+            // retransmit (RFC 5681 section 4.2).
+            self.counters.out_of_order += 1;
+            self.ack_now = true;
+        } else if had_holes {
+            // A hole filled: acknowledge at once (RFC 5681 section 4.2).
+            self.ack_now = true;
+        } else {
+            // Delayed ACK: every second full segment, else within the
+            // delay (RFC 1122 section 4.2.3.2, RFC 5681 section 4.2).
+            self.unacked_segments += 1;
+            if self.unacked_segments >= 2 {
+                self.ack_now = true;
+            } else if self.ack_at.is_none() {
+                self.ack_at = Some(now + self.p.delayed_ack);
+            }
+        }
+    }
+
+    /// Takes the peer's FIN once RCV.NXT has reached it.
+    fn take_fin(&mut self, now: Instant) {
+        if self.fin_at != Some(self.rcv_nxt) || self.state == TcpState::Closed {
+            return;
+        }
+        self.fin_at = None;
+        self.rcv_nxt = self.rcv_nxt.add(1);
+        self.rcv_adv = self.rcv_adv.add(1).max_seq(self.rcv_nxt);
+        self.ack_now = true;
+        match self.state {
+            TcpState::SynReceived | TcpState::Established => {
+                self.state = TcpState::CloseWait;
+                self.notes.peer_closed = true;
+            }
+            TcpState::FinWait1 => {
+                self.notes.peer_closed = true;
+                if self.fin_queued && self.snd_una == self.fin_seq().add(1) {
+                    self.enter_time_wait(now);
+                } else {
+                    self.state = TcpState::Closing;
+                }
+            }
+            TcpState::FinWait2 => {
+                self.notes.peer_closed = true;
+                self.enter_time_wait(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// An ACK of new data (RFC 9293 section 3.10.7.4; RFC 5681 and RFC
+    /// 6582 for the congestion window).
+    fn ack_new(&mut self, ack: Seq, now: Instant) {
+        let acked = ack.since(self.snd_una);
+        // The SYN's sequence number, then data, then the FIN.
+        let data_acked = ack.since(self.tx_seq).min(self.tx.len());
+        self.tx.drain(..data_acked);
+        self.tx_seq = self.tx_seq.add(data_acked);
+        self.snd_una = ack;
+        if self.snd_nxt.lt(ack) {
+            self.snd_nxt = ack;
+        }
+        self.sample_rtt(ack, now);
+        self.retries = 0;
+        self.dupacks = 0;
+        if self.in_recovery {
+            if ack.ge(self.recover) {
+                // Full acknowledgment (RFC 6582 section 3.2, step 3).
+                self.in_recovery = false;
+                self.cwnd = self.ssthresh.min(self.flight() + self.smss).max(self.smss);
+            } else {
+                // Partial: resend the next hole, deflate (step 4).
+                self.retransmit_una = true;
+                self.cwnd = self.cwnd.saturating_sub(acked).max(self.smss) + self.smss;
+            }
+        } else if self.cwnd < self.ssthresh {
+            self.cwnd += acked.min(self.smss);
+        } else {
+            self.cwnd += (self.smss * self.smss / self.cwnd.max(1)).max(1);
+        }
+        // RFC 6298 section 5.2 and 5.3.
+        self.rto_at = if self.snd_una == self.snd_max {
+            None
+        } else {
+            Some(now + self.rto)
+        };
+        if self.want_writable && self.tx.len() <= self.p.tx_buffer / 2 {
+            self.want_writable = false;
+            self.notes.writable = true;
+        }
+    }
+
+    /// A duplicate ACK (RFC 5681 section 3.2, RFC 6582 section 3.2).
+    fn dup_ack(&mut self) {
+        self.counters.dup_acks += 1;
+        self.dupacks += 1;
+        if self.in_recovery {
+            self.cwnd += self.smss;
+        } else if self.dupacks == DUPACK_THRESHOLD && self.snd_una.gt(self.recover) {
+            self.ssthresh = (self.flight() / 2).max(2 * self.smss);
+            self.recover = self.snd_max;
+            self.cwnd = self.ssthresh + 3 * self.smss;
+            self.in_recovery = true;
+            self.retransmit_una = true;
+            self.rtt_sample = None;
+        }
+    }
+
+    fn flight(&self) -> usize {
+        self.snd_max.since(self.snd_una)
+    }
+
+    /// RFC 6298 section 2, timing one segment at a time; Karn's rule drops
+    /// the sample when the segment was sent again.
+    fn sample_rtt(&mut self, ack: Seq, now: Instant) {
+        let Some((seq, sent)) = self.rtt_sample else {
+            return;
+        };
+        if ack.lt(seq) {
+            return;
+        }
+        self.rtt_sample = None;
+        let r = now.saturating_duration_since(sent);
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(r);
+                self.rttvar = self.rttvar * 3 / 4 + delta / 4;
+                self.srtt = Some(srtt * 7 / 8 + r / 8);
+            }
+        }
+        let srtt = self.srtt.unwrap_or(r);
+        self.rto = (srtt + (self.rttvar * 4).max(Duration::from_millis(1)))
+            .clamp(self.p.rto_min, self.p.rto_max);
+    }
+
+    /// The sequence number of our FIN (valid once it is queued).
+    fn fin_seq(&self) -> Seq {
+        self.tx_seq.add(self.tx.len())
+    }
+
+    // ---- timers ----
+
+    /// The earliest deadline, for the stack's timer queue.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        [self.rto_at, self.ack_at, self.persist_at, self.end_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs the deadlines that passed.
+    pub(crate) fn on_timer(&mut self, now: Instant) {
+        if self.end_at.is_some_and(|t| t <= now) {
+            self.end_at = None;
+            // TIME-WAIT over, or FIN-WAIT-2 after a close gave up waiting
+            // (Linux's tcp_fin_timeout).
+            self.close_with(CloseReason::Local);
+            return;
+        }
+        if self.ack_at.is_some_and(|t| t <= now) {
+            self.ack_at = None;
+            self.ack_now = true;
+        }
+        if self.persist_at.is_some_and(|t| t <= now) {
+            self.persist_at = None;
+            self.probe_now = true;
+            self.persist_backoff += 1;
+        }
+        if self.rto_at.is_some_and(|t| t <= now) {
+            self.rto_at = None;
+            self.retries += 1;
+            let limit = if self.state.synchronized() {
+                self.p.retries
+            } else {
+                self.p.syn_retries
+            };
+            if self.retries > limit {
+                let reason = if self.state == TcpState::SynSent {
+                    CloseReason::ConnectFailed(libc::ETIMEDOUT)
+                } else {
+                    CloseReason::TimedOut
+                };
+                self.close_with(reason);
+                return;
+            }
+            self.counters.timeout_retransmits += 1;
+            if self.state.synchronized() {
+                // RFC 5681 section 3.1, equation 4; RFC 6582 section 3.2
+                // step 1 after a timeout.
+                self.ssthresh = (self.flight() / 2).max(2 * self.smss);
+                self.cwnd = self.smss;
+                self.in_recovery = false;
+                self.dupacks = 0;
+                self.recover = self.snd_max;
+            }
+            // Go back to the oldest unacknowledged byte (or the SYN).
+            self.snd_nxt = self.snd_una;
+            self.retransmit_una = false;
+            self.rtt_sample = None;
+            // RFC 6298 section 5.5: back off.
+            self.rto = (self.rto * 2).min(self.p.rto_max);
+        }
+    }
+
+    // ---- what to send ----
+
+    /// The window field, scaled, and the edge it advertises.
+    fn window_field(&mut self) -> u16 {
+        let free = self.rx.free();
+        let promised = self.rcv_adv.since(self.rcv_nxt);
+        let bytes = free.max(promised);
+        let scaled = (bytes >> self.rcv_shift).min(MAX_WINDOW);
+        let edge = self.rcv_nxt.add(scaled << self.rcv_shift);
+        if edge.gt(self.rcv_adv) {
+            self.rcv_adv = edge;
+        }
+        scaled as u16
+    }
+
+    fn segment(&mut self, seq: Seq, flags: TcpFlags, at: usize, len: usize) -> SegOut {
+        let window = self.window_field();
+        let mut flags = flags;
+        if self.state != TcpState::SynSent {
+            flags |= TcpFlags::ACK;
+            self.ack_now = false;
+            self.ack_at = None;
+            self.unacked_segments = 0;
+        }
+        SegOut {
+            seq,
+            ack: self.rcv_nxt,
+            flags,
+            window,
+            mss: None,
+            wscale: None,
+            at,
+            len,
+        }
+    }
+
+    /// Appends the segments to send now to `out`.
+    pub(crate) fn output(&mut self, now: Instant, out: &mut Vec<SegOut>) {
+        if let Some((seq, ack)) = self.rst.take() {
+            out.push(SegOut {
+                seq,
+                ack: ack.unwrap_or(Seq(0)),
+                flags: if ack.is_some() {
+                    TcpFlags::RST | TcpFlags::ACK
+                } else {
+                    TcpFlags::RST
+                },
+                window: 0,
+                mss: None,
+                wscale: None,
+                at: 0,
+                len: 0,
+            });
+        }
+        match self.state {
+            TcpState::Closed => return,
+            TcpState::SynSent | TcpState::SynReceived => {
+                if self.snd_nxt == self.iss {
+                    // The SYN (or SYN-ACK), with our MSS and window scale
+                    // (RFC 7323: offered in a SYN, answered only to a
+                    // SYN that offered it). Its window is never scaled.
+                    let offer_wscale = self.state == TcpState::SynSent || self.wscale_agreed;
+                    let shift = self.rcv_shift;
+                    self.rcv_shift = 0;
+                    let flags = TcpFlags::SYN;
+                    let mut seg = self.segment(self.iss, flags, 0, 0);
+                    self.rcv_shift = shift;
+                    seg.mss = Some(self.p.mss);
+                    seg.wscale = offer_wscale.then_some(if self.state == TcpState::SynSent {
+                        wscale_for(self.p.rx_buffer)
+                    } else {
+                        shift
+                    });
+                    out.push(seg);
+                    self.snd_nxt = self.iss.add(1);
+                    if self.snd_max.lt(self.snd_nxt) {
+                        self.snd_max = self.snd_nxt;
+                        self.rtt_sample = Some((self.snd_nxt, now));
+                    }
+                    self.rto_at.get_or_insert(now + self.rto);
+                }
+                if self.state == TcpState::SynSent {
+                    return;
+                }
+                // SYN-RECEIVED sends nothing else until established.
+                if self.ack_now {
+                    let seg = self.segment(self.snd_nxt, TcpFlags(0), 0, 0);
+                    out.push(seg);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let before = out.len();
+        if self.retransmit_una && self.snd_una.lt(self.snd_max) {
+            self.retransmit_una = false;
+            self.counters.fast_retransmits += 1;
+            self.send_from(self.snd_una, self.smss, now, out, false);
+        }
+        // New data (or data again after a timeout), as far as both
+        // windows allow.
+        loop {
+            let limit = self.snd_wnd.min(self.cwnd);
+            let in_flight = self.snd_nxt.since(self.snd_una);
+            let usable = limit.saturating_sub(in_flight);
+            let offset = self.snd_nxt.since(self.tx_seq);
+            let unsent = self.tx.len().saturating_sub(offset);
+            let fin_due = self.fin_queued && self.snd_nxt == self.fin_seq();
+            if unsent == 0 {
+                if fin_due {
+                    self.send_from(self.snd_nxt, 0, now, out, true);
+                }
+                break;
+            }
+            let len = unsent.min(self.smss).min(usable);
+            // Sender-side silly window avoidance (RFC 9293 section
+            // 3.8.6.2.1), without Nagle: a full segment, all we have, or
+            // half the largest window the peer has offered.
+            let send = len > 0
+                && (len == self.smss || len == unsent || len >= self.max_snd_wnd.div_ceil(2));
+            if !send {
+                break;
+            }
+            self.send_from(self.snd_nxt, len, now, out, true);
+        }
+        // Zero window (RFC 9293 section 3.8.6.1): probe it on a backing-off
+        // timer while nothing is in flight.
+        let offset = self.snd_nxt.since(self.tx_seq);
+        let unsent = self.tx.len().saturating_sub(offset);
+        if unsent > 0 && self.snd_wnd == 0 && self.snd_una == self.snd_max {
+            if self.probe_now {
+                self.probe_now = false;
+                self.counters.window_probes += 1;
+                self.send_from(self.snd_nxt, 1, now, out, true);
+            } else if self.persist_at.is_none() {
+                let wait = (self.rto * (1 << self.persist_backoff.min(6))).min(self.p.rto_max);
+                self.persist_at = Some(now + wait);
+            }
+        }
+        self.probe_now = false;
+        if out.len() == before && self.ack_now {
+            let seg = self.segment(self.snd_nxt, TcpFlags(0), 0, 0);
+            out.push(seg);
+        }
+    }
+
+    /// One segment of up to `len` bytes from `seq` (with FIN if it ends
+    /// where the FIN goes). `advance`: it is SND.NXT's segment.
+    fn send_from(
+        &mut self,
+        seq: Seq,
+        len: usize,
+        now: Instant,
+        out: &mut Vec<SegOut>,
+        advance: bool,
+    ) {
+        let at = seq.since(self.tx_seq);
+        let len = len.min(self.tx.len().saturating_sub(at));
+        let mut flags = if len > 0 { TcpFlags::PSH } else { TcpFlags(0) };
+        let end = seq.add(len);
+        let with_fin = self.fin_queued && end == self.fin_seq();
+        if with_fin {
+            flags |= TcpFlags::FIN;
+        }
+        if len == 0 && !with_fin {
+            return;
+        }
+        let seg = self.segment(seq, flags, at, len);
+        out.push(seg);
+        let next = end.add(usize::from(with_fin));
+        if seq.lt(self.snd_max) && !advance {
+            self.rtt_sample = None;
+        }
+        if advance {
+            if seq.lt(self.snd_max) {
+                self.rtt_sample = None;
+            }
+            self.snd_nxt = next;
+        }
+        if next.gt(self.snd_max) {
+            if self.rtt_sample.is_none() && seq.ge(self.snd_max) {
+                self.rtt_sample = Some((next, now));
+            }
+            self.snd_max = next;
+        }
+        // RFC 6298 section 5.1.
+        self.rto_at.get_or_insert(now + self.rto);
+    }
+
+    /// Checks the invariants the fuzz target asks of every state.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.state == TcpState::Closed {
+            return Ok(());
+        }
+        if self.snd_una.gt(self.snd_nxt) || self.snd_nxt.gt(self.snd_max) {
+            return Err(format!(
+                "send space out of order: una {:?} nxt {:?} max {:?}",
+                self.snd_una, self.snd_nxt, self.snd_max
+            ));
+        }
+        if self.tx.len() > self.p.tx_buffer {
+            return Err(format!("send buffer holds {} bytes", self.tx.len()));
+        }
+        if self.rx.len() > self.rx.capacity() {
+            return Err(format!("receive buffer holds {} bytes", self.rx.len()));
+        }
+        if self.state.synchronized() && self.rcv_adv.lt(self.rcv_nxt) && self.fin_at.is_none() {
+            return Err("advertised edge behind RCV.NXT".to_string());
+        }
+        if self.snd_max.since(self.tx_seq) > self.tx.len() + 1 {
+            return Err(format!(
+                "sent {} bytes past a buffer of {}",
+                self.snd_max.since(self.tx_seq),
+                self.tx.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The congestion window and slow-start threshold, for statistics.
+    pub(crate) fn cwnd(&self) -> (usize, usize) {
+        (self.cwnd, self.ssthresh)
+    }
+
+    /// The smoothed round-trip time, once measured.
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+}
+
+trait MaxSeq {
+    fn max_seq(self, other: Seq) -> Seq;
+}
+
+impl MaxSeq for Seq {
+    fn max_seq(self, other: Seq) -> Seq {
+        if self.lt(other) { other } else { self }
+    }
+}
+
+/// The window scale that lets a window of `buffer` bytes be announced.
+fn wscale_for(buffer: usize) -> u8 {
+    let mut shift = 0u8;
+    while (MAX_WINDOW << shift) < buffer && shift < MAX_WSCALE {
+        shift += 1;
+    }
+    shift
+}
+
+/// Drives one connection with a sequence of segments, calls and timer
+/// runs read from `data`, checking the invariants after every step: the
+/// fuzz target's body, and a randomized test's.
+///
+/// # Errors
+/// The first invariant broken, with the step.
+#[doc(hidden)]
+pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next();
+    let word = |next: &mut dyn FnMut() -> Option<u8>| {
+        u32::from_le_bytes([
+            next().unwrap_or(0),
+            next().unwrap_or(0),
+            next().unwrap_or(0),
+            next().unwrap_or(0),
+        ])
+    };
+    let p = Params {
+        mss: 536,
+        rx_buffer: 4096,
+        tx_buffer: 8192,
+        time_wait: Duration::from_millis(100),
+        fin_timeout: Duration::from_millis(100),
+        delayed_ack: Duration::from_millis(5),
+        rto_min: Duration::from_millis(10),
+        rto_max: Duration::from_millis(500),
+        rto_initial: Duration::from_millis(50),
+        syn_retries: 3,
+        retries: 5,
+    };
+    let start = Instant::now();
+    let mut now = start;
+    let Some(first) = next() else {
+        return Ok(());
+    };
+    let iss = Seq(word(&mut next));
+    let mut t = if first & 1 == 0 {
+        Tcb::connect(p, iss, now)
+    } else {
+        let syn = SegIn {
+            seq: Seq(word(&mut next)),
+            ack: Seq(0),
+            flags: TcpFlags::SYN,
+            window: (word(&mut next) & 0xffff) as u16,
+            mss: (first & 2 != 0).then_some(200 + u16::from(first >> 2)),
+            wscale: (first & 4 != 0).then_some(first >> 4),
+            payload: &[],
+        };
+        Tcb::accept(p, iss, &syn, now)
+    };
+    let payload = [0x5au8; 2048];
+    let mut out = Vec::new();
+    let mut step = 0usize;
+    while let Some(op) = next() {
+        step += 1;
+        match op % 8 {
+            0 | 1 => {
+                // A segment near what the connection expects.
+                let flags = TcpFlags(next().unwrap_or(0x10) & 0x3f);
+                let dseq = i32::from(next().unwrap_or(0) as i8) * 64;
+                let dack = i32::from(next().unwrap_or(0) as i8) * 64;
+                let len = usize::from(next().unwrap_or(0)) * 8;
+                let window = u16::from(next().unwrap_or(0)) << 8;
+                let base_seq = if t.state == TcpState::SynSent {
+                    Seq(word(&mut next))
+                } else {
+                    t.rcv_nxt
+                };
+                let seg = SegIn {
+                    seq: Seq(base_seq.0.wrapping_add(dseq as u32)),
+                    ack: Seq(t.snd_una.0.wrapping_add(dack as u32)),
+                    flags,
+                    window,
+                    mss: None,
+                    wscale: None,
+                    payload: &payload[..len.min(payload.len())],
+                };
+                t.input(&seg, now);
+            }
+            2 => {
+                let n = usize::from(next().unwrap_or(0)) * 32;
+                t.write(&payload[..n.min(payload.len())]);
+            }
+            3 => {
+                let n = usize::from(next().unwrap_or(0)) * 16;
+                t.consume(n);
+            }
+            4 => match next().unwrap_or(0) % 3 {
+                0 => t.shutdown(),
+                1 => t.close(),
+                _ => t.abort(CloseReason::Aborted),
+            },
+            5 | 6 => {
+                now += Duration::from_millis(u64::from(next().unwrap_or(0)));
+                t.on_timer(now);
+            }
+            _ => {}
+        }
+        out.clear();
+        t.output(now, &mut out);
+        for s in &out {
+            if s.at + s.len > t.tx_buffered() {
+                return Err(format!("step {step}: segment {s:?} past the send buffer"));
+            }
+            if s.len > t.smss.max(1) {
+                return Err(format!(
+                    "step {step}: segment of {} bytes, MSS {}",
+                    s.len, t.smss
+                ));
+            }
+        }
+        t.check()
+            .map_err(|e| format!("step {step} ({:?}): {e}", t.state))?;
+        let _ = std::mem::take(&mut t.notes);
+    }
+    Ok(())
+}

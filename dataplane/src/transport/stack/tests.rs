@@ -1,0 +1,458 @@
+//! The stack against itself over memory ports: handshakes, transfers both
+//! ways checked byte for byte, loss, reordering and duplication on the
+//! link, many connections, resets, ARP and ICMP, and every mbuf back in
+//! its pool at the end.
+
+use super::{Stack, StackConfig, TcpState};
+use crate::net::fault::{FaultInjector, Faults};
+use crate::net::memory::MemoryPort;
+use crate::net::{MbufBatch, Port, PortConfig};
+use crate::transport::{CloseReason, ConnId, Event};
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
+    EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, checksum,
+};
+use hugepages::mbuf::MbufPool;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// 3% loss, 1% duplication, 2% reordering on the way out, 1% loss on
+/// the way in.
+fn faults(seed: u64) -> Faults {
+    Faults {
+        loss: 30,
+        duplicate: 10,
+        reorder: 20,
+        rx_loss: 10,
+        seed,
+    }
+}
+
+fn addr(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, last)
+}
+
+fn config(last: u8) -> StackConfig {
+    let mut c = StackConfig::new(format!("10.0.0.{last}/24").parse().expect("cidr"));
+    // Short timers so that loss recovers within a test's time.
+    c.time_wait = Duration::from_millis(20);
+    c.fin_timeout = Duration::from_millis(500);
+    c.delayed_ack = Duration::from_millis(2);
+    c.rto_min = Duration::from_millis(5);
+    c.rto_initial = Duration::from_millis(20);
+    c.rto_max = Duration::from_millis(200);
+    c.retries = 30;
+    c
+}
+
+fn pair(name: &str) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
+    let mut cfg = PortConfig::new(name);
+    cfg.mbufs = 8192;
+    cfg.mbuf_cache = 0;
+    let (mut a, mut b) = MemoryPort::pair(&cfg).expect("memory pair");
+    let (a, b) = (a.remove(0), b.remove(0));
+    let (pa, pb) = (a.pool().clone(), b.pool().clone());
+    (a, b, pa, pb)
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// One side of a transfer: sends `send`, keeps what arrives, shuts down
+/// its sending side when done, closes once the peer has too.
+#[derive(Default)]
+struct Side {
+    send: Vec<u8>,
+    sent: usize,
+    got: Vec<u8>,
+    peer_closed: bool,
+    closed: Option<CloseReason>,
+    shut: bool,
+}
+
+fn drive<P: Port>(
+    stack: &mut Stack<P>,
+    sides: &mut HashMap<ConnId, Side>,
+    echo_new: Option<&[u8]>,
+) {
+    stack.poll();
+    while let Some(ev) = stack.next_event() {
+        match ev {
+            Event::Accepted { conn, .. } => {
+                let side = Side {
+                    send: echo_new.map(<[u8]>::to_vec).unwrap_or_default(),
+                    ..Side::default()
+                };
+                sides.insert(conn, side);
+            }
+            Event::Connected(_) | Event::Writable(_) => {}
+            Event::Readable(c) => {
+                let data = stack.peek(c).expect("open").to_vec();
+                stack.consume(c, data.len()).expect("open");
+                sides.entry(c).or_default().got.extend_from_slice(&data);
+            }
+            Event::PeerClosed(c) => sides.entry(c).or_default().peer_closed = true,
+            Event::Closed(c, why) => sides.entry(c).or_default().closed = Some(why),
+            Event::Datagrams(_) => {}
+        }
+    }
+    for (&c, side) in sides.iter_mut() {
+        if side.closed.is_some() {
+            continue;
+        }
+        if side.sent < side.send.len() {
+            let n = stack.write(c, &side.send[side.sent..]).expect("open");
+            side.sent += n;
+        }
+        if side.sent == side.send.len() && !side.shut {
+            if matches!(stack.conn_stats(c).map(|s| s.state), Ok(TcpState::SynSent)) {
+                continue;
+            }
+            side.shut = true;
+            stack.shutdown(c).expect("open");
+        }
+        if side.shut && side.peer_closed {
+            let _ = stack.close(c);
+        }
+    }
+    stack.flush();
+}
+
+/// Runs a transfer of `a_sends` from a client on `a` to a server on `b`
+/// that answers with `b_sends`; returns the client's and the server's
+/// sides once both have closed.
+fn transfer<PA: Port, PB: Port>(
+    a: &mut Stack<PA>,
+    b: &mut Stack<PB>,
+    conns: usize,
+    a_sends: &[u8],
+    b_sends: &[u8],
+    passes: usize,
+) -> (HashMap<ConnId, Side>, HashMap<ConnId, Side>) {
+    let l = b.listen(80).expect("listen");
+    let _ = l;
+    let mut client = HashMap::new();
+    let mut server = HashMap::new();
+    for _ in 0..conns {
+        let c = a.connect(SocketAddrV4::new(addr(2), 80)).expect("connect");
+        client.insert(
+            c,
+            Side {
+                send: a_sends.to_vec(),
+                ..Side::default()
+            },
+        );
+    }
+    for _ in 0..passes {
+        drive(a, &mut client, None);
+        drive(b, &mut server, Some(b_sends));
+        let done = |m: &HashMap<ConnId, Side>| m.values().all(|s| s.closed.is_some());
+        if done(&client) && server.len() == conns && done(&server) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    (client, server)
+}
+
+/// Polls both stacks until their tables are empty (TIME-WAIT over).
+fn settle<PA: Port, PB: Port>(a: &mut Stack<PA>, b: &mut Stack<PB>) {
+    for _ in 0..200_000 {
+        a.poll();
+        b.poll();
+        while a.next_event().is_some() {}
+        while b.next_event().is_some() {}
+        if a.stats().connections == 0 && b.stats().connections == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[test]
+fn a_transfer_both_ways_arrives_byte_for_byte_and_every_mbuf_returns() {
+    let (pa, pb, pool_a, pool_b) = pair("stk-xfer");
+    let mut a = Stack::new(pa, config(1)).expect("stack a");
+    let mut b = Stack::new(pb, config(2)).expect("stack b");
+    let up = pattern(1, 3 << 20);
+    let down = pattern(2, 1 << 20);
+    let (client, server) = transfer(&mut a, &mut b, 1, &up, &down, 2_000_000);
+    let (c, s) = (
+        client.values().next().expect("client"),
+        server.values().next().expect("server"),
+    );
+    assert_eq!(s.got.len(), up.len());
+    assert!(s.got == up, "the server's bytes differ");
+    assert!(
+        c.got == down,
+        "the client's bytes differ ({} of {})",
+        c.got.len(),
+        down.len()
+    );
+    assert_eq!(c.closed, Some(CloseReason::Local));
+    assert_eq!(s.closed, Some(CloseReason::Local));
+    settle(&mut a, &mut b);
+    assert_eq!(a.stats().connections, 0, "{:?}", a.stats());
+    assert_eq!(b.stats().connections, 0, "{:?}", b.stats());
+    assert!(a.stats().arp_requests >= 1);
+    assert_eq!(b.stats().accepted, 1);
+    assert_eq!(a.stats().connected, 1);
+    drop((a, b));
+    assert_eq!(pool_a.in_use(), 0);
+    assert_eq!(pool_b.in_use(), 0);
+}
+
+#[test]
+fn loss_reordering_and_duplication_are_recovered_from() {
+    let (pa, pb, pool_a, pool_b) = pair("stk-lossy");
+    let mut a = Stack::new(FaultInjector::new(pa, faults(7)), config(1)).expect("stack a");
+    let mut b = Stack::new(FaultInjector::new(pb, faults(11)), config(2)).expect("stack b");
+    let up = pattern(3, 1 << 20);
+    let down = pattern(4, 512 << 10);
+    let (client, server) = transfer(&mut a, &mut b, 4, &up, &down, 4_000_000);
+    assert_eq!(server.len(), 4);
+    for s in server.values() {
+        assert!(
+            s.got == up,
+            "server got {} of {} bytes",
+            s.got.len(),
+            up.len()
+        );
+        assert_eq!(s.closed, Some(CloseReason::Local));
+    }
+    for c in client.values() {
+        assert!(
+            c.got == down,
+            "client got {} of {} bytes",
+            c.got.len(),
+            down.len()
+        );
+        assert_eq!(c.closed, Some(CloseReason::Local));
+    }
+    settle(&mut a, &mut b);
+    let (sa, sb) = (a.stats(), b.stats());
+    let retransmits = sa.tcp.fast_retransmits
+        + sa.tcp.timeout_retransmits
+        + sb.tcp.fast_retransmits
+        + sb.tcp.timeout_retransmits;
+    assert!(retransmits > 0, "{sa:?} {sb:?}");
+    assert!(sa.tcp.out_of_order + sb.tcp.out_of_order > 0);
+    assert_eq!((sa.connections, sb.connections), (0, 0), "{sa:?} {sb:?}");
+    drop((a, b));
+    assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
+}
+
+#[test]
+fn a_thousand_connections_open_talk_and_close_and_leave_nothing_behind() {
+    let (pa, pb, pool_a, pool_b) = pair("stk-many");
+    let mut a = Stack::new(pa, config(1)).expect("stack a");
+    let mut b = Stack::new(pb, config(2)).expect("stack b");
+    let (client, server) = transfer(&mut a, &mut b, 1000, b"ping", b"pong", 1_000_000);
+    assert_eq!(server.len(), 1000);
+    assert!(
+        client
+            .values()
+            .all(|c| c.got == b"pong" && c.closed == Some(CloseReason::Local))
+    );
+    assert!(
+        server
+            .values()
+            .all(|s| s.got == b"ping" && s.closed == Some(CloseReason::Local))
+    );
+    settle(&mut a, &mut b);
+    assert_eq!((a.stats().connections, b.stats().connections), (0, 0));
+    drop((a, b));
+    assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
+}
+
+#[test]
+fn a_connect_to_a_closed_port_is_refused_and_a_reset_ends_a_connection() {
+    let (pa, pb, _, _) = pair("stk-rst");
+    let mut a = Stack::new(pa, config(1)).expect("stack a");
+    let mut b = Stack::new(pb, config(2)).expect("stack b");
+    let c = a.connect(SocketAddrV4::new(addr(2), 81)).expect("connect");
+    let mut closed = None;
+    for _ in 0..100_000 {
+        a.poll();
+        b.poll();
+        while let Some(ev) = a.next_event() {
+            if let Event::Closed(id, why) = ev {
+                assert_eq!(id, c);
+                closed = Some(why);
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        closed,
+        Some(CloseReason::ConnectFailed(libc::ECONNREFUSED)),
+        "{:?} {:?}",
+        a.stats(),
+        b.stats()
+    );
+    assert!(b.stats().tcp_no_socket >= 1);
+    assert!(a.peek(c).is_err(), "a closed id is refused");
+
+    // An abort resets the peer.
+    b.listen(80).expect("listen");
+    let c = a.connect(SocketAddrV4::new(addr(2), 80)).expect("connect");
+    let mut server = None;
+    let mut reset = None;
+    for _ in 0..100_000 {
+        a.poll();
+        b.poll();
+        while let Some(ev) = a.next_event() {
+            if ev == Event::Connected(c) {
+                a.abort(c).expect("abort");
+            }
+        }
+        while let Some(ev) = b.next_event() {
+            match ev {
+                Event::Accepted { conn, .. } => server = Some(conn),
+                Event::Closed(id, why) if Some(id) == server => reset = Some(why),
+                _ => {}
+            }
+        }
+        if reset.is_some() {
+            break;
+        }
+    }
+    assert_eq!(reset, Some(CloseReason::Reset));
+    assert_eq!(b.stats().reset, 1);
+}
+
+#[test]
+fn arp_requests_and_pings_are_answered() {
+    let (pa, mut raw, _, _) = pair("stk-icmp");
+    let mut s = Stack::new(pa, config(1)).expect("stack");
+    let ours = s.mac();
+    let theirs = EthernetAddress([0x02, 0, 0, 0, 0, 0x99]);
+    let mut batch = MbufBatch::new();
+    // An ARP request for our address.
+    raw.alloc_burst(2, &mut batch);
+    let mut frames = Vec::new();
+    {
+        let mut m = batch.pop().expect("mbuf");
+        let buf = m.append(60).expect("room");
+        buf.fill(0);
+        EthernetRepr {
+            src_addr: theirs,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EtherType::ARP,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+        .expect("eth");
+        ArpRepr {
+            operation: ArpOperation::REQUEST,
+            sender_hardware_addr: theirs,
+            sender_protocol_addr: addr(9),
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: addr(1),
+        }
+        .emit(&mut ArpPacket::new_unchecked(&mut buf[14..]))
+        .expect("arp");
+        frames.push(m);
+    }
+    {
+        // An echo request with 32 bytes of data.
+        let mut m = batch.pop().expect("mbuf");
+        let icmp_len = 8 + 32;
+        let buf = m.append(34 + icmp_len).expect("room");
+        EthernetRepr {
+            src_addr: theirs,
+            dst_addr: ours,
+            ethertype: EtherType::IPV4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+        .expect("eth");
+        Ipv4Repr {
+            src_addr: addr(9),
+            dst_addr: addr(1),
+            protocol: IpProtocol::ICMP,
+            payload_len: icmp_len,
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        }
+        .emit(
+            &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
+            ChecksumMode::Software,
+        )
+        .expect("ip");
+        let icmp = &mut buf[34..];
+        icmp[..8].copy_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 7]);
+        for (i, b) in icmp[8..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let sum = !checksum::data(icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        frames.push(m);
+    }
+    let mut out = MbufBatch::new();
+    for m in frames {
+        let _ = out.push(m);
+    }
+    assert_eq!(raw.tx_burst(&mut out), 2);
+    s.poll();
+    let mut got = MbufBatch::new();
+    let mut replies = Vec::new();
+    for _ in 0..1000 {
+        raw.rx_burst(&mut got);
+        for m in got.drain() {
+            replies.push(m.data().to_vec());
+        }
+        if replies.len() >= 2 {
+            break;
+        }
+        s.poll();
+    }
+    assert_eq!(replies.len(), 2, "{:?}", s.stats());
+    let arp =
+        ArpRepr::parse(&ArpPacket::new_checked(&replies[0][14..]).expect("arp")).expect("arp");
+    assert_eq!(arp.operation, ArpOperation::REPLY);
+    assert_eq!(arp.sender_hardware_addr, ours);
+    assert_eq!(arp.sender_protocol_addr, addr(1));
+    let ip = Ipv4Packet::new_checked(&replies[1][14..]).expect("ip");
+    assert_eq!(ip.dst_addr(), addr(9));
+    let icmp = ip.payload();
+    assert_eq!(icmp[0], 0, "an echo reply");
+    assert_eq!(&icmp[4..8], &[0x12, 0x34, 0, 7]);
+    assert_eq!(checksum::data(icmp), 0xffff);
+    assert_eq!(s.stats().icmp_echo, 1);
+}
+
+#[test]
+fn random_segment_sequences_keep_a_connection_s_invariants() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let cases = if cfg!(miri) { 20 } else { 3000 };
+    for case in 0..cases {
+        let len = 16 + (case % 400);
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        if let Err(e) = super::tcb::fuzz_drive(&data) {
+            panic!("case {case}: {e}\ninput: {data:?}");
+        }
+    }
+}
