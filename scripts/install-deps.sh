@@ -27,12 +27,14 @@ set -euo pipefail
 #                            the real peers of the transport's and the servers'
 #                            tests: HTTP and RESP clients, redis-server, a
 #                            byte-stream peer, nginx, an HTTP load generator
+#   iperf3                   Linux's TCP bulk throughput, beside the user-space stack's
+#                            (scripts/bench-stack.sh)
 #   ethtool                  switches a veth's offloads off, so that AF_PACKET sees
 #                            whole checksums and MTU-sized segments (the user-space
 #                            stack's tests against Linux's TCP)
 packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
     iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq
-    tcpdump tshark curl socat redis-tools redis-server nginx-light wrk ethtool)
+    tcpdump tshark curl socat redis-tools redis-server nginx-light wrk ethtool iperf3)
 
 missing=()
 for p in "${packages[@]}"; do
