@@ -175,3 +175,110 @@ pub fn probe_listen(
         dataplane::transport::Transport::new(config.clone()).context("opening the transport")?;
     Ok((addr, t.engine()))
 }
+
+/// The options that run a server's connections on the user-space TCP/IP
+/// stack over an L2 port instead of the kernel's sockets.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StackArgs {
+    /// Serve on the user-space TCP/IP stack over this device's queues
+    /// (one per shard): a DPDK PCI address or vdev, or an interface for
+    /// AF_XDP or AF_PACKET (`veth0`). The listen address's port is kept;
+    /// its address is `--stack-address`'s.
+    #[arg(long = "stack-port", value_name = "DEVICE")]
+    pub stack_port: Option<String>,
+    /// The stack's address and prefix (`10.0.0.1/24`).
+    #[arg(long = "stack-address", value_name = "CIDR")]
+    pub stack_address: Option<String>,
+    /// The stack's default gateway.
+    #[arg(long = "stack-gateway", value_name = "IP")]
+    pub stack_gateway: Option<std::net::Ipv4Addr>,
+    /// The port backend: auto, dpdk, af_xdp, af_packet or memory.
+    #[arg(long = "stack-backend", default_value = "auto")]
+    pub stack_backend: String,
+}
+
+/// The port queues of a server on the user-space stack, one per shard,
+/// each taken once by its shard's lcore when it opens its transport.
+pub struct StackPorts {
+    queues: std::sync::Mutex<Vec<Option<Box<dyn dataplane::net::Port>>>>,
+    config: dataplane::transport::stack::StackConfig,
+    /// The backend that opened the port.
+    pub backend: String,
+}
+
+impl std::fmt::Debug for StackPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackPorts")
+            .field("backend", &self.backend)
+            .field("address", &self.config.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StackPorts {
+    /// Opens `args.port` with one queue per shard (RSS, or AF_PACKET's
+    /// fanout by flow hash, keeps each connection on one queue); `None`
+    /// when no `--stack-port` is given.
+    ///
+    /// # Errors
+    ///
+    /// A bad address, or a port that cannot be opened.
+    pub fn open(args: &StackArgs, shards: usize) -> anyhow::Result<Option<Arc<StackPorts>>> {
+        let Some(device) = &args.stack_port else {
+            return Ok(None);
+        };
+        let address: dataplane::transport::stack::Ipv4Cidr = args
+            .stack_address
+            .as_deref()
+            .context("--stack-port needs --stack-address (10.0.0.1/24)")?
+            .parse()
+            .context("--stack-address")?;
+        let mut config = dataplane::transport::stack::StackConfig::new(address);
+        config.gateway = args.stack_gateway;
+        config.validate().context("the stack's configuration")?;
+        let choice: dataplane::net::BackendChoice = args
+            .stack_backend
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--stack-backend {}: {e}", args.stack_backend))?;
+        let queues = u16::try_from(shards).context("too many shards for one port")?;
+        let cfg = dataplane::net::PortConfig::new(device.clone()).with_queues(queues);
+        let opened = dataplane::net::open(&cfg, choice)
+            .with_context(|| format!("opening {device} for the stack"))?;
+        Ok(Some(Arc::new(StackPorts {
+            queues: std::sync::Mutex::new(opened.value.into_iter().map(Some).collect()),
+            config,
+            backend: opened.backend.to_string(),
+        })))
+    }
+
+    /// The address the servers listen on: the stack's, with `port`.
+    pub fn listen_addr(&self, port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.config.address.addr, port))
+    }
+}
+
+/// Shard `shard`'s transport: on its queue of the stack's port when there
+/// is one, else on the kernel's sockets with `config`'s engine.
+///
+/// # Errors
+///
+/// As [`dataplane::transport::Transport::new`] and
+/// [`dataplane::transport::Transport::over_port`]; a queue taken twice.
+pub fn shard_transport(
+    stack: Option<&StackPorts>,
+    shard: usize,
+    config: &dataplane::transport::Config,
+) -> dataplane::Result<dataplane::transport::Transport> {
+    let Some(s) = stack else {
+        return dataplane::transport::Transport::new(config.clone());
+    };
+    // Taken once, at the shard's start: not on any hot path.
+    let port = s
+        .queues
+        .lock()
+        .map_err(|_| dataplane::Error::Config("the stack's queues: a shard panicked".into()))?
+        .get_mut(shard)
+        .and_then(Option::take)
+        .ok_or_else(|| dataplane::Error::Config(format!("no port queue for shard {shard}")))?;
+    dataplane::transport::Transport::over_port(port, s.config.clone(), config.clone())
+}

@@ -60,6 +60,9 @@ pub struct HttpArgs {
     /// The summary at the end as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The user-space TCP/IP stack instead of the kernel's sockets.
+    #[command(flatten)]
+    pub stack: crate::serve::StackArgs,
     /// Logging.
     #[command(flatten)]
     pub log: crate::LogArgs,
@@ -231,11 +234,16 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
         rx_buffer: limits.max_body + limits.max_head + 16 * 1024,
         ..Default::default()
     };
-    let (addr, engine) = crate::serve::probe_listen(args.listen, &transport)?;
+    let stack = crate::serve::StackPorts::open(&args.stack, lcores.len())?;
+    let (addr, engine) = match &stack {
+        Some(s) => (s.listen_addr(args.listen.port()), EngineKind::Stack),
+        None => crate::serve::probe_listen(args.listen, &transport)?,
+    };
     let config = Arc::new(HttpConfig {
         listen: addr,
         transport,
         limits,
+        stack,
     });
     let metrics = Metrics::new();
     let mut shards = Vec::new();

@@ -32,6 +32,8 @@ pub struct HttpConfig {
     pub transport: dataplane::transport::Config,
     /// The parser's limits.
     pub limits: Limits,
+    /// The port queues when the shards run on the user-space stack.
+    pub stack: Option<Arc<crate::serve::StackPorts>>,
 }
 
 /// A shard's counters, read by the stats line and `/metrics`.
@@ -118,7 +120,11 @@ impl HttpShard {
 
     fn pass(&mut self) -> dataplane::Result<usize> {
         if self.t.is_none() {
-            let mut t = Transport::new(self.config.transport.clone())?;
+            let mut t = crate::serve::shard_transport(
+                self.config.stack.as_deref(),
+                self.id,
+                &self.config.transport,
+            )?;
             t.listen(self.config.listen)?;
             self.t = Some(t);
             // Release: the main thread reads it to say the server listens.

@@ -75,6 +75,9 @@ pub struct KvArgs {
     /// The summary at the end as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The user-space TCP/IP stack instead of the kernel's sockets.
+    #[command(flatten)]
+    pub stack: crate::serve::StackArgs,
     /// Logging.
     #[command(flatten)]
     pub log: crate::LogArgs,
@@ -276,10 +279,14 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
     // A whole request must fit the receive buffer (it grows only as far
     // as a request needs).
     transport.rx_buffer = args.max_bulk + 64 * 1024;
-    let (addr, engine) =
-        crate::serve::probe_listen(SocketAddr::new(args.bind, args.port), &transport)?;
+    let stack = crate::serve::StackPorts::open(&args.stack, n)?;
+    let (addr, engine) = match &stack {
+        Some(s) => (s.listen_addr(args.port), EngineKind::Stack),
+        None => crate::serve::probe_listen(SocketAddr::new(args.bind, args.port), &transport)?,
+    };
     let config = Arc::new(KvConfig {
         bind: addr,
+        stack,
         maxmemory: args.maxmemory,
         transport,
         limits: Limits {

@@ -65,6 +65,8 @@ pub struct KvConfig {
     pub limits: Limits,
     /// Durable mode: where and how the logs are kept.
     pub durable: Option<DurableConfig>,
+    /// The port queues when the shards run on the user-space stack.
+    pub stack: Option<Arc<crate::serve::StackPorts>>,
 }
 
 /// Where and how the logs are kept.
@@ -401,7 +403,11 @@ impl Shard {
     ///
     /// When no engine runs or the address cannot be bound.
     pub fn open(&mut self) -> dataplane::Result<SocketAddr> {
-        let mut t = Transport::new(self.config.transport.clone())?;
+        let mut t = crate::serve::shard_transport(
+            self.config.stack.as_deref(),
+            self.id,
+            &self.config.transport,
+        )?;
         let l = t.listen(self.config.bind)?;
         let addr = t.listener_addr(l)?;
         tracing::info!(shard = self.id, engine = %t.engine(), %addr, "dp-kv: listening");

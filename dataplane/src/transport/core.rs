@@ -4,30 +4,57 @@
 use super::buf::ByteBuf;
 use super::conn::{Listener, Phase, Slab, Udp};
 use super::epoll::Epoll;
+use super::stack::Stack;
 use super::state::{Core, io_err, local_of, new_socket, not_open, peer_of, pinned_cpu};
 use super::uring::Uring;
 use super::{CloseReason, Config, ConnId, ConnStats, EngineKind, Event, ListenerId, Stats, UdpId};
 use crate::backend::{self, Candidates, Probe, Skip};
+use crate::net::Port;
 use crate::{Error, Result};
 use nix::sys::socket::{self, Backlog, SockType, SockaddrStorage, sockopt};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+/// The user-space stack over a port queue, as an engine.
+pub(super) type StackEngine = Stack<Box<dyn Port>>;
 
 /// The engine in use.
 pub(super) enum Engine {
     Epoll(Epoll),
     Uring(Box<Uring>),
+    /// Every public method answers for the stack before it reaches a
+    /// kernel engine's step.
+    Stack(Box<StackEngine>),
 }
 
-/// Calls the same method on whichever engine is in use.
+/// What a kernel engine's step gives if it were called on the stack
+/// engine (it is not: the public methods answer for the stack first).
+trait OnStack {
+    fn on_stack() -> Self;
+}
+
+impl OnStack for () {
+    fn on_stack() {}
+}
+
+impl<T> OnStack for Result<T> {
+    fn on_stack() -> Self {
+        Err(Error::Config(
+            "transport: a kernel engine's step called on the stack engine".to_string(),
+        ))
+    }
+}
+
+/// Calls the same method on whichever kernel engine is in use.
 macro_rules! engine {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &mut $self.engine {
             Engine::Epoll(e) => e.$method(&mut $self.core, $($arg),*),
             Engine::Uring(e) => e.$method(&mut $self.core, $($arg),*),
+            Engine::Stack(_) => OnStack::on_stack(),
         }
     };
 }
@@ -38,6 +65,9 @@ pub struct Transport {
     pub(super) core: Core,
     pub(super) engine: Engine,
 }
+
+const STACK_NEEDS_A_PORT: &str =
+    "the user-space stack runs over an L2 port queue: open it with Transport::over_port";
 
 /// The engines a transport may open, for [`backend::select`].
 struct Engines<'a> {
@@ -56,6 +86,7 @@ impl Candidates for Engines<'_> {
         match kind {
             EngineKind::IoUring => super::uring::probe(),
             EngineKind::Epoll => Probe::ok("epoll is in every Linux kernel"),
+            EngineKind::Stack => Probe::unavailable(STACK_NEEDS_A_PORT),
         }
     }
 
@@ -63,6 +94,7 @@ impl Candidates for Engines<'_> {
         Ok(match kind {
             EngineKind::IoUring => Engine::Uring(Box::new(Uring::new(self.config)?)),
             EngineKind::Epoll => Engine::Epoll(Epoll::new()?),
+            EngineKind::Stack => return Err(Error::Config(STACK_NEEDS_A_PORT.to_string())),
         })
     }
 }
@@ -118,7 +150,50 @@ impl Transport {
     ) -> Result<(Self, Vec<Skip>)> {
         config.validate()?;
         let opened = backend::select(&Engines { config: &config }, config.engine, required)?;
-        let core = Core {
+        Ok((
+            Self {
+                core: Self::core(config),
+                engine: opened.value,
+            },
+            opened.skipped,
+        ))
+    }
+
+    /// A transport whose connections run on the user-space TCP/IP stack
+    /// ([`super::stack`]) over `port`, one queue of an L2 port (DPDK,
+    /// AF_XDP, AF_PACKET or memory) that this lcore owns, with the
+    /// address and neighbours of `stack`. `config`'s buffer sizes,
+    /// `max_connections` and `backlog` replace the stack's; its engine
+    /// is not consulted. Connections are TCP over IPv4; UDP sockets are
+    /// refused. The application code is the kernel engines': the same
+    /// methods and events. To serve on several lcores, give each the
+    /// queue of its own that the port's RSS (or AF_PACKET's fanout)
+    /// steers a flow to.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a configuration either refuses, or a port
+    /// that is not L2 or has no MAC address.
+    pub fn over_port(
+        port: Box<dyn Port>,
+        stack: super::stack::StackConfig,
+        config: Config,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut stack = stack;
+        stack.rx_buffer = config.rx_buffer;
+        stack.tx_buffer = config.tx_buffer;
+        stack.max_connections = config.max_connections;
+        stack.backlog = usize::try_from(config.backlog).unwrap_or(1).max(1);
+        let s = Stack::new(port, stack)?;
+        Ok(Self {
+            core: Self::core(config),
+            engine: Engine::Stack(Box::new(s)),
+        })
+    }
+
+    fn core(config: Config) -> Core {
+        Core {
             config,
             conns: Slab::new(),
             listeners: Vec::new(),
@@ -133,14 +208,21 @@ impl Transport {
             stats: Stats::default(),
             pass: 0,
             dead: 0,
-        };
-        Ok((
-            Self {
-                core,
-                engine: opened.value,
-            },
-            opened.skipped,
-        ))
+        }
+    }
+
+    fn stack(&mut self) -> Option<&mut StackEngine> {
+        match &mut self.engine {
+            Engine::Stack(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn stack_ref(&self) -> Option<&StackEngine> {
+        match &self.engine {
+            Engine::Stack(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// The engine in use.
@@ -148,6 +230,7 @@ impl Transport {
         match self.engine {
             Engine::Epoll(_) => EngineKind::Epoll,
             Engine::Uring(_) => EngineKind::IoUring,
+            Engine::Stack(_) => EngineKind::Stack,
         }
     }
 
@@ -158,6 +241,21 @@ impl Transport {
 
     /// Its counters.
     pub fn stats(&self) -> Stats {
+        if let Some(st) = self.stack_ref() {
+            let x = st.stats();
+            return Stats {
+                passes: x.passes,
+                accepted: x.accepted,
+                connected: x.connected,
+                closed: x.closed,
+                reset: x.reset,
+                timed_out: x.timed_out,
+                open: x.connections,
+                rx_bytes: x.rx_bytes,
+                tx_bytes: x.tx_bytes,
+                ..Stats::default()
+            };
+        }
         let mut s = self.core.stats;
         s.open = self.core.conns.len as u64 - self.core.stats_dead();
         s
@@ -173,6 +271,15 @@ impl Transport {
     ///
     /// [`Error::Io`] from `socket`, `bind` or `listen`, naming the address.
     pub fn listen(&mut self, addr: SocketAddr) -> Result<ListenerId> {
+        if let Some(s) = self.stack() {
+            let ours = IpAddr::V4(s.address());
+            if !(addr.ip().is_unspecified() || addr.ip() == ours) || addr.port() == 0 {
+                return Err(Error::Config(format!(
+                    "transport: the stack listens on its address {ours} and a port above 0, not {addr}"
+                )));
+            }
+            return s.listen(addr.port());
+        }
         let ctx = |what: &str| format!("transport: {what} for a listener on {addr}");
         let fd = new_socket(&addr, SockType::Stream).map_err(|e| io_err(ctx("socket"), e))?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)
@@ -218,6 +325,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a listener that is not open.
     pub fn listener_addr(&self, l: ListenerId) -> Result<SocketAddr> {
+        if let Some(s) = self.stack_ref() {
+            return s.listener_addr(l).map(SocketAddr::V4);
+        }
         self.core
             .listeners
             .get(l.0 as usize)
@@ -232,6 +342,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a listener that is not open.
     pub fn close_listener(&mut self, l: ListenerId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            return s.unlisten(l);
+        }
         self.listener_addr(l)?;
         engine!(self.remove_listener(l.0));
         self.core.listeners[l.0 as usize] = None;
@@ -250,6 +363,14 @@ impl Transport {
     /// at once (no route, no ephemeral port); [`Error::Full`] at
     /// `max_connections`.
     pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId> {
+        if let Some(s) = self.stack() {
+            let SocketAddr::V4(v4) = addr else {
+                return Err(Error::Config(format!(
+                    "transport: the stack speaks IPv4; cannot connect to {addr}"
+                )));
+            };
+            return s.connect(v4);
+        }
         if self.core.conns.len >= self.core.config.max_connections {
             return Err(Error::Full(format!(
                 "transport: {} connections open (max_connections)",
@@ -270,6 +391,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn peek(&self, c: ConnId) -> Result<&[u8]> {
+        if let Some(s) = self.stack_ref() {
+            return s.peek(c);
+        }
         Ok(self.core.conn(c)?.rx.bytes())
     }
 
@@ -280,6 +404,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn consume(&mut self, c: ConnId, n: usize) -> Result<()> {
+        if let Some(s) = self.stack() {
+            return s.consume(c, n);
+        }
         self.core.conn_mut(c)?.rx.consume(n);
         engine!(self.rx_freed(c));
         Ok(())
@@ -306,6 +433,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn send_room(&self, c: ConnId) -> Result<usize> {
+        if let Some(s) = self.stack_ref() {
+            return s.send_room(c);
+        }
         let conn = self.core.conn(c)?;
         Ok(if conn.shut_wanted { 0 } else { conn.tx.room() })
     }
@@ -319,6 +449,9 @@ impl Transport {
     /// [`Error::NotOpen`] for a connection that is closed or closing;
     /// [`Error::Config`] after [`Self::shutdown`].
     pub fn write(&mut self, c: ConnId, data: &[u8]) -> Result<usize> {
+        if let Some(s) = self.stack() {
+            return s.write(c, data);
+        }
         let conn = self.core.conn_mut(c)?;
         if conn.shut_wanted {
             return Err(Error::Config(format!("{c}: write after shutdown")));
@@ -343,6 +476,11 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn flush(&mut self, c: ConnId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            s.peek(c)?;
+            s.flush();
+            return Ok(());
+        }
         self.core.conn(c)?;
         engine!(self.flush(c.index, c.generation));
         Ok(())
@@ -354,6 +492,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn shutdown(&mut self, c: ConnId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            return s.shutdown(c);
+        }
         let conn = self.core.conn_mut(c)?;
         if !conn.shut_wanted {
             conn.shut_wanted = true;
@@ -371,6 +512,12 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn close(&mut self, c: ConnId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            // Bytes not consumed are dropped, as on the kernel engines
+            // (the stack alone would reset, as Linux does).
+            s.consume(c, usize::MAX)?;
+            return s.close(c);
+        }
         let now = self.core.now_ns();
         let conn = self.core.conn_mut(c)?;
         conn.phase = Phase::Closing;
@@ -389,6 +536,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is already gone.
     pub fn abort(&mut self, c: ConnId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            return s.abort(c);
+        }
         match self.core.conns.get(c.index, c.generation) {
             Some(conn) if conn.phase != Phase::Dead => {}
             _ => return Err(not_open(c)),
@@ -403,6 +553,17 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn conn_stats(&self, c: ConnId) -> Result<ConnStats> {
+        if let Some(s) = self.stack_ref() {
+            let x = s.conn_stats(c)?;
+            return Ok(ConnStats {
+                local: SocketAddr::V4(x.local),
+                peer: SocketAddr::V4(x.peer),
+                rx_bytes: x.counters.rx_bytes,
+                tx_bytes: x.counters.tx_bytes,
+                rx_buffered: x.rx_buffered,
+                tx_buffered: x.tx_buffered,
+            });
+        }
         let conn = self.core.conn(c)?;
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         Ok(ConnStats {
@@ -425,6 +586,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn peer_closed(&self, c: ConnId) -> Result<bool> {
+        if let Some(s) = self.stack_ref() {
+            return s.peer_closed(c);
+        }
         Ok(self.core.conn(c)?.peer_closed)
     }
 
@@ -440,6 +604,9 @@ impl Transport {
     /// [`Error::Io`] when the engine's wait fails; a socket's own error
     /// ends that connection instead ([`Event::Closed`]).
     pub fn poll(&mut self) -> Result<usize> {
+        if let Some(s) = self.stack() {
+            return Ok(s.poll());
+        }
         let before = self.core.events.len();
         self.core.stats.passes += 1;
         self.core.pass += 1;
@@ -455,6 +622,9 @@ impl Transport {
     /// the application has since closed or aborted are skipped (its
     /// [`Event::Closed`] is not).
     pub fn next_event(&mut self) -> Option<Event> {
+        if let Some(s) = self.stack() {
+            return s.next_event();
+        }
         loop {
             let ev = self.core.events.pop_front()?;
             let conn = match ev {
@@ -510,6 +680,11 @@ impl Transport {
     ///
     /// [`Error::Io`] from `socket` or `bind`, naming the address.
     pub fn bind_udp(&mut self, addr: SocketAddr) -> Result<UdpId> {
+        if self.stack_ref().is_some() {
+            return Err(Error::Config(format!(
+                "transport: UDP over the user-space stack is not built (bind {addr} on a kernel engine)"
+            )));
+        }
         let ctx = |what: &str| format!("transport: {what} for a UDP socket on {addr}");
         let fd = new_socket(&addr, SockType::Datagram).map_err(|e| io_err(ctx("socket"), e))?;
         socket::setsockopt(&fd, sockopt::ReusePort, &true)

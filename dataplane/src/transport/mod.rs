@@ -118,16 +118,20 @@ pub enum EngineKind {
     IoUring,
     /// Edge-triggered epoll over non-blocking sockets: runs everywhere.
     Epoll,
+    /// The user-space TCP/IP stack over an L2 port queue
+    /// ([`Transport::over_port`]; never chosen by `auto`).
+    Stack,
 }
 
 impl Kind for EngineKind {
     const SUBSYSTEM: &'static str = "transport";
-    const ALL: &'static [Self] = &[EngineKind::IoUring, EngineKind::Epoll];
+    const ALL: &'static [Self] = &[EngineKind::IoUring, EngineKind::Epoll, EngineKind::Stack];
 
     fn name(self) -> &'static str {
         match self {
             EngineKind::IoUring => "io_uring",
             EngineKind::Epoll => "epoll",
+            EngineKind::Stack => "stack",
         }
     }
 
@@ -135,13 +139,14 @@ impl Kind for EngineKind {
         match self {
             EngineKind::IoUring => &["io-uring", "uring"],
             EngineKind::Epoll => &["sockets"],
+            EngineKind::Stack => &["user-space", "userspace"],
         }
     }
 
     fn capability(self) -> Option<Capability> {
         match self {
             EngineKind::IoUring => Some(Capability::IoUring),
-            EngineKind::Epoll => None,
+            EngineKind::Epoll | EngineKind::Stack => None,
         }
     }
 }

@@ -247,6 +247,12 @@ pub struct StackStats {
     pub rx_frames: u64,
     /// Frames sent.
     pub tx_frames: u64,
+    /// Bytes received in order on connections.
+    pub rx_bytes: u64,
+    /// Bytes the application wrote to connections.
+    pub tx_bytes: u64,
+    /// Connections ended (for the application: its `Closed` events).
+    pub closed: u64,
     /// Frames dropped because the port's transmit queue was full.
     pub tx_full: u64,
     /// Frames not sent because no mbuf was free.
@@ -357,11 +363,13 @@ struct Neighbour {
 /// The port and what sending needs, apart from the connections so that
 /// a connection's send buffer can be read while a frame is built.
 struct Io<P: Port> {
+    // Fields drop in order: the mbufs go back before the port (and the
+    // pool it owns) goes.
+    tx: MbufBatch,
+    spare: MbufBatch,
     port: P,
     mac: EthernetAddress,
     addr: Ipv4Addr,
-    tx: MbufBatch,
-    spare: MbufBatch,
     ident: u16,
     stats: StackStats,
 }
@@ -369,6 +377,8 @@ struct Io<P: Port> {
 /// A user-space TCP/IP stack over one port queue (see the
 /// [module docs](self)).
 pub struct Stack<P: Port> {
+    /// Before `io`: its mbufs go back before the port goes.
+    rx: MbufBatch,
     io: Io<P>,
     cfg: StackConfig,
     params: Params,
@@ -386,7 +396,6 @@ pub struct Stack<P: Port> {
     isn_key: RandomState,
     epoch: Instant,
     next_port: u16,
-    rx: MbufBatch,
     now: Instant,
     ended: TcpCounters,
 }
@@ -524,12 +533,33 @@ impl<P: Port> Stack<P> {
     }
 
     /// Stops listening; connections it accepted stay open.
-    pub fn unlisten(&mut self, l: ListenerId) {
-        if let Some(slot) = self.listeners.get_mut(l.0 as usize)
-            && let Some(listener) = slot.take()
-        {
-            self.by_port.remove(&listener.port);
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a listener that is not open.
+    pub fn unlisten(&mut self, l: ListenerId) -> Result<()> {
+        let listener = self
+            .listeners
+            .get_mut(l.0 as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::NotOpen(l.to_string()))?;
+        self.by_port.remove(&listener.port);
+        Ok(())
+    }
+
+    /// The address a listener listens on.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a listener that is not open.
+    pub fn listener_addr(&self, l: ListenerId) -> Result<SocketAddrV4> {
+        match self.listeners.get(l.0 as usize) {
+            Some(Some(listener)) => Ok(SocketAddrV4::new(self.io.addr, listener.port)),
+            _ => Err(Error::NotOpen(l.to_string())),
         }
+    }
+
+    /// Our address.
+    pub fn address(&self) -> Ipv4Addr {
+        self.io.addr
     }
 
     /// Opens a connection to `peer`; [`Event::Connected`] follows, or
@@ -597,16 +627,18 @@ impl<P: Port> Stack<P> {
         self.events.pop_front()
     }
 
+    /// A connection the application still holds: not reported closed,
+    /// and not closed by the application.
     fn conn(&self, c: ConnId) -> Result<&Conn> {
         match self.conns.get(c.index, c.generation) {
-            Some(conn) if !conn.reported => Ok(conn),
+            Some(conn) if !conn.reported && !conn.tcb.app_closed => Ok(conn),
             _ => Err(Error::NotOpen(c.to_string())),
         }
     }
 
     fn conn_mut(&mut self, c: ConnId) -> Result<&mut Conn> {
         match self.conns.get_mut(c.index, c.generation) {
-            Some(conn) if !conn.reported => Ok(conn),
+            Some(conn) if !conn.reported && !conn.tcb.app_closed => Ok(conn),
             _ => Err(Error::NotOpen(c.to_string())),
         }
     }
@@ -636,9 +668,31 @@ impl<P: Port> Stack<P> {
     /// # Errors
     /// [`Error::NotOpen`] for a connection that is closed.
     pub fn write(&mut self, c: ConnId, data: &[u8]) -> Result<usize> {
-        let n = self.conn_mut(c)?.tcb.write(data);
+        let conn = self.conn_mut(c)?;
+        if conn.tcb.is_shut() {
+            return Err(Error::Config(format!("{c}: write after shutdown")));
+        }
+        let n = conn.tcb.write(data);
+        self.io.stats.tx_bytes += n as u64;
         self.mark(c.index, c.generation);
         Ok(n)
+    }
+
+    /// Room in the send buffer: a [`Stack::write`] of at most this many
+    /// bytes takes them all.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn send_room(&self, c: ConnId) -> Result<usize> {
+        Ok(self.conn(c)?.tcb.send_room())
+    }
+
+    /// Whether the peer has sent FIN.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a connection that is closed.
+    pub fn peer_closed(&self, c: ConnId) -> Result<bool> {
+        Ok(self.conn(c)?.tcb.peer_closed())
     }
 
     /// Sends FIN after the buffered bytes; reading goes on.
@@ -694,8 +748,10 @@ impl<P: Port> Stack<P> {
     }
 
     /// Receives and handles what arrived, runs the timers that are due,
-    /// and sends what the connections have to send.
-    pub fn poll(&mut self) {
+    /// and sends what the connections have to send. Returns how many
+    /// events it queued.
+    pub fn poll(&mut self) -> usize {
+        let before = self.events.len();
         self.now = Instant::now();
         self.io.stats.passes += 1;
         for _ in 0..RX_BURSTS_PER_POLL {
@@ -726,6 +782,7 @@ impl<P: Port> Stack<P> {
             }
         }
         self.flush();
+        self.events.len().saturating_sub(before)
     }
 
     /// Sends what the connections touched since the last pass have to
@@ -782,8 +839,9 @@ impl<P: Port> Stack<P> {
                 }
             }
         }
+        self.io.stats.rx_bytes += notes.received as u64;
         let visible = conn.announced || conn.listener.is_none();
-        if visible && !conn.reported {
+        if visible && !conn.reported && !conn.tcb.app_closed {
             if notes.readable && conn.announced {
                 self.events.push_back(Event::Readable(id));
             }
@@ -815,6 +873,7 @@ impl<P: Port> Stack<P> {
             }
             if visible {
                 conn.reported = true;
+                self.io.stats.closed += 1;
                 self.events.push_back(Event::Closed(id, reason));
             } else if let Some(l) = conn.listener
                 && let Some(Some(l)) = self.listeners.get_mut(l.0 as usize)
@@ -1342,6 +1401,8 @@ impl<P: Port> Io<P> {
 }
 
 fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
+    sum.rx_bytes += c.rx_bytes;
+    sum.tx_bytes += c.tx_bytes;
     sum.timeout_retransmits += c.timeout_retransmits;
     sum.fast_retransmits += c.fast_retransmits;
     sum.dup_acks += c.dup_acks;

@@ -147,6 +147,8 @@ pub(crate) struct SegOut {
 /// What changed for the application since the stack last looked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Notes {
+    /// Bytes that became readable (in order).
+    pub(crate) received: usize,
     pub(crate) established: bool,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
@@ -157,6 +159,10 @@ pub(crate) struct Notes {
 /// Counters of one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TcpCounters {
+    /// Bytes received in order.
+    pub rx_bytes: u64,
+    /// Bytes sent and acknowledged.
+    pub tx_bytes: u64,
     /// Segments sent again after the retransmission timer ran out.
     pub timeout_retransmits: u64,
     /// Segments sent again on three duplicate ACKs or a partial ACK.
@@ -388,6 +394,28 @@ impl Tcb {
             self.want_writable = true;
         }
         n
+    }
+
+    /// Room in the send buffer (none once the sending side is shut).
+    pub(crate) fn send_room(&self) -> usize {
+        if self.fin_queued {
+            0
+        } else {
+            self.p.tx_buffer - self.tx.len()
+        }
+    }
+
+    /// The sending side is shut: FIN is queued or sent.
+    pub(crate) fn is_shut(&self) -> bool {
+        self.fin_queued
+    }
+
+    /// The peer's FIN has arrived (no byte follows those buffered).
+    pub(crate) fn peer_closed(&self) -> bool {
+        matches!(
+            self.state,
+            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait
+        )
     }
 
     /// Bytes in the send buffer (sent and not acknowledged, or not sent).
@@ -715,6 +743,8 @@ impl Tcb {
         if advanced > 0 {
             self.rcv_nxt = self.rcv_nxt.add(advanced);
             self.notes.readable = true;
+            self.notes.received += advanced;
+            self.counters.rx_bytes += advanced as u64;
         }
         if offset > 0 {
             // Out of order: a duplicate ACK at once, for the sender's fast
@@ -773,6 +803,7 @@ impl Tcb {
         // The SYN's sequence number, then data, then the FIN.
         let data_acked = ack.since(self.tx_seq).min(self.tx.len());
         self.tx.drain(..data_acked);
+        self.counters.tx_bytes += data_acked as u64;
         self.tx_seq = self.tx_seq.add(data_acked);
         self.snd_una = ack;
         if self.snd_nxt.lt(ack) {

@@ -456,3 +456,89 @@ fn random_segment_sequences_keep_a_connection_s_invariants() {
         }
     }
 }
+
+#[test]
+fn a_transport_over_a_port_speaks_the_kernel_engines_api() {
+    use crate::transport::{Config, EngineKind, Transport};
+    let (pa, pb, _, pool_b) = pair("stk-transport");
+    let mut client = Stack::new(pa, config(1)).expect("stack");
+    let mut server =
+        Transport::over_port(Box::new(pb), config(2), Config::default()).expect("transport");
+    assert_eq!(server.engine(), EngineKind::Stack);
+    assert!(
+        server
+            .bind_udp("10.0.0.2:53".parse().expect("addr"))
+            .is_err()
+    );
+    assert!(server.listen("10.0.0.9:80".parse().expect("addr")).is_err());
+    let l = server
+        .listen("0.0.0.0:80".parse().expect("addr"))
+        .expect("listen");
+    assert_eq!(
+        server.listener_addr(l).expect("addr"),
+        "10.0.0.2:80".parse().expect("addr")
+    );
+    let c = client
+        .connect(SocketAddrV4::new(addr(2), 80))
+        .expect("connect");
+    let mut echoed = Vec::new();
+    let mut sent = false;
+    let mut server_closed = false;
+    for _ in 0..200_000 {
+        client.poll();
+        while let Some(ev) = client.next_event() {
+            match ev {
+                Event::Connected(_) => {
+                    client.write(c, b"hello, stack").expect("write");
+                    sent = true;
+                }
+                Event::Readable(_) => {
+                    let n = client.peek(c).expect("open").len();
+                    echoed.extend_from_slice(client.peek(c).expect("open"));
+                    client.consume(c, n).expect("open");
+                }
+                Event::PeerClosed(_) => client.close(c).expect("open"),
+                _ => {}
+            }
+        }
+        server.poll().expect("poll");
+        while let Some(ev) = server.next_event() {
+            match ev {
+                Event::Readable(s) => {
+                    let mut buf = [0u8; 64];
+                    let n = server.read(s, &mut buf).expect("read");
+                    assert!(server.send_room(s).expect("open") >= n);
+                    server.write(s, &buf[..n]).expect("write");
+                    assert!(!server.peer_closed(s).expect("open"));
+                    let cs = server.conn_stats(s).expect("open");
+                    assert_eq!(cs.peer.ip(), std::net::IpAddr::V4(addr(1)));
+                    assert_eq!(cs.local, "10.0.0.2:80".parse().expect("addr"));
+
+                    server.close(s).expect("close");
+                    assert!(server.peek(s).is_err(), "closed for the application");
+                }
+                Event::Closed(_, why) => {
+                    assert_eq!(why, CloseReason::Local);
+                    server_closed = true;
+                }
+                _ => {}
+            }
+        }
+        if server_closed && echoed == b"hello, stack" {
+            break;
+        }
+    }
+    assert!(sent);
+    assert_eq!(echoed, b"hello, stack");
+    assert!(server_closed);
+    let st = server.stats();
+    assert_eq!((st.accepted, st.closed), (1, 1), "{st:?}");
+    assert_eq!(st.rx_bytes, 12);
+    drop(server);
+    // The server's last frames are still on the link: the client takes
+    // them (and frees them into the server's pool).
+    for _ in 0..10 {
+        client.poll();
+    }
+    assert_eq!(pool_b.in_use(), 0);
+}
