@@ -271,3 +271,400 @@ pub mod frames {
         assert_eq!(got[0].len(), 60);
     }
 }
+
+/// Real programs on the kernel's TCP against the user-space stack
+/// (`dataplane::transport::stack`), for the tests that run the stack over
+/// AF_PACKET (`stack_linux`) and over DPDK's `net_af_packet`
+/// (`net_dpdk`): the stack is 10.99.0.1 on one end of a veth, the kernel
+/// 10.99.0.2 on the other, in a namespace of its own.
+pub mod stack_peers {
+    use dataplane::net::Port;
+    use dataplane::transport::stack::Stack;
+    use dataplane::transport::{CloseReason, ConnId, Event};
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    /// The stack's address.
+    pub const OURS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+    /// The kernel's.
+    pub const KERNEL: &str = "10.99.0.2";
+
+    /// Passes of the stack's loop before a test gives up (each pass
+    /// sleeps 50 µs when nothing arrived, so this bounds a test at a few
+    /// minutes).
+    const MAX_PASSES: usize = 3_000_000;
+
+    /// Whether `tool` runs; a skip if not (a failure where
+    /// `DATAPLANE_REQUIRE` names `netns`).
+    pub fn have(tool: &str) -> bool {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            assert!(
+                !dataplane::require::required(dataplane::require::Capability::Netns),
+                "{tool} is needed (scripts/install-deps.sh installs it)"
+            );
+            println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
+        }
+        ok
+    }
+
+    /// A [`super::VethBed`] for the stack: both ends at `mtu`, the
+    /// kernel's end (`b`) at 10.99.0.2/24 with its checksum and
+    /// segmentation offloads off (so that a packet socket on the other
+    /// end sees whole checksums and MTU-sized segments), and curl, socat
+    /// and ethtool present; `None` (a skip) where something is missing.
+    ///
+    /// # Panics
+    /// When the bed cannot be configured.
+    pub fn stack_bed(mtu: u16) -> Option<super::VethBed> {
+        let bed = super::veth_bed()?;
+        if !["curl", "socat", "ethtool"].into_iter().all(have) {
+            return None;
+        }
+        let mtu = mtu.to_string();
+        for ns in [&bed.a, &bed.b] {
+            ns.exec(&["ip", "link", "set", "veth0", "mtu", &mtu])
+                .expect("mtu");
+            ns.exec(&[
+                "ethtool", "-K", "veth0", "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ])
+            .expect("offloads off");
+        }
+        bed.b
+            .exec(&["ip", "addr", "add", "10.99.0.2/24", "dev", "veth0"])
+            .expect("address");
+        Some(bed)
+    }
+
+    /// The stack's configuration: [`OURS`]/24 at `mtu`, TIME-WAIT short.
+    ///
+    /// # Panics
+    /// Never (the address is a constant).
+    pub fn stack_config(mtu: u16) -> dataplane::transport::stack::StackConfig {
+        let mut cfg =
+            dataplane::transport::stack::StackConfig::new(dataplane::transport::stack::Ipv4Cidr {
+                addr: OURS,
+                prefix_len: 24,
+            });
+        cfg.mtu = Some(usize::from(mtu));
+        cfg.time_wait = Duration::from_millis(100);
+        cfg
+    }
+
+    /// `len` pseudo-random bytes from `seed` (xorshift).
+    pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A file name in the temporary directory, unique to this process.
+    pub fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("dp-stack-{}-{name}", std::process::id()))
+    }
+
+    /// A program in the kernel's namespace, killed and reaped when dropped
+    /// (on every path, a failed assertion's included).
+    #[derive(Debug)]
+    pub struct Peer(pub Child);
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    impl Peer {
+        /// Its exit status, once it has exited.
+        pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+            self.0.try_wait().expect("a child's status")
+        }
+    }
+
+    /// Starts `args` in namespace `bed_ns` (`ip netns exec`).
+    ///
+    /// # Panics
+    /// When it cannot start.
+    pub fn spawn_in(bed_ns: &str, args: &[&str]) -> Peer {
+        Peer(
+            Command::new("ip")
+                .args(["netns", "exec", bed_ns])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn in the namespace"),
+        )
+    }
+
+    /// A server's connection: what it has read, what it still sends.
+    #[derive(Default)]
+    struct Served {
+        request: Vec<u8>,
+        reply: Vec<u8>,
+        sent: usize,
+        answered: bool,
+        closing: bool,
+    }
+
+    /// A tiny HTTP/1.1 server on port 80: every request gets `body`, then the
+    /// connection closes. A second server on port 9000 keeps what it is sent
+    /// until the peer closes. Runs until `done` (given the bytes received on
+    /// 9000 and the connections open) says so; returns those bytes.
+    pub fn serve<P: Port>(
+        s: &mut Stack<P>,
+        body: &[u8],
+        mut done: impl FnMut(&[u8], usize) -> bool,
+    ) -> Vec<u8> {
+        let http = s.listen(80).expect("listen 80");
+        let _sink = s.listen(9000).expect("listen 9000");
+        let mut conns: HashMap<ConnId, Served> = HashMap::new();
+        let mut http_conns = std::collections::HashSet::new();
+        let mut uploaded = Vec::new();
+        for _ in 0..MAX_PASSES {
+            let before = s.stats().rx_frames;
+            s.poll();
+            while let Some(ev) = s.next_event() {
+                match ev {
+                    Event::Accepted { listener, conn } => {
+                        if listener == http {
+                            http_conns.insert(conn);
+                        }
+                        conns.insert(conn, Served::default());
+                    }
+                    Event::Readable(c) => {
+                        let data = s.peek(c).expect("open").to_vec();
+                        s.consume(c, data.len()).expect("open");
+                        let served = conns.entry(c).or_default();
+                        if http_conns.contains(&c) {
+                            served.request.extend_from_slice(&data);
+                        } else {
+                            uploaded.extend_from_slice(&data);
+                        }
+                    }
+                    Event::PeerClosed(c) if !http_conns.contains(&c) => {
+                        s.close(c).expect("open");
+                    }
+                    Event::Closed(c, why) => {
+                        assert!(
+                            why == CloseReason::Local || why == CloseReason::Reset,
+                            "{c}: {why:?}"
+                        );
+                        conns.remove(&c);
+                    }
+                    _ => {}
+                }
+            }
+            for (&c, served) in &mut conns {
+                if !http_conns.contains(&c) || served.closing {
+                    continue;
+                }
+                if !served.answered && served.request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    served.answered = true;
+                    served.reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    served.reply.extend_from_slice(body);
+                }
+                if served.answered && served.sent < served.reply.len() {
+                    served.sent += s.write(c, &served.reply[served.sent..]).expect("open");
+                }
+                if served.answered && served.sent == served.reply.len() {
+                    served.closing = true;
+                    s.close(c).expect("open");
+                }
+            }
+            s.flush();
+            if done(&uploaded, conns.len()) {
+                return uploaded;
+            }
+            if s.stats().rx_frames == before {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        panic!("the transfer did not finish: {:?}", s.stats());
+    }
+
+    /// curl downloads `len` bytes from the server; socat uploads `len`.
+    pub fn curl_and_socat_against_the_stack<P: Port>(
+        kernel_ns: &str,
+        s: &mut Stack<P>,
+        len: usize,
+    ) {
+        let body = pattern(1, len);
+        let upload = pattern(2, len);
+        let got = temp("curl-out");
+        let sent = temp("socat-in");
+        std::fs::write(&sent, &upload).expect("write upload");
+        let url = "http://10.99.0.1/".to_string();
+        let mut curl = spawn_in(
+            kernel_ns,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "120",
+                "-o",
+                got.to_str().expect("path"),
+                &url,
+            ],
+        );
+        let target = format!("TCP:{OURS}:9000");
+        let mut socat = spawn_in(
+            kernel_ns,
+            &["socat", "-u", &format!("FILE:{}", sent.display()), &target],
+        );
+        let mut status = (None, None);
+        // Done when both programs have exited and every connection has
+        // closed (socat exits once the kernel has taken its bytes; the stack
+        // reads the rest after).
+        let uploaded = serve(s, &body, |uploaded, open| {
+            if status.0.is_none() {
+                status.0 = curl.try_wait();
+            }
+            if status.1.is_none() {
+                status.1 = socat.try_wait();
+            }
+            status.0.is_some() && status.1.is_some() && open == 0 && !uploaded.is_empty()
+        });
+        let (curl_status, socat_status) = (status.0.expect("curl"), status.1.expect("socat"));
+        assert!(curl_status.success(), "curl: {curl_status}");
+        assert!(socat_status.success(), "socat: {socat_status}");
+        let downloaded = std::fs::read(&got).expect("curl's file");
+        assert_eq!(downloaded.len(), body.len(), "curl's byte count");
+        assert!(downloaded == body, "curl's bytes differ");
+        assert_eq!(uploaded.len(), upload.len(), "socat's byte count");
+        assert!(uploaded == upload, "socat's bytes differ");
+        let _ = std::fs::remove_file(got);
+        let _ = std::fs::remove_file(sent);
+    }
+
+    /// The stack connects to `socat` listeners in the kernel's namespace:
+    /// one sends it a file, the other keeps what the stack sends.
+    pub fn the_stack_as_a_client<P: Port>(kernel_ns: &str, s: &mut Stack<P>, len: usize) {
+        let file = pattern(3, len);
+        let upload = pattern(4, len);
+        let source = temp("source");
+        let sink = temp("sink");
+        std::fs::write(&source, &file).expect("write");
+        let mut sender = spawn_in(
+            kernel_ns,
+            &[
+                "socat",
+                "-u",
+                &format!("FILE:{}", source.display()),
+                "TCP-LISTEN:9001,reuseaddr",
+            ],
+        );
+        let mut receiver = spawn_in(
+            kernel_ns,
+            &[
+                "socat",
+                "-u",
+                "TCP-LISTEN:9002,reuseaddr",
+                &format!("CREATE:{}", sink.display()),
+            ],
+        );
+        let kernel: Ipv4Addr = KERNEL.parse().expect("address");
+        let mut down = None;
+        let mut up = None;
+        let mut got = Vec::new();
+        let mut sent = 0;
+        let mut shut = false;
+        let mut closed = 0;
+        let mut refused = 0;
+        let mut receiver_status = None;
+        for _ in 0..MAX_PASSES {
+            if down.is_none() {
+                down = Some(s.connect(SocketAddrV4::new(kernel, 9001)).expect("connect"));
+            }
+            if up.is_none() {
+                up = Some(s.connect(SocketAddrV4::new(kernel, 9002)).expect("connect"));
+            }
+            let before = s.stats().rx_frames;
+            s.poll();
+            while let Some(ev) = s.next_event() {
+                match ev {
+                    Event::Readable(c) if Some(c) == down => {
+                        let data = s.peek(c).expect("open").to_vec();
+                        s.consume(c, data.len()).expect("open");
+                        got.extend_from_slice(&data);
+                    }
+                    Event::PeerClosed(c) if Some(c) == down => s.close(c).expect("open"),
+                    Event::PeerClosed(c) if Some(c) == up => s.close(c).expect("open"),
+                    Event::Closed(c, CloseReason::ConnectFailed(e)) => {
+                        // The listener was not up yet: try again.
+                        assert_eq!(e, libc::ECONNREFUSED);
+                        refused += 1;
+                        assert!(refused < 10_000, "socat never listened");
+                        if Some(c) == down {
+                            down = None;
+                        } else {
+                            up = None;
+                            sent = 0;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Event::Closed(c, why) => {
+                        assert_eq!(why, CloseReason::Local, "{c}");
+                        closed += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(c) = up
+                && s.conn_stats(c)
+                    .is_ok_and(|st| st.state != dataplane::transport::stack::TcpState::SynSent)
+            {
+                if sent < upload.len() {
+                    sent += s.write(c, &upload[sent..]).expect("open");
+                } else if !shut {
+                    shut = true;
+                    s.shutdown(c).expect("open");
+                }
+            }
+            s.flush();
+            if receiver_status.is_none() {
+                receiver_status = receiver.try_wait();
+            }
+            if closed == 2 && receiver_status.is_some() {
+                break;
+            }
+            if s.stats().rx_frames == before {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        assert_eq!(closed, 2, "both connections closed: {:?}", s.stats());
+        let sender_status = sender.0.wait().expect("socat");
+        assert!(sender_status.success(), "sending socat: {sender_status}");
+        let receiver_status = receiver_status.expect("receiving socat");
+        assert!(
+            receiver_status.success(),
+            "receiving socat: {receiver_status}"
+        );
+        assert_eq!(got.len(), file.len(), "bytes downloaded");
+        assert!(got == file, "downloaded bytes differ");
+        let written = std::fs::read(&sink).expect("socat's file");
+        assert_eq!(written.len(), upload.len(), "bytes uploaded");
+        assert!(written == upload, "uploaded bytes differ");
+        let _ = std::fs::remove_file(source);
+        let _ = std::fs::remove_file(sink);
+    }
+}

@@ -254,6 +254,25 @@ fn af_packet_no_huge() {
     run_child("afpacket:nohuge", &["ip", "netns", "exec", &ns.0], &[]);
 }
 
+/// The user-space TCP/IP stack over `net_af_packet` on one end of a veth,
+/// Linux's TCP on the other: curl downloads from a server on the stack and
+/// socat uploads to it, every byte compared (the same transfers as
+/// `stack_linux` runs over our own AF_PACKET backend).
+#[test]
+fn tcp_stack_over_af_packet_no_huge() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    let Some(bed) = dataplane_tests::stack_peers::stack_bed(1500) else {
+        return;
+    };
+    run_child(
+        "stack:nohuge",
+        &["ip", "netns", "exec", bed.a.name()],
+        &[("DATAPLANE_DPDK_TEST_PEER_NS", bed.b.name())],
+    );
+}
+
 /// An EAL that cannot start (an argument EAL does not know, through
 /// DATAPLANE_EAL_ARGS): the backend reports DPDK's reason, keeps it, and
 /// its probe says unavailable.
@@ -299,6 +318,10 @@ fn child() {
             "net_af_packet0,iface=dpva",
             "net_af_packet1,iface=dpvb",
         ),
+        "stack" => {
+            let peer = std::env::var("DATAPLANE_DPDK_TEST_PEER_NS").expect("the peer's namespace");
+            scenarios::tcp_stack(memory, "net_af_packet0,iface=veth0", &peer);
+        }
         "eal-failure" => scenarios::eal_failure(),
         other => panic!("unknown scenario {other:?}"),
     }

@@ -621,3 +621,27 @@ pub fn eal_failure() {
     let again = dpdk::Dpdk.open(&small_port("net_null0", 1));
     assert!(again.is_err());
 }
+
+/// The user-space TCP/IP stack on `device` (one end of a veth; Linux's TCP
+/// in namespace `peer_ns` on the other): curl and socat transfers, every
+/// byte compared, every mbuf home.
+pub fn tcp_stack(memory: Memory, device: &str, peer_ns: &str) {
+    use dataplane::transport::stack::Stack;
+    use dataplane_tests::stack_peers::{curl_and_socat_against_the_stack, stack_config};
+    dpdk::configure(eal_config(memory)).expect("configure");
+    let mut ports =
+        dpdk::open(&small_port(device, 1)).unwrap_or_else(|e| panic!("open {device}: {e}"));
+    let port = ports.remove(0);
+    assert!(
+        port.capabilities().mac.is_some(),
+        "net_af_packet has the veth's MAC"
+    );
+    let mut s = Stack::new(port, stack_config(1500)).expect("stack");
+    curl_and_socat_against_the_stack(peer_ns, &mut s, 4 << 20);
+    let st = s.stats();
+    println!("{st:?}");
+    assert_eq!(st.accepted, 2);
+    assert_eq!(st.rx_bad_checksum, 0);
+    drop(s);
+    all_mbufs_home_and_shutdown();
+}

@@ -401,6 +401,12 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
     let mut caps = Capabilities::basic(NAME, Layer::L2, cfg.burst, mtu.into(), cfg.queues);
     caps.rx_checksum = rx_checksum;
     caps.rss = rss;
+    let mut mac = sys::rte_ether_addr::default();
+    // SAFETY: a valid port and a place for the address.
+    let rc = unsafe { sys::rte_eth_macaddr_get(port, &mut mac) };
+    if rc == 0 && mac.addr_bytes != [0; 6] {
+        caps.mac = Some(mac.addr_bytes);
+    }
     tracing::info!(
         port = %name,
         id = port,
