@@ -69,7 +69,7 @@ mod tcb;
 #[cfg(test)]
 mod tests;
 
-pub use tcb::{TcpCounters, TcpState, fuzz_drive};
+pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
 
 use self::tcb::{Params, SegIn, SegOut, Seq, Tcb};
 use super::conn::Slab;
@@ -178,6 +178,9 @@ pub struct StackConfig {
     pub retries: u32,
     /// Local ports for outbound connections.
     pub ephemeral_ports: (u16, u16),
+    /// Keep-alive probes on idle connections (none, as Linux's sockets
+    /// without `SO_KEEPALIVE`).
+    pub keepalive: Option<KeepAlive>,
 }
 
 impl StackConfig {
@@ -202,6 +205,7 @@ impl StackConfig {
             syn_retries: 6,
             retries: 15,
             ephemeral_ports: (49_152, 65_535),
+            keepalive: None,
         }
     }
 
@@ -228,6 +232,11 @@ impl StackConfig {
         }
         if self.ephemeral_ports.0 == 0 || self.ephemeral_ports.0 > self.ephemeral_ports.1 {
             return bad("ephemeral_ports must be a non-empty range above 0");
+        }
+        if let Some(ka) = self.keepalive
+            && (ka.idle.is_zero() || ka.interval.is_zero() || ka.probes == 0)
+        {
+            return bad("keepalive's idle time, interval and probes must be above zero");
         }
         if let Some(gw) = self.gateway
             && !self.address.contains(gw)
@@ -450,6 +459,7 @@ impl<P: Port> Stack<P> {
             rto_initial: cfg.rto_initial,
             syn_retries: cfg.syn_retries,
             retries: cfg.retries,
+            keepalive: cfg.keepalive,
         };
         let mut neighbours = HashMap::new();
         for &(ip, m) in &cfg.neighbours {
@@ -1410,4 +1420,5 @@ fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
     sum.out_of_window += c.out_of_window;
     sum.challenge_acks += c.challenge_acks;
     sum.window_probes += c.window_probes;
+    sum.keepalive_probes += c.keepalive_probes;
 }

@@ -107,6 +107,23 @@ pub(crate) struct Params {
     pub(crate) rto_initial: Duration,
     pub(crate) syn_retries: u32,
     pub(crate) retries: u32,
+    /// Keep-alive (RFC 9293 section 3.8.4, RFC 1122 section 4.2.3.6):
+    /// after this long with nothing received, probe every `interval`, and
+    /// give up after `probes` unanswered.
+    pub(crate) keepalive: Option<KeepAlive>,
+}
+
+/// When an idle connection is probed, and when it is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle time before the first probe (Linux: `tcp_keepalive_time`,
+    /// 2 hours).
+    pub idle: Duration,
+    /// Between probes (`tcp_keepalive_intvl`, 75 s).
+    pub interval: Duration,
+    /// Unanswered probes before the connection times out
+    /// (`tcp_keepalive_probes`, 9).
+    pub probes: u32,
 }
 
 /// An arriving segment, parsed.
@@ -177,6 +194,8 @@ pub struct TcpCounters {
     pub challenge_acks: u64,
     /// Zero-window probes sent.
     pub window_probes: u64,
+    /// Keep-alive probes sent.
+    pub keepalive_probes: u64,
 }
 
 /// The largest window the 16-bit field carries unscaled.
@@ -247,6 +266,10 @@ pub(crate) struct Tcb {
     probe_now: bool,
     /// TIME-WAIT's end, or FIN-WAIT-2's after a close.
     end_at: Option<Instant>,
+    /// The next keep-alive probe, and how many went unanswered.
+    keepalive_at: Option<Instant>,
+    keepalive_sent: u32,
+    keepalive_probe: bool,
     ack_now: bool,
     unacked_segments: u32,
     /// The last write took less than it was given.
@@ -303,6 +326,9 @@ impl Tcb {
             persist_backoff: 0,
             probe_now: false,
             end_at: None,
+            keepalive_at: None,
+            keepalive_sent: 0,
+            keepalive_probe: false,
             ack_now: false,
             unacked_segments: 0,
             want_writable: false,
@@ -479,6 +505,22 @@ impl Tcb {
         self.close_with(reason);
     }
 
+    /// Starts (again) the wait before the first keep-alive probe.
+    fn arm_keepalive(&mut self, now: Instant) {
+        if let Some(ka) = self.p.keepalive
+            && matches!(
+                self.state,
+                TcpState::Established
+                    | TcpState::CloseWait
+                    | TcpState::FinWait1
+                    | TcpState::FinWait2
+            )
+        {
+            self.keepalive_sent = 0;
+            self.keepalive_at = Some(now + ka.idle);
+        }
+    }
+
     /// Ends the connection without a segment (its peer was never
     /// reached).
     pub(crate) fn fail(&mut self, reason: CloseReason) {
@@ -494,6 +536,7 @@ impl Tcb {
         self.ack_at = None;
         self.persist_at = None;
         self.end_at = None;
+        self.keepalive_at = None;
     }
 
     fn enter_time_wait(&mut self, now: Instant) {
@@ -501,6 +544,7 @@ impl Tcb {
         self.end_at = Some(now + self.p.time_wait);
         self.rto_at = None;
         self.persist_at = None;
+        self.keepalive_at = None;
     }
 
     // ---- arriving segments (RFC 9293 section 3.10.7) ----
@@ -542,6 +586,7 @@ impl Tcb {
             self.state = TcpState::Established;
             self.notes.established = true;
             self.ack_now = true;
+            self.arm_keepalive(now);
         } else {
             // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK.
             self.state = TcpState::SynReceived;
@@ -589,6 +634,8 @@ impl Tcb {
             }
             return;
         }
+        // The peer is alive: the keep-alive clock starts again.
+        self.arm_keepalive(now);
         // Second: RST (RFC 5961 section 3.2): only an exact match resets;
         // one elsewhere in the window gets a challenge ACK.
         if rst {
@@ -625,6 +672,7 @@ impl Tcb {
                     TcpState::Established
                 };
                 self.notes.established = true;
+                self.arm_keepalive(now);
                 self.snd_wnd = usize::from(seg.window) << self.snd_shift;
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = seg.seq;
@@ -895,10 +943,16 @@ impl Tcb {
 
     /// The earliest deadline, for the stack's timer queue.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        [self.rto_at, self.ack_at, self.persist_at, self.end_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.rto_at,
+            self.ack_at,
+            self.persist_at,
+            self.end_at,
+            self.keepalive_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the deadlines that passed.
@@ -918,6 +972,22 @@ impl Tcb {
             self.persist_at = None;
             self.probe_now = true;
             self.persist_backoff += 1;
+        }
+        if let (Some(t), Some(ka)) = (self.keepalive_at, self.p.keepalive)
+            && t <= now
+        {
+            if self.keepalive_sent >= ka.probes {
+                self.close_with(CloseReason::TimedOut);
+                return;
+            }
+            // Probe only an idle connection; data in flight has its own
+            // timer.
+            if self.snd_una == self.snd_max && self.state.synchronized() {
+                self.keepalive_probe = true;
+                self.keepalive_sent += 1;
+                self.counters.keepalive_probes += 1;
+            }
+            self.keepalive_at = Some(now + ka.interval);
         }
         if self.rto_at.is_some_and(|t| t <= now) {
             self.rto_at = None;
@@ -1095,6 +1165,14 @@ impl Tcb {
             }
         }
         self.probe_now = false;
+        if self.keepalive_probe {
+            // SEG.SEQ = SND.NXT - 1 and no data (RFC 1122 section
+            // 4.2.3.6): out of the peer's window, so it answers with an ACK.
+            self.keepalive_probe = false;
+            let seq = Seq(self.snd_nxt.0.wrapping_sub(1));
+            let seg = self.segment(seq, TcpFlags(0), 0, 0);
+            out.push(seg);
+        }
         if out.len() == before && self.ack_now {
             let seg = self.segment(self.snd_nxt, TcpFlags(0), 0, 0);
             out.push(seg);
@@ -1234,6 +1312,14 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
         rto_initial: Duration::from_millis(50),
         syn_retries: 3,
         retries: 5,
+        keepalive: data
+            .first()
+            .is_some_and(|b| b & 8 != 0)
+            .then_some(KeepAlive {
+                idle: Duration::from_millis(30),
+                interval: Duration::from_millis(10),
+                probes: 3,
+            }),
     };
     let start = Instant::now();
     let mut now = start;

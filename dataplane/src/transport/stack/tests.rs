@@ -542,3 +542,147 @@ fn a_transport_over_a_port_speaks_the_kernel_engines_api() {
     }
     assert_eq!(pool_b.in_use(), 0);
 }
+
+#[test]
+fn keepalive_probes_an_idle_peer_and_gives_up_on_a_silent_one() {
+    use super::KeepAlive;
+    let (pa, pb, _, _) = pair("stk-keepalive");
+    let mut ca = config(1);
+    ca.keepalive = Some(KeepAlive {
+        idle: Duration::from_millis(20),
+        interval: Duration::from_millis(10),
+        probes: 3,
+    });
+    let mut a = Stack::new(pa, ca).expect("stack a");
+    let mut b = Stack::new(pb, config(2)).expect("stack b");
+    b.listen(80).expect("listen");
+    let c = a.connect(SocketAddrV4::new(addr(2), 80)).expect("connect");
+    // Idle but answering: probes go out, and the connection stays.
+    let mut connected = false;
+    for _ in 0..2_000 {
+        a.poll();
+        b.poll();
+        while let Some(ev) = a.next_event() {
+            connected |= ev == Event::Connected(c);
+            assert!(!matches!(ev, Event::Closed(..)), "{ev:?}");
+        }
+        while b.next_event().is_some() {}
+        if a.conn_stats(c)
+            .is_ok_and(|s| s.counters.keepalive_probes >= 4)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(connected);
+    let st = a.conn_stats(c).expect("open");
+    assert!(st.counters.keepalive_probes >= 4, "{st:?}");
+    assert_eq!(st.state, TcpState::Established);
+    // The peer goes silent (its stack stops running): three probes, then
+    // the connection times out.
+    let mut closed = None;
+    for _ in 0..2_000 {
+        a.poll();
+        while let Some(ev) = a.next_event() {
+            if let Event::Closed(_, why) = ev {
+                closed = Some(why);
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(closed, Some(CloseReason::TimedOut));
+    assert_eq!(a.stats().timed_out, 1);
+}
+
+/// A SYN from `port` (a raw end of the link) to the stack at 10.0.0.1.
+fn syn_frame(raw: &mut MemoryPort, to: EthernetAddress, src_port: u16) -> hugepages::mbuf::Mbuf {
+    use crate::wire::{IpPair, TcpFlags, TcpPacket, TcpRepr};
+    let mut batch = MbufBatch::new();
+    raw.alloc_burst(1, &mut batch);
+    let mut m = batch.pop().expect("mbuf");
+    let tcp = TcpRepr {
+        src_port,
+        dst_port: 80,
+        seq_number: 1000,
+        ack_number: 0,
+        flags: TcpFlags::SYN,
+        window_len: 65535,
+        urgent_at: 0,
+        max_seg_size: Some(1460),
+        window_scale: None,
+        sack_permitted: false,
+        timestamps: None,
+        payload_len: 0,
+    };
+    let buf = m.append(34 + tcp.buffer_len()).expect("room");
+    EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
+        dst_addr: to,
+        ethertype: EtherType::IPV4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+    .expect("eth");
+    Ipv4Repr {
+        src_addr: addr(9),
+        dst_addr: addr(1),
+        protocol: IpProtocol::TCP,
+        payload_len: tcp.buffer_len(),
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 0,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(
+        &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
+        ChecksumMode::Software,
+    )
+    .expect("ip");
+    let addrs = IpPair::V4 {
+        src: addr(9),
+        dst: addr(1),
+    };
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[34..]),
+        &addrs,
+        ChecksumMode::Software,
+    )
+    .expect("tcp");
+    m
+}
+
+#[test]
+fn a_syn_flood_fills_the_backlog_and_the_rest_is_counted_and_dropped() {
+    let (pa, mut raw, pool_a, _) = pair("stk-synflood");
+    let mut cfg = config(1);
+    cfg.backlog = 8;
+    cfg.rto_initial = Duration::from_secs(10);
+    let mut s = Stack::new(pa, cfg).expect("stack");
+    s.listen(80).expect("listen");
+    let mac = s.mac();
+    for i in 0..100u16 {
+        let mut out = MbufBatch::new();
+        let _ = out.push(syn_frame(&mut raw, mac, 10_000 + i));
+        assert_eq!(raw.tx_burst(&mut out), 1);
+        s.poll();
+    }
+    let st = s.stats();
+    assert_eq!(st.syn_dropped, 92, "{st:?}");
+    assert_eq!(st.connections, 8);
+    assert_eq!(st.accepted, 0);
+    // Eight SYN-ACKs came back, and nothing else.
+    let mut got = MbufBatch::new();
+    let mut replies = 0;
+    for _ in 0..10 {
+        raw.rx_burst(&mut got);
+        replies += got.drain().count();
+    }
+    assert_eq!(replies, 8);
+    drop(s);
+    assert_eq!(pool_a.in_use(), 0);
+}
