@@ -99,3 +99,59 @@ fn transfers_with_linux_survive_loss_reordering_duplication_and_a_small_mtu() {
     );
     assert!(st.tcp.out_of_order > 0, "the kernel's losses: {:?}", st.tcp);
 }
+
+#[test]
+fn udp_datagrams_cross_between_the_stack_and_a_kernel_socket() {
+    let Some((bed, port)) = setup(1500) else {
+        return;
+    };
+    let pool = port.pool().clone();
+    let mut s = stack(port, 1500);
+    const COUNT: usize = 200;
+    // A kernel socket in the other namespace echoes what it receives.
+    let echo = bed
+        .b
+        .spawn(|| {
+            let sock = std::net::UdpSocket::bind("10.99.0.2:7000").expect("bind");
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            for _ in 0..COUNT {
+                let (n, from) = sock.recv_from(&mut buf).expect("a datagram");
+                sock.send_to(&buf[..n], from).expect("echo");
+            }
+        })
+        .expect("a thread in the namespace");
+    let u = s.bind_udp(5000).expect("bind");
+    let peer = std::net::SocketAddrV4::new([10, 99, 0, 2].into(), 7000);
+    let datagram = |i: usize| -> Vec<u8> { (0..1000).map(|k| (i * 7 + k) as u8).collect() };
+    let mut sent = 0;
+    let mut got = Vec::new();
+    for _ in 0..200_000 {
+        // Ten at a time, so that nothing overruns a queue on the way.
+        if sent < COUNT && sent - got.len() < 10 {
+            assert!(s.send_to(u, peer, &datagram(sent)).expect("send"));
+            sent += 1;
+        }
+        s.poll();
+        while s.next_event().is_some() {}
+        while let Some((from, data)) = s.peek_datagram(u).expect("open") {
+            assert_eq!(from, peer);
+            got.push(data.to_vec());
+            s.consume_datagram(u).expect("open");
+        }
+        if got.len() == COUNT {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+    echo.join().expect("echo thread").expect("in the namespace");
+    assert_eq!(got.len(), COUNT, "{:?}", s.stats());
+    for (i, d) in got.iter().enumerate() {
+        assert!(*d == datagram(i), "datagram {i} differs");
+    }
+    let st = s.stats();
+    assert_eq!((st.udp_tx, st.udp_rx), (COUNT as u64, COUNT as u64));
+    drop(s);
+    assert_eq!(pool.in_use(), 0);
+}

@@ -164,8 +164,9 @@ impl Transport {
     /// AF_XDP, AF_PACKET or memory) that this lcore owns, with the
     /// address and neighbours of `stack`. `config`'s buffer sizes,
     /// `max_connections` and `backlog` replace the stack's; its engine
-    /// is not consulted. Connections are TCP over IPv4; UDP sockets are
-    /// refused. The application code is the kernel engines': the same
+    /// is not consulted. TCP connections and UDP sockets over IPv4 (a
+    /// datagram received stays in its frame's mbuf until it is consumed;
+    /// `datagram_size` and `datagram_burst` do not apply). The application code is the kernel engines': the same
     /// methods and events. To serve on several lcores, give each the
     /// queue of its own that the port's RSS (or AF_PACKET's fanout)
     /// steers a flow to.
@@ -680,10 +681,14 @@ impl Transport {
     ///
     /// [`Error::Io`] from `socket` or `bind`, naming the address.
     pub fn bind_udp(&mut self, addr: SocketAddr) -> Result<UdpId> {
-        if self.stack_ref().is_some() {
-            return Err(Error::Config(format!(
-                "transport: UDP over the user-space stack is not built (bind {addr} on a kernel engine)"
-            )));
+        if let Some(s) = self.stack() {
+            let ours = IpAddr::V4(s.address());
+            if !(addr.ip().is_unspecified() || addr.ip() == ours) || addr.port() == 0 {
+                return Err(Error::Config(format!(
+                    "transport: the stack binds UDP on its address {ours} and a port above 0, not {addr}"
+                )));
+            }
+            return s.bind_udp(addr.port());
         }
         let ctx = |what: &str| format!("transport: {what} for a UDP socket on {addr}");
         let fd = new_socket(&addr, SockType::Datagram).map_err(|e| io_err(ctx("socket"), e))?;
@@ -729,6 +734,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a socket that is not open.
     pub fn udp_addr(&self, u: UdpId) -> Result<SocketAddr> {
+        if let Some(s) = self.stack_ref() {
+            return s.udp_addr(u).map(SocketAddr::V4);
+        }
         Ok(self.core.udp(u)?.local)
     }
 
@@ -738,6 +746,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a socket that is not open.
     pub fn close_udp(&mut self, u: UdpId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            return s.close_udp(u);
+        }
         self.core.udp(u)?;
         engine!(self.remove_udp(u.0));
         self.core.udps[u.0 as usize] = None;
@@ -752,6 +763,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a socket that is not open.
     pub fn peek_datagram(&self, u: UdpId) -> Result<Option<(SocketAddr, &[u8])>> {
+        if let Some(s) = self.stack_ref() {
+            return Ok(s.peek_datagram(u)?.map(|(a, d)| (SocketAddr::V4(a), d)));
+        }
         let s = self.core.udp(u)?;
         let size = self.core.config.datagram_size;
         Ok(s.rx.get(s.rx_next).map(|&(peer, len)| {
@@ -767,6 +781,9 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a socket that is not open.
     pub fn consume_datagram(&mut self, u: UdpId) -> Result<()> {
+        if let Some(s) = self.stack() {
+            return s.consume_datagram(u);
+        }
         let s = self.core.udp_mut(u)?;
         if s.rx_next < s.rx.len() {
             s.rx_next += 1;
@@ -808,6 +825,14 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a socket that is not open.
     pub fn send_to(&mut self, u: UdpId, to: SocketAddr, data: &[u8]) -> Result<bool> {
+        if let Some(s) = self.stack() {
+            let SocketAddr::V4(to) = to else {
+                return Err(Error::Config(format!(
+                    "transport: the stack speaks IPv4; cannot send to {to}"
+                )));
+            };
+            return s.send_to(u, to, data);
+        }
         let size = self.core.config.datagram_size;
         let burst = self.core.config.datagram_burst;
         if data.len() > size {

@@ -68,10 +68,12 @@ mod rxbuf;
 mod tcb;
 #[cfg(test)]
 mod tests;
+mod udp;
 
 pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
 
 use self::tcb::{Params, SegIn, SegOut, Seq, Tcb};
+use self::udp::{Delivery, UdpSock};
 use super::conn::Slab;
 use super::{CloseReason, ConnId, Event, ListenerId};
 use crate::net::{MbufBatch, Port};
@@ -80,6 +82,7 @@ use crate::wire::{
     EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, checksum,
 };
 use crate::{Error, Result};
+use hugepages::mbuf::Mbuf;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
@@ -93,6 +96,8 @@ const RX_BURSTS_PER_POLL: usize = 4;
 /// Between two ARP requests for the same address (Linux's default
 /// `retrans_time` is 1 s).
 const ARP_RETRY: Duration = Duration::from_secs(1);
+/// Frames kept for next hops whose addresses are being asked for.
+const ARP_PENDING_MAX: usize = 256;
 /// ARP requests before a connection waiting for the answer fails with
 /// `EHOSTUNREACH` (Linux's `mcast_solicit`, 3).
 const ARP_TRIES: u32 = 3;
@@ -181,6 +186,9 @@ pub struct StackConfig {
     /// Keep-alive probes on idle connections (none, as Linux's sockets
     /// without `SO_KEEPALIVE`).
     pub keepalive: Option<KeepAlive>,
+    /// Datagrams a UDP socket holds, received and not taken (256); more
+    /// are dropped and counted.
+    pub datagram_queue: usize,
 }
 
 impl StackConfig {
@@ -206,6 +214,7 @@ impl StackConfig {
             retries: 15,
             ephemeral_ports: (49_152, 65_535),
             keepalive: None,
+            datagram_queue: 256,
         }
     }
 
@@ -220,6 +229,9 @@ impl StackConfig {
         }
         if self.tx_buffer < 1024 || self.tx_buffer > 1 << 30 {
             return bad("tx_buffer must be between 1 KiB and 1 GiB");
+        }
+        if self.datagram_queue == 0 {
+            return bad("datagram_queue must be at least 1");
         }
         if self.backlog == 0 || self.max_connections == 0 {
             return bad("backlog and max_connections must be at least 1");
@@ -302,6 +314,17 @@ pub struct StackStats {
     pub reset: u64,
     /// Connections ended by a timeout.
     pub timed_out: u64,
+    /// UDP datagrams received onto a socket.
+    pub udp_rx: u64,
+    /// UDP datagrams sent (or waiting for their next hop's address).
+    pub udp_tx: u64,
+    /// UDP datagrams received for a socket whose queue was full.
+    pub udp_rx_dropped: u64,
+    /// UDP datagrams refused by `send_to` (too long for a frame, no
+    /// route, no mbuf) or dropped when their next hop never answered.
+    pub udp_tx_dropped: u64,
+    /// UDP datagrams for a port with no socket.
+    pub udp_no_socket: u64,
     /// Connections in the table now (TIME-WAIT included).
     pub connections: u64,
     /// Counters summed over every connection ended so far.
@@ -386,8 +409,12 @@ struct Io<P: Port> {
 /// A user-space TCP/IP stack over one port queue (see the
 /// [module docs](self)).
 pub struct Stack<P: Port> {
-    /// Before `io`: its mbufs go back before the port goes.
+    // Before `io`, as fields drop in order: the mbufs they hold go back
+    // before the port (and the pool it owns) goes.
     rx: MbufBatch,
+    /// Frames built for a next hop whose MAC is being asked for.
+    arp_pending: Vec<(Ipv4Addr, Mbuf)>,
+    udps: Vec<Option<UdpSock>>,
     io: Io<P>,
     cfg: StackConfig,
     params: Params,
@@ -402,6 +429,11 @@ pub struct Stack<P: Port> {
     neighbours: HashMap<Ipv4Addr, Neighbour>,
     /// Outbound connections waiting for their next hop's MAC.
     arp_waiting: Vec<(Ipv4Addr, u32, u32)>,
+    udp_by_port: HashMap<u16, u32>,
+    /// Sockets that received in this pass.
+    udp_fresh: Vec<u32>,
+    /// The IP MTU.
+    mtu: usize,
     isn_key: RandomState,
     epoch: Instant,
     next_port: u16,
@@ -499,6 +531,11 @@ impl<P: Port> Stack<P> {
             segs: Vec::new(),
             neighbours,
             arp_waiting: Vec::new(),
+            arp_pending: Vec::new(),
+            udps: Vec::new(),
+            udp_by_port: HashMap::new(),
+            udp_fresh: Vec::new(),
+            mtu,
             isn_key,
             epoch: now,
             next_port,
@@ -771,11 +808,15 @@ impl<P: Port> Stack<P> {
             let mut batch = std::mem::take(&mut self.rx);
             for m in batch.drain() {
                 self.io.stats.rx_frames += 1;
-                self.frame(m.data());
+                match self.frame(m.data()) {
+                    Some(d) => self.deliver(m, d),
+                    None => drop(m),
+                }
             }
             self.rx = batch;
         }
-        if !self.arp_waiting.is_empty() {
+        self.udp_events();
+        if !self.arp_waiting.is_empty() || !self.arp_pending.is_empty() {
             self.arp_retry();
         }
         while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
@@ -962,6 +1003,14 @@ impl<P: Port> Stack<P> {
                 tries: 0,
             },
         );
+        // In the order they were sent.
+        for (hop, m) in std::mem::take(&mut self.arp_pending) {
+            if hop == ip {
+                self.io.queue_to(m, mac);
+            } else {
+                self.arp_pending.push((hop, m));
+            }
+        }
         let mut i = 0;
         while i < self.arp_waiting.len() {
             let (hop, index, generation) = self.arp_waiting[i];
@@ -1007,24 +1056,55 @@ impl<P: Port> Stack<P> {
                 i += 1;
             }
         }
+        let mut k = 0;
+        while k < self.arp_pending.len() {
+            let ip = self.arp_pending[k].0;
+            self.resolve(ip, now);
+            let gave_up = self.neighbours.get(&ip).is_some_and(|n| {
+                n.tries >= ARP_TRIES && n.asked.is_some_and(|t| now.duration_since(t) >= ARP_RETRY)
+            });
+            if gave_up {
+                drop(self.arp_pending.swap_remove(k));
+                self.io.stats.udp_tx_dropped += 1;
+            } else {
+                k += 1;
+            }
+        }
+        if self.arp_pending.is_empty() && self.arp_waiting.is_empty() {
+            self.neighbours
+                .retain(|_, n| n.mac.is_some() || n.tries < ARP_TRIES);
+        }
     }
 
-    fn frame(&mut self, data: &[u8]) {
+    /// Keeps a frame (built, no destination MAC yet) until ARP answers for
+    /// `hop`; the oldest goes when too many wait.
+    fn park(&mut self, hop: Ipv4Addr, m: Mbuf) {
+        if self.arp_pending.len() >= ARP_PENDING_MAX {
+            drop(self.arp_pending.remove(0));
+            self.io.stats.udp_tx_dropped += 1;
+        }
+        self.arp_pending.push((hop, m));
+    }
+
+    /// Handles a received frame; a UDP datagram that a socket takes is
+    /// returned, to be kept in its mbuf.
+    fn frame(&mut self, data: &[u8]) -> Option<Delivery> {
         let Ok(frame) = EthernetFrame::new_checked(data) else {
             self.io.stats.rx_malformed += 1;
-            return;
+            return None;
         };
         let dst = frame.dst_addr();
         if dst != self.io.mac && !dst.is_broadcast() {
             self.io.stats.rx_ignored += 1;
-            return;
+            return None;
         }
         let src = frame.src_addr();
         match frame.ethertype() {
             EtherType::ARP => self.arp(frame.payload()),
-            EtherType::IPV4 => self.ipv4(src, frame.payload()),
+            EtherType::IPV4 => return self.ipv4(src, frame.payload()),
             _ => self.io.stats.rx_ignored += 1,
         }
+        None
     }
 
     /// RFC 826's packet reception, for our one address.
@@ -1049,36 +1129,40 @@ impl<P: Port> Stack<P> {
         }
     }
 
-    fn ipv4(&mut self, src_mac: EthernetAddress, payload: &[u8]) {
+    fn ipv4(&mut self, src_mac: EthernetAddress, payload: &[u8]) -> Option<Delivery> {
         let Ok(packet) = Ipv4Packet::new_checked(payload) else {
             self.io.stats.rx_malformed += 1;
-            return;
+            return None;
         };
         let repr = match Ipv4Repr::parse(&packet, ChecksumMode::Software) {
             Ok(r) => r,
             Err(crate::wire::WireError::BadChecksum(_)) => {
                 self.io.stats.rx_bad_checksum += 1;
-                return;
+                return None;
             }
             Err(_) => {
                 self.io.stats.rx_malformed += 1;
-                return;
+                return None;
             }
         };
         if repr.dst_addr != self.io.addr {
             self.io.stats.rx_not_ours += 1;
-            return;
+            return None;
         }
         if repr.more_frags || repr.frag_offset != 0 {
             self.io.stats.rx_fragments += 1;
-            return;
+            return None;
         }
         let body = packet.payload();
         match repr.protocol {
             IpProtocol::TCP => self.tcp(src_mac, &repr, body),
             IpProtocol::ICMP => self.icmp(src_mac, &repr, body),
+            // The UDP header's offset in the frame: Ethernet, then the IP
+            // header with its options.
+            IpProtocol::UDP => return self.udp_delivery(&repr, body, 14 + packet.header_len()),
             _ => self.io.stats.rx_ignored += 1,
         }
+        None
     }
 
     /// Answers an echo request (RFC 792) with the same identifier,
@@ -1305,21 +1389,32 @@ impl<P: Port> Io<P> {
         self.queue(m);
     }
 
-    /// Builds an IPv4 packet to `dst_mac` whose payload `fill` writes.
-    fn send_ip(
-        &mut self,
-        dst_mac: EthernetAddress,
-        mut ip: Ipv4Repr,
-        fill: impl FnOnce(&mut [u8]),
-    ) {
-        let Some(mut m) = self.mbuf() else {
-            return;
-        };
+    /// Builds an IPv4 packet to `dst_mac` whose payload `fill` writes,
+    /// and queues it.
+    fn send_ip(&mut self, dst_mac: EthernetAddress, ip: Ipv4Repr, fill: impl FnOnce(&mut [u8])) {
+        if let Some(m) = self.build_ip(ip, fill) {
+            self.queue_to(m, dst_mac);
+        }
+    }
+
+    /// Sets a built frame's destination MAC and queues it.
+    fn queue_to(&mut self, mut m: Mbuf, dst_mac: EthernetAddress) {
+        if let Some(d) = m.data_mut().get_mut(..6) {
+            d.copy_from_slice(&dst_mac.0);
+        }
+        self.queue(m);
+    }
+
+    /// An IPv4 packet in a frame with no destination MAC yet, its payload
+    /// written by `fill`.
+    fn build_ip(&mut self, mut ip: Ipv4Repr, fill: impl FnOnce(&mut [u8])) -> Option<Mbuf> {
+        let dst_mac = EthernetAddress([0; 6]);
+        let mut m = self.mbuf()?;
         ip.ident = self.ident;
         self.ident = self.ident.wrapping_add(1);
         let total = 14 + 20 + ip.payload_len;
         let Ok(buf) = m.append(total.max(60)) else {
-            return;
+            return None;
         };
         if total < 60 {
             buf[total..].fill(0);
@@ -1333,7 +1428,7 @@ impl<P: Port> Io<P> {
             .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
             .is_err()
         {
-            return;
+            return None;
         }
         if ip
             .emit(
@@ -1342,10 +1437,10 @@ impl<P: Port> Io<P> {
             )
             .is_err()
         {
-            return;
+            return None;
         }
         fill(&mut buf[34..total]);
-        self.queue(m);
+        Some(m)
     }
 
     fn send_segment(&mut self, dst_mac: EthernetAddress, key: &FlowKey, seg: &SegOut, tcb: &Tcb) {

@@ -467,8 +467,15 @@ fn a_transport_over_a_port_speaks_the_kernel_engines_api() {
     assert_eq!(server.engine(), EngineKind::Stack);
     assert!(
         server
-            .bind_udp("10.0.0.2:53".parse().expect("addr"))
+            .bind_udp("10.0.0.9:53".parse().expect("addr"))
             .is_err()
+    );
+    let u = server
+        .bind_udp("0.0.0.0:53".parse().expect("addr"))
+        .expect("bind");
+    assert_eq!(
+        server.udp_addr(u).expect("open"),
+        "10.0.0.2:53".parse().expect("addr")
     );
     assert!(server.listen("10.0.0.9:80".parse().expect("addr")).is_err());
     let l = server
@@ -685,4 +692,91 @@ fn a_syn_flood_fills_the_backlog_and_the_rest_is_counted_and_dropped() {
     assert_eq!(replies, 8);
     drop(s);
     assert_eq!(pool_a.in_use(), 0);
+}
+
+#[test]
+fn udp_datagrams_cross_both_ways_and_a_full_socket_drops_and_counts() {
+    let (pa, pb, pool_a, pool_b) = pair("stk-udp");
+    let mut a = Stack::new(pa, config(1)).expect("stack a");
+    let mut cb = config(2);
+    cb.datagram_queue = 64;
+    let mut b = Stack::new(pb, cb).expect("stack b");
+    let ua = a.bind_udp(5000).expect("bind");
+    let ub = b.bind_udp(6000).expect("bind");
+    assert!(b.bind_udp(6000).is_err(), "one socket per port");
+    let to_b = SocketAddrV4::new(addr(2), 6000);
+    // The first datagrams wait for ARP, built, and leave once it answers.
+    for i in 0..10u8 {
+        assert!(a.send_to(ua, to_b, &[i; 100]).expect("send"));
+    }
+    assert!(
+        !a.send_to(ua, to_b, &[0; 1500]).expect("send"),
+        "too long for a frame"
+    );
+    let mut got = Vec::new();
+    for _ in 0..1000 {
+        a.poll();
+        b.poll();
+        while let Some(ev) = b.next_event() {
+            assert_eq!(ev, Event::Datagrams(ub));
+            while let Some((from, data)) = b.peek_datagram(ub).expect("open") {
+                assert_eq!(from, SocketAddrV4::new(addr(1), 5000));
+                got.push(data.to_vec());
+                let echo = data.to_vec();
+                b.consume_datagram(ub).expect("open");
+                assert!(b.send_to(ub, from, &echo).expect("send"));
+            }
+        }
+        if got.len() == 10 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 10);
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(d, &vec![i as u8; 100]);
+    }
+    let mut echoed = 0;
+    for _ in 0..1000 {
+        a.poll();
+        b.poll();
+        while a.next_event().is_some() {}
+        while let Some((_, d)) = a.peek_datagram(ua).expect("open") {
+            assert_eq!(d.len(), 100);
+            echoed += 1;
+            a.consume_datagram(ua).expect("open");
+        }
+        if echoed == 10 {
+            break;
+        }
+    }
+    assert_eq!(echoed, 10);
+    // Nobody reads b's socket: it keeps 64 and drops the rest, counted.
+    for i in 0..100u32 {
+        assert!(a.send_to(ua, to_b, &i.to_be_bytes()).expect("send"));
+        if i % 16 == 15 {
+            a.poll();
+            b.poll();
+        }
+    }
+    for _ in 0..100 {
+        a.poll();
+        b.poll();
+    }
+    let st = b.stats();
+    assert_eq!(st.udp_rx, 10 + 64, "{st:?}");
+    assert_eq!(st.udp_rx_dropped, 36, "{st:?}");
+    // A port with no socket is counted.
+    assert!(
+        a.send_to(ua, SocketAddrV4::new(addr(2), 7), b"x")
+            .expect("send")
+    );
+    for _ in 0..10 {
+        a.poll();
+        b.poll();
+    }
+    assert_eq!(b.stats().udp_no_socket, 1);
+    b.close_udp(ub).expect("close");
+    assert!(b.peek_datagram(ub).is_err());
+    drop((a, b));
+    assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
 }

@@ -1,0 +1,261 @@
+//! UDP sockets of the stack (RFC 768): datagrams received stay in the rx
+//! mbufs they arrived in (a socket holds the mbuf and the payload's place
+//! in it, so [`Stack::peek_datagram`] is a slice of the frame, no copy),
+//! at most [`StackConfig::datagram_queue`](super::StackConfig) per socket
+//! (more are dropped and counted, so a socket nobody reads cannot drain
+//! the port's pool). A datagram sent is built straight into a frame; one
+//! whose next hop is still being asked for waits, built, until ARP
+//! answers (or gives up).
+
+use super::{Io, Stack};
+use crate::net::Port;
+use crate::transport::{Event, UdpId};
+use crate::wire::{ChecksumMode, IpPair, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr};
+use crate::{Error, Result};
+use hugepages::mbuf::Mbuf;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+
+/// One socket: its port and the datagrams received and not taken.
+#[derive(Debug)]
+pub(super) struct UdpSock {
+    port: u16,
+    /// (the frame, the sender, the payload's offset and length in it).
+    queue: VecDeque<(Mbuf, SocketAddrV4, usize, usize)>,
+    /// A `Datagrams` event is due at the end of this pass.
+    fresh: bool,
+}
+
+/// Where a received datagram goes: the socket, the sender, and the
+/// payload's place in the frame.
+pub(super) struct Delivery {
+    pub(super) sock: u32,
+    pub(super) peer: SocketAddrV4,
+    pub(super) at: usize,
+    pub(super) len: usize,
+}
+
+impl<P: Port> Stack<P> {
+    /// Opens a UDP socket on `port` of our address.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the port is 0 or has a socket already.
+    pub fn bind_udp(&mut self, port: u16) -> Result<UdpId> {
+        if port == 0 || self.udp_by_port.contains_key(&port) {
+            return Err(Error::Config(format!(
+                "stack: UDP port {port} is 0 or already bound"
+            )));
+        }
+        let i = self
+            .udps
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.udps.len());
+        let sock = UdpSock {
+            port,
+            queue: VecDeque::new(),
+            fresh: false,
+        };
+        if i == self.udps.len() {
+            self.udps.push(Some(sock));
+        } else {
+            self.udps[i] = Some(sock);
+        }
+        self.udp_by_port.insert(port, i as u32);
+        Ok(UdpId(i as u32))
+    }
+
+    fn udp(&self, u: UdpId) -> Result<&UdpSock> {
+        self.udps
+            .get(u.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::NotOpen(u.to_string()))
+    }
+
+    /// The address a UDP socket is bound to.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a socket that is not open.
+    pub fn udp_addr(&self, u: UdpId) -> Result<SocketAddrV4> {
+        Ok(SocketAddrV4::new(self.io.addr, self.udp(u)?.port))
+    }
+
+    /// Closes a UDP socket; the datagrams it held go back to the pool.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a socket that is not open.
+    pub fn close_udp(&mut self, u: UdpId) -> Result<()> {
+        let sock = self
+            .udps
+            .get_mut(u.0 as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::NotOpen(u.to_string()))?;
+        self.udp_by_port.remove(&sock.port);
+        Ok(())
+    }
+
+    /// The oldest datagram received and not taken: its sender and its
+    /// payload, in the frame it arrived in.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a socket that is not open.
+    pub fn peek_datagram(&self, u: UdpId) -> Result<Option<(SocketAddrV4, &[u8])>> {
+        Ok(self
+            .udp(u)?
+            .queue
+            .front()
+            .map(|(m, peer, at, len)| (*peer, m.data().get(*at..at + len).unwrap_or(&[]))))
+    }
+
+    /// Takes the oldest datagram; its frame goes back to the pool.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a socket that is not open.
+    pub fn consume_datagram(&mut self, u: UdpId) -> Result<()> {
+        let sock = self
+            .udps
+            .get_mut(u.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| Error::NotOpen(u.to_string()))?;
+        sock.queue.pop_front();
+        Ok(())
+    }
+
+    /// Sends `data` to `to` from socket `u`, built into a frame now and
+    /// handed to the port at the end of the pass (or at [`Stack::flush`]).
+    /// Returns false, counted, when it is refused: longer than fits one
+    /// frame (no fragmentation), no route, or no mbuf.
+    ///
+    /// # Errors
+    /// [`Error::NotOpen`] for a socket that is not open.
+    pub fn send_to(&mut self, u: UdpId, to: SocketAddrV4, data: &[u8]) -> Result<bool> {
+        let src_port = self.udp(u)?.port;
+        if data.len() + 28 > self.mtu {
+            self.io.stats.udp_tx_dropped += 1;
+            return Ok(false);
+        }
+        let Some(hop) = self.next_hop(*to.ip()) else {
+            self.io.stats.udp_tx_dropped += 1;
+            return Ok(false);
+        };
+        let now = self.now;
+        let mac = self.resolve(hop, now);
+        let Some(m) = self.io.build_udp(src_port, to, data) else {
+            self.io.stats.udp_tx_dropped += 1;
+            return Ok(false);
+        };
+        self.io.stats.udp_tx += 1;
+        match mac {
+            Some(mac) => self.io.queue_to(m, mac),
+            None => self.park(hop, m),
+        }
+        Ok(true)
+    }
+
+    /// Where a UDP datagram in a frame goes, if a socket takes it; counts
+    /// what no socket takes or a full socket refuses.
+    pub(super) fn udp_delivery(
+        &mut self,
+        ip: &Ipv4Repr,
+        body: &[u8],
+        at: usize,
+    ) -> Option<Delivery> {
+        let addrs = IpPair::V4 {
+            src: ip.src_addr,
+            dst: ip.dst_addr,
+        };
+        let Ok(packet) = UdpPacket::new_checked(body) else {
+            self.io.stats.rx_malformed += 1;
+            return None;
+        };
+        let repr = match UdpRepr::parse(&packet, &addrs, ChecksumMode::Software) {
+            Ok(r) => r,
+            Err(crate::wire::WireError::BadChecksum(_)) => {
+                self.io.stats.rx_bad_checksum += 1;
+                return None;
+            }
+            Err(_) => {
+                self.io.stats.rx_malformed += 1;
+                return None;
+            }
+        };
+        let Some(&sock) = self.udp_by_port.get(&repr.dst_port) else {
+            self.io.stats.udp_no_socket += 1;
+            return None;
+        };
+        let full = self
+            .udps
+            .get(sock as usize)
+            .and_then(Option::as_ref)
+            .is_none_or(|s| s.queue.len() >= self.cfg.datagram_queue);
+        if full {
+            self.io.stats.udp_rx_dropped += 1;
+            return None;
+        }
+        Some(Delivery {
+            sock,
+            peer: SocketAddrV4::new(ip.src_addr, repr.src_port),
+            at: at + UdpPacket::<&[u8]>::HEADER_LEN,
+            len: repr.payload_len,
+        })
+    }
+
+    /// Queues a received datagram's frame on its socket.
+    pub(super) fn deliver(&mut self, m: Mbuf, d: Delivery) {
+        if let Some(Some(sock)) = self.udps.get_mut(d.sock as usize) {
+            self.io.stats.udp_rx += 1;
+            sock.queue.push_back((m, d.peer, d.at, d.len));
+            if !sock.fresh {
+                sock.fresh = true;
+                self.udp_fresh.push(d.sock);
+            }
+        }
+    }
+
+    /// One `Datagrams` event per socket that received in this pass.
+    pub(super) fn udp_events(&mut self) {
+        for i in self.udp_fresh.drain(..) {
+            if let Some(Some(sock)) = self.udps.get_mut(i as usize) {
+                sock.fresh = false;
+                self.events.push_back(Event::Datagrams(UdpId(i)));
+            }
+        }
+    }
+}
+
+impl<P: Port> Io<P> {
+    /// A UDP datagram from `src_port` to `to`, with no destination MAC
+    /// yet (see [`Io::queue_to`]).
+    fn build_udp(&mut self, src_port: u16, to: SocketAddrV4, data: &[u8]) -> Option<Mbuf> {
+        let udp = UdpRepr {
+            src_port,
+            dst_port: to.port(),
+            payload_len: data.len(),
+        };
+        let ip = Ipv4Repr {
+            src_addr: self.addr,
+            dst_addr: *to.ip(),
+            protocol: IpProtocol::UDP,
+            payload_len: udp.buffer_len(),
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        };
+        let addrs = IpPair::V4 {
+            src: self.addr,
+            dst: *to.ip(),
+        };
+        self.build_ip(ip, |out| {
+            out[8..8 + data.len()].copy_from_slice(data);
+            let _ = udp.emit(
+                &mut UdpPacket::new_unchecked(out),
+                &addrs,
+                ChecksumMode::Software,
+            );
+        })
+    }
+}
