@@ -64,13 +64,20 @@
 //! (an entry whose connection has since moved its deadline is dropped when
 //! popped).
 
+mod config;
+mod io;
+mod neighbour;
 mod rxbuf;
 mod tcb;
 #[cfg(test)]
 mod tests;
 mod udp;
 
+pub use config::{Ipv4Cidr, StackConfig, StackConnStats, StackStats};
 pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
+
+use self::io::Io;
+use self::neighbour::Neighbour;
 
 use self::tcb::{Params, SegIn, SegOut, Seq, Tcb};
 use self::udp::{Delivery, UdpSock};
@@ -78,279 +85,20 @@ use super::conn::Slab;
 use super::{CloseReason, ConnId, Event, ListenerId};
 use crate::net::{MbufBatch, Port};
 use crate::wire::{
-    ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
-    EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, checksum,
+    ChecksumMode, EtherType, EthernetAddress, EthernetFrame, IpPair, IpProtocol, Ipv4Packet,
+    Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, checksum,
 };
 use crate::{Error, Result};
 use hugepages::mbuf::Mbuf;
-use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Bursts received per [`Stack::poll`], at most.
 const RX_BURSTS_PER_POLL: usize = 4;
-/// Between two ARP requests for the same address (Linux's default
-/// `retrans_time` is 1 s).
-const ARP_RETRY: Duration = Duration::from_secs(1);
-/// Frames kept for next hops whose addresses are being asked for.
-const ARP_PENDING_MAX: usize = 256;
-/// ARP requests before a connection waiting for the answer fails with
-/// `EHOSTUNREACH` (Linux's `mcast_solicit`, 3).
-const ARP_TRIES: u32 = 3;
-
-/// An address with its prefix length: `10.0.0.1/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    /// The address.
-    pub addr: Ipv4Addr,
-    /// The prefix length, 0 to 32.
-    pub prefix_len: u8,
-}
-
-impl std::str::FromStr for Ipv4Cidr {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::Config(format!(
-                "'{s}' is not an IPv4 address with a prefix (10.0.0.1/24)"
-            ))
-        };
-        let (a, p) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
-        let prefix_len: u8 = p.parse().map_err(|_| bad())?;
-        if prefix_len > 32 {
-            return Err(bad());
-        }
-        Ok(Ipv4Cidr { addr, prefix_len })
-    }
-}
-
-impl Ipv4Cidr {
-    fn contains(&self, other: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix_len))
-            .unwrap_or(0);
-        self.addr.to_bits() & mask == other.to_bits() & mask
-    }
-}
-
-/// How a [`Stack`] runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StackConfig {
-    /// Our address and the prefix of the link.
-    pub address: Ipv4Cidr,
-    /// Where packets for other networks go (none: only the link).
-    pub gateway: Option<Ipv4Addr>,
-    /// Neighbours known without asking: (address, MAC).
-    pub neighbours: Vec<(Ipv4Addr, EthernetAddress)>,
-    /// Our MAC (none: the port's).
-    pub mac: Option<EthernetAddress>,
-    /// The IP MTU (none: the port's, at most 1500).
-    pub mtu: Option<usize>,
-    /// Bytes a connection's receive buffer holds (64 KiB): its window.
-    pub rx_buffer: usize,
-    /// Bytes a connection's send buffer holds (256 KiB).
-    pub tx_buffer: usize,
-    /// Connections in SYN-RECEIVED per listener (1,024); more SYNs are
-    /// dropped and counted.
-    pub backlog: usize,
-    /// Connections at once, TIME-WAIT included (65,536).
-    pub max_connections: usize,
-    /// How long TIME-WAIT lasts (60 s: Linux's `TCP_TIMEWAIT_LEN`).
-    pub time_wait: Duration,
-    /// How long a closed connection waits in FIN-WAIT-2 for the peer's
-    /// FIN (60 s: Linux's `tcp_fin_timeout`).
-    pub fin_timeout: Duration,
-    /// The delayed-ACK timer (40 ms: Linux's `TCP_DELACK_MIN`).
-    pub delayed_ack: Duration,
-    /// The retransmission timeout's floor (200 ms: Linux's
-    /// `TCP_RTO_MIN`; RFC 6298 says 1 s), start (1 s) and ceiling (120 s).
-    pub rto_min: Duration,
-    /// The first retransmission timeout (RFC 6298 section 2.1).
-    pub rto_initial: Duration,
-    /// The retransmission timeout's ceiling.
-    pub rto_max: Duration,
-    /// SYN retransmissions before a connect fails (6, Linux's
-    /// `tcp_syn_retries`).
-    pub syn_retries: u32,
-    /// Retransmissions before an established connection times out (15,
-    /// Linux's `tcp_retries2`).
-    pub retries: u32,
-    /// Local ports for outbound connections.
-    pub ephemeral_ports: (u16, u16),
-    /// Keep-alive probes on idle connections (none, as Linux's sockets
-    /// without `SO_KEEPALIVE`).
-    pub keepalive: Option<KeepAlive>,
-    /// Datagrams a UDP socket holds, received and not taken (256); more
-    /// are dropped and counted.
-    pub datagram_queue: usize,
-}
-
-impl StackConfig {
-    /// `address` with the defaults above.
-    pub fn new(address: Ipv4Cidr) -> Self {
-        StackConfig {
-            address,
-            gateway: None,
-            neighbours: Vec::new(),
-            mac: None,
-            mtu: None,
-            rx_buffer: 64 * 1024,
-            tx_buffer: 256 * 1024,
-            backlog: 1024,
-            max_connections: 65_536,
-            time_wait: Duration::from_secs(60),
-            fin_timeout: Duration::from_secs(60),
-            delayed_ack: Duration::from_millis(40),
-            rto_min: Duration::from_millis(200),
-            rto_initial: Duration::from_secs(1),
-            rto_max: Duration::from_secs(120),
-            syn_retries: 6,
-            retries: 15,
-            ephemeral_ports: (49_152, 65_535),
-            keepalive: None,
-            datagram_queue: 256,
-        }
-    }
-
-    /// Refuses values no stack can run with.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the value and why.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::Config(format!("stack: {what}")));
-        if self.rx_buffer < 1024 || self.rx_buffer > 1 << 30 {
-            return bad("rx_buffer must be between 1 KiB and 1 GiB");
-        }
-        if self.tx_buffer < 1024 || self.tx_buffer > 1 << 30 {
-            return bad("tx_buffer must be between 1 KiB and 1 GiB");
-        }
-        if self.datagram_queue == 0 {
-            return bad("datagram_queue must be at least 1");
-        }
-        if self.backlog == 0 || self.max_connections == 0 {
-            return bad("backlog and max_connections must be at least 1");
-        }
-        if self.mtu.is_some_and(|m| !(576..=9000).contains(&m)) {
-            return bad("mtu must be between 576 and 9000");
-        }
-        if self.rto_min.is_zero() || self.rto_min > self.rto_max || self.rto_initial.is_zero() {
-            return bad("rto_min must be above zero and at most rto_max");
-        }
-        if self.ephemeral_ports.0 == 0 || self.ephemeral_ports.0 > self.ephemeral_ports.1 {
-            return bad("ephemeral_ports must be a non-empty range above 0");
-        }
-        if let Some(ka) = self.keepalive
-            && (ka.idle.is_zero() || ka.interval.is_zero() || ka.probes == 0)
-        {
-            return bad("keepalive's idle time, interval and probes must be above zero");
-        }
-        if let Some(gw) = self.gateway
-            && !self.address.contains(gw)
-        {
-            return bad("the gateway must be on the link (inside the address's prefix)");
-        }
-        Ok(())
-    }
-}
-
-/// A stack's counters since it was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct StackStats {
-    /// Passes of [`Stack::poll`].
-    pub passes: u64,
-    /// Frames received.
-    pub rx_frames: u64,
-    /// Frames sent.
-    pub tx_frames: u64,
-    /// Bytes received in order on connections.
-    pub rx_bytes: u64,
-    /// Bytes the application wrote to connections.
-    pub tx_bytes: u64,
-    /// Connections ended (for the application: its `Closed` events).
-    pub closed: u64,
-    /// Frames dropped because the port's transmit queue was full.
-    pub tx_full: u64,
-    /// Frames not sent because no mbuf was free.
-    pub tx_no_mbuf: u64,
-    /// Frames for another MAC, or of another protocol.
-    pub rx_ignored: u64,
-    /// Frames or packets too short or malformed.
-    pub rx_malformed: u64,
-    /// IPv4 or TCP checksums that did not match.
-    pub rx_bad_checksum: u64,
-    /// IPv4 packets for another address.
-    pub rx_not_ours: u64,
-    /// IPv4 fragments (not reassembled).
-    pub rx_fragments: u64,
-    /// ARP requests answered.
-    pub arp_replies: u64,
-    /// ARP requests sent.
-    pub arp_requests: u64,
-    /// Outbound connections failed because their next hop never answered
-    /// ARP (`EHOSTUNREACH`).
-    pub arp_failed: u64,
-    /// ICMP echo requests answered.
-    pub icmp_echo: u64,
-    /// TCP segments received.
-    pub tcp_rx: u64,
-    /// TCP segments sent.
-    pub tcp_tx: u64,
-    /// Segments for no connection and no listener, answered with RST.
-    pub tcp_no_socket: u64,
-    /// SYNs dropped: the listener's backlog or the connection table was
-    /// full.
-    pub syn_dropped: u64,
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Outbound connections established.
-    pub connected: u64,
-    /// Connections ended by a reset from the peer.
-    pub reset: u64,
-    /// Connections ended by a timeout.
-    pub timed_out: u64,
-    /// UDP datagrams received onto a socket.
-    pub udp_rx: u64,
-    /// UDP datagrams sent (or waiting for their next hop's address).
-    pub udp_tx: u64,
-    /// UDP datagrams received for a socket whose queue was full.
-    pub udp_rx_dropped: u64,
-    /// UDP datagrams refused by `send_to` (too long for a frame, no
-    /// route, no mbuf) or dropped when their next hop never answered.
-    pub udp_tx_dropped: u64,
-    /// UDP datagrams for a port with no socket.
-    pub udp_no_socket: u64,
-    /// Connections in the table now (TIME-WAIT included).
-    pub connections: u64,
-    /// Counters summed over every connection ended so far.
-    pub tcp: TcpCounters,
-}
-
-/// One connection's state and counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct StackConnStats {
-    /// Our address.
-    pub local: SocketAddrV4,
-    /// The peer's.
-    pub peer: SocketAddrV4,
-    /// The RFC 9293 state.
-    pub state: TcpState,
-    /// Bytes in the receive buffer.
-    pub rx_buffered: usize,
-    /// Bytes in the send buffer (sent and unacknowledged, or not sent).
-    pub tx_buffered: usize,
-    /// Congestion window, bytes.
-    pub cwnd: usize,
-    /// Smoothed round-trip time, microseconds (0 until measured).
-    pub srtt_us: u64,
-    /// Retransmissions and the like.
-    pub counters: TcpCounters,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey {
@@ -383,27 +131,6 @@ struct Listener {
     port: u16,
     /// Connections in SYN-RECEIVED.
     pending: usize,
-}
-
-#[derive(Debug)]
-struct Neighbour {
-    mac: Option<EthernetAddress>,
-    asked: Option<Instant>,
-    tries: u32,
-}
-
-/// The port and what sending needs, apart from the connections so that
-/// a connection's send buffer can be read while a frame is built.
-struct Io<P: Port> {
-    // Fields drop in order: the mbufs go back before the port (and the
-    // pool it owns) goes.
-    tx: MbufBatch,
-    spare: MbufBatch,
-    port: P,
-    mac: EthernetAddress,
-    addr: Ipv4Addr,
-    ident: u16,
-    stats: StackStats,
 }
 
 /// A user-space TCP/IP stack over one port queue (see the
@@ -968,124 +695,6 @@ impl<P: Port> Stack<P> {
         }
     }
 
-    /// The MAC of neighbour `ip`, asking for it if unknown.
-    fn resolve(&mut self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
-        let n = self.neighbours.entry(ip).or_insert(Neighbour {
-            mac: None,
-            asked: None,
-            tries: 0,
-        });
-        if n.mac.is_some() {
-            return n.mac;
-        }
-        if n.asked.is_none_or(|t| now.duration_since(t) >= ARP_RETRY) && n.tries < ARP_TRIES {
-            n.asked = Some(now);
-            n.tries += 1;
-            self.io.send_arp(ArpRepr {
-                operation: ArpOperation::REQUEST,
-                sender_hardware_addr: self.io.mac,
-                sender_protocol_addr: self.io.addr,
-                target_hardware_addr: EthernetAddress([0; 6]),
-                target_protocol_addr: ip,
-            });
-            self.io.stats.arp_requests += 1;
-        }
-        None
-    }
-
-    /// Records `ip` at `mac` and wakes the connections waiting for it.
-    fn learn(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
-        self.neighbours.insert(
-            ip,
-            Neighbour {
-                mac: Some(mac),
-                asked: None,
-                tries: 0,
-            },
-        );
-        // In the order they were sent.
-        for (hop, m) in std::mem::take(&mut self.arp_pending) {
-            if hop == ip {
-                self.io.queue_to(m, mac);
-            } else {
-                self.arp_pending.push((hop, m));
-            }
-        }
-        let mut i = 0;
-        while i < self.arp_waiting.len() {
-            let (hop, index, generation) = self.arp_waiting[i];
-            if hop == ip {
-                self.arp_waiting.swap_remove(i);
-                if let Some(conn) = self.conns.get_mut(index, generation) {
-                    conn.next_hop = Some(mac);
-                    self.mark(index, generation);
-                }
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// Asks again (once per [`ARP_RETRY`]) for next hops that have not
-    /// answered, while a connection waits for one.
-    fn arp_retry(&mut self) {
-        let now = self.now;
-        let conns = &self.conns;
-        self.arp_waiting.retain(|&(_, index, generation)| {
-            conns
-                .get(index, generation)
-                .is_some_and(|c| c.next_hop.is_none())
-        });
-        let mut i = 0;
-        while i < self.arp_waiting.len() {
-            let (ip, index, generation) = self.arp_waiting[i];
-            self.resolve(ip, now);
-            let gave_up = self.neighbours.get(&ip).is_some_and(|n| {
-                n.tries >= ARP_TRIES && n.asked.is_some_and(|t| now.duration_since(t) >= ARP_RETRY)
-            });
-            if gave_up {
-                self.arp_waiting.swap_remove(i);
-                self.neighbours.remove(&ip);
-                if let Some(conn) = self.conns.get_mut(index, generation) {
-                    conn.tcb
-                        .fail(CloseReason::ConnectFailed(libc::EHOSTUNREACH));
-                    self.io.stats.arp_failed += 1;
-                }
-                self.mark(index, generation);
-            } else {
-                i += 1;
-            }
-        }
-        let mut k = 0;
-        while k < self.arp_pending.len() {
-            let ip = self.arp_pending[k].0;
-            self.resolve(ip, now);
-            let gave_up = self.neighbours.get(&ip).is_some_and(|n| {
-                n.tries >= ARP_TRIES && n.asked.is_some_and(|t| now.duration_since(t) >= ARP_RETRY)
-            });
-            if gave_up {
-                drop(self.arp_pending.swap_remove(k));
-                self.io.stats.udp_tx_dropped += 1;
-            } else {
-                k += 1;
-            }
-        }
-        if self.arp_pending.is_empty() && self.arp_waiting.is_empty() {
-            self.neighbours
-                .retain(|_, n| n.mac.is_some() || n.tries < ARP_TRIES);
-        }
-    }
-
-    /// Keeps a frame (built, no destination MAC yet) until ARP answers for
-    /// `hop`; the oldest goes when too many wait.
-    fn park(&mut self, hop: Ipv4Addr, m: Mbuf) {
-        if self.arp_pending.len() >= ARP_PENDING_MAX {
-            drop(self.arp_pending.remove(0));
-            self.io.stats.udp_tx_dropped += 1;
-        }
-        self.arp_pending.push((hop, m));
-    }
-
     /// Handles a received frame; a UDP datagram that a socket takes is
     /// returned, to be kept in its mbuf.
     fn frame(&mut self, data: &[u8]) -> Option<Delivery> {
@@ -1105,28 +714,6 @@ impl<P: Port> Stack<P> {
             _ => self.io.stats.rx_ignored += 1,
         }
         None
-    }
-
-    /// RFC 826's packet reception, for our one address.
-    fn arp(&mut self, payload: &[u8]) {
-        let Ok(packet) = ArpPacket::new_checked(payload) else {
-            self.io.stats.rx_malformed += 1;
-            return;
-        };
-        let Ok(repr) = ArpRepr::parse(&packet) else {
-            self.io.stats.rx_malformed += 1;
-            return;
-        };
-        let for_us = repr.target_protocol_addr == self.io.addr;
-        let known = self.neighbours.contains_key(&repr.sender_protocol_addr);
-        // Merge: update a known sender; add one that is talking to us.
-        if (known || for_us) && repr.sender_hardware_addr.is_unicast() {
-            self.learn(repr.sender_protocol_addr, repr.sender_hardware_addr);
-        }
-        if for_us && repr.operation == ArpOperation::REQUEST {
-            self.io.send_arp(repr.reply(self.io.mac));
-            self.io.stats.arp_replies += 1;
-        }
     }
 
     fn ipv4(&mut self, src_mac: EthernetAddress, payload: &[u8]) -> Option<Delivery> {
@@ -1310,198 +897,6 @@ impl<P: Port> Stack<P> {
         });
         self.flows.insert(key, index);
         self.mark(index, generation);
-    }
-}
-
-impl<P: Port> Io<P> {
-    /// An mbuf to build a frame in.
-    fn mbuf(&mut self) -> Option<hugepages::mbuf::Mbuf> {
-        if self.spare.as_slice().is_empty() {
-            self.port.alloc_burst(32, &mut self.spare);
-        }
-        let m = self.spare.pop();
-        if m.is_none() {
-            self.stats.tx_no_mbuf += 1;
-        }
-        m
-    }
-
-    /// Queues a built frame, handing the queue to the port when full.
-    fn queue(&mut self, m: hugepages::mbuf::Mbuf) {
-        let m = match self.tx.push(m) {
-            Ok(()) => return,
-            Err(m) => m,
-        };
-        self.transmit();
-        if let Err(m) = self.tx.push(m) {
-            self.stats.tx_full += 1;
-            drop(m);
-        }
-    }
-
-    /// Hands the queued frames to the port; what it cannot take now is
-    /// dropped and counted (TCP sends it again).
-    fn transmit(&mut self) {
-        let queued = self.tx.as_slice().len();
-        if queued == 0 {
-            return;
-        }
-        let sent = self.port.tx_burst(&mut self.tx);
-        self.stats.tx_frames += sent as u64;
-        let left = self.tx.as_slice().len();
-        if left > 0 {
-            // One more try, then drop: the lcore must not spin on a
-            // full queue.
-            let again = self.port.tx_burst(&mut self.tx);
-            self.stats.tx_frames += again as u64;
-            self.stats.tx_full += self.tx.as_slice().len() as u64;
-            self.tx.clear();
-        }
-    }
-
-    fn send_arp(&mut self, repr: ArpRepr) {
-        let Some(mut m) = self.mbuf() else {
-            return;
-        };
-        let dst = if repr.operation == ArpOperation::REQUEST {
-            EthernetAddress::BROADCAST
-        } else {
-            repr.target_hardware_addr
-        };
-        // 14 + 28, padded to Ethernet's minimum of 60.
-        let Ok(buf) = m.append(60) else {
-            return;
-        };
-        buf.fill(0);
-        let eth = EthernetRepr {
-            src_addr: self.mac,
-            dst_addr: dst,
-            ethertype: EtherType::ARP,
-        };
-        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-        if eth.emit(&mut frame).is_err() {
-            return;
-        }
-        let mut packet = ArpPacket::new_unchecked(&mut buf[14..]);
-        if repr.emit(&mut packet).is_err() {
-            return;
-        }
-        self.queue(m);
-    }
-
-    /// Builds an IPv4 packet to `dst_mac` whose payload `fill` writes,
-    /// and queues it.
-    fn send_ip(&mut self, dst_mac: EthernetAddress, ip: Ipv4Repr, fill: impl FnOnce(&mut [u8])) {
-        if let Some(m) = self.build_ip(ip, fill) {
-            self.queue_to(m, dst_mac);
-        }
-    }
-
-    /// Sets a built frame's destination MAC and queues it.
-    fn queue_to(&mut self, mut m: Mbuf, dst_mac: EthernetAddress) {
-        if let Some(d) = m.data_mut().get_mut(..6) {
-            d.copy_from_slice(&dst_mac.0);
-        }
-        self.queue(m);
-    }
-
-    /// An IPv4 packet in a frame with no destination MAC yet, its payload
-    /// written by `fill`.
-    fn build_ip(&mut self, mut ip: Ipv4Repr, fill: impl FnOnce(&mut [u8])) -> Option<Mbuf> {
-        let dst_mac = EthernetAddress([0; 6]);
-        let mut m = self.mbuf()?;
-        ip.ident = self.ident;
-        self.ident = self.ident.wrapping_add(1);
-        let total = 14 + 20 + ip.payload_len;
-        let Ok(buf) = m.append(total.max(60)) else {
-            return None;
-        };
-        if total < 60 {
-            buf[total..].fill(0);
-        }
-        let eth = EthernetRepr {
-            src_addr: self.mac,
-            dst_addr: dst_mac,
-            ethertype: EtherType::IPV4,
-        };
-        if eth
-            .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
-            .is_err()
-        {
-            return None;
-        }
-        if ip
-            .emit(
-                &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
-                ChecksumMode::Software,
-            )
-            .is_err()
-        {
-            return None;
-        }
-        fill(&mut buf[34..total]);
-        Some(m)
-    }
-
-    fn send_segment(&mut self, dst_mac: EthernetAddress, key: &FlowKey, seg: &SegOut, tcb: &Tcb) {
-        let (a, b) = tcb.payload(seg.at, seg.len);
-        self.send_tcp(dst_mac, key, seg, a, b);
-    }
-
-    fn send_bare(&mut self, dst_mac: EthernetAddress, key: &FlowKey, seg: &SegOut) {
-        self.send_tcp(dst_mac, key, seg, &[], &[]);
-    }
-
-    fn send_tcp(
-        &mut self,
-        dst_mac: EthernetAddress,
-        key: &FlowKey,
-        seg: &SegOut,
-        a: &[u8],
-        b: &[u8],
-    ) {
-        let repr = TcpRepr {
-            src_port: key.local_port,
-            dst_port: key.remote_port,
-            seq_number: seg.seq.0,
-            ack_number: seg.ack.0,
-            flags: seg.flags,
-            window_len: seg.window,
-            urgent_at: 0,
-            max_seg_size: seg.mss,
-            window_scale: seg.wscale,
-            sack_permitted: false,
-            timestamps: None,
-            payload_len: a.len() + b.len(),
-        };
-        let ip = Ipv4Repr {
-            src_addr: self.addr,
-            dst_addr: key.remote,
-            protocol: IpProtocol::TCP,
-            payload_len: repr.buffer_len(),
-            ttl: 64,
-            dscp: 0,
-            ecn: 0,
-            ident: 0,
-            dont_frag: true,
-            more_frags: false,
-            frag_offset: 0,
-        };
-        let addrs = IpPair::V4 {
-            src: self.addr,
-            dst: key.remote,
-        };
-        self.stats.tcp_tx += 1;
-        self.send_ip(dst_mac, ip, |out| {
-            let h = repr.header_len();
-            out[h..h + a.len()].copy_from_slice(a);
-            out[h + a.len()..h + a.len() + b.len()].copy_from_slice(b);
-            let _ = repr.emit(
-                &mut TcpPacket::new_unchecked(out),
-                &addrs,
-                ChecksumMode::Software,
-            );
-        });
     }
 }
 

@@ -208,6 +208,10 @@ const DEFAULT_MSS: u32 = 536;
 const INITIAL_WINDOW_SEGMENTS: u32 = 10;
 /// Duplicate ACKs that start a fast retransmit (RFC 5681 section 3.2).
 const DUPACK_THRESHOLD: u32 = 3;
+/// Duplicate ACKs one output sends at most (a burst of out-of-order
+/// segments in one pass needs no more to start a fast retransmit, and
+/// each further one inflates the sender's window by a segment).
+const MAX_DUP_ACKS_PER_PASS: u32 = 8;
 
 /// One connection.
 #[derive(Debug)]
@@ -248,6 +252,9 @@ pub(crate) struct Tcb {
     cwnd: usize,
     ssthresh: usize,
     dupacks: u32,
+    /// Limited Transmit's allowance beyond the congestion window (RFC
+    /// 3042): a segment for each of the first two duplicate ACKs.
+    limited: usize,
     recover: Seq,
     in_recovery: bool,
     /// Resend the segment at SND.UNA before anything new.
@@ -271,6 +278,10 @@ pub(crate) struct Tcb {
     keepalive_sent: u32,
     keepalive_probe: bool,
     ack_now: bool,
+    /// Duplicate ACKs owed: one per segment that arrived out of order
+    /// (RFC 5681 section 4.2), sent as separate segments so that the
+    /// sender counts them.
+    dup_acks_owed: u32,
     unacked_segments: u32,
     /// The last write took less than it was given.
     want_writable: bool,
@@ -312,6 +323,7 @@ impl Tcb {
             cwnd: 0,
             ssthresh: usize::MAX / 2,
             dupacks: 0,
+            limited: 0,
             recover: iss,
             in_recovery: false,
             retransmit_una: false,
@@ -330,6 +342,7 @@ impl Tcb {
             keepalive_sent: 0,
             keepalive_probe: false,
             ack_now: false,
+            dup_acks_owed: 0,
             unacked_segments: 0,
             want_writable: false,
             app_closed: false,
@@ -795,9 +808,10 @@ impl Tcb {
             self.counters.rx_bytes += advanced as u64;
         }
         if offset > 0 {
-            // Out of order: a duplicate ACK at once, for the sender's fast
-            // retransmit (RFC 5681 section 4.2).
+            // Out of order: a duplicate ACK at once, one per segment, for
+            // the sender's fast retransmit (RFC 5681 section 4.2).
             self.counters.out_of_order += 1;
+            self.dup_acks_owed += 1;
             self.ack_now = true;
         } else if had_holes {
             // A hole filled: acknowledge at once (RFC 5681 section 4.2).
@@ -860,6 +874,7 @@ impl Tcb {
         self.sample_rtt(ack, now);
         self.retries = 0;
         self.dupacks = 0;
+        self.limited = 0;
         if self.in_recovery {
             if ack.ge(self.recover) {
                 // Full acknowledgment (RFC 6582 section 3.2, step 3).
@@ -893,7 +908,12 @@ impl Tcb {
         self.dupacks += 1;
         if self.in_recovery {
             self.cwnd += self.smss;
+        } else if self.dupacks < DUPACK_THRESHOLD {
+            // RFC 3042: new data on the first two, so that a small window
+            // still draws the third.
+            self.limited = self.dupacks as usize * self.smss;
         } else if self.dupacks == DUPACK_THRESHOLD && self.snd_una.gt(self.recover) {
+            self.limited = 0;
             self.ssthresh = (self.flight() / 2).max(2 * self.smss);
             self.recover = self.snd_max;
             self.cwnd = self.ssthresh + 3 * self.smss;
@@ -1014,6 +1034,7 @@ impl Tcb {
                 self.cwnd = self.smss;
                 self.in_recovery = false;
                 self.dupacks = 0;
+                self.limited = 0;
                 self.recover = self.snd_max;
             }
             // Go back to the oldest unacknowledged byte (or the SYN).
@@ -1028,16 +1049,27 @@ impl Tcb {
     // ---- what to send ----
 
     /// The window field, scaled, and the edge it advertises.
+    ///
+    /// Receiver-side silly window avoidance (RFC 9293 section 3.8.6.2.2):
+    /// the right edge moves right only by at least min(half the buffer,
+    /// one MSS), or when the window was shut, so that the window field of
+    /// consecutive ACKs stays the same while the application reads in
+    /// small steps (a sender counts an ACK as a duplicate only if its
+    /// window is unchanged, RFC 5681 section 2).
     fn window_field(&mut self) -> u16 {
-        let free = self.rx.free();
-        let promised = self.rcv_adv.since(self.rcv_nxt);
-        let bytes = free.max(promised);
-        let scaled = (bytes >> self.rcv_shift).min(MAX_WINDOW);
-        let edge = self.rcv_nxt.add(scaled << self.rcv_shift);
-        if edge.gt(self.rcv_adv) {
-            self.rcv_adv = edge;
+        let free_edge = self.rcv_nxt.add(self.rx.free());
+        let step = (self.rx.capacity() / 2).min(usize::from(self.p.mss));
+        let shut = self.rcv_adv.le(self.rcv_nxt);
+        if free_edge.since(self.rcv_adv) >= step || (shut && free_edge.gt(self.rcv_nxt)) {
+            let scaled = (self.rx.free() >> self.rcv_shift).min(MAX_WINDOW);
+            let edge = self.rcv_nxt.add(scaled << self.rcv_shift);
+            if edge.gt(self.rcv_adv) {
+                self.rcv_adv = edge;
+            }
         }
-        scaled as u16
+        let promised = self.rcv_adv.since(self.rcv_nxt);
+        // Round up: the edge announced is never left of the one promised.
+        promised.div_ceil(1 << self.rcv_shift).min(MAX_WINDOW) as u16
     }
 
     fn segment(&mut self, seq: Seq, flags: TcpFlags, at: usize, len: usize) -> SegOut {
@@ -1118,6 +1150,17 @@ impl Tcb {
             }
             _ => {}
         }
+        // The duplicate ACKs owed, as pure ACKs (a sender counts only
+        // those, RFC 5681 section 2); the last is the ACK this pass owes.
+        let owed = self.dup_acks_owed.min(MAX_DUP_ACKS_PER_PASS);
+        self.dup_acks_owed = 0;
+        for _ in 1..owed {
+            let seg = self.segment(self.snd_nxt, TcpFlags(0), 0, 0);
+            out.push(seg);
+        }
+        if owed > 0 {
+            self.ack_now = true;
+        }
         let before = out.len();
         if self.retransmit_una && self.snd_una.lt(self.snd_max) {
             self.retransmit_una = false;
@@ -1127,7 +1170,7 @@ impl Tcb {
         // New data (or data again after a timeout), as far as both
         // windows allow.
         loop {
-            let limit = self.snd_wnd.min(self.cwnd);
+            let limit = self.snd_wnd.min(self.cwnd + self.limited);
             let in_flight = self.snd_nxt.since(self.snd_una);
             let usable = limit.saturating_sub(in_flight);
             let offset = self.snd_nxt.since(self.tx_seq);

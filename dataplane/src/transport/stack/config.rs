@@ -1,0 +1,259 @@
+//! What a [`Stack`](super::Stack) is told (its address, neighbours,
+//! buffers, timers) and what it counts.
+
+use super::tcb::{KeepAlive, TcpCounters, TcpState};
+use crate::wire::EthernetAddress;
+use crate::{Error, Result};
+use serde::Serialize;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// An address with its prefix length: `10.0.0.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0 to 32.
+    pub prefix_len: u8,
+}
+
+impl std::str::FromStr for Ipv4Cidr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Config(format!(
+                "'{s}' is not an IPv4 address with a prefix (10.0.0.1/24)"
+            ))
+        };
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix_len: u8 = p.parse().map_err(|_| bad())?;
+        if prefix_len > 32 {
+            return Err(bad());
+        }
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+}
+
+impl Ipv4Cidr {
+    pub(super) fn contains(&self, other: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        self.addr.to_bits() & mask == other.to_bits() & mask
+    }
+}
+
+/// How a [`Stack`](super::Stack) runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Our address and the prefix of the link.
+    pub address: Ipv4Cidr,
+    /// Where packets for other networks go (none: only the link).
+    pub gateway: Option<Ipv4Addr>,
+    /// Neighbours known without asking: (address, MAC).
+    pub neighbours: Vec<(Ipv4Addr, EthernetAddress)>,
+    /// Our MAC (none: the port's).
+    pub mac: Option<EthernetAddress>,
+    /// The IP MTU (none: the port's, at most 1500).
+    pub mtu: Option<usize>,
+    /// Bytes a connection's receive buffer holds (64 KiB): its window.
+    pub rx_buffer: usize,
+    /// Bytes a connection's send buffer holds (256 KiB).
+    pub tx_buffer: usize,
+    /// Connections in SYN-RECEIVED per listener (1,024); more SYNs are
+    /// dropped and counted.
+    pub backlog: usize,
+    /// Connections at once, TIME-WAIT included (65,536).
+    pub max_connections: usize,
+    /// How long TIME-WAIT lasts (60 s: Linux's `TCP_TIMEWAIT_LEN`).
+    pub time_wait: Duration,
+    /// How long a closed connection waits in FIN-WAIT-2 for the peer's
+    /// FIN (60 s: Linux's `tcp_fin_timeout`).
+    pub fin_timeout: Duration,
+    /// The delayed-ACK timer (40 ms: Linux's `TCP_DELACK_MIN`).
+    pub delayed_ack: Duration,
+    /// The retransmission timeout's floor (200 ms: Linux's
+    /// `TCP_RTO_MIN`; RFC 6298 says 1 s), start (1 s) and ceiling (120 s).
+    pub rto_min: Duration,
+    /// The first retransmission timeout (RFC 6298 section 2.1).
+    pub rto_initial: Duration,
+    /// The retransmission timeout's ceiling.
+    pub rto_max: Duration,
+    /// SYN retransmissions before a connect fails (6, Linux's
+    /// `tcp_syn_retries`).
+    pub syn_retries: u32,
+    /// Retransmissions before an established connection times out (15,
+    /// Linux's `tcp_retries2`).
+    pub retries: u32,
+    /// Local ports for outbound connections.
+    pub ephemeral_ports: (u16, u16),
+    /// Keep-alive probes on idle connections (none, as Linux's sockets
+    /// without `SO_KEEPALIVE`).
+    pub keepalive: Option<KeepAlive>,
+    /// Datagrams a UDP socket holds, received and not taken (256); more
+    /// are dropped and counted.
+    pub datagram_queue: usize,
+}
+
+impl StackConfig {
+    /// `address` with the defaults above.
+    pub fn new(address: Ipv4Cidr) -> Self {
+        StackConfig {
+            address,
+            gateway: None,
+            neighbours: Vec::new(),
+            mac: None,
+            mtu: None,
+            rx_buffer: 64 * 1024,
+            tx_buffer: 256 * 1024,
+            backlog: 1024,
+            max_connections: 65_536,
+            time_wait: Duration::from_secs(60),
+            fin_timeout: Duration::from_secs(60),
+            delayed_ack: Duration::from_millis(40),
+            rto_min: Duration::from_millis(200),
+            rto_initial: Duration::from_secs(1),
+            rto_max: Duration::from_secs(120),
+            syn_retries: 6,
+            retries: 15,
+            ephemeral_ports: (49_152, 65_535),
+            keepalive: None,
+            datagram_queue: 256,
+        }
+    }
+
+    /// Refuses values no stack can run with.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the value and why.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("stack: {what}")));
+        if self.rx_buffer < 1024 || self.rx_buffer > 1 << 30 {
+            return bad("rx_buffer must be between 1 KiB and 1 GiB");
+        }
+        if self.tx_buffer < 1024 || self.tx_buffer > 1 << 30 {
+            return bad("tx_buffer must be between 1 KiB and 1 GiB");
+        }
+        if self.datagram_queue == 0 {
+            return bad("datagram_queue must be at least 1");
+        }
+        if self.backlog == 0 || self.max_connections == 0 {
+            return bad("backlog and max_connections must be at least 1");
+        }
+        if self.mtu.is_some_and(|m| !(576..=9000).contains(&m)) {
+            return bad("mtu must be between 576 and 9000");
+        }
+        if self.rto_min.is_zero() || self.rto_min > self.rto_max || self.rto_initial.is_zero() {
+            return bad("rto_min must be above zero and at most rto_max");
+        }
+        if self.ephemeral_ports.0 == 0 || self.ephemeral_ports.0 > self.ephemeral_ports.1 {
+            return bad("ephemeral_ports must be a non-empty range above 0");
+        }
+        if let Some(ka) = self.keepalive
+            && (ka.idle.is_zero() || ka.interval.is_zero() || ka.probes == 0)
+        {
+            return bad("keepalive's idle time, interval and probes must be above zero");
+        }
+        if let Some(gw) = self.gateway
+            && !self.address.contains(gw)
+        {
+            return bad("the gateway must be on the link (inside the address's prefix)");
+        }
+        Ok(())
+    }
+}
+
+/// A stack's counters since it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StackStats {
+    /// Passes of [`Stack::poll`](super::Stack::poll).
+    pub passes: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes received in order on connections.
+    pub rx_bytes: u64,
+    /// Bytes the application wrote to connections.
+    pub tx_bytes: u64,
+    /// Connections ended (for the application: its `Closed` events).
+    pub closed: u64,
+    /// Frames dropped because the port's transmit queue was full.
+    pub tx_full: u64,
+    /// Frames not sent because no mbuf was free.
+    pub tx_no_mbuf: u64,
+    /// Frames for another MAC, or of another protocol.
+    pub rx_ignored: u64,
+    /// Frames or packets too short or malformed.
+    pub rx_malformed: u64,
+    /// IPv4 or TCP checksums that did not match.
+    pub rx_bad_checksum: u64,
+    /// IPv4 packets for another address.
+    pub rx_not_ours: u64,
+    /// IPv4 fragments (not reassembled).
+    pub rx_fragments: u64,
+    /// ARP requests answered.
+    pub arp_replies: u64,
+    /// ARP requests sent.
+    pub arp_requests: u64,
+    /// Outbound connections failed because their next hop never answered
+    /// ARP (`EHOSTUNREACH`).
+    pub arp_failed: u64,
+    /// ICMP echo requests answered.
+    pub icmp_echo: u64,
+    /// TCP segments received.
+    pub tcp_rx: u64,
+    /// TCP segments sent.
+    pub tcp_tx: u64,
+    /// Segments for no connection and no listener, answered with RST.
+    pub tcp_no_socket: u64,
+    /// SYNs dropped: the listener's backlog or the connection table was
+    /// full.
+    pub syn_dropped: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Outbound connections established.
+    pub connected: u64,
+    /// Connections ended by a reset from the peer.
+    pub reset: u64,
+    /// Connections ended by a timeout.
+    pub timed_out: u64,
+    /// UDP datagrams received onto a socket.
+    pub udp_rx: u64,
+    /// UDP datagrams sent (or waiting for their next hop's address).
+    pub udp_tx: u64,
+    /// UDP datagrams received for a socket whose queue was full.
+    pub udp_rx_dropped: u64,
+    /// UDP datagrams refused by `send_to` (too long for a frame, no
+    /// route, no mbuf) or dropped when their next hop never answered.
+    pub udp_tx_dropped: u64,
+    /// UDP datagrams for a port with no socket.
+    pub udp_no_socket: u64,
+    /// Connections in the table now (TIME-WAIT included).
+    pub connections: u64,
+    /// Counters summed over every connection ended so far.
+    pub tcp: TcpCounters,
+}
+
+/// One connection's state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StackConnStats {
+    /// Our address.
+    pub local: SocketAddrV4,
+    /// The peer's.
+    pub peer: SocketAddrV4,
+    /// The RFC 9293 state.
+    pub state: TcpState,
+    /// Bytes in the receive buffer.
+    pub rx_buffered: usize,
+    /// Bytes in the send buffer (sent and unacknowledged, or not sent).
+    pub tx_buffered: usize,
+    /// Congestion window, bytes.
+    pub cwnd: usize,
+    /// Smoothed round-trip time, microseconds (0 until measured).
+    pub srtt_us: u64,
+    /// Retransmissions and the like.
+    pub counters: TcpCounters,
+}

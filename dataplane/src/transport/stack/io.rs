@@ -1,0 +1,234 @@
+//! Building frames and handing them to the port: the part of the stack
+//! that owns the port queue, kept apart from the connections so that a
+//! connection's send buffer can be read while its frame is built.
+
+use super::tcb::{SegOut, Tcb};
+use super::{FlowKey, StackStats};
+use crate::net::{MbufBatch, Port};
+use crate::wire::{
+    ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
+    EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr,
+};
+use hugepages::mbuf::Mbuf;
+use std::net::Ipv4Addr;
+
+/// The port and what sending needs, apart from the connections so that
+/// a connection's send buffer can be read while a frame is built.
+pub(super) struct Io<P: Port> {
+    // Fields drop in order: the mbufs go back before the port (and the
+    // pool it owns) goes.
+    pub(super) tx: MbufBatch,
+    pub(super) spare: MbufBatch,
+    pub(super) port: P,
+    pub(super) mac: EthernetAddress,
+    pub(super) addr: Ipv4Addr,
+    pub(super) ident: u16,
+    pub(super) stats: StackStats,
+}
+
+impl<P: Port> Io<P> {
+    /// An mbuf to build a frame in.
+    pub(super) fn mbuf(&mut self) -> Option<hugepages::mbuf::Mbuf> {
+        if self.spare.as_slice().is_empty() {
+            self.port.alloc_burst(32, &mut self.spare);
+        }
+        let m = self.spare.pop();
+        if m.is_none() {
+            self.stats.tx_no_mbuf += 1;
+        }
+        m
+    }
+
+    /// Queues a built frame, handing the queue to the port when full.
+    pub(super) fn queue(&mut self, m: hugepages::mbuf::Mbuf) {
+        let m = match self.tx.push(m) {
+            Ok(()) => return,
+            Err(m) => m,
+        };
+        self.transmit();
+        if let Err(m) = self.tx.push(m) {
+            self.stats.tx_full += 1;
+            drop(m);
+        }
+    }
+
+    /// Hands the queued frames to the port; what it cannot take now is
+    /// dropped and counted (TCP sends it again).
+    pub(super) fn transmit(&mut self) {
+        let queued = self.tx.as_slice().len();
+        if queued == 0 {
+            return;
+        }
+        let sent = self.port.tx_burst(&mut self.tx);
+        self.stats.tx_frames += sent as u64;
+        let left = self.tx.as_slice().len();
+        if left > 0 {
+            // One more try, then drop: the lcore must not spin on a
+            // full queue.
+            let again = self.port.tx_burst(&mut self.tx);
+            self.stats.tx_frames += again as u64;
+            self.stats.tx_full += self.tx.as_slice().len() as u64;
+            self.tx.clear();
+        }
+    }
+
+    pub(super) fn send_arp(&mut self, repr: ArpRepr) {
+        let Some(mut m) = self.mbuf() else {
+            return;
+        };
+        let dst = if repr.operation == ArpOperation::REQUEST {
+            EthernetAddress::BROADCAST
+        } else {
+            repr.target_hardware_addr
+        };
+        // 14 + 28, padded to Ethernet's minimum of 60.
+        let Ok(buf) = m.append(60) else {
+            return;
+        };
+        buf.fill(0);
+        let eth = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: dst,
+            ethertype: EtherType::ARP,
+        };
+        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+        if eth.emit(&mut frame).is_err() {
+            return;
+        }
+        let mut packet = ArpPacket::new_unchecked(&mut buf[14..]);
+        if repr.emit(&mut packet).is_err() {
+            return;
+        }
+        self.queue(m);
+    }
+
+    /// Builds an IPv4 packet to `dst_mac` whose payload `fill` writes,
+    /// and queues it.
+    pub(super) fn send_ip(
+        &mut self,
+        dst_mac: EthernetAddress,
+        ip: Ipv4Repr,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        if let Some(m) = self.build_ip(ip, fill) {
+            self.queue_to(m, dst_mac);
+        }
+    }
+
+    /// Sets a built frame's destination MAC and queues it.
+    pub(super) fn queue_to(&mut self, mut m: Mbuf, dst_mac: EthernetAddress) {
+        if let Some(d) = m.data_mut().get_mut(..6) {
+            d.copy_from_slice(&dst_mac.0);
+        }
+        self.queue(m);
+    }
+
+    /// An IPv4 packet in a frame with no destination MAC yet, its payload
+    /// written by `fill`.
+    pub(super) fn build_ip(
+        &mut self,
+        mut ip: Ipv4Repr,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Option<Mbuf> {
+        let dst_mac = EthernetAddress([0; 6]);
+        let mut m = self.mbuf()?;
+        ip.ident = self.ident;
+        self.ident = self.ident.wrapping_add(1);
+        let total = 14 + 20 + ip.payload_len;
+        let Ok(buf) = m.append(total.max(60)) else {
+            return None;
+        };
+        if total < 60 {
+            buf[total..].fill(0);
+        }
+        let eth = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: dst_mac,
+            ethertype: EtherType::IPV4,
+        };
+        if eth
+            .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+            .is_err()
+        {
+            return None;
+        }
+        if ip
+            .emit(
+                &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
+                ChecksumMode::Software,
+            )
+            .is_err()
+        {
+            return None;
+        }
+        fill(&mut buf[34..total]);
+        Some(m)
+    }
+
+    pub(super) fn send_segment(
+        &mut self,
+        dst_mac: EthernetAddress,
+        key: &FlowKey,
+        seg: &SegOut,
+        tcb: &Tcb,
+    ) {
+        let (a, b) = tcb.payload(seg.at, seg.len);
+        self.send_tcp(dst_mac, key, seg, a, b);
+    }
+
+    pub(super) fn send_bare(&mut self, dst_mac: EthernetAddress, key: &FlowKey, seg: &SegOut) {
+        self.send_tcp(dst_mac, key, seg, &[], &[]);
+    }
+
+    pub(super) fn send_tcp(
+        &mut self,
+        dst_mac: EthernetAddress,
+        key: &FlowKey,
+        seg: &SegOut,
+        a: &[u8],
+        b: &[u8],
+    ) {
+        let repr = TcpRepr {
+            src_port: key.local_port,
+            dst_port: key.remote_port,
+            seq_number: seg.seq.0,
+            ack_number: seg.ack.0,
+            flags: seg.flags,
+            window_len: seg.window,
+            urgent_at: 0,
+            max_seg_size: seg.mss,
+            window_scale: seg.wscale,
+            sack_permitted: false,
+            timestamps: None,
+            payload_len: a.len() + b.len(),
+        };
+        let ip = Ipv4Repr {
+            src_addr: self.addr,
+            dst_addr: key.remote,
+            protocol: IpProtocol::TCP,
+            payload_len: repr.buffer_len(),
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        };
+        let addrs = IpPair::V4 {
+            src: self.addr,
+            dst: key.remote,
+        };
+        self.stats.tcp_tx += 1;
+        self.send_ip(dst_mac, ip, |out| {
+            let h = repr.header_len();
+            out[h..h + a.len()].copy_from_slice(a);
+            out[h + a.len()..h + a.len() + b.len()].copy_from_slice(b);
+            let _ = repr.emit(
+                &mut TcpPacket::new_unchecked(out),
+                &addrs,
+                ChecksumMode::Software,
+            );
+        });
+    }
+}
