@@ -241,7 +241,11 @@ impl StackPorts {
             .parse()
             .map_err(|e| anyhow::anyhow!("--stack-backend {}: {e}", args.stack_backend))?;
         let queues = u16::try_from(shards).context("too many shards for one port")?;
-        let cfg = dataplane::net::PortConfig::new(device.clone()).with_queues(queues);
+        // Frame by frame: a server answering requests must not wait for a
+        // receive batch to fill (AF_PACKET's TPACKET_V3 blocks).
+        let cfg = dataplane::net::PortConfig::new(device.clone())
+            .with_queues(queues)
+            .with_low_latency(true);
         let opened = dataplane::net::open(&cfg, choice)
             .with_context(|| format!("opening {device} for the stack"))?;
         Ok(Some(Arc::new(StackPorts {

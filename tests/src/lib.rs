@@ -372,9 +372,13 @@ pub mod stack_peers {
             .collect()
     }
 
-    /// A file name in the temporary directory, unique to this process.
+    /// A file name in the temporary directory, unique to this call (the
+    /// tests of one binary run at once, in one process).
     pub fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("dp-stack-{}-{name}", std::process::id()))
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Relaxed: only uniqueness matters.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("dp-stack-{}-{n}-{name}", std::process::id()))
     }
 
     /// A program in the kernel's namespace, killed and reaped when dropped

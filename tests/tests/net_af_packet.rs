@@ -26,7 +26,10 @@ fn config(queues: u16) -> PortConfig {
 }
 
 fn open(ns: &Netns, queues: u16) -> Vec<AfPacketPort> {
-    let cfg = config(queues);
+    open_with(ns, config(queues))
+}
+
+fn open_with(ns: &Netns, cfg: PortConfig) -> Vec<AfPacketPort> {
     ns.run(move || AfPacketPort::open(&cfg))
         .expect("thread in the namespace")
         .expect("AF_PACKET port")
@@ -34,9 +37,19 @@ fn open(ns: &Netns, queues: u16) -> Vec<AfPacketPort> {
 
 #[test]
 fn frames_cross_both_ways_and_every_mbuf_comes_back() {
+    frames_cross_both_ways(false);
+}
+
+/// The same over `TPACKET_V2` receive rings (`PortConfig::low_latency`).
+#[test]
+fn frames_cross_both_ways_frame_by_frame() {
+    frames_cross_both_ways(true);
+}
+
+fn frames_cross_both_ways(low_latency: bool) {
     let Some(bed) = bed() else { return };
-    let mut a = open(&bed.a, 1);
-    let mut b = open(&bed.b, 1);
+    let mut a = open_with(&bed.a, config(1).with_low_latency(low_latency));
+    let mut b = open_with(&bed.b, config(1).with_low_latency(low_latency));
     let pools: Vec<_> = a.iter().chain(&b).map(|p| p.pool().clone()).collect();
     assert_eq!(a[0].capabilities().backend, "af_packet");
     assert!(a[0].link().up, "veth0 in a is up");

@@ -312,6 +312,15 @@ pub struct PortConfig {
     /// what one port's transmit frees is what the other's next receive
     /// takes, still in cache (docs/performance.md, the l2fwd program).
     pub shared_pool: Option<usize>,
+    /// Hand each received frame over as it arrives, where a backend would
+    /// otherwise batch at some cost in latency: AF_PACKET then receives
+    /// through a `TPACKET_V2` ring (a status word per frame) instead of
+    /// `TPACKET_V3`'s blocks, which reach user space only when full or
+    /// when their retire timer (1 ms at the least) runs out. For servers
+    /// that answer requests (the user-space TCP stack); forwarding and
+    /// capture keep the batching. Other backends hand frames over as they
+    /// arrive either way.
+    pub low_latency: bool,
 }
 
 impl PortConfig {
@@ -329,6 +338,7 @@ impl PortConfig {
             numa_node: None,
             promiscuous: true,
             shared_pool: None,
+            low_latency: false,
         }
     }
 }
@@ -351,6 +361,12 @@ impl PortConfig {
     pub fn with_mbufs(mut self, mbufs: usize, cache: usize) -> Self {
         self.mbufs = mbufs;
         self.mbuf_cache = cache;
+        self
+    }
+
+    /// Receives frame by frame ([`low_latency`](Self::low_latency)).
+    pub fn with_low_latency(mut self, on: bool) -> Self {
+        self.low_latency = on;
         self
     }
 

@@ -14,6 +14,9 @@
 //!   flow hash, as a NIC's RSS spreads them over its queues, and the hash
 //!   comes with each mbuf. The interface is put in promiscuous mode with
 //!   `PACKET_ADD_MEMBERSHIP` (the kernel undoes it when the socket closes).
+//!   With [`PortConfig::low_latency`] the rx ring is `TPACKET_V2`
+//!   instead: a status word per frame, each frame handed over as it is
+//!   filled (no block timer; a server answering requests waits for none).
 //! - **tx**: `TPACKET_V2`, a `PACKET_TX_RING` of fixed frames. A burst is
 //!   copied into free frames, each marked `TP_STATUS_SEND_REQUEST`, and
 //!   handed over with one `sendto` (the kick). `PACKET_QDISC_BYPASS` sends
@@ -131,9 +134,24 @@ fn fanout_group() -> u16 {
 fn open_rx(cfg: &PortConfig, info: &IfInfo, fanout: Option<u16>) -> Result<(OwnedFd, RxRing)> {
     let ifname = cfg.device.as_str();
     let fd = packet_socket().map_err(ctx("socket", ifname))?;
-    let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-    setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, &v3)
-        .map_err(ctx("PACKET_VERSION TPACKET_V3", ifname))?;
+    let (version, name) = if cfg.low_latency {
+        (
+            libc::tpacket_versions::TPACKET_V2,
+            "PACKET_VERSION TPACKET_V2",
+        )
+    } else {
+        (
+            libc::tpacket_versions::TPACKET_V3,
+            "PACKET_VERSION TPACKET_V3",
+        )
+    };
+    setsockopt(
+        fd.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_VERSION,
+        &(version as libc::c_int),
+    )
+    .map_err(ctx(name, ifname))?;
     let one: libc::c_int = 1;
     setsockopt(
         fd.as_fd(),
@@ -147,11 +165,28 @@ fn open_rx(cfg: &PortConfig, info: &IfInfo, fanout: Option<u16>) -> Result<(Owne
     let blocks = (usize::from(cfg.rx_desc) * frame_size)
         .div_ceil(RX_BLOCK_SIZE)
         .max(4);
+    let frames = RX_BLOCK_SIZE / frame_size * blocks;
+    if cfg.low_latency {
+        // Frame by frame: the kernel sets each frame's status as it fills
+        // it, with no block to wait for.
+        let req = libc::tpacket_req {
+            tp_block_size: RX_BLOCK_SIZE as u32,
+            tp_block_nr: blocks as u32,
+            tp_frame_size: frame_size as u32,
+            tp_frame_nr: frames as u32,
+        };
+        setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+            .map_err(ctx("PACKET_RX_RING", ifname))?;
+        let map = Mapping::new(fd.as_fd(), RX_BLOCK_SIZE * blocks)
+            .map_err(ctx("mmap rx ring", ifname))?;
+        join(fd.as_fd(), info, fanout, ifname)?;
+        return Ok((fd, RxRing::new_v2(map, frame_size, frames)));
+    }
     let req = libc::tpacket_req3 {
         tp_block_size: RX_BLOCK_SIZE as u32,
         tp_block_nr: blocks as u32,
         tp_frame_size: frame_size as u32,
-        tp_frame_nr: (RX_BLOCK_SIZE / frame_size * blocks) as u32,
+        tp_frame_nr: frames as u32,
         tp_retire_blk_tov: RX_BLOCK_RETIRE_MS,
         tp_sizeof_priv: 0,
         tp_feature_req_word: libc::TP_FT_REQ_FILL_RXHASH,
@@ -160,13 +195,20 @@ fn open_rx(cfg: &PortConfig, info: &IfInfo, fanout: Option<u16>) -> Result<(Owne
         .map_err(ctx("PACKET_RX_RING", ifname))?;
     let map =
         Mapping::new(fd.as_fd(), RX_BLOCK_SIZE * blocks).map_err(ctx("mmap rx ring", ifname))?;
-    bind(fd.as_fd(), info.index, ETH_P_ALL_BE).map_err(ctx("bind", ifname))?;
+    join(fd.as_fd(), info, fanout, ifname)?;
+    Ok((fd, RxRing::new(map, RX_BLOCK_SIZE, blocks)))
+}
+
+/// Binds an rx socket whose ring is set up to the interface, and joins
+/// the port's fanout group.
+fn join(fd: BorrowedFd<'_>, info: &IfInfo, fanout: Option<u16>, ifname: &str) -> Result<()> {
+    bind(fd, info.index, ETH_P_ALL_BE).map_err(ctx("bind", ifname))?;
     if let Some(group) = fanout {
         let arg: u32 = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
             .map_err(ctx("PACKET_FANOUT", ifname))?;
     }
-    Ok((fd, RxRing::new(map, RX_BLOCK_SIZE, blocks)))
+    Ok(())
 }
 
 /// The tx socket of one queue, with its ring mapped.

@@ -124,12 +124,16 @@ pub(super) struct RxCounts {
     pub corrupt: u64,
 }
 
-/// A TPACKET_V3 receive ring.
+/// A receive ring: `TPACKET_V3` blocks, or `TPACKET_V2` frames.
 #[derive(Debug)]
 pub(super) struct RxRing {
     map: Mapping,
+    /// V3: the block size; V2: the frame size.
     block_size: usize,
+    /// V3: blocks; V2: frames.
     blocks: usize,
+    /// Frame by frame (`TPACKET_V2`).
+    v2: bool,
     /// The block being read.
     block: usize,
     /// Inside a block we own: packets left and the next one's offset.
@@ -183,10 +187,21 @@ impl RxRing {
             map,
             block_size,
             blocks,
+            v2: false,
             block: 0,
             owned: false,
             left: 0,
             next: 0,
+        }
+    }
+
+    /// A `TPACKET_V2` ring of `frames` frames of `frame_size` bytes (the
+    /// blocks a multiple of the frame size, so frame `i` is at
+    /// `i * frame_size`).
+    pub(super) fn new_v2(map: Mapping, frame_size: usize, frames: usize) -> RxRing {
+        RxRing {
+            v2: true,
+            ..RxRing::new(map, frame_size, frames)
         }
     }
 
@@ -240,6 +255,9 @@ impl RxRing {
         mut alloc: impl FnMut() -> Option<Mbuf>,
         mut deliver: impl FnMut(Mbuf),
     ) -> RxCounts {
+        if self.v2 {
+            return self.receive_v2(room, alloc, deliver);
+        }
         let mut c = RxCounts::default();
         let mut taken = 0;
         while taken < room {
@@ -333,6 +351,109 @@ impl RxRing {
         c
     }
 }
+
+impl RxRing {
+    /// [`RxRing::receive`] on a `TPACKET_V2` ring: a frame whose status has
+    /// `TP_STATUS_USER` (loaded with Acquire, pairing with the kernel's
+    /// `smp_wmb` before it sets the status in `tpacket_rcv`) is ours; it
+    /// goes back with `TP_STATUS_KERNEL` stored with Release once copied.
+    #[inline]
+    fn receive_v2(
+        &mut self,
+        room: usize,
+        mut alloc: impl FnMut() -> Option<Mbuf>,
+        mut deliver: impl FnMut(Mbuf),
+    ) -> RxCounts {
+        let mut c = RxCounts::default();
+        let frame_size = self.block_size;
+        let mut taken = 0;
+        while taken < room {
+            let at = self.block * frame_size;
+            let Some(hdr) = self.map.at(at, h2rx::SIZE) else {
+                c.corrupt += 1;
+                break;
+            };
+            // SAFETY: the status word of a frame header in the mapping
+            // (checked), 4-byte aligned (frames are 16-byte aligned).
+            let status = unsafe { load_status(hdr) };
+            if status & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: the frame is ours after the Acquire above; the header
+            // lies in the mapping (checked).
+            let len: u32 = unsafe { read(hdr.wrapping_add(h2rx::LEN)) };
+            // SAFETY: as above.
+            let snaplen: u32 = unsafe { read(hdr.wrapping_add(h2rx::SNAPLEN)) };
+            // SAFETY: as above.
+            let mac: u16 = unsafe { read(hdr.wrapping_add(h2rx::MAC)) };
+            // SAFETY: as above.
+            let tci: u16 = unsafe { read(hdr.wrapping_add(h2rx::VLAN_TCI)) };
+            // SAFETY: as above.
+            let tpid: u16 = unsafe { read(hdr.wrapping_add(h2rx::VLAN_TPID)) };
+            taken += 1;
+            let snap = snaplen as usize;
+            let data_at = usize::from(mac);
+            let data = self
+                .map
+                .at(at + data_at, snap)
+                .filter(|_| data_at + snap <= frame_size);
+            match data {
+                None => c.corrupt += 1,
+                Some(_) if snaplen < len => c.oversized += 1,
+                Some(data) => {
+                    if let Some(mut m) = alloc() {
+                        let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                            let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                                tpid
+                            } else {
+                                0x8100
+                            };
+                            (tpid, tci)
+                        });
+                        if copy_frame(&mut m, data, snap, vlan).is_some() {
+                            if let Some((_, tci)) = vlan {
+                                m.set_vlan_tci(tci);
+                                m.set_ol_flags(MBUF_F_RX_VLAN);
+                            }
+                            c.packets += 1;
+                            c.bytes += m.len() as u64;
+                            deliver(m);
+                        } else {
+                            c.oversized += 1;
+                        }
+                    } else {
+                        c.no_mbuf += 1;
+                    }
+                }
+            }
+            // SAFETY: the status word of a frame we own (checked above);
+            // our reads of it are done.
+            unsafe { store_status(hdr, libc::TP_STATUS_KERNEL) };
+            self.block = (self.block + 1) % self.blocks;
+        }
+        c
+    }
+}
+
+/// `struct tpacket2_hdr` field offsets, for the receive side.
+mod h2rx {
+    pub const LEN: usize = 4;
+    pub const SNAPLEN: usize = 8;
+    pub const MAC: usize = 12;
+    pub const VLAN_TCI: usize = 24;
+    pub const VLAN_TPID: usize = 26;
+    pub const SIZE: usize = 32;
+}
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(libc::tpacket2_hdr, tp_len) == h2rx::LEN);
+    assert!(offset_of!(libc::tpacket2_hdr, tp_snaplen) == h2rx::SNAPLEN);
+    assert!(offset_of!(libc::tpacket2_hdr, tp_mac) == h2rx::MAC);
+    assert!(offset_of!(libc::tpacket2_hdr, tp_vlan_tci) == h2rx::VLAN_TCI);
+    assert!(offset_of!(libc::tpacket2_hdr, tp_vlan_tpid) == h2rx::VLAN_TPID);
+    assert!(size_of::<libc::tpacket2_hdr>() == h2rx::SIZE);
+};
 
 /// Copies `len` bytes at `src` (a frame in a block we own) into `m`,
 /// putting back the VLAN tag the kernel took out of it, if any, so that
