@@ -68,6 +68,10 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn dp_http(engine: &str) -> Server {
+    dp_http_with(engine, &[])
+}
+
+fn dp_http_with(engine: &str, extra: &[&str]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -85,6 +89,7 @@ fn dp_http(engine: &str) -> Server {
             "--json",
         ])
         .args(["--backend", engine, "--max-body", "512kb"])
+        .args(extra)
         .arg("--files")
         .arg(&dir)
         .env("DATAPLANE_AFFINITY", "off")
@@ -278,6 +283,31 @@ fn malformed_requests_get_their_status_and_a_close(engine: &str) {
     assert_eq!(sum["refused"].as_u64(), Some(cases.len() as u64), "{sum}");
 }
 
+fn metrics_need_the_bearer_token_when_one_is_set(engine: &str) {
+    let s = dp_http_with(engine, &["--metrics-token", "s3cret"]);
+    let url = s.url("/metrics");
+    let status = |extra: &[&str]| {
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        String::from_utf8(curl(&args).1).expect("utf-8")
+    };
+    assert_eq!(status(&[]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer wrong"]), "401");
+    assert_eq!(status(&["-H", "Authorization: Basic s3cret"]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer s3cret"]), "200");
+    assert_eq!(status(&["-H", "Authorization: bearer s3cret"]), "200");
+    let (headers, _) = curl(&["-sS", "-D", "/dev/stderr", "-o", "/dev/null", &url]);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{headers}"
+    );
+    // Other routes need nothing.
+    assert_eq!(curl(&[&s.url("/plaintext")]).1, b"Hello, World!");
+}
+
 fn wrk_runs_without_errors(engine: &str) {
     if !support::have("wrk") {
         return;
@@ -337,5 +367,6 @@ macro_rules! on_every_engine {
 on_every_engine!(
     curl_serves_every_route,
     malformed_requests_get_their_status_and_a_close,
+    metrics_need_the_bearer_token_when_one_is_set,
     wrk_runs_without_errors,
 );

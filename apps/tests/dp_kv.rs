@@ -100,6 +100,10 @@ fn dp_kv(engine: &str, extra: &[&str]) -> Server {
 }
 
 fn redis_server() -> Server {
+    redis_server_with(&[])
+}
+
+fn redis_server_with(extra: &[&str]) -> Server {
     let port = support::free_port();
     let child = Command::new("redis-server")
         .args([
@@ -112,6 +116,7 @@ fn redis_server() -> Server {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server");
@@ -305,6 +310,10 @@ const SCRIPT: &[&[&str]] = &[
     &["CONFIG", "GET", "save"],
     &["CONFIG", "GET", "appendonly"],
     &["CONFIG", "FOO"],
+    &["AUTH", "x"],
+    &["AUTH", "default", "x"],
+    &["AUTH", "nobody", "x"],
+    &["AUTH", "a", "b", "c"],
     &["FOO", "a", "b"],
     &["foo"],
     &["DBSIZE"],
@@ -392,6 +401,59 @@ fn same_replies_as_redis(engine: &str) {
         .map(|x| x["forwarded"].as_u64().unwrap_or(0))
         .sum();
     assert!(forwarded > 0, "keys crossed between the shards: {s}");
+}
+
+/// With a password, a new connection's commands and their replies, in
+/// order: refusals before AUTH, wrong passwords, HELLO's own AUTH.
+const AUTH_SCRIPT: &[&[&str]] = &[
+    &["PING"],
+    &["GET", "k"],
+    &["HELLO", "3"],
+    &["HELLO", "2", "AUTH", "default", "wrong"],
+    &["AUTH", "wrong"],
+    &["AUTH", "nobody", "secret"],
+    &["AUTH", "a", "b", "c"],
+    &["AUTH"],
+    &["SET", "k", "v"],
+    &["AUTH", "secret"],
+    &["SET", "k", "v"],
+    &["GET", "k"],
+    &["AUTH", "default", "wrong"],
+    &["GET", "k"],
+    &["AUTH", "default", "secret"],
+    &["DEL", "k"],
+];
+
+fn auth_replies(port: u16) -> Vec<(String, Vec<u8>)> {
+    let mut c = Client::new(port);
+    let mut out: Vec<(String, Vec<u8>)> = AUTH_SCRIPT
+        .iter()
+        .map(|cmd| (cmd.join(" "), c.call(cmd)))
+        .collect();
+    // HELLO with AUTH on a new connection authenticates it.
+    let mut c = Client::new(port);
+    let hello = c.call(&["HELLO", "2", "AUTH", "default", "secret"]);
+    out.push(("HELLO 2 AUTH default secret".into(), hello[..3].to_vec()));
+    out.push(("PING".into(), c.call(&["PING"])));
+    out
+}
+
+fn requirepass_answers_as_redis_does(engine: &str) {
+    if !support::have("redis-server") {
+        return;
+    }
+    let redis = redis_server_with(&["--requirepass", "secret"]);
+    let kv = dp_kv(engine, &["--requirepass", "secret"]);
+    let want = auth_replies(redis.port);
+    let got = auth_replies(kv.port);
+    for ((cmd, w), (_, g)) in want.iter().zip(&got) {
+        assert_eq!(
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w),
+            "{cmd}"
+        );
+    }
+    assert_eq!(want.len(), got.len());
 }
 
 fn redis_benchmark_runs(engine: &str) {
@@ -933,6 +995,7 @@ macro_rules! on_every_engine {
 
 on_every_engine!(
     same_replies_as_redis,
+    requirepass_answers_as_redis_does,
     redis_benchmark_runs,
     concurrent_increments_are_all_counted,
     malformed_requests_are_refused_and_the_connection_closed,

@@ -48,6 +48,10 @@ pub struct HttpArgs {
     /// the start; subdirectories are not served).
     #[arg(long)]
     pub files: Option<PathBuf>,
+    /// Serve `/metrics` only to requests with `Authorization: Bearer
+    /// TOKEN` (others get 401).
+    #[arg(long = "metrics-token", value_name = "TOKEN")]
+    pub metrics_token: Option<String>,
     /// The largest request body (`POST /echo`; over it, 413).
     #[arg(long = "max-body", default_value = "1mb", value_parser = crate::kv::parse_bytes)]
     pub max_body: usize,
@@ -122,7 +126,34 @@ fn load_files(dir: &std::path::Path) -> anyhow::Result<HashMap<String, Arc<[u8]>
 }
 
 /// The routes of shard `id`.
-fn router(id: usize, files: Arc<HashMap<String, Arc<[u8]>>>, metrics: Metrics) -> Router {
+/// Whether a request's `Authorization` header carries `Bearer TOKEN`
+/// (RFC 6750 section 2.1; the scheme is case-insensitive). The token is
+/// compared in time that does not depend on where it differs.
+fn bearer_ok(req: &Request<'_>, token: &[u8]) -> bool {
+    let Some(value) = req.header("authorization") else {
+        return false;
+    };
+    let Some((scheme, given)) = value.split_at_checked(7) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    let diff = token
+        .iter()
+        .zip(given)
+        .fold(token.len() ^ given.len(), |d, (x, y)| {
+            d | usize::from(x ^ y)
+        });
+    diff == 0
+}
+
+fn router(
+    id: usize,
+    files: Arc<HashMap<String, Arc<[u8]>>>,
+    metrics: Metrics,
+    metrics_token: Option<Arc<[u8]>>,
+) -> Router {
     let mut r = Router::new();
     fn hello(_: &Request<'_>, res: &mut Response<'_>) {
         res.header("Content-Type", "text/plain").send(HELLO);
@@ -152,7 +183,15 @@ fn router(id: usize, files: Arc<HashMap<String, Arc<[u8]>>>, metrics: Metrics) -
             }
         }
     });
-    r.route("GET", "/metrics", move |_, res| {
+    r.route("GET", "/metrics", move |req, res| {
+        if let Some(token) = &metrics_token
+            && !bearer_ok(req, token)
+        {
+            res.status(401)
+                .header("WWW-Authenticate", "Bearer realm=\"metrics\"")
+                .send(b"a bearer token is required\n");
+            return;
+        }
         let text = metrics.render();
         res.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .send(text.as_bytes());
@@ -246,10 +285,11 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
         stack,
     });
     let metrics = Metrics::new();
+    let token: Option<Arc<[u8]>> = args.metrics_token.as_ref().map(|t| Arc::from(t.as_bytes()));
     let mut shards = Vec::new();
     for (i, lcore) in lcores.iter().enumerate() {
         let c = Arc::new(HttpCounters::default());
-        let r = router(i, files.clone(), metrics.clone());
+        let r = router(i, files.clone(), metrics.clone(), token.clone());
         group.poller(*lcore, HttpShard::new(i, config.clone(), r, c.clone()))?;
         shards.push(c);
     }

@@ -51,6 +51,10 @@ pub struct KvArgs {
     /// Past it, the least recently used keys are evicted.
     #[arg(long, default_value = "0", value_parser = parse_bytes)]
     pub maxmemory: usize,
+    /// Require `AUTH PASSWORD` (or `HELLO ... AUTH default PASSWORD`)
+    /// before any other command, as redis-server's `requirepass`.
+    #[arg(long)]
+    pub requirepass: Option<String>,
     /// The longest bulk string a request may carry (`proto-max-bulk-len`).
     #[arg(long = "proto-max-bulk-len", default_value = "8mb", value_parser = parse_bytes)]
     pub max_bulk: usize,
@@ -288,6 +292,7 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         bind: addr,
         stack,
         maxmemory: args.maxmemory,
+        requirepass: args.requirepass.as_ref().map(|p| p.as_bytes().to_vec()),
         transport,
         limits: Limits {
             max_bulk: args.max_bulk,

@@ -59,6 +59,8 @@ pub struct KvConfig {
     pub bind: SocketAddr,
     /// The memory limit over all shards, bytes (0: none).
     pub maxmemory: usize,
+    /// The password every connection must give first (`requirepass`).
+    pub requirepass: Option<Vec<u8>>,
     /// The transport's settings (engine, buffers).
     pub transport: dataplane::transport::Config,
     /// The protocol's limits.
@@ -246,6 +248,9 @@ struct Slot {
     ticket: u64,
 }
 
+/// Redis's reply to a wrong user or password.
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
 /// A connection's state on its shard.
 #[derive(Debug)]
 struct Client {
@@ -263,6 +268,8 @@ struct Client {
     closing: bool,
     /// Reading stopped for backpressure with bytes still received.
     stalled: bool,
+    /// Authenticated (always, without `requirepass`).
+    authed: bool,
 }
 
 /// A shard's counters, read by the stats line while the lcore runs.
@@ -457,6 +464,7 @@ impl Shard {
                             base: 0,
                             closing: false,
                             stalled: false,
+                            authed: st.config.requirepass.is_none(),
                         },
                     );
                     st.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -887,6 +895,10 @@ impl State {
         };
         let name = &lb[..len];
         let cmd = std::str::from_utf8(name).unwrap_or("?");
+        if !cl.authed && !matches!(name, b"auth" | b"hello" | b"quit") {
+            self.reply_now(cl, |w| w.error("NOAUTH Authentication required."));
+            return;
+        }
         if let Some((first, step)) = key_layout(name) {
             let arity = super::store::keyspace_arity(name).map_or(-1, |x| x.0);
             if !arity_ok(a.len(), arity) || (name == b"mset" && a.len().is_multiple_of(2)) {
@@ -938,6 +950,8 @@ impl State {
                 Some(_) => self.reply_now(cl, |w| w.error("ERR DB index is out of range")),
             },
             b"hello" => self.hello(cl, a),
+            b"auth" if a.len() == 2 || a.len() == 3 => self.auth(cl, a),
+            b"auth" if a.len() > 3 => self.reply_now(cl, |w| w.error("ERR syntax error")),
             b"client" if a.len() >= 2 => self.client(cl, a),
             b"config" if a.len() >= 2 => self.config(cl, a),
             b"command" => self.reply_now(cl, |w| w.array(0)),
@@ -955,7 +969,8 @@ impl State {
                 );
                 self.broadcast(cl, c, Kind::Info, Combine::Info(s.into_bytes()));
             }
-            b"echo" | b"select" | b"client" | b"config" | b"dbsize" | b"flushall" | b"flushdb" => {
+            b"echo" | b"select" | b"client" | b"config" | b"dbsize" | b"flushall" | b"flushdb"
+            | b"auth" => {
                 self.reply_now(cl, |w| wrong_args(w, cmd));
             }
             _ => self.reply_now(cl, |w| unknown(w, a)),
@@ -1132,6 +1147,48 @@ impl State {
         work
     }
 
+    /// `AUTH [default] PASSWORD`, as Redis 7 answers it.
+    fn auth(&mut self, cl: &mut Client, a: &Args<'_>) {
+        let (user, pass): (&[u8], &[u8]) = if a.len() == 2 {
+            if self.config.requirepass.is_none() {
+                self.reply_now(cl, |w| {
+                    w.error(
+                        "ERR AUTH <password> called without any password configured for the \
+                         default user. Are you sure your configuration is correct?",
+                    );
+                });
+                return;
+            }
+            (b"default", a.get(1))
+        } else {
+            (a.get(1), a.get(2))
+        };
+        if self.password_ok(user, pass) {
+            cl.authed = true;
+            self.reply_now(cl, |w| w.ok());
+        } else {
+            self.reply_now(cl, |w| w.error(WRONGPASS));
+        }
+    }
+
+    /// Whether `user` and `pass` name the `default` user; the password is
+    /// compared in time that does not depend on where it differs.
+    fn password_ok(&self, user: &[u8], pass: &[u8]) -> bool {
+        if user != b"default" {
+            return false;
+        }
+        match &self.config.requirepass {
+            None => true,
+            Some(want) => {
+                let diff = want
+                    .iter()
+                    .zip(pass)
+                    .fold(want.len() ^ pass.len(), |d, (x, y)| d | usize::from(x ^ y));
+                diff == 0
+            }
+        }
+    }
+
     fn hello(&mut self, cl: &mut Client, a: &Args<'_>) {
         let mut version = cl.version;
         if a.len() >= 2 {
@@ -1155,14 +1212,13 @@ impl State {
         while j < a.len() {
             let opt = a.get(j).to_ascii_uppercase();
             if opt == b"AUTH" && j + 2 < a.len() {
-                // No users are configured: like Redis's `default` user
-                // with `nopass`, any password is accepted for it.
-                if a.get(j + 1) != b"default" {
-                    self.reply_now(cl, |w| {
-                        w.error("WRONGPASS invalid username-password pair or user is disabled.");
-                    });
+                // The one user is Redis's `default`: with `nopass` when no
+                // password is configured (any password is accepted).
+                if !self.password_ok(a.get(j + 1), a.get(j + 2)) {
+                    self.reply_now(cl, |w| w.error(WRONGPASS));
                     return;
                 }
+                cl.authed = true;
                 j += 3;
             } else if opt == b"SETNAME" && j + 1 < a.len() {
                 name = Some(a.get(j + 1).to_vec());
@@ -1174,6 +1230,16 @@ impl State {
                 });
                 return;
             }
+        }
+        if !cl.authed {
+            self.reply_now(cl, |w| {
+                w.error(
+                    "NOAUTH HELLO must be called with the client already authenticated, \
+                     otherwise the HELLO AUTH <user> <pass> option can be used to \
+                     authenticate the client and select the RESP protocol version at the same time",
+                );
+            });
+            return;
         }
         cl.version = version;
         if name.is_some() {

@@ -6,7 +6,7 @@
 //! use dataplane::transport::Event;
 //! use dataplane::transport::stack::{Stack, StackConfig};
 //!
-//! let port = net::open(&PortConfig::new("veth0"), BackendChoice::Auto)?.port;
+//! let port = net::open(&PortConfig::new("veth0"), BackendChoice::Auto)?.value.remove(0);
 //! let mut stack = Stack::new(port, StackConfig::new("10.99.0.1/24".parse().unwrap()))?;
 //! stack.listen(7)?;
 //! loop {
