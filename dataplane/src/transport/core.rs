@@ -163,7 +163,9 @@ impl Transport {
     /// ([`super::stack`]) over `port`, one queue of an L2 port (DPDK,
     /// AF_XDP, AF_PACKET or memory) that this lcore owns, with the
     /// address and neighbours of `stack`. `config`'s buffer sizes,
-    /// `max_connections` and `backlog` replace the stack's; its engine
+    /// `max_connections`, `backlog`, `connect_timeout` and
+    /// `close_timeout` replace the stack's (`idle_timeout` is not
+    /// applied: the stack's keep-alive is its way to drop dead peers); its engine
     /// is not consulted. TCP connections and UDP sockets over IPv4 (a
     /// datagram received stays in its frame's mbuf until it is consumed;
     /// `datagram_size` and `datagram_burst` do not apply). The application code is the kernel engines': the same
@@ -186,6 +188,8 @@ impl Transport {
         stack.tx_buffer = config.tx_buffer;
         stack.max_connections = config.max_connections;
         stack.backlog = usize::try_from(config.backlog).unwrap_or(1).max(1);
+        stack.connect_timeout = config.connect_timeout;
+        stack.close_timeout = config.close_timeout;
         let s = Stack::new(port, stack)?;
         Ok(Self {
             core: Self::core(config),

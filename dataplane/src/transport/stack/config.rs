@@ -72,6 +72,12 @@ pub struct StackConfig {
     /// How long a closed connection waits in FIN-WAIT-2 for the peer's
     /// FIN (60 s: Linux's `tcp_fin_timeout`).
     pub fin_timeout: Duration,
+    /// A connect not established after this long fails with
+    /// `ETIMEDOUT` (75 s, BSD's connection-establishment timer).
+    pub connect_timeout: Duration,
+    /// A closed connection whose bytes and FIN are still unacknowledged
+    /// after this long is reset (60 s).
+    pub close_timeout: Duration,
     /// The delayed-ACK timer (40 ms: Linux's `TCP_DELACK_MIN`).
     pub delayed_ack: Duration,
     /// The retransmission timeout's floor (200 ms: Linux's
@@ -112,6 +118,8 @@ impl StackConfig {
             max_connections: 65_536,
             time_wait: Duration::from_secs(60),
             fin_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(75),
+            close_timeout: Duration::from_secs(60),
             delayed_ack: Duration::from_millis(40),
             rto_min: Duration::from_millis(200),
             rto_initial: Duration::from_secs(1),
@@ -135,6 +143,9 @@ impl StackConfig {
         }
         if self.tx_buffer < 1024 || self.tx_buffer > 1 << 30 {
             return bad("tx_buffer must be between 1 KiB and 1 GiB");
+        }
+        if self.connect_timeout.is_zero() || self.close_timeout.is_zero() {
+            return bad("connect_timeout and close_timeout must be above zero");
         }
         if self.datagram_queue == 0 {
             return bad("datagram_queue must be at least 1");

@@ -212,6 +212,8 @@ impl<P: Port> Stack<P> {
             tx_buffer: cfg.tx_buffer,
             time_wait: cfg.time_wait,
             fin_timeout: cfg.fin_timeout,
+            connect_timeout: cfg.connect_timeout,
+            close_timeout: cfg.close_timeout,
             delayed_ack: cfg.delayed_ack,
             rto_min: cfg.rto_min,
             rto_max: cfg.rto_max,
@@ -486,7 +488,8 @@ impl<P: Port> Stack<P> {
     /// # Errors
     /// [`Error::NotOpen`] for a connection that is closed.
     pub fn close(&mut self, c: ConnId) -> Result<()> {
-        self.conn_mut(c)?.tcb.close();
+        let now = self.now;
+        self.conn_mut(c)?.tcb.close(now);
         self.mark(c.index, c.generation);
         Ok(())
     }

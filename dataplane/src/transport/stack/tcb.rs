@@ -101,6 +101,11 @@ pub(crate) struct Params {
     pub(crate) tx_buffer: usize,
     pub(crate) time_wait: Duration,
     pub(crate) fin_timeout: Duration,
+    /// A connect not established after this long fails.
+    pub(crate) connect_timeout: Duration,
+    /// A closed connection whose bytes and FIN are not acknowledged after
+    /// this long is reset.
+    pub(crate) close_timeout: Duration,
     pub(crate) delayed_ack: Duration,
     pub(crate) rto_min: Duration,
     pub(crate) rto_max: Duration,
@@ -354,7 +359,9 @@ impl Tcb {
 
     /// An active open: SYN-SENT, the SYN goes out at the next output.
     pub(crate) fn connect(p: Params, iss: Seq, now: Instant) -> Tcb {
-        Tcb::new(p, iss, TcpState::SynSent, now)
+        let mut t = Tcb::new(p, iss, TcpState::SynSent, now);
+        t.end_at = Some(now + p.connect_timeout);
+        t
     }
 
     /// A passive open from a listener's SYN: SYN-RECEIVED (RFC 9293
@@ -501,19 +508,38 @@ impl Tcb {
 
     /// The application is done with the connection. Unread bytes make it
     /// a reset (RFC 2525 section 2.17, as Linux does).
-    pub(crate) fn close(&mut self) {
+    pub(crate) fn close(&mut self, now: Instant) {
         self.app_closed = true;
         if self.rx.len() > 0 && self.state.synchronized() {
             self.abort(CloseReason::Aborted);
             return;
         }
         self.shutdown();
+        // A peer that never acknowledges (a window shut for good) cannot
+        // hold the connection: reset it after the close timeout.
+        if matches!(
+            self.state,
+            TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
+        ) && self.end_at.is_none()
+        {
+            self.end_at = Some(now + self.p.close_timeout);
+        }
     }
 
     /// Resets the connection now (RFC 9293 section 3.10.4, ABORT).
     pub(crate) fn abort(&mut self, reason: CloseReason) {
         if self.state.synchronized() || self.state == TcpState::SynReceived {
-            self.rst = Some((self.snd_nxt, None));
+            // A sequence number the peer accepts (RFC 5961 takes only
+            // RCV.NXT exactly): SND.NXT, unless that lies past the peer's
+            // window (after a zero-window probe), then the window's edge,
+            // as Linux's tcp_acceptable_seq.
+            let edge = self.snd_una.add(self.snd_wnd);
+            let seq = if self.snd_nxt.le(edge) {
+                self.snd_nxt
+            } else {
+                edge
+            };
+            self.rst = Some((seq, None));
         }
         self.close_with(reason);
     }
@@ -599,6 +625,7 @@ impl Tcb {
             self.state = TcpState::Established;
             self.notes.established = true;
             self.ack_now = true;
+            self.end_at = None;
             self.arm_keepalive(now);
         } else {
             // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK.
@@ -979,9 +1006,18 @@ impl Tcb {
     pub(crate) fn on_timer(&mut self, now: Instant) {
         if self.end_at.is_some_and(|t| t <= now) {
             self.end_at = None;
-            // TIME-WAIT over, or FIN-WAIT-2 after a close gave up waiting
-            // (Linux's tcp_fin_timeout).
-            self.close_with(CloseReason::Local);
+            match self.state {
+                TcpState::SynSent | TcpState::SynReceived => {
+                    self.close_with(CloseReason::ConnectFailed(libc::ETIMEDOUT));
+                }
+                // Closed, and what was sent is still not acknowledged.
+                TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck => {
+                    self.abort(CloseReason::TimedOut);
+                }
+                // TIME-WAIT over, or FIN-WAIT-2 after a close gave up
+                // waiting (Linux's tcp_fin_timeout).
+                _ => self.close_with(CloseReason::Local),
+            }
             return;
         }
         if self.ack_at.is_some_and(|t| t <= now) {
@@ -1349,6 +1385,8 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
         tx_buffer: 8192,
         time_wait: Duration::from_millis(100),
         fin_timeout: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(300),
+        close_timeout: Duration::from_millis(200),
         delayed_ack: Duration::from_millis(5),
         rto_min: Duration::from_millis(10),
         rto_max: Duration::from_millis(500),
@@ -1423,7 +1461,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
             }
             4 => match next().unwrap_or(0) % 3 {
                 0 => t.shutdown(),
-                1 => t.close(),
+                1 => t.close(now),
                 _ => t.abort(CloseReason::Aborted),
             },
             5 | 6 => {

@@ -792,3 +792,68 @@ fn udp_datagrams_cross_both_ways_and_a_full_socket_drops_and_counts() {
     drop((a, b));
     assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
 }
+
+#[test]
+fn connect_and_close_timeouts_end_what_the_peer_never_completes() {
+    let (pa, pb, _, _) = pair("stk-timeouts");
+    let mut ca = config(1);
+    ca.connect_timeout = Duration::from_millis(30);
+    ca.close_timeout = Duration::from_millis(30);
+    let mut cb = config(2);
+    cb.rx_buffer = 1024;
+    let mut b = Stack::new(pb, cb).expect("stack b");
+    ca.neighbours = vec![(addr(2), b.mac())];
+    let mut a = Stack::new(pa, ca).expect("stack a");
+    // Nobody answers (b does not run): the connect times out.
+    let c = a.connect(SocketAddrV4::new(addr(2), 80)).expect("connect");
+    let mut closed = None;
+    for _ in 0..2_000 {
+        a.poll();
+        while let Some(ev) = a.next_event() {
+            if let Event::Closed(id, why) = ev {
+                assert_eq!(id, c);
+                closed = Some(why);
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(closed, Some(CloseReason::ConnectFailed(libc::ETIMEDOUT)));
+    // b never reads: its window shuts, a closes with bytes unsent, and is
+    // reset after the close timeout rather than held for ever.
+    while b.poll() > 0 || b.next_event().is_some() {}
+    b.listen(80).expect("listen");
+    let c = a.connect(SocketAddrV4::new(addr(2), 80)).expect("connect");
+    let mut up = false;
+    let mut closed = None;
+    let mut b_closed = None;
+    for _ in 0..5_000 {
+        a.poll();
+        b.poll();
+        while let Some(ev) = a.next_event() {
+            match ev {
+                Event::Connected(_) => {
+                    assert_eq!(a.write(c, &[7u8; 20_000]).expect("write"), 20_000);
+                    a.close(c).expect("close");
+                    up = true;
+                }
+                Event::Closed(_, why) => closed = Some(why),
+                _ => {}
+            }
+        }
+        while let Some(ev) = b.next_event() {
+            if let Event::Closed(_, why) = ev {
+                b_closed = Some(why);
+            }
+        }
+        if closed.is_some() && b_closed.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(up);
+    assert_eq!(closed, Some(CloseReason::TimedOut));
+    assert_eq!(b_closed, Some(CloseReason::Reset), "the reset reached b");
+}
