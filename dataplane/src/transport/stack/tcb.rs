@@ -1191,7 +1191,7 @@ impl Tcb {
         let owed = self.dup_acks_owed.min(MAX_DUP_ACKS_PER_PASS);
         self.dup_acks_owed = 0;
         for _ in 1..owed {
-            let seg = self.segment(self.snd_nxt, TcpFlags(0), 0, 0);
+            let seg = self.pure_ack();
             out.push(seg);
         }
         if owed > 0 {
@@ -1253,9 +1253,18 @@ impl Tcb {
             out.push(seg);
         }
         if out.len() == before && self.ack_now {
-            let seg = self.segment(self.snd_nxt, TcpFlags(0), 0, 0);
+            let seg = self.pure_ack();
             out.push(seg);
         }
+    }
+
+    /// An ACK with no data. Its sequence number is SND.MAX, the next
+    /// byte never sent, not SND.NXT: while a timeout has SND.NXT back at
+    /// SND.UNA resending, an ACK numbered there lies left of the peer's
+    /// window, and a peer also resending would drop every ACK of ours as
+    /// old while we dropped all of its (BSD's tcp_output does the same).
+    fn pure_ack(&mut self) -> SegOut {
+        self.segment(self.snd_max, TcpFlags(0), 0, 0)
     }
 
     /// One segment of up to `len` bytes from `seq` (with FIN if it ends

@@ -236,9 +236,12 @@ fn lossy_transfer(name: &str, seed_a: u64, seed_b: u64) {
     for s in server.values() {
         assert!(
             s.got == up,
-            "seeds {seed_a}/{seed_b}: server got {} of {} bytes",
+            "seeds {seed_a}/{seed_b}: server got {} of {} bytes ({:?}); client {:?}; server {:?}",
             s.got.len(),
-            up.len()
+            up.len(),
+            s.closed,
+            a.stats(),
+            b.stats()
         );
         assert_eq!(s.closed, Some(CloseReason::Local));
     }
