@@ -202,19 +202,7 @@ impl<P: Port> Io<P> {
             timestamps: None,
             payload_len: a.len() + b.len(),
         };
-        let ip = Ipv4Repr {
-            src_addr: self.addr,
-            dst_addr: key.remote,
-            protocol: IpProtocol::TCP,
-            payload_len: repr.buffer_len(),
-            ttl: 64,
-            dscp: 0,
-            ecn: 0,
-            ident: 0,
-            dont_frag: true,
-            more_frags: false,
-            frag_offset: 0,
-        };
+        let ip = self.ip_to(key.remote, IpProtocol::TCP, repr.buffer_len());
         let addrs = IpPair::V4 {
             src: self.addr,
             dst: key.remote,
@@ -230,5 +218,28 @@ impl<P: Port> Io<P> {
                 ChecksumMode::Software,
             );
         });
+    }
+
+    /// The header of an IPv4 packet from our address to `dst` (TTL 64,
+    /// DF set; the identification is filled in when it is built).
+    pub(super) fn ip_to(
+        &self,
+        dst: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+    ) -> Ipv4Repr {
+        Ipv4Repr {
+            src_addr: self.addr,
+            dst_addr: dst,
+            protocol,
+            payload_len,
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        }
     }
 }

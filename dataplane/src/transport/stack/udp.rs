@@ -232,19 +232,7 @@ impl<P: Port> Io<P> {
             dst_port: to.port(),
             payload_len: data.len(),
         };
-        let ip = Ipv4Repr {
-            src_addr: self.addr,
-            dst_addr: *to.ip(),
-            protocol: IpProtocol::UDP,
-            payload_len: udp.buffer_len(),
-            ttl: 64,
-            dscp: 0,
-            ecn: 0,
-            ident: 0,
-            dont_frag: true,
-            more_frags: false,
-            frag_offset: 0,
-        };
+        let ip = self.ip_to(*to.ip(), IpProtocol::UDP, udp.buffer_len());
         let addrs = IpPair::V4 {
             src: self.addr,
             dst: *to.ip(),
