@@ -64,6 +64,21 @@ macro_rules! engine {
 pub struct Transport {
     pub(super) core: Core,
     pub(super) engine: Engine,
+    /// The sessions of TLS connections, made at the first
+    /// [`Transport::listen_tls`] or [`Transport::connect_tls`].
+    pub(super) tls: Option<Box<super::tls::TlsLayer>>,
+}
+
+/// Hands a call on a TLS connection to the TLS layer, which calls the
+/// engine's side with the layer taken out.
+macro_rules! tls_first {
+    ($self:ident, $c:expr, $method:ident ( $($arg:expr),* )) => {
+        if $self.tls_for($c).is_some()
+            && let Some(r) = $self.with_tls(|l, t| l.$method(t, $c $(, $arg)*))
+        {
+            return r;
+        }
+    };
 }
 
 const STACK_NEEDS_A_PORT: &str =
@@ -154,6 +169,7 @@ impl Transport {
             Self {
                 core: Self::core(config),
                 engine: opened.value,
+                tls: None,
             },
             opened.skipped,
         ))
@@ -194,6 +210,7 @@ impl Transport {
         Ok(Self {
             core: Self::core(config),
             engine: Engine::Stack(Box::new(s)),
+            tls: None,
         })
     }
 
@@ -246,6 +263,15 @@ impl Transport {
 
     /// Its counters.
     pub fn stats(&self) -> Stats {
+        let mut s = self.engine_stats();
+        if let Some(l) = &self.tls {
+            s.tls_handshakes = l.stats.handshakes;
+            s.tls_failed = l.stats.failed;
+        }
+        s
+    }
+
+    fn engine_stats(&self) -> Stats {
         if let Some(st) = self.stack_ref() {
             let x = st.stats();
             return Stats {
@@ -347,6 +373,7 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a listener that is not open.
     pub fn close_listener(&mut self, l: ListenerId) -> Result<()> {
+        self.tls_unlisten(l);
         if let Some(s) = self.stack() {
             return s.unlisten(l);
         }
@@ -396,6 +423,14 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn peek(&self, c: ConnId) -> Result<&[u8]> {
+        if let Some(l) = self.tls_for(c) {
+            return l.peek(c);
+        }
+        self.engine_peek(c)
+    }
+
+    /// [`Self::peek`] of the engine's buffer (ciphertext, under TLS).
+    pub(super) fn engine_peek(&self, c: ConnId) -> Result<&[u8]> {
         if let Some(s) = self.stack_ref() {
             return s.peek(c);
         }
@@ -409,6 +444,7 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn consume(&mut self, c: ConnId, n: usize) -> Result<()> {
+        tls_first!(self, c, consume(n));
         if let Some(s) = self.stack() {
             return s.consume(c, n);
         }
@@ -438,6 +474,14 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn send_room(&self, c: ConnId) -> Result<usize> {
+        if let Some(l) = self.tls_for(c) {
+            return l.send_room(self, c);
+        }
+        self.engine_send_room(c)
+    }
+
+    /// [`Self::send_room`] of the engine's buffer (ciphertext, under TLS).
+    pub(super) fn engine_send_room(&self, c: ConnId) -> Result<usize> {
         if let Some(s) = self.stack_ref() {
             return s.send_room(c);
         }
@@ -454,6 +498,7 @@ impl Transport {
     /// [`Error::NotOpen`] for a connection that is closed or closing;
     /// [`Error::Config`] after [`Self::shutdown`].
     pub fn write(&mut self, c: ConnId, data: &[u8]) -> Result<usize> {
+        tls_first!(self, c, write(data));
         if let Some(s) = self.stack() {
             return s.write(c, data);
         }
@@ -481,6 +526,7 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn flush(&mut self, c: ConnId) -> Result<()> {
+        tls_first!(self, c, flush());
         if let Some(s) = self.stack() {
             s.peek(c)?;
             s.flush();
@@ -497,6 +543,7 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn shutdown(&mut self, c: ConnId) -> Result<()> {
+        tls_first!(self, c, shutdown());
         if let Some(s) = self.stack() {
             return s.shutdown(c);
         }
@@ -517,6 +564,7 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn close(&mut self, c: ConnId) -> Result<()> {
+        tls_first!(self, c, close());
         if let Some(s) = self.stack() {
             // Bytes not consumed are dropped, as on the kernel engines
             // (the stack alone would reset, as Linux does).
@@ -541,6 +589,7 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is already gone.
     pub fn abort(&mut self, c: ConnId) -> Result<()> {
+        tls_first!(self, c, abort());
         if let Some(s) = self.stack() {
             return s.abort(c);
         }
@@ -558,6 +607,14 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn conn_stats(&self, c: ConnId) -> Result<ConnStats> {
+        let mut s = self.engine_conn_stats(c)?;
+        if let Some(l) = self.tls_for(c) {
+            s.rx_buffered = l.peek(c)?.len();
+        }
+        Ok(s)
+    }
+
+    fn engine_conn_stats(&self, c: ConnId) -> Result<ConnStats> {
         if let Some(s) = self.stack_ref() {
             let x = s.conn_stats(c)?;
             return Ok(ConnStats {
@@ -591,6 +648,16 @@ impl Transport {
     ///
     /// [`Error::NotOpen`] for a connection that is closed or closing.
     pub fn peer_closed(&self, c: ConnId) -> Result<bool> {
+        if let Some(l) = self.tls_for(c) {
+            // Its close_notify, or its FIN once every byte before it has
+            // been through TLS.
+            return Ok(l.peer_notified(c)?
+                || (self.engine_peer_closed(c)? && self.engine_peek(c)?.is_empty()));
+        }
+        self.engine_peer_closed(c)
+    }
+
+    pub(super) fn engine_peer_closed(&self, c: ConnId) -> Result<bool> {
         if let Some(s) = self.stack_ref() {
             return s.peer_closed(c);
         }
@@ -609,6 +676,9 @@ impl Transport {
     /// [`Error::Io`] when the engine's wait fails; a socket's own error
     /// ends that connection instead ([`Event::Closed`]).
     pub fn poll(&mut self) -> Result<usize> {
+        if let Some(r) = self.with_tls(|l, t| Ok(t.poll()? + l.after_poll(t))) {
+            return r;
+        }
         if let Some(s) = self.stack() {
             return Ok(s.poll());
         }
@@ -627,6 +697,9 @@ impl Transport {
     /// the application has since closed or aborted are skipped (its
     /// [`Event::Closed`] is not).
     pub fn next_event(&mut self) -> Option<Event> {
+        if let Some(ev) = self.with_tls(|l, t| l.next_event(t)) {
+            return ev;
+        }
         if let Some(s) = self.stack() {
             return s.next_event();
         }

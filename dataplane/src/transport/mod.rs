@@ -97,6 +97,7 @@ mod core;
 mod epoll;
 pub mod stack;
 mod state;
+pub mod tls;
 #[allow(unsafe_code)]
 mod uring;
 
@@ -361,6 +362,9 @@ pub enum CloseReason {
     TimedOut,
     /// Another error from the kernel; the `errno`.
     Error(i32),
+    /// TLS failed: the peer's certificate was not trusted, the handshake
+    /// or a record was malformed, or the peer sent an alert ([`tls`]).
+    Tls,
 }
 
 /// One [`Transport`]'s counters since it was made.
@@ -409,6 +413,10 @@ pub struct Stats {
     /// Datagrams refused by [`Transport::send_to`] (queue full, or longer
     /// than [`Config::datagram_size`]) or by the kernel.
     pub datagrams_tx_dropped: u64,
+    /// TLS handshakes completed ([`tls`]).
+    pub tls_handshakes: u64,
+    /// TLS connections ended by a TLS failure ([`CloseReason::Tls`]).
+    pub tls_failed: u64,
 }
 
 /// One connection's counters and addresses.

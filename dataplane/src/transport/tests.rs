@@ -758,3 +758,5 @@ fn a_named_engine_is_used_or_refused_never_replaced() {
         crate::backend::Choice::Named(EngineKind::IoUring)
     );
 }
+
+pub(super) mod tls;

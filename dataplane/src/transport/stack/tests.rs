@@ -860,3 +860,99 @@ fn connect_and_close_timeouts_end_what_the_peer_never_completes() {
     assert_eq!(closed, Some(CloseReason::TimedOut));
     assert_eq!(b_closed, Some(CloseReason::Reset), "the reset reached b");
 }
+
+#[test]
+fn tls_runs_over_the_stack_engine_too() {
+    use crate::transport::tests::tls::{Pki, localhost};
+    use crate::transport::{Config, Transport};
+    let pki = Pki::new("stack");
+    let (pa, pb, pool_a, pool_b) = pair("stk-tls");
+    let mut client =
+        Transport::over_port(Box::new(pa), config(1), Config::default()).expect("transport");
+    let mut server =
+        Transport::over_port(Box::new(pb), config(2), Config::default()).expect("transport");
+    server
+        .listen_tls("0.0.0.0:443".parse().expect("addr"), pki.server())
+        .expect("listen");
+    let c = client
+        .connect_tls(
+            "10.0.0.2:443".parse().expect("addr"),
+            pki.client(),
+            localhost(),
+        )
+        .expect("connect");
+    // More than one TLS record and more than the window's first flight.
+    let data = pattern(5, 300 * 1024);
+    let mut sent = 0;
+    let mut echoed = Vec::new();
+    let mut done = 0;
+    for _ in 0..500_000 {
+        client.poll().expect("poll");
+        if sent < data.len() {
+            sent += client.write(c, &data[sent..]).expect("write");
+            if sent == data.len() {
+                client.shutdown(c).expect("shutdown");
+            }
+        }
+        while let Some(ev) = client.next_event() {
+            match ev {
+                Event::Readable(_) => {
+                    echoed.extend_from_slice(client.peek(c).expect("open"));
+                    client.consume(c, usize::MAX).expect("open");
+                }
+                Event::PeerClosed(_) => client.close(c).expect("close"),
+                Event::Closed(_, why) => {
+                    assert_eq!(why, CloseReason::Local);
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        server.poll().expect("poll");
+        while let Some(ev) = server.next_event() {
+            match ev {
+                Event::Readable(s) | Event::Writable(s) => {
+                    let n = server.send_room(s).expect("open");
+                    let got = server.peek(s).expect("open");
+                    let n = n.min(got.len());
+                    let got = got[..n].to_vec();
+                    assert_eq!(server.write(s, &got).expect("write"), n);
+                    server.consume(s, n).expect("open");
+                    if server.peer_closed(s).expect("open")
+                        && server.peek(s).expect("open").is_empty()
+                    {
+                        server.close(s).expect("close");
+                    }
+                }
+                Event::PeerClosed(s) if server.peek(s).expect("open").is_empty() => {
+                    server.close(s).expect("close");
+                }
+                Event::Closed(_, why) => {
+                    assert_eq!(why, CloseReason::Local);
+                    done += 1;
+                }
+                _ => {}
+            }
+        }
+        if done == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        done,
+        2,
+        "client {:?} server {:?}",
+        client.stats(),
+        server.stats()
+    );
+    assert!(
+        echoed == data,
+        "the echo differs ({} of {} bytes)",
+        echoed.len(),
+        data.len()
+    );
+    assert_eq!(client.stats().tls_handshakes, 1);
+    assert_eq!(server.stats().tls_handshakes, 1);
+    drop((client, server));
+    let _ = (pool_a, pool_b);
+}

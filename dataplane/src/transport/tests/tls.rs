@@ -1,0 +1,223 @@
+//! TLS over both kernel engines: against rustls's blocking client on a
+//! thread, between the transport's own client and server, and refusing
+//! an untrusted certificate and plaintext, every byte compared.
+
+use super::*;
+use crate::transport::tls::{self, ServerName};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+on_every_engine!(
+    echoes_through_tls_to_a_rustls_client_and_says_close_notify,
+    its_own_client_and_server_talk_beside_a_plain_connection,
+    an_untrusted_certificate_ends_both_sides_with_the_tls_reason,
+    plaintext_to_a_tls_listener_gets_an_alert_and_is_closed,
+);
+
+/// A CA and a certificate for `localhost` and 127.0.0.1 that it signed,
+/// as PEM files in a directory of the test's own.
+pub(crate) struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub(crate) fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dp-tls-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("dataplane test CA {tag}"),
+        );
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).expect("CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("certificate");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
+        Self { dir }
+    }
+
+    pub(crate) fn server(&self) -> Arc<tls::ServerConfig> {
+        tls::server_config(&self.dir.join("cert.pem"), &self.dir.join("key.pem"), &[])
+            .expect("server config")
+    }
+
+    pub(crate) fn client(&self) -> Arc<tls::ClientConfig> {
+        tls::client_config(&self.dir.join("ca.pem"), &[]).expect("client config")
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn localhost() -> ServerName<'static> {
+    ServerName::try_from("localhost").expect("name")
+}
+
+fn echoes_through_tls_to_a_rustls_client_and_says_close_notify(kind: EngineKind) {
+    let pki = Pki::new("echo");
+    // Small buffers, so that both directions fill and push back.
+    let mut t = Transport::new(Config {
+        rx_buffer: 16 * 1024,
+        tx_buffer: 8 * 1024,
+        ..cfg(kind)
+    })
+    .expect("transport");
+    let l = t.listen_tls(any_port(), pki.server()).expect("listen");
+    let addr = t.listener_addr(l).expect("addr");
+    let client_config = pki.client();
+    let data = pattern(1 << 20, 11);
+    let sent = data.clone();
+    let client = std::thread::spawn(move || {
+        let conn = rustls::ClientConnection::new(client_config, localhost()).expect("session");
+        let mut s = rustls::StreamOwned::new(conn, TcpStream::connect(addr).expect("connect"));
+        let mut back = Vec::new();
+        for piece in sent.chunks(64 * 1024) {
+            s.write_all(piece).expect("write");
+            let mut got = vec![0u8; piece.len()];
+            s.read_exact(&mut got).expect("read");
+            back.extend_from_slice(&got);
+        }
+        s.conn.send_close_notify();
+        s.flush().expect("flush");
+        // The server answers close_notify with its own before the FIN:
+        // without it, rustls reads an unexpected end of file.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("a clean end");
+        assert!(rest.is_empty());
+        back
+    });
+    drive(&mut t, |t, ev| {
+        echo(t, ev);
+        matches!(ev, Event::Closed(..))
+    });
+    let back = client.join().expect("client");
+    assert!(back == data, "the echo differs");
+    let st = t.stats();
+    assert_eq!((st.tls_handshakes, st.tls_failed), (1, 0));
+}
+
+fn its_own_client_and_server_talk_beside_a_plain_connection(kind: EngineKind) {
+    let pki = Pki::new("pair");
+    let mut t = Transport::new(cfg(kind)).expect("transport");
+    let secure = t.listen_tls(any_port(), pki.server()).expect("listen");
+    let plain = t.listen(any_port()).expect("listen");
+    let secure_addr = t.listener_addr(secure).expect("addr");
+    let plain_addr = t.listener_addr(plain).expect("addr");
+    let c = t
+        .connect_tls(secure_addr, pki.client(), localhost())
+        .expect("connect");
+    let p = t.connect(plain_addr).expect("connect");
+    // Written and shut down before the handshake: held, then sent, then
+    // close_notify and FIN.
+    assert!(t.send_room(c).expect("room") > 0);
+    assert_eq!(t.write(c, b"hello").expect("write"), 5);
+    t.shutdown(c).expect("shutdown");
+    assert!(t.write(c, b"late").is_err());
+    assert_eq!(t.write(p, b"plain").expect("write"), 5);
+    t.shutdown(p).expect("shutdown");
+    let mut heard: std::collections::HashMap<ConnId, Vec<u8>> = Default::default();
+    let mut closed = 0;
+    drive(&mut t, |t, ev| {
+        match ev {
+            Event::Readable(x) => {
+                let got = t.peek(x).expect("peek").to_vec();
+                t.consume(x, got.len()).expect("consume");
+                heard.entry(x).or_default().extend_from_slice(&got);
+            }
+            Event::PeerClosed(x) => {
+                // The servers' sides answer after the clients' FIN.
+                if x != c && x != p {
+                    assert_eq!(t.write(x, b"world").expect("write"), 5);
+                }
+                t.close(x).expect("close");
+            }
+            Event::Closed(x, why) => {
+                assert_eq!(why, CloseReason::Local, "{x}");
+                closed += 1;
+            }
+            _ => {}
+        }
+        closed == 4
+    });
+    assert_eq!(heard.get(&c).map(Vec::as_slice), Some(&b"world"[..]));
+    assert_eq!(heard.get(&p).map(Vec::as_slice), Some(&b"world"[..]));
+    let mut bodies: Vec<&[u8]> = heard.values().map(Vec::as_slice).collect();
+    bodies.sort();
+    assert_eq!(bodies, [&b"hello"[..], b"plain", b"world", b"world"]);
+    let st = t.stats();
+    assert_eq!((st.tls_handshakes, st.tls_failed), (2, 0));
+}
+
+fn an_untrusted_certificate_ends_both_sides_with_the_tls_reason(kind: EngineKind) {
+    let pki = Pki::new("server");
+    let stranger = Pki::new("stranger");
+    let mut t = Transport::new(cfg(kind)).expect("transport");
+    let l = t.listen_tls(any_port(), pki.server()).expect("listen");
+    let addr = t.listener_addr(l).expect("addr");
+    let c = t
+        .connect_tls(addr, stranger.client(), localhost())
+        .expect("connect");
+    assert_eq!(t.write(c, b"secret").expect("write"), 6);
+    let mut reasons = Vec::new();
+    drive(&mut t, |t, ev| {
+        match ev {
+            Event::Readable(_) => panic!("plaintext over an untrusted connection"),
+            Event::PeerClosed(x) => t.close(x).expect("close"),
+            Event::Closed(x, why) => reasons.push((x == c, why)),
+            _ => {}
+        }
+        reasons.len() == 2
+    });
+    reasons.sort_by_key(|r| r.0);
+    // The client refused the certificate; the server heard its alert.
+    assert_eq!(
+        reasons,
+        [(false, CloseReason::Tls), (true, CloseReason::Tls)]
+    );
+    assert_eq!(t.stats().tls_failed, 2);
+    assert_eq!(t.stats().tls_handshakes, 0);
+}
+
+fn plaintext_to_a_tls_listener_gets_an_alert_and_is_closed(kind: EngineKind) {
+    let pki = Pki::new("plain");
+    let mut t = Transport::new(cfg(kind)).expect("transport");
+    let l = t.listen_tls(any_port(), pki.server()).expect("listen");
+    let addr = t.listener_addr(l).expect("addr");
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let mut why = None;
+    drive(&mut t, |_, ev| {
+        if let Event::Closed(_, r) = ev {
+            why = Some(r);
+        }
+        assert!(!matches!(ev, Event::Readable(_)));
+        why.is_some()
+    });
+    assert_eq!(why, Some(CloseReason::Tls));
+    let got = client.join().expect("client");
+    // An alert record (content type 21) and then the end of the stream.
+    assert_eq!(got.first(), Some(&21), "{got:?}");
+}
