@@ -286,3 +286,23 @@ pub fn shard_transport(
         .ok_or_else(|| dataplane::Error::Config(format!("no port queue for shard {shard}")))?;
     dataplane::transport::Transport::over_port(port, s.config.clone(), config.clone())
 }
+
+/// A server's TLS configuration from its certificate chain and key (PEM
+/// files, both or neither), announcing `alpn`.
+///
+/// # Errors
+///
+/// Only one of the two given, or a file that cannot be read or parsed.
+pub fn tls_config(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    alpn: &[&str],
+) -> anyhow::Result<Option<Arc<dataplane::transport::tls::ServerConfig>>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(dataplane::transport::tls::server_config(
+            cert, key, alpn,
+        )?)),
+        _ => anyhow::bail!("TLS needs both a certificate and its key"),
+    }
+}

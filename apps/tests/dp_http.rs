@@ -308,6 +308,137 @@ fn metrics_need_the_bearer_token_when_one_is_set(engine: &str) {
     assert_eq!(curl(&[&s.url("/plaintext")]).1, b"Hello, World!");
 }
 
+/// Runs `openssl s_client` against the server with `ca` as its trust
+/// store, sending `request`; its output, and whether it succeeded.
+fn s_client(port: u16, ca: &str, request: &[u8]) -> (bool, String) {
+    let mut child = Command::new("timeout")
+        .args(["30", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-CAfile",
+            ca,
+        ])
+        .args(["-ign_eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request)
+        .expect("request");
+    let out = child.wait_with_output().expect("s_client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn https_with_curl_and_openssl(engine: &str) {
+    let (Some(pki), Some(stranger)) = (support::Pki::new("http"), support::Pki::new("other"))
+    else {
+        return;
+    };
+    let s = dp_http_with(
+        engine,
+        &[
+            "--tls-cert",
+            &pki.path("cert.pem"),
+            "--tls-key",
+            &pki.path("key.pem"),
+            "--metrics-token",
+            "s3cret",
+        ],
+    );
+    let url = |path: &str| format!("https://localhost:{}{path}", s.port);
+    let ca = pki.path("ca.pem");
+    // Keep-alive over TLS: two requests on one connection, a 300 KB file
+    // (many records), and a chunked upload echoed byte for byte.
+    let (log, body) = curl(&[
+        "-v",
+        "--cacert",
+        &ca,
+        &url("/plaintext"),
+        &url("/plaintext"),
+    ]);
+    assert_eq!(body, b"Hello, World!Hello, World!");
+    assert!(
+        log.contains("Re-using existing connection") || log.contains("Reusing existing"),
+        "{log}"
+    );
+    assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
+    let (_, file) = curl(&["--cacert", &ca, &url("/files/blob.bin")]);
+    assert!(file == pattern(300_000), "the file differs over TLS");
+    let upload = s.dir.join("upload.bin");
+    std::fs::write(&upload, pattern(200_000)).expect("write");
+    let (_, echoed) = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", upload.display()),
+        &url("/echo"),
+    ]);
+    assert!(echoed == pattern(200_000), "the echo differs over TLS");
+    // The bearer token still guards /metrics.
+    let status = |extra: &[&str]| {
+        let mut args = vec!["--cacert", &ca, "-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(extra);
+        let u = url("/metrics");
+        args.push(&u);
+        String::from_utf8(curl(&args).1).expect("utf-8")
+    };
+    assert_eq!(status(&[]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer s3cret"]), "200");
+    // A client that does not trust the certificate is refused: curl with
+    // the system's store (60: not verified), and with another CA.
+    for extra in [&[][..], &["--cacert", &stranger.path("ca.pem")][..]] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30"])
+            .args(extra)
+            .arg(url("/plaintext"))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            out.status.code(),
+            Some(60),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("http://127.0.0.1:{}/plaintext", s.port))
+        .output()
+        .expect("curl");
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    // openssl s_client: verified, TLS 1.3, and an HTTP exchange through it.
+    let request = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (ok, text) = s_client(s.port, &ca, request);
+    assert!(ok, "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("TLSv1.3"), "{text}");
+    assert!(text.contains("Hello, World!"), "{text}");
+    let (ok, text) = s_client(s.port, &stranger.path("ca.pem"), request);
+    assert!(!ok && !text.contains("Hello, World!"), "{text}");
+    let sum = s.finish();
+    assert_eq!(
+        (&sum["by_class"][1], &sum["by_class"][3]),
+        (&6.into(), &1.into()),
+        "{sum}"
+    );
+}
+
 fn wrk_runs_without_errors(engine: &str) {
     if !support::have("wrk") {
         return;
@@ -368,5 +499,6 @@ on_every_engine!(
     curl_serves_every_route,
     malformed_requests_get_their_status_and_a_close,
     metrics_need_the_bearer_token_when_one_is_set,
+    https_with_curl_and_openssl,
     wrk_runs_without_errors,
 );

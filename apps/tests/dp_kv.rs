@@ -456,6 +456,134 @@ fn requirepass_answers_as_redis_does(engine: &str) {
     assert_eq!(want.len(), got.len());
 }
 
+/// `redis-cli` over TLS to `tls_port`: each case's exit status and
+/// output (the port written as `PORT`).
+fn tls_replies(tls_port: u16, ca: &str, stranger: &str) -> Vec<(String, String)> {
+    let port = tls_port.to_string();
+    let cases: [&[&str]; 9] = [
+        &["--cacert", ca, "-a", "secret", "SET", "k", "v"],
+        &["--cacert", ca, "-a", "secret", "GET", "k"],
+        &["--cacert", ca, "GET", "k"],
+        &["--cacert", ca, "-a", "wrong", "GET", "k"],
+        &["--cacert", ca, "-a", "secret", "RPUSH", "l", "a", "b", "c"],
+        &["--cacert", ca, "-a", "secret", "LRANGE", "l", "0", "-1"],
+        &["--cacert", ca, "-a", "secret", "INCRBY", "n", "41"],
+        // Not trusted: the system's store, and another CA.
+        &["PING"],
+        &["--cacert", stranger, "PING"],
+    ];
+    cases
+        .iter()
+        .map(|args| {
+            let out = Command::new("timeout")
+                .args(["30", "redis-cli", "--tls", "--no-auth-warning", "-p", &port])
+                .args(*args)
+                .output()
+                .expect("redis-cli");
+            let text = format!(
+                "{:?} {}{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (args.join(" "), text.replace(&port, "PORT"))
+        })
+        .collect()
+}
+
+fn tls_and_auth_answer_as_redis_does(engine: &str) {
+    if !support::have("redis-server") {
+        return;
+    }
+    let (Some(pki), Some(stranger)) = (support::Pki::new("kv"), support::Pki::new("stranger"))
+    else {
+        return;
+    };
+    let tls = |port: u16| {
+        vec![
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".to_string(),
+            pki.path("cert.pem"),
+            "--tls-key-file".to_string(),
+            pki.path("key.pem"),
+            "--requirepass".to_string(),
+            "secret".to_string(),
+        ]
+    };
+    let (redis_tls, kv_tls) = (support::free_port(), support::free_port());
+    let mut redis_args = tls(redis_tls);
+    // redis-server asks for client certificates unless told not to.
+    redis_args.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
+    let redis_args: Vec<&str> = redis_args.iter().map(String::as_str).collect();
+    let _redis = redis_server_with(&redis_args);
+    let kv_args = tls(kv_tls);
+    let kv_args: Vec<&str> = kv_args.iter().map(String::as_str).collect();
+    let kv = dp_kv(engine, &kv_args);
+    let (ca, other) = (pki.path("ca.pem"), stranger.path("ca.pem"));
+    let want = tls_replies(redis_tls, &ca, &other);
+    let got = tls_replies(kv_tls, &ca, &other);
+    for ((cmd, w), (_, g)) in want.iter().zip(&got) {
+        assert_eq!(g, w, "redis-cli --tls {cmd}");
+    }
+    assert!(
+        want[1].1.contains('v') && want[7].1.contains("certificate verify failed"),
+        "{want:?}"
+    );
+    // The plain port serves the same keyspace.
+    let out = Command::new("redis-cli")
+        .args([
+            "--no-auth-warning",
+            "-a",
+            "secret",
+            "-p",
+            &kv.port.to_string(),
+            "GET",
+            "k",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n");
+    // redis-benchmark over TLS: every request answered.
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "redis-benchmark",
+            "--tls",
+            "--cacert",
+            &ca,
+            "-a",
+            "secret",
+        ])
+        .args([
+            "-p",
+            &kv_tls.to_string(),
+            "-t",
+            "set,get",
+            "-n",
+            "5000",
+            "-c",
+            "8",
+            "-q",
+        ])
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for t in ["SET", "GET"] {
+        assert!(
+            text.contains(&format!("{t}: ")) && text.contains("requests per second"),
+            "{text}"
+        );
+    }
+    let sum = kv.finish();
+    let commands: u64 = sum["shards"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["commands"].as_u64()).sum())
+        .unwrap_or(0);
+    assert!(commands >= 10_000, "{sum}");
+}
+
 fn redis_benchmark_runs(engine: &str) {
     if !support::have("redis-benchmark") {
         return;
@@ -996,6 +1124,7 @@ macro_rules! on_every_engine {
 on_every_engine!(
     same_replies_as_redis,
     requirepass_answers_as_redis_does,
+    tls_and_auth_answer_as_redis_does,
     redis_benchmark_runs,
     concurrent_increments_are_all_counted,
     malformed_requests_are_refused_and_the_connection_closed,

@@ -52,6 +52,13 @@ pub struct HttpArgs {
     /// TOKEN` (others get 401).
     #[arg(long = "metrics-token", value_name = "TOKEN")]
     pub metrics_token: Option<String>,
+    /// Speak HTTPS on `--listen` with this certificate chain (PEM, the
+    /// server's certificate first); needs `--tls-key`.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The largest request body (`POST /echo`; over it, 413).
     #[arg(long = "max-body", default_value = "1mb", value_parser = crate::kv::parse_bytes)]
     pub max_body: usize,
@@ -273,6 +280,12 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
         rx_buffer: limits.max_body + limits.max_head + 16 * 1024,
         ..Default::default()
     };
+    let tls = crate::serve::tls_config(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        &["http/1.1"],
+    )?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let stack = crate::serve::StackPorts::open(&args.stack, lcores.len())?;
     let (addr, engine) = match &stack {
         Some(s) => (s.listen_addr(args.listen.port()), EngineKind::Stack),
@@ -283,6 +296,7 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
         transport,
         limits,
         stack,
+        tls,
     });
     let metrics = Metrics::new();
     let token: Option<Arc<[u8]>> = args.metrics_token.as_ref().map(|t| Arc::from(t.as_bytes()));
@@ -300,7 +314,7 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
     // Acquire: pairs with each shard's Release store once it listens.
     let ready = move || flags.iter().all(|c| c.ready.load(Ordering::Acquire));
     let banner = format!(
-        "dp-http: {} shard(s) listening on {addr}, {engine} engine, {} file(s)",
+        "dp-http: {} shard(s) listening on {addr} ({scheme}), {engine} engine, {} file(s)",
         lcores.len(),
         files.len()
     );

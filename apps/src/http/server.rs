@@ -34,6 +34,8 @@ pub struct HttpConfig {
     pub limits: Limits,
     /// The port queues when the shards run on the user-space stack.
     pub stack: Option<Arc<crate::serve::StackPorts>>,
+    /// HTTPS: the listener speaks TLS with this configuration.
+    pub tls: Option<Arc<dataplane::transport::tls::ServerConfig>>,
 }
 
 /// A shard's counters, read by the stats line and `/metrics`.
@@ -125,7 +127,10 @@ impl HttpShard {
                 self.id,
                 &self.config.transport,
             )?;
-            t.listen(self.config.listen)?;
+            match &self.config.tls {
+                Some(tls) => t.listen_tls(self.config.listen, tls.clone())?,
+                None => t.listen(self.config.listen)?,
+            };
             self.t = Some(t);
             // Release: the main thread reads it to say the server listens.
             self.counters.ready.store(true, Ordering::Release);

@@ -36,6 +36,16 @@ pub struct KvArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
+    /// A second port that speaks TLS (redis-server's `tls-port`; 0 picks
+    /// one), with `--tls-cert-file` and `--tls-key-file`.
+    #[arg(long = "tls-port", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub tls_port: Option<u16>,
+    /// The TLS certificate chain (PEM), as redis-server's `tls-cert-file`.
+    #[arg(long = "tls-cert-file", value_name = "FILE", requires = "tls_port")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert-file` (PEM), as `tls-key-file`.
+    #[arg(long = "tls-key-file", value_name = "FILE", requires = "tls_port")]
+    pub tls_key_file: Option<std::path::PathBuf>,
     /// The CPUs of the shards, as a list (`0-3,8`); else
     /// `DATAPLANE_CPUS`, else the plan's.
     #[arg(long)]
@@ -288,7 +298,27 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         Some(s) => (s.listen_addr(args.port), EngineKind::Stack),
         None => crate::serve::probe_listen(SocketAddr::new(args.bind, args.port), &transport)?,
     };
+    let tls = match crate::serve::tls_config(
+        args.tls_cert_file.as_deref(),
+        args.tls_key_file.as_deref(),
+        &[],
+    )? {
+        Some(tls) => {
+            let port = args.tls_port.unwrap_or(0);
+            let tls_addr = match &stack {
+                Some(s) => s.listen_addr(port),
+                None => crate::serve::probe_listen(SocketAddr::new(args.bind, port), &transport)?.0,
+            };
+            Some((tls_addr, tls))
+        }
+        None => None,
+    };
+    let tls_banner = tls
+        .as_ref()
+        .map(|(a, _)| format!(" and {a} (TLS)"))
+        .unwrap_or_default();
     let config = Arc::new(KvConfig {
+        tls,
         bind: addr,
         stack,
         maxmemory: args.maxmemory,
@@ -327,7 +357,7 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
     let flags: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
     // Acquire: pairs with each shard's Release store once it listens.
     let ready = move || flags.iter().all(|c| c.ready.load(Ordering::Acquire));
-    let banner = format!("dp-kv: {n} shard(s) listening on {addr}, {engine} engine");
+    let banner = format!("dp-kv: {n} shard(s) listening on {addr}{tls_banner}, {engine} engine");
     let start = Instant::now();
     let watched: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
     let stats = args.stats;

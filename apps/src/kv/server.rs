@@ -69,6 +69,8 @@ pub struct KvConfig {
     pub durable: Option<DurableConfig>,
     /// The port queues when the shards run on the user-space stack.
     pub stack: Option<Arc<crate::serve::StackPorts>>,
+    /// A second listener that speaks TLS: its address and configuration.
+    pub tls: Option<(SocketAddr, Arc<dataplane::transport::tls::ServerConfig>)>,
 }
 
 /// Where and how the logs are kept.
@@ -417,6 +419,10 @@ impl Shard {
         )?;
         let l = t.listen(self.config.bind)?;
         let addr = t.listener_addr(l)?;
+        if let Some((tls_addr, tls)) = &self.config.tls {
+            let tl = t.listen_tls(*tls_addr, tls.clone())?;
+            tracing::info!(shard = self.id, addr = %t.listener_addr(tl)?, "dp-kv: listening with TLS");
+        }
         tracing::info!(shard = self.id, engine = %t.engine(), %addr, "dp-kv: listening");
         self.t = Some(t);
         self.listener = Some(l);

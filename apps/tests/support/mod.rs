@@ -134,20 +134,7 @@ pub fn tcpdump_count(path: &Path) -> Option<u64> {
 /// Whether `tool` runs here; where it does not, says so, and fails where
 /// `DATAPLANE_REQUIRE` names `netns` (CI installs every peer).
 pub fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(
-            !required("netns"),
-            "{tool} is needed (scripts/install-deps.sh)"
-        );
-        println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
-    }
-    ok
+    have_with(tool, "--version")
 }
 
 /// Whether the transport's io_uring engine runs here; where it does not,
@@ -195,4 +182,125 @@ pub fn poll_until(tries: u32, mut ready: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     ready()
+}
+
+/// A test CA and a server certificate for `localhost` and 127.0.0.1 that
+/// it signed, made with the `openssl` command line as docs/security.md
+/// shows, as PEM files in a directory of their own (removed on drop).
+pub struct Pki {
+    pub dir: std::path::PathBuf,
+}
+
+impl Pki {
+    /// `None` (the test says why and passes) where `openssl` is missing,
+    /// except where `DATAPLANE_REQUIRE` names `netns`.
+    pub fn new(tag: &str) -> Option<Self> {
+        if !have_with("openssl", "version") {
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dp-pki-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("ext");
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=dataplane test CA {tag}"),
+            ],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "req.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "req.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(Self { dir })
+    }
+
+    /// A file of it: `ca.pem`, `cert.pem` or `key.pem`.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// [`have`] for a tool that answers `arg` rather than `--version`.
+pub fn have_with(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            !required("netns"),
+            "{tool} is needed (scripts/install-deps.sh)"
+        );
+        println!("skip: {tool} is not installed (scripts/install-deps.sh installs it)");
+    }
+    ok
 }
