@@ -25,13 +25,22 @@
 # The durable pair runs redis-benchmark -t set -c 50 -P 16 -d 16 for
 # DURABLE_REQUESTS (every reply after stable storage on both sides).
 #
-#   scripts/bench-servers.sh [--only kv|durable|http] [--rounds N] [--requests N]
+# The TLS pairs (--only tls) are the same servers with a certificate from
+# a CA this script makes with openssl (ECDSA P-256): dp-kv --tls-port
+# against redis-server --tls-port (--tls-auth-clients no), with
+# redis-benchmark --tls -t set,get -c 50 -d 16 at each pipeline depth; and
+# dp-http --tls-cert against nginx with `listen ... ssl` (its default
+# protocols and ciphers), with wrk -t1 -c64 over https. Both sides
+# negotiate TLS 1.3 with the client's first suite (AES-256-GCM).
+#
+#   scripts/bench-servers.sh [--only kv|durable|http|tls] [--rounds N] [--requests N]
 #       [--durable-requests N]
 #       [--pipelines "1 16"] [--sizes "16 1024"] [--http-seconds S]
 #
 # Goals (issue): dp-kv >= 2x redis-server's ops/s at -P 16 and >= 1.3x at
 # -P 1; durable dp-kv >= 3x Redis's SETs/s with appendfsync always at -P 16;
-# dp-http >= 2x nginx's requests/s; p99 no worse. Writes
+# dp-http >= 2x nginx's requests/s; p99 no worse; over TLS, at least the
+# peers' speed (the goal the issue sets for every server). Writes
 # target/bench/servers-<stamp>.txt and the raw CSV lines beside it.
 # DP_BENCH_CPUS="SERVER,CLIENT" (default 0,1).
 set -euo pipefail
@@ -61,7 +70,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 IFS=, read -r server_cpu client_cpu <<<"${DP_BENCH_CPUS:-0,1}"
-for tool in redis-server redis-benchmark redis-cli nginx wrk; do
+for tool in redis-server redis-benchmark redis-cli nginx wrk openssl; do
     command -v "$tool" >/dev/null || { echo "bench-servers: $tool is missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -85,6 +94,24 @@ KV=$CARGO_TARGET_DIR/release/dp-kv
 HTTP=$CARGO_TARGET_DIR/release/dp-http
 port=17900
 
+# A CA and a certificate for 127.0.0.1 it signed (the TLS pairs).
+pki=$work/pki
+make_pki() {
+    mkdir -p "$pki"
+    (
+        cd "$pki"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench CA" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout key.pem -out req.csr -subj "/CN=localhost" 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext
+        openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out cert.pem -days 2 -extfile ext 2>/dev/null
+    )
+}
+# A contender's TLS port, beside its plain one.
+tls_port() { echo $(($1 + 1000)); }
+
 start() { # contender port
     case $1 in
         dp-kv) "$KV" --port "$2" --cpus "$server_cpu" --json >"$work/server.log" 2>&1 & ;;
@@ -98,6 +125,12 @@ start() { # contender port
                 --appendonly yes --appendfsync always --dir "$disk/redis" >"$work/server.log" 2>&1 & ;;
         redis) taskset -c "$server_cpu" redis-server --port "$2" --bind 127.0.0.1 \
             --save "" --appendonly no >"$work/server.log" 2>&1 & ;;
+        dp-kv-tls) "$KV" --port "$2" --cpus "$server_cpu" --json --tls-port "$(tls_port "$2")" \
+            --tls-cert-file "$pki/cert.pem" --tls-key-file "$pki/key.pem" >"$work/server.log" 2>&1 & ;;
+        redis-tls) taskset -c "$server_cpu" redis-server --port "$2" --bind 127.0.0.1 \
+            --save "" --appendonly no --tls-port "$(tls_port "$2")" --tls-auth-clients no \
+            --tls-cert-file "$pki/cert.pem" --tls-key-file "$pki/key.pem" \
+            --tls-ca-cert-file "$pki/ca.pem" >"$work/server.log" 2>&1 & ;;
     esac
     pid=$!
     for _ in $(seq 200); do
@@ -115,7 +148,7 @@ start() { # contender port
 stop_server() { # contender -> prints cpu seconds
     local ticks=0 p
     case $1 in
-        dp-kv | dp-kv-durable | dp-http) ;;
+        dp-kv | dp-kv-durable | dp-http | dp-kv-tls | dp-http-tls) ;;
         *) for p in $pid $(pgrep -P "$pid"); do
                ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
            done ;;
@@ -124,7 +157,7 @@ stop_server() { # contender -> prints cpu seconds
     # A subshell cannot wait for its parent's child: watch it go.
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     case $1 in
-        dp-kv | dp-kv-durable | dp-http) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
+        dp-kv | dp-kv-durable | dp-http | dp-kv-tls | dp-http-tls) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
         *) echo "scale=4; $ticks / $(getconf CLK_TCK)" | bc ;;
     esac
 }
@@ -157,7 +190,11 @@ done
 http_start() { # contender port
     case $1 in
         dp-http) "$HTTP" --listen "127.0.0.1:$2" --cpus "$server_cpu" --json >"$work/server.log" 2>&1 & ;;
-        nginx)
+        dp-http-tls) "$HTTP" --listen "127.0.0.1:$2" --cpus "$server_cpu" --json \
+            --tls-cert "$pki/cert.pem" --tls-key "$pki/key.pem" >"$work/server.log" 2>&1 & ;;
+        nginx | nginx-tls)
+            local listen="listen 127.0.0.1:$2;"
+            [[ $1 == nginx-tls ]] && listen="listen 127.0.0.1:$2 ssl; ssl_certificate $pki/cert.pem; ssl_certificate_key $pki/key.pem;"
             mkdir -p "$work/nginx"
             cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
@@ -174,7 +211,7 @@ http {
     uwsgi_temp_path $work/nginx;
     scgi_temp_path $work/nginx;
     server {
-        listen 127.0.0.1:$2;
+        $listen
         location = /plaintext { default_type text/plain; return 200 "Hello, World!"; }
     }
 }
@@ -182,8 +219,10 @@ CONF
             taskset -c "$server_cpu" nginx -c "$work/nginx.conf" >"$work/server.log" 2>&1 & ;;
     esac
     pid=$!
+    local scheme=http
+    [[ $1 == *-tls ]] && scheme=https
     for _ in $(seq 200); do
-        curl -sf "http://127.0.0.1:$2/plaintext" >/dev/null 2>&1 && return 0
+        curl -sf --cacert "$pki/ca.pem" "$scheme://127.0.0.1:$2/plaintext" >/dev/null 2>&1 && return 0
         sleep 0.05
     done
     echo "bench-servers: $1 did not start:" >&2
@@ -192,13 +231,13 @@ CONF
 }
 
 # wrk's "Requests/sec" and the 99% line of --latency, in ms.
-wrk_csv() { # round contender
-    awk -v r="$1" -v c="$2" '
+wrk_csv() { # round contender [test]
+    awk -v r="$1" -v c="$2" -v t="${3:-plaintext}" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
         /^ +99%/ { p99 = ms($2) }
         /^Requests\/sec:/ { rps = $2 }
         /Non-2xx|Socket errors/ { bad = 1 }
-        END { if (bad) print "bench-servers: " c " had errors" > "/dev/stderr"; print r "," c ",0,13,plaintext," rps "," p99 }'
+        END { if (bad) print "bench-servers: " c " had errors" > "/dev/stderr"; print r "," c ",0,13," t "," rps "," p99 }'
 }
 
 [[ $only == all || $only == durable ]] && rounds_durable=$rounds || rounds_durable=0
@@ -236,6 +275,40 @@ for r in $(seq "$rounds_http"); do
     log "round $r http done"
 done
 
+[[ $only == all || $only == tls ]] && rounds_tls=$rounds || rounds_tls=0
+((rounds_tls > 0)) && make_pki
+for r in $(seq "$rounds_tls"); do
+    order=(dp-kv-tls redis-tls)
+    ((r % 2 == 0)) && order=(redis-tls dp-kv-tls)
+    for p in $pipelines; do
+        for c in "${order[@]}"; do
+            port=$((port + 1))
+            start "$c" "$port"
+            taskset -c "$client_cpu" redis-benchmark --tls --cacert "$pki/ca.pem" \
+                -p "$(tls_port "$port")" -t set,get -c 50 -n "$requests" -P "$p" -d 16 --csv 2>/dev/null |
+                awk -F, -v r="$r" -v c="$c" -v p="$p" \
+                    'NR > 1 { gsub(/"/, ""); print r "," c "," p ",16,tls-" $1 "," $2 "," $7 }' >"$work/rows"
+            cpu=$(stop_server "$c")
+            wait "$pid" 2>/dev/null || true
+            sed "s/\$/,$cpu,$((2 * requests))/" "$work/rows" >>"$raw"
+        done
+    done
+    order=(dp-http-tls nginx-tls)
+    ((r % 2 == 0)) && order=(nginx-tls dp-http-tls)
+    for c in "${order[@]}"; do
+        port=$((port + 1))
+        http_start "$c" "$port"
+        taskset -c "$client_cpu" wrk -t1 -c64 -d"${http_secs}s" --latency \
+            "https://127.0.0.1:$port/plaintext" 2>&1 | tee "$work/wrk.txt" |
+            wrk_csv "$r" "$c" tls-plaintext >"$work/rows"
+        cpu=$(stop_server "$c")
+        wait "$pid" 2>/dev/null || true
+        n=$(awk '/requests in/ { print $1 }' "$work/wrk.txt")
+        sed "s/\$/,$cpu,$n/" "$work/rows" >>"$raw"
+    done
+    log "round $r tls done"
+done
+
 python3 - "$raw" <<'EOF' | tee -a "$txt"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -244,7 +317,9 @@ print(f"{'test':<9} {'-P':>3} {'-d':>5} {'ours rps':>11} {'peer rps':>11} {'rati
 for p, d, t in keys:
     def get(c):
         return {r["round"]: r for r in rows if r["contender"] == c and int(r["pipeline"]) == p and int(r["size"]) == d and r["test"] == t}
-    ours, peer = {"plaintext": ("dp-http", "nginx"), "durable-SET": ("dp-kv-durable", "redis-aof")}.get(t, ("dp-kv", "redis"))
+    ours, peer = {"plaintext": ("dp-http", "nginx"), "durable-SET": ("dp-kv-durable", "redis-aof"),
+                  "tls-plaintext": ("dp-http-tls", "nginx-tls")}.get(
+        t, ("dp-kv-tls", "redis-tls") if t.startswith("tls-") else ("dp-kv", "redis"))
     a, b = get(ours), get(peer)
     rounds = sorted(set(a) & set(b))
     if not rounds:
@@ -256,7 +331,7 @@ for p, d, t in keys:
     cpu = statistics.median(us(b, x) / max(us(a, x), 1e-6) for x in rounds)
     print(f"{t:<9} {p:>3} {d:>5} {med(a,'rps'):>11.0f} {med(b,'rps'):>11.0f} {ratio:>6.2f} {med(a,'p99_ms'):>9.3f} {med(b,'p99_ms'):>9.3f} {lat:>9.2f} {statistics.median(us(a,x) for x in rounds):>8.2f} {statistics.median(us(b,x) for x in rounds):>8.2f} {cpu:>9.2f}")
 print("GET/SET: dp-kv against redis-server; durable-SET: dp-kv --durable against redis-server --appendfsync always;")
-print("plaintext: dp-http against nginx (-P 0: no pipelining)")
+print("plaintext: dp-http against nginx (-P 0: no pipelining); tls-*: the same over TLS 1.3")
 print("ratio: ours / peer requests/s, median of same-round ratios; p99 ratio: peer / ours (> 1: ours lower), in ms")
 print("us: the server's CPU microseconds per request over its run (ours: busy passes; peers: user + system);")
 print("cpu ratio: peer / ours, median of same-round ratios (> 1: ours cheaper)")

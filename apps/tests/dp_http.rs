@@ -194,7 +194,11 @@ fn curl_serves_every_route(engine: &str) {
     );
     let (_, metrics) = curl(&[&s.url("/metrics")]);
     let metrics = String::from_utf8_lossy(&metrics);
-    for m in ["dp_http_requests_total{shard=", "dataplane_lcore_passes"] {
+    for m in [
+        "dp_http_requests_total{shard=",
+        "dataplane_lcore_passes",
+        "dataplane_transport_accepted_total{shard=",
+    ] {
         assert!(metrics.contains(m), "{m} missing from:\n{metrics}");
     }
     let sum = s.finish();

@@ -584,6 +584,113 @@ fn tls_and_auth_answer_as_redis_does(engine: &str) {
     assert!(commands >= 10_000, "{sum}");
 }
 
+/// One scrape of `/metrics` at `addr`.
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("/metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("scrape");
+    out
+}
+
+/// The sum of a metric's series in a scrape (0 if it has none).
+fn metric(scrape: &str, name: &str) -> u64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn metrics_match_the_summary(engine: &str) {
+    if !support::have("redis-cli") {
+        return;
+    }
+    let Some(pki) = support::Pki::new("metrics") else {
+        return;
+    };
+    let (tls_port, metrics_port) = (support::free_port(), support::free_port());
+    let at = format!("127.0.0.1:{metrics_port}");
+    let kv = dp_kv(
+        engine,
+        &[
+            "--metrics",
+            &at,
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &pki.path("cert.pem"),
+            "--tls-key-file",
+            &pki.path("key.pem"),
+        ],
+    );
+    let ca = pki.path("ca.pem");
+    let cli = |tls: bool, args: &[&str]| {
+        let mut c = Command::new("redis-cli");
+        if tls {
+            c.args(["--tls", "--cacert", &ca, "-p", &tls_port.to_string()]);
+        } else {
+            c.args(["-p", &kv.port.to_string()]);
+        }
+        let out = c.args(args).output().expect("redis-cli");
+        assert!(out.status.success(), "{out:?}");
+    };
+    for i in 0..3 {
+        cli(false, &["SET", &format!("k{i}"), "v"]);
+    }
+    cli(true, &["SET", "t", "v"]);
+    cli(true, &["GET", "t"]);
+    // A client that does not trust the certificate (redis-cli connects a
+    // second time after the first fails).
+    let refused = Command::new("redis-cli")
+        .args(["--tls", "-p", &tls_port.to_string(), "PING"])
+        .output()
+        .expect("redis-cli");
+    assert!(!refused.status.success());
+    // The shards publish their transports' counters every 1,024 passes:
+    // wait until every connection shows.
+    let mut text = String::new();
+    let seen = support::poll_until(1500, || {
+        text = scrape(&at);
+        let closed = metric(&text, "dataplane_transport_closed_total");
+        closed >= 7
+            && closed == metric(&text, "dataplane_transport_accepted_total")
+            && metric(&text, "dataplane_transport_tls_failed_total") >= 2
+    });
+    assert!(seen, "{text}");
+    assert_eq!(
+        metric(&text, "dataplane_transport_accepted_total"),
+        7,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "dataplane_transport_tls_handshakes_total"),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "dataplane_transport_tls_failed_total"),
+        2,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "dataplane_transport_open"), 0, "{text}");
+    assert!(metric(&text, "dataplane_lcore_passes_total") > 0, "{text}");
+    assert!(text.contains("dp_kv_commands_total{shard=\"1\""), "{text}");
+    let commands = metric(&text, "dp_kv_commands_total");
+    let accepted = metric(&text, "dp_kv_accepted_total");
+    let sum = kv.finish();
+    let total = |k: &str| -> u64 {
+        sum["shards"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s[k].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    assert_eq!(commands, total("commands"), "{sum}");
+    assert_eq!(accepted, total("accepted"), "{sum}");
+    assert!(commands >= 5, "{sum}");
+}
+
 fn redis_benchmark_runs(engine: &str) {
     if !support::have("redis-benchmark") {
         return;
@@ -1125,6 +1232,7 @@ on_every_engine!(
     same_replies_as_redis,
     requirepass_answers_as_redis_does,
     tls_and_auth_answer_as_redis_does,
+    metrics_match_the_summary,
     redis_benchmark_runs,
     concurrent_increments_are_all_counted,
     malformed_requests_are_refused_and_the_connection_closed,

@@ -174,6 +174,33 @@ impl Metrics {
         });
     }
 
+    /// Per transport (the labels given, e.g. a shard's): its connection,
+    /// byte and TLS counters as its owner last published them
+    /// (`dataplane_transport_*`; `open` is a gauge).
+    pub fn transports(&self, transports: Vec<(Labels, Arc<crate::transport::PublishedStats>)>) {
+        self.collect(move |r| {
+            let Some((_, first)) = transports.first() else {
+                return;
+            };
+            for (i, field) in first.read().enumerate() {
+                let name = format!("dataplane_transport_{}", field.name);
+                let values = transports
+                    .iter()
+                    .filter_map(|(labels, t)| t.read().nth(i).map(|p| (labels.clone(), p.value)));
+                if field.gauge {
+                    let g = Family::<Labels, Gauge>::default();
+                    for (labels, v) in values {
+                        g.get_or_create(&labels)
+                            .set(i64::try_from(v).unwrap_or(i64::MAX));
+                    }
+                    r.register(name, field.help, g);
+                } else {
+                    r.register(name, field.help, counters(values));
+                }
+            }
+        });
+    }
+
     /// The text exposition of one scrape.
     pub fn render(&self) -> String {
         let mut r = Registry::default();

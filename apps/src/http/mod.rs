@@ -207,6 +207,13 @@ fn router(
 }
 
 fn shard_metrics(metrics: &Metrics, shards: Vec<Arc<HttpCounters>>) {
+    metrics.transports(
+        shards
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (vec![("shard".into(), i.to_string())], c.transport.clone()))
+            .collect(),
+    );
     metrics.collect(move |r| {
         let per = |f: &dyn Fn(&HttpCounters) -> u64| {
             counters(shards.iter().enumerate().map(|(i, c)| {

@@ -58,6 +58,8 @@ pub struct HttpCounters {
     pub rx_bytes: AtomicU64,
     /// As `rx_bytes`, sent.
     pub tx_bytes: AtomicU64,
+    /// The transport's counters, published as often.
+    pub transport: Arc<dataplane::transport::PublishedStats>,
 }
 
 impl HttpCounters {
@@ -183,6 +185,7 @@ impl HttpShard {
             let s = t.stats();
             self.counters.rx_bytes.store(s.rx_bytes, Ordering::Relaxed);
             self.counters.tx_bytes.store(s.tx_bytes, Ordering::Relaxed);
+            self.counters.transport.publish(&s);
         }
         Ok(work)
     }

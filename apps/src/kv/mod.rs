@@ -80,6 +80,11 @@ pub struct KvArgs {
     /// an NVMe target).
     #[arg(long = "durable-backend", default_value = "auto")]
     pub durable_backend: String,
+    /// Serve Prometheus `/metrics` on this address (loopback unless told
+    /// otherwise): the lcores', the shards' and their transports'
+    /// counters.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Stop after this many seconds (default: at SIGINT or SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
@@ -354,6 +359,15 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         counters.push((*lcore, c));
     }
     let running = group.launch()?;
+    let _metrics = match args.metrics {
+        Some(at) => {
+            let m = dataplane::metrics::Metrics::new();
+            m.lcores(running.stats_view());
+            shard_metrics(&m, &counters);
+            Some(m.serve(at).context("serving /metrics")?)
+        }
+        None => None,
+    };
     let flags: Vec<Arc<ShardCounters>> = counters.iter().map(|(_, c)| c.clone()).collect();
     // Acquire: pairs with each shard's Release store once it listens.
     let ready = move || flags.iter().all(|c| c.ready.load(Ordering::Acquire));
@@ -393,4 +407,98 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
         replayed,
         shards: counters.iter().map(|(l, c)| summarize(c, *l)).collect(),
     })
+}
+
+/// The shards' counters for `/metrics` (`shard` and `lcore` labels):
+/// commands, forwarded commands, connections, refusals and the keyspace,
+/// and each shard's transport.
+fn shard_metrics(metrics: &dataplane::metrics::Metrics, shards: &[(LcoreId, Arc<ShardCounters>)]) {
+    use dataplane::metrics::{Labels, counters, gauges};
+    let label = |i: usize, l: &LcoreId| -> Labels {
+        vec![
+            ("shard".into(), i.to_string()),
+            ("lcore".into(), l.0.to_string()),
+        ]
+    };
+    let s: Vec<(Labels, Arc<ShardCounters>)> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, (l, c))| (label(i, l), c.clone()))
+        .collect();
+    metrics.transports(
+        s.iter()
+            .map(|(l, c)| (l.clone(), c.transport.clone()))
+            .collect(),
+    );
+    metrics.collect(move |r| {
+        let per =
+            |f: &dyn Fn(&ShardCounters) -> u64| counters(s.iter().map(|(l, c)| (l.clone(), f(c))));
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        r.register(
+            "dp_kv_commands",
+            "Commands run",
+            per(&|c| load(&c.commands)),
+        );
+        r.register(
+            "dp_kv_forwarded",
+            "Commands sent to the shard that owns their key",
+            per(&|c| load(&c.forwarded)),
+        );
+        r.register(
+            "dp_kv_accepted",
+            "Connections accepted",
+            per(&|c| load(&c.accepted)),
+        );
+        r.register(
+            "dp_kv_protocol_errors",
+            "Malformed requests refused (the connection closed)",
+            per(&|c| load(&c.protocol_errors)),
+        );
+        let stores: Vec<(Labels, store::StoreStats)> = s
+            .iter()
+            .map(|(l, c)| (l.clone(), c.store.lock().map(|s| *s).unwrap_or_default()))
+            .collect();
+        let keyspace = |f: &dyn Fn(&store::StoreStats) -> u64| {
+            counters(stores.iter().map(|(l, st)| (l.clone(), f(st))))
+        };
+        let level = |f: &dyn Fn(&store::StoreStats) -> usize| {
+            gauges(stores.iter().map(|(l, st)| (l.clone(), f(st) as f64)))
+        };
+        r.register("dp_kv_keys", "Keys held", level(&|st| st.keys));
+        r.register(
+            "dp_kv_expires",
+            "Keys with a deadline",
+            level(&|st| st.expires),
+        );
+        r.register(
+            "dp_kv_used_memory_bytes",
+            "Bytes charged to the keyspace",
+            level(&|st| st.used_memory),
+        );
+        r.register(
+            "dp_kv_keyspace_hits",
+            "Lookups that found their key",
+            keyspace(&|st| st.hits),
+        );
+        r.register(
+            "dp_kv_keyspace_misses",
+            "Lookups that did not",
+            keyspace(&|st| st.misses),
+        );
+        r.register(
+            "dp_kv_expired_keys",
+            "Keys removed at their deadline",
+            keyspace(&|st| st.expired),
+        );
+        r.register(
+            "dp_kv_evicted_keys",
+            "Keys removed to stay under maxmemory",
+            keyspace(&|st| st.evicted),
+        );
+        let open = gauges(
+            s.iter()
+                .map(|(l, c)| (l.clone(), c.open.load(Ordering::Relaxed) as f64)),
+        );
+        r.register("dp_kv_connections", "Connections open", open);
+    });
 }

@@ -291,6 +291,8 @@ pub struct ShardCounters {
     pub ready: std::sync::atomic::AtomicBool,
     /// The keyspace's counters, refreshed once per 1,024 passes.
     pub store: Mutex<StoreStats>,
+    /// The transport's counters, published as often.
+    pub transport: Arc<dataplane::transport::PublishedStats>,
 }
 
 /// One lcore's part of the server: the [`Poller`] of that lcore.
@@ -502,10 +504,11 @@ impl Shard {
         }
         work += st.flush_outboxes();
         work += st.store.expire_some(st.now, EXPIRE_SAMPLE);
-        if st.passes.is_multiple_of(1024)
-            && let Ok(mut s) = st.counters.store.lock()
-        {
-            *s = st.store.stats();
+        if st.passes.is_multiple_of(1024) {
+            st.counters.transport.publish(&t.stats());
+            if let Ok(mut s) = st.counters.store.lock() {
+                *s = st.store.stats();
+            }
         }
         Ok(work)
     }

@@ -95,6 +95,7 @@ mod conn;
 mod core;
 #[allow(unsafe_code)]
 mod epoll;
+mod published;
 pub mod stack;
 mod state;
 pub mod tls;
@@ -102,6 +103,7 @@ pub mod tls;
 mod uring;
 
 pub use self::core::Transport;
+pub use self::published::{Published, PublishedStats};
 
 use crate::backend::{Choice, Kind};
 use dataplane_require::Capability;
