@@ -14,6 +14,10 @@
 //! take `--metrics ADDR`; use a loopback address unless the network must
 //! scrape it).
 
+mod histogram;
+
+pub use histogram::LatencyHistogram;
+
 use crate::lcore::LcoreStatsView;
 use crate::{Error, Result};
 use prometheus_client::encoding::text::encode;

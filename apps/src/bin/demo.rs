@@ -49,6 +49,10 @@ struct Args {
     /// Print one JSON summary object as the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus `/metrics` on this address while running (the
+    /// lcores', and each stage's packets).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         size: args.size,
         rate: (args.rate > 0).then_some(args.rate),
         lines: true,
+        metrics: args.metrics,
     };
     let (summary, figures) = run_demo(&cfg, quit)?;
     if !args.json {

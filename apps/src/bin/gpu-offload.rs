@@ -38,6 +38,7 @@ use dataplane::accel::{
     self, BackendChoice, BufferPath, Buffers, Completion, Kernel, Kernels, Queue, QueueConfig,
 };
 use dataplane::lcore::{LcoreConfig, LcoreGroup, PollContext, Poller, Role};
+use dataplane::metrics::{LatencyHistogram, Metrics, MetricsServer, counters};
 use dataplane::net::{self, MbufBatch, Port};
 use dataplane::ring::{self, Consumer, Producer, Single};
 use dataplane_apps::net::cli::CommonArgs;
@@ -47,6 +48,7 @@ use dataplane_apps::net::synth::Generator;
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,8 +100,30 @@ struct Args {
     /// io_uring or memory.
     #[arg(long = "net", default_value = "auto")]
     net: net::BackendChoice,
+    /// Serve Prometheus `/metrics` on this address while running: the
+    /// lcores', the ports' packets, the accelerator queue's counters and
+    /// its batch latency histogram.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
+/// What the lcores publish as they run, for `/metrics`.
+#[derive(Debug, Default)]
+struct Live {
+    received: AtomicU64,
+    forwarded: AtomicU64,
+    dropped_tx: AtomicU64,
+    hits: AtomicU64,
+    /// The accelerator queue's counters, refreshed (with `try_lock`, so
+    /// the lcore never waits) after each pass that completed batches.
+    accel: Mutex<accel::QueueStats>,
+    /// Submission to completion seen, per batch, in ns.
+    latency: LatencyHistogram,
+}
+
+/// Batch latency quantiles, from a histogram whose buckets are 1/16 of a
+/// power of two wide (each quantile is its bucket's top, at most 6.25%
+/// above the exact one; `max_us` is exact).
 #[derive(Debug, Default, Clone, Serialize)]
 struct Latency {
     p50_us: f64,
@@ -140,7 +164,6 @@ struct Summary {
 /// What the accelerator lcore learned, handed over when it stops.
 #[derive(Debug, Default)]
 struct AccelReport {
-    latencies_ns: Vec<u64>,
     batches: u64,
     hits: u64,
     failed: u64,
@@ -191,6 +214,7 @@ struct PortIo {
     out: Vec<MbufBatch>,
     counts: PortCounts,
     handoff: Arc<Mutex<PortCounts>>,
+    live: Arc<Live>,
     hashes: std::collections::HashSet<u32>,
     distinct: Arc<Mutex<usize>>,
 }
@@ -237,6 +261,16 @@ impl Poller for PortIo {
             work += 1;
         }
         work += self.transmit();
+        // Relaxed: readers want each counter untorn, not an order.
+        self.live
+            .received
+            .store(self.counts.received, Ordering::Relaxed);
+        self.live
+            .forwarded
+            .store(self.counts.forwarded, Ordering::Relaxed);
+        self.live
+            .dropped_tx
+            .store(self.counts.dropped_tx, Ordering::Relaxed);
         if self.held.is_empty() && !ctx.stopping() {
             for (i, port) in self.ports.iter_mut().enumerate() {
                 let got = port.rx_burst(&mut self.rx);
@@ -282,6 +316,7 @@ struct Accel {
     next_tag: u64,
     report: AccelReport,
     handoff: Arc<Mutex<Option<AccelReport>>>,
+    live: Arc<Live>,
     /// Drop packets that carry a signature here (port mode); otherwise
     /// pass everything on, stamped.
     drop_hits: bool,
@@ -333,7 +368,9 @@ impl Accel {
         for c in self.done.drain(..) {
             let slot = (c.tag % self.submitted_at.len() as u64) as usize;
             let took = now.duration_since(self.submitted_at[slot]);
-            self.report.latencies_ns.push(took.as_nanos() as u64);
+            self.live
+                .latency
+                .record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
             self.report.batches += 1;
             self.report.path = Some(c.path);
             let Buffers {
@@ -361,6 +398,12 @@ impl Accel {
             // A failed batch's packets (still in `pkts`) go on unjudged.
             self.out.extend(pkts.drain(..));
             self.spare.push((pkts, results));
+        }
+        if n > 0 {
+            self.live.hits.store(self.report.hits, Ordering::Relaxed);
+            if let Ok(mut s) = self.live.accel.try_lock() {
+                *s = self.queue.stats();
+            }
         }
         n
     }
@@ -400,12 +443,76 @@ impl Poller for Accel {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1000.0
+/// Serves `/metrics` at `at` until the handle is dropped: the lcores'
+/// counters, the ports' packets and the accelerator's.
+fn serve_metrics(
+    at: std::net::SocketAddr,
+    running: &dataplane::lcore::Running,
+    live: Arc<Live>,
+) -> anyhow::Result<MetricsServer> {
+    let m = Metrics::new();
+    m.lcores(running.stats_view());
+    m.collect(move |r| {
+        let one = |v: u64| counters([(Vec::new(), v)]);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        r.register(
+            "gpu_offload_received",
+            "Packets received",
+            one(load(&live.received)),
+        );
+        r.register(
+            "gpu_offload_forwarded",
+            "Packets sent on after the verdict",
+            one(load(&live.forwarded)),
+        );
+        r.register(
+            "gpu_offload_dropped_signature",
+            "Packets dropped on the verdict (a signature)",
+            one(load(&live.hits)),
+        );
+        r.register(
+            "gpu_offload_dropped_tx",
+            "Packets a port would not take",
+            one(load(&live.dropped_tx)),
+        );
+        let q = live.accel.lock().map(|s| *s).unwrap_or_default();
+        r.register(
+            "dataplane_accel_submitted",
+            "Accelerator submissions",
+            one(q.submitted),
+        );
+        r.register(
+            "dataplane_accel_completed",
+            "Accelerator completions",
+            one(q.completed),
+        );
+        r.register(
+            "dataplane_accel_failed",
+            "Accelerator completions with a device error",
+            one(q.failed),
+        );
+        r.register(
+            "dataplane_accel_bytes_in_place",
+            "Item bytes read in place",
+            one(q.bytes_in_place),
+        );
+        r.register(
+            "dataplane_accel_bytes_staged_in",
+            "Item bytes copied to the device",
+            one(q.bytes_staged_in),
+        );
+        r.register(
+            "dataplane_accel_bytes_staged_out",
+            "Item bytes copied back from the device",
+            one(q.bytes_staged_out),
+        );
+        r.register(
+            "dataplane_accel_batch_latency_seconds",
+            "Submission to completion seen, per batch",
+            live.latency.clone(),
+        );
+    });
+    m.serve(at).context("serving /metrics")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -455,6 +562,7 @@ fn main() -> anyhow::Result<()> {
     let accel_report = Arc::new(Mutex::new(None));
     let distinct = Arc::new(Mutex::new(0usize));
     let port_counts = Arc::new(Mutex::new(PortCounts::default()));
+    let live = Arc::new(Live::default());
     let port_mode = !args.ports.is_empty() || !args.vdevs.is_empty();
     let kernels = Kernels::new(&[Kernel::Crc32c, Kernel::RssHash, Kernel::PatternMatch])
         .context("three kernels")?;
@@ -537,6 +645,7 @@ fn main() -> anyhow::Result<()> {
             held: VecDeque::with_capacity(BURST),
             counts: PortCounts::default(),
             handoff: port_counts.clone(),
+            live: live.clone(),
             hashes: Default::default(),
             distinct: distinct.clone(),
         },
@@ -558,6 +667,7 @@ fn main() -> anyhow::Result<()> {
             next_tag: 0,
             report: AccelReport::default(),
             handoff: accel_report.clone(),
+            live: live.clone(),
             drop_hits: true,
             oldest: 0,
             timeout: dataplane::time::duration_to_tsc(Duration::from_micros(args.batch_timeout_us)),
@@ -566,6 +676,10 @@ fn main() -> anyhow::Result<()> {
 
     let t0 = Instant::now();
     let running = group.launch()?;
+    let _metrics = match args.metrics {
+        Some(at) => Some(serve_metrics(at, &running, live.clone())?),
+        None => None,
+    };
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     let reports = running.stop()?;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -579,8 +693,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|mut r| r.take())
         .context("the accelerator lcore reported nothing")?;
-    let mut lat = report.latencies_ns.clone();
-    lat.sort_unstable();
+    let us = |ns: u64| ns as f64 / 1e3;
     let counts = port_counts.lock().map(|c| *c).unwrap_or_default();
     // Every packet the I/O lcore received went through the kernels.
     let packets = counts.received;
@@ -601,9 +714,9 @@ fn main() -> anyhow::Result<()> {
         packets_per_s: packets as f64 / elapsed,
         batches: report.batches,
         batch_latency: Latency {
-            p50_us: percentile(&lat, 0.50),
-            p99_us: percentile(&lat, 0.99),
-            max_us: percentile(&lat, 1.0),
+            p50_us: us(live.latency.quantile(0.50)),
+            p99_us: us(live.latency.quantile(0.99)),
+            max_us: us(live.latency.max()),
         },
         signature_hits: report.hits,
         distinct_rss_hashes: distinct.lock().map(|d| *d).unwrap_or(0),

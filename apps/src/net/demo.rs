@@ -63,6 +63,10 @@ pub struct DemoConfig {
     pub rate: Option<u64>,
     /// Print a line of rates every second.
     pub lines: bool,
+    /// Serve `/metrics` here while running: the lcores' counters, and
+    /// each stage's packets as `dataplane_port_*` with the stage
+    /// (`generator`, `l3fwd`, `sink`) as the `port` label.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for DemoConfig {
@@ -75,6 +79,7 @@ impl Default for DemoConfig {
             size: 64,
             rate: None,
             lines: true,
+            metrics: None,
         }
     }
 }
@@ -455,7 +460,18 @@ pub fn run_demo(cfg: &DemoConfig, quit: Arc<AtomicBool>) -> anyhow::Result<(Summ
             tx_off: None,
             lines: cfg.lines,
             summed: Some(1..k + 1),
-            observe: None,
+            observe: run::observe_with(
+                None,
+                cfg.metrics,
+                vec![
+                    ("generator".into(), vec![counters[0].1.clone()]),
+                    (
+                        "l3fwd".into(),
+                        counters[1..=k].iter().map(|c| c.1.clone()).collect(),
+                    ),
+                    ("sink".into(), vec![counters[k + 1].1.clone()]),
+                ],
+            )?,
         },
     )?;
     Ok(summarise(&plan, &outcome, k, &pools, &latency))
