@@ -671,4 +671,142 @@ pub mod stack_peers {
         let _ = std::fs::remove_file(source);
         let _ = std::fs::remove_file(sink);
     }
+
+    /// The lengths and bodies of the HTTP/1.1 responses whole in `buf`
+    /// (`Content-Length` framing), and each head's text; the bytes used.
+    fn responses(buf: &[u8]) -> (Vec<(String, Vec<u8>)>, usize) {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(end) = buf[at..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[at..at + end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("a Content-Length");
+            let body_at = at + end + 4;
+            if buf.len() < body_at + len {
+                break;
+            }
+            out.push((head, buf[body_at..body_at + len].to_vec()));
+            at = body_at + len;
+        }
+        (out, at)
+    }
+
+    /// The stack as an HTTP client of nginx (Debian's nginx-light, one
+    /// process) in `kernel_ns`: three requests pipelined on one
+    /// connection (a file of `len` bytes, a missing one, the file again
+    /// with `Connection: close`), every byte of both downloads compared,
+    /// nginx's 404 seen, and nginx's close after the third answered with
+    /// ours. Returns false (a skip) where nginx is missing.
+    ///
+    /// # Panics
+    /// When anything differs or the exchange does not finish.
+    pub fn the_stack_fetches_from_nginx<P: Port>(
+        kernel_ns: &str,
+        s: &mut Stack<P>,
+        len: usize,
+    ) -> bool {
+        if !have("nginx") {
+            return false;
+        }
+        let dir = temp("nginx");
+        std::fs::create_dir_all(dir.join("www")).expect("nginx dir");
+        let file = pattern(5, len);
+        std::fs::write(dir.join("www/file.bin"), &file).expect("file");
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+             fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen {KERNEL}:8081; root {d}/www; }} }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("conf");
+        let conf_path = dir.join("nginx.conf");
+        let _nginx = spawn_in(
+            kernel_ns,
+            &["nginx", "-c", conf_path.to_str().expect("path")],
+        );
+        let kernel: Ipv4Addr = KERNEL.parse().expect("address");
+        let requests = b"GET /file.bin HTTP/1.1\r\nHost: k\r\n\r\n\
+            GET /missing HTTP/1.1\r\nHost: k\r\n\r\n\
+            GET /file.bin HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n";
+        let mut conn = None;
+        let mut sent = 0;
+        let mut got = Vec::new();
+        let mut refused = 0;
+        let mut closed = None;
+        for _ in 0..MAX_PASSES {
+            if conn.is_none() {
+                conn = Some(s.connect(SocketAddrV4::new(kernel, 8081)).expect("connect"));
+                sent = 0;
+            }
+            let before = s.stats().rx_frames;
+            s.poll();
+            while let Some(ev) = s.next_event() {
+                match ev {
+                    Event::Readable(c) => {
+                        let data = s.peek(c).expect("open").to_vec();
+                        s.consume(c, data.len()).expect("open");
+                        got.extend_from_slice(&data);
+                    }
+                    Event::PeerClosed(c) => s.close(c).expect("open"),
+                    Event::Closed(_, CloseReason::ConnectFailed(e)) => {
+                        // nginx was not listening yet: try again.
+                        assert_eq!(e, libc::ECONNREFUSED);
+                        refused += 1;
+                        assert!(refused < 10_000, "nginx never listened");
+                        conn = None;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Event::Closed(_, why) => closed = Some(why),
+                    _ => {}
+                }
+            }
+            if let Some(c) = conn
+                && sent < requests.len()
+                && s.conn_stats(c)
+                    .is_ok_and(|st| st.state != dataplane::transport::stack::TcpState::SynSent)
+            {
+                sent += s.write(c, &requests[sent..]).expect("open");
+            }
+            s.flush();
+            if closed.is_some() {
+                break;
+            }
+            if s.stats().rx_frames == before {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        assert_eq!(closed, Some(CloseReason::Local), "{:?}", s.stats());
+        let (answers, used) = responses(&got);
+        assert_eq!(used, got.len(), "bytes after the last whole response");
+        assert_eq!(
+            answers.len(),
+            3,
+            "{:?}",
+            answers.iter().map(|a| &a.0).collect::<Vec<_>>()
+        );
+        assert!(answers[0].0.starts_with("HTTP/1.1 200"), "{}", answers[0].0);
+        assert!(answers[0].1 == file, "the first download differs");
+        assert!(answers[1].0.starts_with("HTTP/1.1 404"), "{}", answers[1].0);
+        assert!(answers[2].0.starts_with("HTTP/1.1 200"), "{}", answers[2].0);
+        assert!(
+            answers[2]
+                .0
+                .to_ascii_lowercase()
+                .contains("connection: close"),
+            "{}",
+            answers[2].0
+        );
+        assert!(answers[2].1 == file, "the second download differs");
+        let _ = std::fs::remove_dir_all(&dir);
+        true
+    }
 }

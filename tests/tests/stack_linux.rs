@@ -4,8 +4,9 @@
 //! stays out of the conversation), real programs on the kernel's stack in
 //! the other. `curl` downloads from a small HTTP server written on the
 //! stack's API, `socat` uploads to it, and the stack as a client downloads
-//! from and uploads to `socat`; every byte is compared. Then the same over
-//! a lossy, reordering, duplicating link with a small MTU.
+//! from and uploads to `socat` and fetches files from nginx over one
+//! keep-alive connection; every byte is compared. Then the same over a
+//! lossy, reordering, duplicating link with a small MTU.
 //!
 //! This kernel has no `netem` qdisc here, so the impairments come from
 //! [`FaultInjector`] around our port: loss, duplication and reordering of
@@ -22,6 +23,7 @@ use dataplane::transport::stack::Stack;
 use dataplane_tests::VethBed;
 use dataplane_tests::stack_peers::{
     curl_and_socat_against_the_stack, stack_bed, stack_config, the_stack_as_a_client,
+    the_stack_fetches_from_nginx,
 };
 
 /// The bed with the kernel's side configured, and our port.
@@ -77,6 +79,24 @@ fn the_stack_downloads_from_and_uploads_to_socat() {
 }
 
 #[test]
+fn the_stack_fetches_files_from_nginx_over_keep_alive() {
+    let Some((bed, port)) = setup(1500) else {
+        return;
+    };
+    let pool = port.pool().clone();
+    let mut s = stack(port, 1500);
+    if !the_stack_fetches_from_nginx(bed.b.name(), &mut s, 4 << 20) {
+        return;
+    }
+    let st = s.stats();
+    println!("{st:?}");
+    assert!(st.connected >= 1);
+    assert_eq!(st.rx_bad_checksum, 0);
+    drop(s);
+    assert_eq!(pool.in_use(), 0, "every mbuf back in the port's pool");
+}
+
+#[test]
 fn transfers_with_linux_survive_loss_reordering_duplication_and_a_small_mtu() {
     let Some((bed, port)) = setup(1280) else {
         return;
@@ -91,6 +111,7 @@ fn transfers_with_linux_survive_loss_reordering_duplication_and_a_small_mtu() {
     let mut s = stack(FaultInjector::new(port, faults), 1280);
     curl_and_socat_against_the_stack(bed.b.name(), &mut s, 2 << 20);
     the_stack_as_a_client(bed.b.name(), &mut s, 2 << 20);
+    the_stack_fetches_from_nginx(bed.b.name(), &mut s, 1 << 20);
     let st = s.stats();
     let counts = s.port().counts();
     println!("{st:?}\n{counts:?}");
