@@ -59,10 +59,12 @@
 //! half of it is free), [`Stack::shutdown`], [`Stack::close`] and
 //! [`Stack::abort`]. Each connection ends with one [`Event::Closed`].
 //!
-//! **Timers** sit in a binary heap of (deadline, connection): a pass pops
-//! what is due, and a connection whose deadline moved pushes its new one
-//! (an entry whose connection has since moved its deadline is dropped when
-//! popped).
+//! **Timers** sit in a hierarchical timing wheel (`wheel`, 1 ms ticks,
+//! O(1) to schedule): a connection has one entry, for the earliest
+//! deadline it scheduled. A deadline that moves later (an RTO pushed back
+//! by each ACK) costs nothing until that entry fires and schedules the
+//! rest; one that moves earlier gets an entry of its own, and the entry it
+//! replaced is dropped when it fires.
 
 mod config;
 mod io;
@@ -72,6 +74,7 @@ mod tcb;
 #[cfg(test)]
 mod tests;
 mod udp;
+mod wheel;
 
 pub use config::{Ipv4Cidr, StackConfig, StackConnStats, StackStats};
 pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
@@ -90,9 +93,8 @@ use crate::wire::{
 };
 use crate::{Error, Result};
 use hugepages::mbuf::Mbuf;
-use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
@@ -122,7 +124,9 @@ struct Conn {
     reported: bool,
     /// On the dirty list.
     queued: bool,
-    /// The deadline in the timer heap.
+    /// The deadline its entry in the timer wheel was scheduled for (the
+    /// earliest, when the deadline has since moved later: that entry
+    /// fires early and schedules the rest).
     timer: Option<Instant>,
 }
 
@@ -150,7 +154,9 @@ pub struct Stack<P: Port> {
     listeners: Vec<Option<Listener>>,
     by_port: HashMap<u16, u32>,
     events: VecDeque<Event>,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    timers: wheel::Wheel<(u32, u32, Instant)>,
+    /// What the wheel handed out this pass (kept to reuse its allocation).
+    fired: Vec<(u32, u32, Instant)>,
     dirty: Vec<(u32, u32)>,
     segs: Vec<SegOut>,
     neighbours: HashMap<Ipv4Addr, Neighbour>,
@@ -255,7 +261,8 @@ impl<P: Port> Stack<P> {
             listeners: Vec::new(),
             by_port: HashMap::new(),
             events: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            timers: wheel::Wheel::new(now),
+            fired: Vec::new(),
             dirty: Vec::new(),
             segs: Vec::new(),
             neighbours,
@@ -549,19 +556,29 @@ impl<P: Port> Stack<P> {
         if !self.arp_waiting.is_empty() || !self.arp_pending.is_empty() {
             self.arp_retry();
         }
-        while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop();
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.advance(self.now, &mut fired);
+        for (index, generation, at) in fired.drain(..) {
+            // An entry its connection has since replaced is dropped.
             if let Some(conn) = self.conns.get_mut(index, generation)
                 && conn.timer == Some(at)
             {
                 conn.timer = None;
-                conn.tcb.on_timer(self.now);
-                self.mark(index, generation);
+                match conn.tcb.deadline() {
+                    Some(d) if d <= self.now => {
+                        conn.tcb.on_timer(self.now);
+                        self.mark(index, generation);
+                    }
+                    // The deadline moved later since: schedule the rest.
+                    Some(d) => {
+                        conn.timer = Some(d);
+                        self.timers.insert(d, (index, generation, d));
+                    }
+                    None => {}
+                }
             }
         }
+        self.fired = fired;
         self.flush();
         self.events.len().saturating_sub(before)
     }
@@ -671,12 +688,14 @@ impl<P: Port> Stack<P> {
             add_counters(&mut self.ended, &counters);
             return;
         }
-        let deadline = conn.tcb.deadline();
-        if deadline != conn.timer {
-            conn.timer = deadline;
-            if let Some(at) = deadline {
-                self.timers.push(Reverse((at, index, generation)));
-            }
+        // A deadline earlier than the one scheduled gets an entry of its
+        // own; a later one waits for the scheduled entry to fire, so an
+        // RTO pushed back by every ACK costs nothing here.
+        if let Some(at) = conn.tcb.deadline()
+            && conn.timer.is_none_or(|t| at < t)
+        {
+            conn.timer = Some(at);
+            self.timers.insert(at, (index, generation, at));
         }
     }
 
