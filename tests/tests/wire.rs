@@ -73,6 +73,13 @@ fn random_tcp(rng: &mut SmallRng, payload_len: usize) -> TcpRepr {
         max_seg_size: rng.random_bool(0.5).then(|| rng.random()),
         window_scale: rng.random_bool(0.5).then(|| rng.random_range(0..=14)),
         sack_permitted: rng.random(),
+        sack: {
+            let mut b = dataplane::wire::SackBlocks::default();
+            for _ in 0..rng.random_range(0..=4) {
+                b.push(rng.random(), rng.random());
+            }
+            b
+        },
         timestamps: rng.random_bool(0.5).then(|| (rng.random(), rng.random())),
         payload_len,
     }
@@ -316,7 +323,7 @@ fn random_frames_round_trip() {
                 let tcp = TcpPacket::new_checked(segment).expect("valid");
                 assert_eq!(
                     TcpRepr::parse(&tcp, &b.addrs, ChecksumMode::Software),
-                    Ok(repr)
+                    Ok(repr.fitted())
                 );
                 assert_eq!(
                     (flow.src_port, flow.dst_port),

@@ -85,7 +85,7 @@ pub use ipv6::{
     Ipv6Address, Ipv6ExtHeader, Ipv6Fragment, Ipv6FragmentHeader, Ipv6Packet, Ipv6Repr,
     Ipv6UpperLayer,
 };
-pub use tcp::{TcpFlags, TcpOption, TcpOptions, TcpPacket, TcpRepr};
+pub use tcp::{SackBlocks, TcpFlags, TcpOption, TcpOptions, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{MAX_VLAN_TAGS, VlanId, VlanPacket, VlanRepr, VlanStack, VlanTag};
 

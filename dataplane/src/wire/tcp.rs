@@ -103,6 +103,7 @@ mod kind {
     pub const MAX_SEG_SIZE: u8 = 2;
     pub const WINDOW_SCALE: u8 = 3;
     pub const SACK_PERMITTED: u8 = 4;
+    pub const SACK: u8 = 5;
     pub const TIMESTAMPS: u8 = 8;
 }
 
@@ -120,6 +121,8 @@ pub enum TcpOption<'a> {
     WindowScale(u8),
     /// SACK permitted (kind 4, RFC 2018).
     SackPermitted,
+    /// SACK blocks (kind 5, RFC 2018 section 3).
+    Sack(SackBlocks),
     /// Timestamps (kind 8, RFC 7323 section 3).
     Timestamps {
         /// The sender's timestamp value.
@@ -127,7 +130,7 @@ pub enum TcpOption<'a> {
         /// The echoed timestamp.
         tsecr: u32,
     },
-    /// Any other option (SACK blocks, MD5, MPTCP, ...): its kind and the
+    /// Any other option (MD5, MPTCP, ...): its kind and the
     /// bytes after the length.
     Unknown {
         /// The option kind.
@@ -145,6 +148,7 @@ impl TcpOption<'_> {
             TcpOption::MaxSegmentSize(_) => 4,
             TcpOption::WindowScale(_) => 3,
             TcpOption::SackPermitted => 2,
+            TcpOption::Sack(b) => 2 + 8 * b.len(),
             TcpOption::Timestamps { .. } => 10,
             TcpOption::Unknown { data, .. } => 2 + data.len(),
         }
@@ -174,6 +178,13 @@ impl TcpOption<'_> {
                 out.copy_from_slice(&[kind::WINDOW_SCALE, len_byte, shift]);
             }
             TcpOption::SackPermitted => out.copy_from_slice(&[kind::SACK_PERMITTED, len_byte]),
+            TcpOption::Sack(b) => {
+                out[..2].copy_from_slice(&[kind::SACK, len_byte]);
+                for (i, &(left, right)) in b.as_slice().iter().enumerate() {
+                    write_u32(out, 2 + 8 * i, left);
+                    write_u32(out, 6 + 8 * i, right);
+                }
+            }
             TcpOption::Timestamps { tsval, tsecr } => {
                 out[..2].copy_from_slice(&[kind::TIMESTAMPS, len_byte]);
                 write_u32(out, 2, tsval);
@@ -187,6 +198,55 @@ impl TcpOption<'_> {
         Ok(len)
     }
 }
+
+/// One to four SACK blocks (RFC 2018): `[left, right)` sequence ranges
+/// the receiver holds beyond a hole, the first the one that holds the
+/// segment that arrived last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SackBlocks {
+    blocks: [(u32, u32); 4],
+    len: u8,
+}
+
+impl SackBlocks {
+    /// Adds a block; false (and nothing added) when four are held.
+    pub fn push(&mut self, left: u32, right: u32) -> bool {
+        let Some(slot) = self.blocks.get_mut(usize::from(self.len)) else {
+            return false;
+        };
+        *slot = (left, right);
+        self.len += 1;
+        true
+    }
+
+    /// The blocks, in order.
+    pub fn as_slice(&self) -> &[(u32, u32)] {
+        &self.blocks[..usize::from(self.len)]
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// None held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `n` (fewer when fewer are held). Slots past the length
+    /// stay zero, so that equal lists compare equal.
+    fn first(&self, n: usize) -> SackBlocks {
+        let len = self.len.min(u8::try_from(n).unwrap_or(u8::MAX));
+        let mut blocks = [(0, 0); 4];
+        blocks[..usize::from(len)].copy_from_slice(&self.blocks[..usize::from(len)]);
+        SackBlocks { blocks, len }
+    }
+}
+
+/// Option space in a TCP header: the data offset's 15 words less the 5
+/// fixed ones.
+const MAX_OPTIONS: usize = 40;
 
 /// An iterator over the options of a TCP header.
 ///
@@ -244,12 +304,26 @@ impl<'a> Iterator for TcpOptions<'a> {
             (kind::MAX_SEG_SIZE, &[a, b]) => TcpOption::MaxSegmentSize(u16::from_be_bytes([a, b])),
             (kind::WINDOW_SCALE, &[shift]) => TcpOption::WindowScale(shift),
             (kind::SACK_PERMITTED, &[]) => TcpOption::SackPermitted,
+            (kind::SACK, data) if !data.is_empty() && data.len() % 8 == 0 && data.len() <= 32 => {
+                let mut b = SackBlocks::default();
+                for block in data.chunks_exact(8) {
+                    let word = |i: usize| {
+                        u32::from_be_bytes([block[i], block[i + 1], block[i + 2], block[i + 3]])
+                    };
+                    b.push(word(0), word(4));
+                }
+                TcpOption::Sack(b)
+            }
             (kind::TIMESTAMPS, &[a, b, c, d, e, f, g, h]) => TcpOption::Timestamps {
                 tsval: u32::from_be_bytes([a, b, c, d]),
                 tsecr: u32::from_be_bytes([e, f, g, h]),
             },
             (
-                kind::MAX_SEG_SIZE | kind::WINDOW_SCALE | kind::SACK_PERMITTED | kind::TIMESTAMPS,
+                kind::MAX_SEG_SIZE
+                | kind::WINDOW_SCALE
+                | kind::SACK_PERMITTED
+                | kind::SACK
+                | kind::TIMESTAMPS,
                 _,
             ) => {
                 return self.malformed();
@@ -505,6 +579,9 @@ pub struct TcpRepr {
     pub window_scale: Option<u8>,
     /// The SACK-permitted option.
     pub sack_permitted: bool,
+    /// SACK blocks (none: no SACK option). Emitted after the other
+    /// options, as many as the 40 bytes of option space leave room for.
+    pub sack: SackBlocks,
     /// The timestamps option: `(tsval, tsecr)`.
     pub timestamps: Option<(u32, u32)>,
     /// Payload length in bytes.
@@ -541,6 +618,7 @@ impl TcpRepr {
             max_seg_size: None,
             window_scale: None,
             sack_permitted: false,
+            sack: SackBlocks::default(),
             timestamps: None,
             payload_len: packet.payload().len(),
         };
@@ -549,6 +627,7 @@ impl TcpRepr {
                 TcpOption::MaxSegmentSize(mss) => repr.max_seg_size = Some(mss),
                 TcpOption::WindowScale(shift) => repr.window_scale = Some(shift),
                 TcpOption::SackPermitted => repr.sack_permitted = true,
+                TcpOption::Sack(b) => repr.sack = b,
                 TcpOption::Timestamps { tsval, tsecr } => repr.timestamps = Some((tsval, tsecr)),
                 TcpOption::EndOfList | TcpOption::NoOperation | TcpOption::Unknown { .. } => {}
             }
@@ -558,10 +637,10 @@ impl TcpRepr {
 
     /// The options this emits, in Linux's order and padding (MSS;
     /// SACK-permitted with timestamps, or each after two NOPs; NOP and
-    /// window scale), so that every option starts where Linux puts it, and
-    /// their total length.
-    fn options(&self) -> ([Option<TcpOption<'static>>; 8], usize) {
-        let mut list = [None; 8];
+    /// window scale; two NOPs and the SACK blocks), so that every option
+    /// starts where Linux puts it, and their total length.
+    fn options(&self) -> ([Option<TcpOption<'static>>; 11], usize) {
+        let mut list = [None; 11];
         let mut n = 0;
         let mut push = |o: TcpOption<'static>| {
             list[n] = Some(o);
@@ -592,8 +671,36 @@ impl TcpRepr {
             push(TcpOption::NoOperation);
             push(TcpOption::WindowScale(shift));
         }
+        // What the options above take (each combination's length), then
+        // two NOPs, kind and length, and 8 bytes a block, within the 40
+        // bytes of option space.
+        let used = self.max_seg_size.map_or(0, |_| 4)
+            + match (self.sack_permitted, self.timestamps.is_some()) {
+                (_, true) => 12,
+                (true, false) => 4,
+                (false, false) => 0,
+            }
+            + self.window_scale.map_or(0, |_| 4);
+        let room = MAX_OPTIONS.saturating_sub(used + 4) / 8;
+        if !self.sack.is_empty() && room > 0 {
+            push(TcpOption::NoOperation);
+            push(TcpOption::NoOperation);
+            push(TcpOption::Sack(self.sack.first(room)));
+        }
         let len = list.iter().flatten().map(TcpOption::buffer_len).sum();
         (list, len)
+    }
+
+    /// The header as [`Self::emit`] writes it: SACK blocks past what the
+    /// option space has room for dropped (from the last).
+    pub fn fitted(mut self) -> TcpRepr {
+        let (list, _) = self.options();
+        let kept = list.iter().flatten().find_map(|o| match o {
+            TcpOption::Sack(b) => Some(b.len()),
+            _ => None,
+        });
+        self.sack = self.sack.first(kept.unwrap_or(0));
+        self
     }
 
     /// The length of the header this emits, options included.
@@ -678,6 +785,7 @@ mod tests {
             max_seg_size: Some(1460),
             window_scale: Some(7),
             sack_permitted: true,
+            sack: SackBlocks::default(),
             timestamps: Some((0x0a1b_2c3d, 0)),
             payload_len: 0,
         }
@@ -801,11 +909,19 @@ mod tests {
             options(&[1, 0, 2, 99, 99]),
             vec![Ok(TcpOption::NoOperation), Ok(TcpOption::EndOfList)]
         );
-        // Unknown options are carried with their data.
+        // SACK blocks, and a SACK option whose length is not whole blocks.
+        let mut one = SackBlocks::default();
+        one.push(1, 2);
         assert_eq!(
             options(&[5, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
+            vec![Ok(TcpOption::Sack(one))]
+        );
+        assert_eq!(options(&[5, 2]), vec![bad]);
+        // Unknown options are carried with their data.
+        assert_eq!(
+            options(&[30, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
             vec![Ok(TcpOption::Unknown {
-                kind: 5,
+                kind: 30,
                 data: &[0, 0, 0, 1, 0, 0, 0, 2]
             })]
         );
@@ -863,6 +979,59 @@ mod tests {
             }
             .emit(&mut [0u8; 300]),
             Err(WireError::Malformed(Field::TcpOption))
+        );
+    }
+
+    #[test]
+    fn sack_blocks_go_after_the_other_options_as_many_as_fit() {
+        let mut four = SackBlocks::default();
+        for i in 0..4u32 {
+            assert!(four.push(1000 * i, 1000 * i + 500));
+        }
+        assert!(!four.push(1, 2));
+        // A pure ACK: four blocks fit (2 NOPs, kind, length, 32 bytes).
+        let ack = TcpRepr {
+            flags: TcpFlags::ACK,
+            max_seg_size: None,
+            window_scale: None,
+            sack_permitted: false,
+            timestamps: None,
+            sack: four,
+            ..syn_repr()
+        };
+        assert_eq!(ack.header_len(), 20 + 36);
+        // With timestamps, three; with MSS and window scale too, two.
+        let ts = TcpRepr {
+            timestamps: Some((1, 2)),
+            ..ack
+        };
+        assert_eq!(ts.fitted().sack.len(), 3);
+        let all = TcpRepr {
+            max_seg_size: Some(1460),
+            window_scale: Some(7),
+            ..ts
+        };
+        assert_eq!(all.fitted().sack.len(), 2);
+        for repr in [ack, ts, all] {
+            let mut buf = vec![0u8; repr.buffer_len()];
+            repr.emit(
+                &mut TcpPacket::new_unchecked(&mut buf[..]),
+                &syn_addrs(),
+                ChecksumMode::Software,
+            )
+            .expect("emit");
+            assert!(buf.len() <= 60);
+            let packet = TcpPacket::new_checked(&buf[..]).expect("valid");
+            let back = TcpRepr::parse(&packet, &syn_addrs(), ChecksumMode::Software);
+            assert_eq!(back, Ok(repr.fitted()));
+            assert_eq!(back.map(|r| r.sack.as_slice()[0]), Ok((0, 500)));
+        }
+        // A SACK option whose length is not a whole number of blocks is
+        // malformed.
+        let bad = [5u8, 7, 0, 0, 0, 1, 0];
+        assert_eq!(
+            TcpOptions::new(&bad).next(),
+            Some(Err(WireError::Malformed(Field::TcpOption)))
         );
     }
 

@@ -198,7 +198,8 @@ impl<P: Port> Io<P> {
             urgent_at: 0,
             max_seg_size: seg.mss,
             window_scale: seg.wscale,
-            sack_permitted: false,
+            sack_permitted: seg.sack_permitted,
+            sack: seg.sack,
             timestamps: None,
             payload_len: a.len() + b.len(),
         };

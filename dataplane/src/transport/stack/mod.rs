@@ -47,9 +47,12 @@
 //! with NewReno's fast recovery (RFC 6582), delayed ACKs with the
 //! quick-ACK cases, zero-window probes, TIME-WAIT and RFC 5961's checks of
 //! RST, SYN and ACK. Initial sequence numbers follow RFC 6528 (a keyed
-//! hash of the 4-tuple plus a 4 µs clock). SACK and timestamps are
-//! declined (never offered), so peers fall back cleanly. Checksums are
-//! computed and verified in software.
+//! hash of the 4-tuple plus a 4 µs clock). Timestamps are declined
+//! (never offered), so peers fall back cleanly. SACK (RFC 2018) is
+//! declined by default; with [`StackConfig::sack`] the stack offers and
+//! accepts SACK-permitted and its ACKs carry SACK blocks, while its own
+//! recovery stays NewReno's (received blocks are not used). Checksums
+//! are computed and verified in software.
 //!
 //! **The API** is the kernel engines' ([`Transport`](super::Transport)):
 //! [`Stack::poll`] each pass, then [`Event`]s from [`Stack::next_event`];
@@ -227,6 +230,7 @@ impl<P: Port> Stack<P> {
             syn_retries: cfg.syn_retries,
             retries: cfg.retries,
             keepalive: cfg.keepalive,
+            sack: cfg.sack,
         };
         let mut neighbours = HashMap::new();
         for &(ip, m) in &cfg.neighbours {
@@ -838,6 +842,7 @@ impl<P: Port> Stack<P> {
             window: repr.window_len,
             mss: repr.max_seg_size,
             wscale: repr.window_scale,
+            sack_permitted: repr.sack_permitted,
             payload: packet.payload(),
         };
         let key = FlowKey {
@@ -885,6 +890,8 @@ impl<P: Port> Stack<P> {
             window: 0,
             mss: None,
             wscale: None,
+            sack_permitted: false,
+            sack: Default::default(),
             at: 0,
             len: 0,
         };
@@ -933,4 +940,5 @@ fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
     sum.challenge_acks += c.challenge_acks;
     sum.window_probes += c.window_probes;
     sum.keepalive_probes += c.keepalive_probes;
+    sum.sack_acks += c.sack_acks;
 }

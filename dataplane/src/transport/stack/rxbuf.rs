@@ -57,6 +57,12 @@ impl RxBuf {
         self.capacity - self.len
     }
 
+    /// The ranges `[from, to)` held beyond the in-order bytes, as offsets
+    /// from `RCV.NXT`, sorted.
+    pub(crate) fn ranges(&self) -> &[(usize, usize)] {
+        &self.ranges
+    }
+
     /// Whether bytes are held beyond a hole.
     pub(crate) fn has_holes(&self) -> bool {
         !self.ranges.is_empty()

@@ -12,14 +12,17 @@
 //! builds the frames and keeps the timers, and the fuzz target drives it
 //! with arbitrary segments and checks the invariants ([`Tcb::check`]).
 //!
-//! Declined options, so the peer falls back cleanly: SACK (RFC 2018) and
-//! timestamps (RFC 7323 section 3) are never offered, so a peer's
-//! SACK-permitted and timestamps options in its SYN are ignored and it
-//! sends neither; recovery is NewReno's, one hole a round trip.
+//! Timestamps (RFC 7323 section 3) are never offered, so a peer's
+//! timestamps option is ignored and it sends none. SACK (RFC 2018) is
+//! offered and accepted only with `Params::sack`: then ACKs sent while
+//! data waits beyond a hole carry SACK blocks (the range holding the
+//! latest segment first, RFC 2018 section 4), and segments with payload
+//! carry none, so their size never shrinks. Blocks the peer sends are not
+//! used: recovery is NewReno's, one hole a round trip.
 
 use super::rxbuf::RxBuf;
 use crate::transport::CloseReason;
-use crate::wire::TcpFlags;
+use crate::wire::{SackBlocks, TcpFlags};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -116,6 +119,8 @@ pub(crate) struct Params {
     /// after this long with nothing received, probe every `interval`, and
     /// give up after `probes` unanswered.
     pub(crate) keepalive: Option<KeepAlive>,
+    /// Offer and accept SACK-permitted, and send SACK blocks.
+    pub(crate) sack: bool,
 }
 
 /// When an idle connection is probed, and when it is given up.
@@ -140,6 +145,8 @@ pub(crate) struct SegIn<'a> {
     pub(crate) window: u16,
     pub(crate) mss: Option<u16>,
     pub(crate) wscale: Option<u8>,
+    /// The SACK-permitted option (a SYN's).
+    pub(crate) sack_permitted: bool,
     pub(crate) payload: &'a [u8],
 }
 
@@ -162,6 +169,10 @@ pub(crate) struct SegOut {
     pub(crate) window: u16,
     pub(crate) mss: Option<u16>,
     pub(crate) wscale: Option<u8>,
+    /// The SACK-permitted option (a SYN's).
+    pub(crate) sack_permitted: bool,
+    /// SACK blocks (an ACK's, while data is held beyond a hole).
+    pub(crate) sack: SackBlocks,
     pub(crate) at: usize,
     pub(crate) len: usize,
 }
@@ -201,6 +212,8 @@ pub struct TcpCounters {
     pub window_probes: u64,
     /// Keep-alive probes sent.
     pub keepalive_probes: u64,
+    /// ACKs sent with SACK blocks (RFC 2018).
+    pub sack_acks: u64,
 }
 
 /// The largest window the 16-bit field carries unscaled.
@@ -236,7 +249,11 @@ pub(crate) struct Tcb {
     snd_shift: u8,
     /// Both SYNs carried the window scale option (RFC 7323 section 2.2).
     wscale_agreed: bool,
-    /// The peer's MSS, less nothing: we send no options after the SYN.
+    /// Both SYNs carried SACK-permitted: ACKs carry SACK blocks.
+    sack_ok: bool,
+    /// Where the last segment stored beyond a hole starts.
+    recent: Option<Seq>,
+    /// The peer's MSS, less nothing: data segments carry no options.
     smss: usize,
     /// Bytes not yet acknowledged, from `tx_seq` on.
     tx: VecDeque<u8>,
@@ -315,6 +332,8 @@ impl Tcb {
             max_snd_wnd: 0,
             snd_shift: 0,
             wscale_agreed: false,
+            sack_ok: false,
+            recent: None,
             smss: DEFAULT_MSS as usize,
             tx: VecDeque::new(),
             tx_seq: iss.add(1),
@@ -390,6 +409,8 @@ impl Tcb {
                 self.rcv_shift = 0;
             }
         }
+        // SACK only if both sides send SACK-permitted (RFC 2018 section 2).
+        self.sack_ok = self.p.sack && syn.sack_permitted;
         self.smss = syn.mss.map_or(DEFAULT_MSS, u32::from).max(64) as usize;
         self.smss = self.smss.min(usize::from(self.p.mss));
         self.snd_wnd = usize::from(syn.window);
@@ -827,7 +848,10 @@ impl Tcb {
         }
         let offset = seq.since(self.rcv_nxt);
         let had_holes = self.rx.has_holes();
-        let (_, advanced) = self.rx.write(offset, data);
+        let (stored, advanced) = self.rx.write(offset, data);
+        if offset > 0 && stored > 0 {
+            self.recent = Some(seq);
+        }
         if advanced > 0 {
             self.rcv_nxt = self.rcv_nxt.add(advanced);
             self.notes.readable = true;
@@ -1117,6 +1141,14 @@ impl Tcb {
             self.ack_at = None;
             self.unacked_segments = 0;
         }
+        let sack = if len == 0 && !flags.contains(TcpFlags::SYN) {
+            self.sack_blocks()
+        } else {
+            SackBlocks::default()
+        };
+        if !sack.is_empty() {
+            self.counters.sack_acks += 1;
+        }
         SegOut {
             seq,
             ack: self.rcv_nxt,
@@ -1124,9 +1156,40 @@ impl Tcb {
             window,
             mss: None,
             wscale: None,
+            sack_permitted: false,
+            sack,
             at,
             len,
         }
+    }
+
+    /// The SACK blocks an ACK carries now (RFC 2018 section 4): every
+    /// range held beyond a hole, the one holding the segment that arrived
+    /// last first, then the rest from the highest down; none unless SACK
+    /// was agreed. Only segments without payload carry them, so a data
+    /// segment's size never has to leave room for them.
+    fn sack_blocks(&self) -> SackBlocks {
+        let mut blocks = SackBlocks::default();
+        if !self.sack_ok || !self.rx.has_holes() {
+            return blocks;
+        }
+        let ranges = self.rx.ranges();
+        let recent = self.recent.map(|s| s.since(self.rcv_nxt));
+        let first = recent.and_then(|r| ranges.iter().position(|&(a, b)| a <= r && r < b));
+        let edge = |(a, b): (usize, usize)| (self.rcv_nxt.add(a).0, self.rcv_nxt.add(b).0);
+        if let Some(i) = first {
+            let (l, r) = edge(ranges[i]);
+            blocks.push(l, r);
+        }
+        for (i, &range) in ranges.iter().enumerate().rev() {
+            if Some(i) != first {
+                let (l, r) = edge(range);
+                if !blocks.push(l, r) {
+                    break;
+                }
+            }
+        }
+        blocks
     }
 
     /// Appends the segments to send now to `out`.
@@ -1143,6 +1206,8 @@ impl Tcb {
                 window: 0,
                 mss: None,
                 wscale: None,
+                sack_permitted: false,
+                sack: SackBlocks::default(),
                 at: 0,
                 len: 0,
             });
@@ -1161,6 +1226,13 @@ impl Tcb {
                     let mut seg = self.segment(self.iss, flags, 0, 0);
                     self.rcv_shift = shift;
                     seg.mss = Some(self.p.mss);
+                    // SACK-permitted offered in a SYN, answered only to a
+                    // SYN that offered it.
+                    seg.sack_permitted = if self.state == TcpState::SynSent {
+                        self.p.sack
+                    } else {
+                        self.sack_ok
+                    };
                     seg.wscale = offer_wscale.then_some(if self.state == TcpState::SynSent {
                         wscale_for(self.p.rx_buffer)
                     } else {
@@ -1402,6 +1474,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
         rto_initial: Duration::from_millis(50),
         syn_retries: 3,
         retries: 5,
+        sack: true,
         keepalive: data
             .first()
             .is_some_and(|b| b & 8 != 0)
@@ -1427,6 +1500,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
             window: (word(&mut next) & 0xffff) as u16,
             mss: (first & 2 != 0).then_some(200 + u16::from(first >> 2)),
             wscale: (first & 4 != 0).then_some(first >> 4),
+            sack_permitted: first & 8 != 0,
             payload: &[],
         };
         Tcb::accept(p, iss, &syn, now)
@@ -1456,6 +1530,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
                     window,
                     mss: None,
                     wscale: None,
+                    sack_permitted: flags.contains(TcpFlags::SYN) && len % 16 == 8,
                     payload: &payload[..len.min(payload.len())],
                 };
                 t.input(&seg, now);
@@ -1497,4 +1572,102 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
         let _ = std::mem::take(&mut t.notes);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod sack_tests {
+    use super::{Params, SegIn, Seq, Tcb, TcpState};
+    use crate::wire::TcpFlags;
+    use std::time::{Duration, Instant};
+
+    fn params() -> Params {
+        Params {
+            mss: 1460,
+            rx_buffer: 65536,
+            tx_buffer: 65536,
+            time_wait: Duration::from_millis(100),
+            fin_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(1),
+            delayed_ack: Duration::from_millis(5),
+            rto_min: Duration::from_millis(10),
+            rto_max: Duration::from_millis(500),
+            rto_initial: Duration::from_millis(50),
+            syn_retries: 3,
+            retries: 5,
+            keepalive: None,
+            sack: true,
+        }
+    }
+
+    fn seg(seq: u32, ack: u32, flags: TcpFlags, sack_permitted: bool, payload: &[u8]) -> SegIn<'_> {
+        SegIn {
+            seq: Seq(seq),
+            ack: Seq(ack),
+            flags,
+            window: 65535,
+            mss: Some(1460),
+            wscale: None,
+            sack_permitted,
+            payload,
+        }
+    }
+
+    /// An accepted connection from a peer that offered SACK-permitted (or
+    /// not), established: its peer's next sequence number is 1001.
+    fn established(offer: bool) -> (Tcb, Instant, Vec<super::SegOut>) {
+        let now = Instant::now();
+        let mut t = Tcb::accept(
+            params(),
+            Seq(5000),
+            &seg(1000, 0, TcpFlags::SYN, offer, &[]),
+            now,
+        );
+        let mut out = Vec::new();
+        t.output(now, &mut out);
+        let synack = out[0];
+        assert!(synack.flags.contains(TcpFlags::SYN));
+        assert_eq!(synack.sack_permitted, offer, "answered only to an offer");
+        t.input(&seg(1001, 5001, TcpFlags::ACK, false, &[]), now);
+        assert_eq!(t.state, TcpState::Established);
+        out.clear();
+        (t, now, out)
+    }
+
+    #[test]
+    fn acks_carry_the_ranges_held_beyond_a_hole_the_latest_first() {
+        let (mut t, now, mut out) = established(true);
+        let data = [7u8; 100];
+        // 1001..1101 in order; 1201..1301 and 1401..1501 beyond holes.
+        for at in [1001u32, 1201, 1401] {
+            t.input(&seg(at, 5001, TcpFlags::ACK, false, &data), now);
+        }
+        t.output(now, &mut out);
+        let ack = out.last().copied().expect("an ACK");
+        assert_eq!(ack.ack, Seq(1101));
+        assert_eq!(ack.sack.as_slice(), [(1401, 1501), (1201, 1301)]);
+        // The segment that arrived last is reported first.
+        out.clear();
+        t.input(&seg(1251, 5001, TcpFlags::ACK, false, &data), now);
+        t.output(now, &mut out);
+        let ack = out.last().copied().expect("an ACK");
+        assert_eq!(ack.sack.as_slice(), [(1201, 1351), (1401, 1501)]);
+        // The holes fill: no more blocks.
+        out.clear();
+        t.input(&seg(1101, 5001, TcpFlags::ACK, false, &data), now);
+        t.input(&seg(1351, 5001, TcpFlags::ACK, false, &data[..50]), now);
+        t.output(now, &mut out);
+        let ack = out.last().copied().expect("an ACK");
+        assert_eq!(ack.ack, Seq(1501));
+        assert!(ack.sack.is_empty());
+    }
+
+    #[test]
+    fn no_blocks_when_the_peer_did_not_offer_sack() {
+        let (mut t, now, mut out) = established(false);
+        let data = [7u8; 100];
+        t.input(&seg(1201, 5001, TcpFlags::ACK, false, &data), now);
+        t.output(now, &mut out);
+        assert!(out.iter().all(|s| s.sack.is_empty()));
+    }
 }
