@@ -251,8 +251,15 @@ pub(crate) struct Tcb {
     wscale_agreed: bool,
     /// Both SYNs carried SACK-permitted: ACKs carry SACK blocks.
     sack_ok: bool,
-    /// Where the last segment stored beyond a hole starts.
-    recent: Option<Seq>,
+    /// Where the segments last stored beyond a hole start, the latest
+    /// first: the ranges holding them are reported in this order, so the
+    /// blocks an ACK has no room for are the ones reported most often
+    /// already (RFC 2018 section 4, as Linux keeps them).
+    recent: [Option<Seq>; 4],
+    /// A duplicate segment's range, reported first in the next ACK (a
+    /// D-SACK, RFC 2883), so the sender can tell its retransmission was
+    /// not needed.
+    dsack: Option<(Seq, Seq)>,
     /// The peer's MSS, less nothing: data segments carry no options.
     smss: usize,
     /// Bytes not yet acknowledged, from `tx_seq` on.
@@ -333,7 +340,8 @@ impl Tcb {
             snd_shift: 0,
             wscale_agreed: false,
             sack_ok: false,
-            recent: None,
+            recent: [None; 4],
+            dsack: None,
             smss: DEFAULT_MSS as usize,
             tx: VecDeque::new(),
             tx_seq: iss.add(1),
@@ -689,6 +697,16 @@ impl Tcb {
             if !rst {
                 self.counters.out_of_window += 1;
                 self.ack_now = true;
+                if self.sack_ok && !seg.payload.is_empty() && seg.seq.lt(self.rcv_nxt) {
+                    // Data already received: say so (RFC 2883).
+                    let end = seg.seq.add(seg.payload.len());
+                    let end = if end.lt(self.rcv_nxt) {
+                        end
+                    } else {
+                        self.rcv_nxt
+                    };
+                    self.dsack = Some((seg.seq, end));
+                }
                 if self.state == TcpState::TimeWait {
                     self.end_at = Some(now + self.p.time_wait);
                 }
@@ -850,7 +868,8 @@ impl Tcb {
         let had_holes = self.rx.has_holes();
         let (stored, advanced) = self.rx.write(offset, data);
         if offset > 0 && stored > 0 {
-            self.recent = Some(seq);
+            self.recent.rotate_right(1);
+            self.recent[0] = Some(seq);
         }
         if advanced > 0 {
             self.rcv_nxt = self.rcv_nxt.add(advanced);
@@ -1168,25 +1187,31 @@ impl Tcb {
     /// last first, then the rest from the highest down; none unless SACK
     /// was agreed. Only segments without payload carry them, so a data
     /// segment's size never has to leave room for them.
-    fn sack_blocks(&self) -> SackBlocks {
+    fn sack_blocks(&mut self) -> SackBlocks {
         let mut blocks = SackBlocks::default();
-        if !self.sack_ok || !self.rx.has_holes() {
+        if !self.sack_ok {
             return blocks;
         }
-        let ranges = self.rx.ranges();
-        let recent = self.recent.map(|s| s.since(self.rcv_nxt));
-        let first = recent.and_then(|r| ranges.iter().position(|&(a, b)| a <= r && r < b));
-        let edge = |(a, b): (usize, usize)| (self.rcv_nxt.add(a).0, self.rcv_nxt.add(b).0);
-        if let Some(i) = first {
-            let (l, r) = edge(ranges[i]);
-            blocks.push(l, r);
+        if let Some((l, r)) = self.dsack.take() {
+            blocks.push(l.0, r.0);
         }
-        for (i, &range) in ranges.iter().enumerate().rev() {
-            if Some(i) != first {
-                let (l, r) = edge(range);
-                if !blocks.push(l, r) {
-                    break;
-                }
+        let ranges = self.rx.ranges();
+        let edge = |(a, b): (usize, usize)| (self.rcv_nxt.add(a).0, self.rcv_nxt.add(b).0);
+        let mut used = [false; super::rxbuf::MAX_RANGES];
+        // The ranges holding the latest segments first, then the rest
+        // from the highest down.
+        let by_recency = self.recent.iter().flatten().filter_map(|s| {
+            let at = s.since(self.rcv_nxt);
+            ranges.iter().position(|&(a, b)| a <= at && at < b)
+        });
+        for i in by_recency.chain((0..ranges.len()).rev()) {
+            if used.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            used[i] = true;
+            let (l, r) = edge(ranges[i]);
+            if !blocks.push(l, r) {
+                break;
             }
         }
         blocks
@@ -1660,6 +1685,24 @@ mod sack_tests {
         let ack = out.last().copied().expect("an ACK");
         assert_eq!(ack.ack, Seq(1501));
         assert!(ack.sack.is_empty());
+    }
+
+    #[test]
+    fn a_duplicate_segment_is_reported_first_once() {
+        let (mut t, now, mut out) = established(true);
+        let data = [7u8; 100];
+        t.input(&seg(1001, 5001, TcpFlags::ACK, false, &data), now);
+        t.input(&seg(1201, 5001, TcpFlags::ACK, false, &data), now);
+        // 1001..1101 again: a D-SACK block (RFC 2883), then the held range.
+        t.input(&seg(1001, 5001, TcpFlags::ACK, false, &data), now);
+        t.output(now, &mut out);
+        let ack = out.last().copied().expect("an ACK");
+        assert_eq!(ack.sack.as_slice(), [(1001, 1101), (1201, 1301)]);
+        out.clear();
+        t.input(&seg(1251, 5001, TcpFlags::ACK, false, &data[..10]), now);
+        t.output(now, &mut out);
+        let ack = out.last().copied().expect("an ACK");
+        assert_eq!(ack.sack.as_slice(), [(1201, 1301)]);
     }
 
     #[test]
