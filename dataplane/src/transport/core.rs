@@ -179,10 +179,9 @@ impl Transport {
     /// ([`super::stack`]) over `port`, one queue of an L2 port (DPDK,
     /// AF_XDP, AF_PACKET or memory) that this lcore owns, with the
     /// address and neighbours of `stack`. `config`'s buffer sizes,
-    /// `max_connections`, `backlog`, `connect_timeout` and
-    /// `close_timeout` replace the stack's (`idle_timeout` is not
-    /// applied: the stack's keep-alive is its way to drop dead peers); its engine
-    /// is not consulted. TCP connections and UDP sockets over IPv4 (a
+    /// `max_connections`, `backlog`, `connect_timeout`, `close_timeout`
+    /// and `idle_timeout` replace the stack's (an idle connection is
+    /// reset); its engine is not consulted. TCP connections and UDP sockets over IPv4 (a
     /// datagram received stays in its frame's mbuf until it is consumed;
     /// `datagram_size` and `datagram_burst` do not apply). The application code is the kernel engines': the same
     /// methods and events. To serve on several lcores, give each the
@@ -206,6 +205,7 @@ impl Transport {
         stack.backlog = usize::try_from(config.backlog).unwrap_or(1).max(1);
         stack.connect_timeout = config.connect_timeout;
         stack.close_timeout = config.close_timeout;
+        stack.idle_timeout = config.idle_timeout;
         let s = Stack::new(port, stack)?;
         Ok(Self {
             core: Self::core(config),

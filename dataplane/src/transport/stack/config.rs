@@ -105,6 +105,10 @@ pub struct StackConfig {
     /// Keep-alive probes on idle connections (none, as Linux's sockets
     /// without `SO_KEEPALIVE`).
     pub keepalive: Option<KeepAlive>,
+    /// An established connection with no byte either way for this long
+    /// is reset and ends with `TimedOut` (none; `Transport::over_port`
+    /// sets it from its `Config::idle_timeout`).
+    pub idle_timeout: Option<std::time::Duration>,
     /// Datagrams a UDP socket holds, received and not taken (256); more
     /// are dropped and counted.
     pub datagram_queue: usize,
@@ -136,6 +140,7 @@ impl StackConfig {
             retries: 15,
             ephemeral_ports: (49_152, 65_535),
             keepalive: None,
+            idle_timeout: None,
             datagram_queue: 256,
         }
     }

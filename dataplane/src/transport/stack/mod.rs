@@ -231,6 +231,7 @@ impl<P: Port> Stack<P> {
             retries: cfg.retries,
             keepalive: cfg.keepalive,
             sack: cfg.sack,
+            idle_timeout: cfg.idle_timeout,
         };
         let mut neighbours = HashMap::new();
         for &(ip, m) in &cfg.neighbours {

@@ -121,6 +121,10 @@ pub(crate) struct Params {
     pub(crate) keepalive: Option<KeepAlive>,
     /// Offer and accept SACK-permitted, and send SACK blocks.
     pub(crate) sack: bool,
+    /// An established connection with no byte either way (none received,
+    /// sent for the first time or acknowledged) for this long is reset
+    /// and ends with `TimedOut` (`Transport`'s `idle_timeout`).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// When an idle connection is probed, and when it is given up.
@@ -304,6 +308,8 @@ pub(crate) struct Tcb {
     end_at: Option<Instant>,
     /// The next keep-alive probe, and how many went unanswered.
     keepalive_at: Option<Instant>,
+    /// When the connection will have been idle for `idle_timeout`.
+    idle_at: Option<Instant>,
     keepalive_sent: u32,
     keepalive_probe: bool,
     ack_now: bool,
@@ -371,6 +377,7 @@ impl Tcb {
             probe_now: false,
             end_at: None,
             keepalive_at: None,
+            idle_at: None,
             keepalive_sent: 0,
             keepalive_probe: false,
             ack_now: false,
@@ -573,6 +580,17 @@ impl Tcb {
         self.close_with(reason);
     }
 
+    /// A byte moved (or the connection was just established): the idle
+    /// clock starts again.
+    fn active(&mut self, now: Instant) {
+        if let Some(idle) = self.p.idle_timeout
+            && self.state.synchronized()
+            && self.state != TcpState::TimeWait
+        {
+            self.idle_at = Some(now + idle);
+        }
+    }
+
     /// Starts (again) the wait before the first keep-alive probe.
     fn arm_keepalive(&mut self, now: Instant) {
         if let Some(ka) = self.p.keepalive
@@ -605,6 +623,7 @@ impl Tcb {
         self.persist_at = None;
         self.end_at = None;
         self.keepalive_at = None;
+        self.idle_at = None;
     }
 
     fn enter_time_wait(&mut self, now: Instant) {
@@ -613,6 +632,7 @@ impl Tcb {
         self.rto_at = None;
         self.persist_at = None;
         self.keepalive_at = None;
+        self.idle_at = None;
     }
 
     // ---- arriving segments (RFC 9293 section 3.10.7) ----
@@ -656,6 +676,7 @@ impl Tcb {
             self.ack_now = true;
             self.end_at = None;
             self.arm_keepalive(now);
+            self.active(now);
         } else {
             // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK.
             self.state = TcpState::SynReceived;
@@ -752,6 +773,7 @@ impl Tcb {
                 };
                 self.notes.established = true;
                 self.arm_keepalive(now);
+                self.active(now);
                 self.snd_wnd = usize::from(seg.window) << self.snd_shift;
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = seg.seq;
@@ -867,6 +889,9 @@ impl Tcb {
         let offset = seq.since(self.rcv_nxt);
         let had_holes = self.rx.has_holes();
         let (stored, advanced) = self.rx.write(offset, data);
+        if stored > 0 {
+            self.active(now);
+        }
         if offset > 0 && stored > 0 {
             self.recent.rotate_right(1);
             self.recent[0] = Some(seq);
@@ -934,6 +959,9 @@ impl Tcb {
         let acked = ack.since(self.snd_una);
         // The SYN's sequence number, then data, then the FIN.
         let data_acked = ack.since(self.tx_seq).min(self.tx.len());
+        if data_acked > 0 {
+            self.active(now);
+        }
         self.tx.drain(..data_acked);
         self.counters.tx_bytes += data_acked as u64;
         self.tx_seq = self.tx_seq.add(data_acked);
@@ -1039,6 +1067,7 @@ impl Tcb {
             self.persist_at,
             self.end_at,
             self.keepalive_at,
+            self.idle_at,
         ]
         .into_iter()
         .flatten()
@@ -1047,6 +1076,11 @@ impl Tcb {
 
     /// Runs the deadlines that passed.
     pub(crate) fn on_timer(&mut self, now: Instant) {
+        if self.idle_at.is_some_and(|t| t <= now) {
+            self.idle_at = None;
+            self.abort(CloseReason::TimedOut);
+            return;
+        }
         if self.end_at.is_some_and(|t| t <= now) {
             self.end_at = None;
             match self.state {
@@ -1398,6 +1432,9 @@ impl Tcb {
             self.snd_nxt = next;
         }
         if next.gt(self.snd_max) {
+            if len > 0 {
+                self.active(now);
+            }
             if self.rtt_sample.is_none() && seq.ge(self.snd_max) {
                 self.rtt_sample = Some((next, now));
             }
@@ -1500,6 +1537,8 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
         syn_retries: 3,
         retries: 5,
         sack: true,
+        idle_timeout: (data.get(1).is_some_and(|b| b & 1 != 0))
+            .then_some(Duration::from_millis(40)),
         keepalive: data
             .first()
             .is_some_and(|b| b & 8 != 0)
@@ -1622,6 +1661,7 @@ mod sack_tests {
             retries: 5,
             keepalive: None,
             sack: true,
+            idle_timeout: None,
         }
     }
 

@@ -962,3 +962,86 @@ fn tls_runs_over_the_stack_engine_too() {
     drop((client, server));
     let _ = (pool_a, pool_b);
 }
+
+/// `Transport`'s `idle_timeout` on the stack engine: a connection that
+/// moved bytes and then nothing is reset and ends with `TimedOut`, while
+/// one that keeps talking stays open.
+#[test]
+fn an_idle_connection_times_out_and_a_busy_one_does_not() {
+    use crate::transport::{Config, Transport};
+    let (pa, pb, pool_a, pool_b) = pair("stk-idle");
+    let mut client = Stack::new(pa, config(1)).expect("stack");
+    // Thirty times the busy connection's interval, so that only a stall
+    // of the whole machine that long could end it too.
+    let idle = Duration::from_millis(300);
+    let mut server = Transport::over_port(
+        Box::new(pb),
+        config(2),
+        Config {
+            idle_timeout: Some(idle),
+            ..Config::default()
+        },
+    )
+    .expect("transport");
+    server
+        .listen("0.0.0.0:80".parse().expect("addr"))
+        .expect("listen");
+    let quiet = client
+        .connect(SocketAddrV4::new(addr(2), 80))
+        .expect("connect");
+    let busy = client
+        .connect(SocketAddrV4::new(addr(2), 80))
+        .expect("connect");
+    let mut server_ends = Vec::new();
+    let mut client_ends = HashMap::new();
+    let mut busy_writes = 0u32;
+    let start = std::time::Instant::now();
+    let mut last_busy = start;
+    for _ in 0..2_000_000 {
+        client.poll();
+        while let Some(ev) = client.next_event() {
+            match ev {
+                Event::Connected(c) => {
+                    client.write(c, b"hello").expect("write");
+                }
+                Event::Readable(c) => {
+                    let n = client.peek(c).expect("open").len();
+                    client.consume(c, n).expect("open");
+                }
+                Event::Closed(c, why) => {
+                    client_ends.insert(c, why);
+                }
+                _ => {}
+            }
+        }
+        // The busy one writes every 10 ms, well inside the idle timeout.
+        if last_busy.elapsed() >= Duration::from_millis(10) && client.peek(busy).is_ok() {
+            client.write(busy, b"ping").expect("write");
+            busy_writes += 1;
+            last_busy = std::time::Instant::now();
+        }
+        server.poll().expect("poll");
+        while let Some(ev) = server.next_event() {
+            match ev {
+                Event::Readable(s) => {
+                    let n = server.peek(s).expect("open").len();
+                    server.consume(s, n).expect("open");
+                }
+                Event::Closed(s, why) => server_ends.push((s, why)),
+                _ => {}
+            }
+        }
+        if client_ends.contains_key(&quiet) {
+            break;
+        }
+    }
+    // The quiet connection: the server ended it for idleness and reset
+    // it; the busy one outlived it by many idle periods.
+    assert_eq!(server_ends.len(), 1, "{server_ends:?}");
+    assert_eq!(server_ends[0].1, CloseReason::TimedOut);
+    assert_eq!(client_ends.get(&quiet), Some(&CloseReason::Reset));
+    assert!(!client_ends.contains_key(&busy), "{client_ends:?}");
+    assert!(busy_writes >= 2, "{busy_writes}");
+    drop((client, server));
+    let _ = (pool_a, pool_b);
+}
