@@ -174,6 +174,9 @@ struct Session {
     notify_pending: bool,
     /// The peer's `close_notify` arrived.
     peer_notified: bool,
+    /// The peer's FIN arrived (its ciphertext before it may still wait in
+    /// the engine's buffer).
+    fin_seen: bool,
     /// `PeerClosed` was raised (on `close_notify` or on the FIN).
     peer_told: bool,
     /// What to do to the engine's connection once rustls's output is in
@@ -199,6 +202,7 @@ impl Session {
             shut: false,
             notify_pending: false,
             peer_notified: false,
+            fin_seen: false,
             peer_told: false,
             then: None,
             want_writable: false,
@@ -441,7 +445,12 @@ impl TlsLayer {
                     if new {
                         self.events.push_back(Event::Readable(c));
                     }
-                    if (fin || s.peer_notified) && !s.peer_told {
+                    s.fin_seen |= fin;
+                    // After the FIN, once every byte before it has been
+                    // through TLS (a full plaintext buffer leaves some in
+                    // the engine's until the application consumes).
+                    let drained = t.engine_peek(c).map_or(true, <[u8]>::is_empty);
+                    if (s.peer_notified || (s.fin_seen && drained)) && !s.peer_told {
                         s.peer_told = true;
                         self.events.push_back(Event::PeerClosed(c));
                     }

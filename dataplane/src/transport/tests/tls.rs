@@ -278,6 +278,9 @@ fn random_reads_and_writes_both_ways_through_small_buffers_lose_nothing(kind: En
                     t.consume(c, n).expect("consume");
                 }
 
+                // Announced only once no byte before it waits, decrypted
+                // or not.
+                Event::PeerClosed(c) => assert!(t.peer_closed(c).expect("open"), "{c}"),
                 Event::Closed(_, why) => {
                     assert_eq!(why, CloseReason::Local);
                     closed += 1;
