@@ -312,8 +312,14 @@ impl<P: Payload> VulkanQueue<P> {
             hi = hi.max(a + item.len());
         }
         if lo == usize::MAX {
-            // Only empty items: any import will do, and staging as well.
-            return None;
+            // Only empty items: nothing is read, so any import will do
+            // (the batch is reported in place, as its items' memory is
+            // imported; staging only when nothing is).
+            return self
+                .gpu
+                .imports
+                .first()
+                .map(|m| (0, 0, m.len.min(self.max_range)));
         }
         let k = self
             .gpu
