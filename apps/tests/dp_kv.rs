@@ -584,25 +584,6 @@ fn tls_and_auth_answer_as_redis_does(engine: &str) {
     assert!(commands >= 10_000, "{sum}");
 }
 
-/// One scrape of `/metrics` at `addr`.
-fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("/metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("scrape");
-    out
-}
-
-/// The sum of a metric's series in a scrape (0 if it has none).
-fn metric(scrape: &str, name: &str) -> u64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 fn metrics_match_the_summary(engine: &str) {
     if !support::have("redis-cli") {
         return;
@@ -652,33 +633,40 @@ fn metrics_match_the_summary(engine: &str) {
     // wait until every connection shows.
     let mut text = String::new();
     let seen = support::poll_until(1500, || {
-        text = scrape(&at);
-        let closed = metric(&text, "dataplane_transport_closed_total");
+        text = support::scrape(&at).unwrap_or_default();
+        let closed = support::metric(&text, "dataplane_transport_closed_total");
         closed >= 7
-            && closed == metric(&text, "dataplane_transport_accepted_total")
-            && metric(&text, "dataplane_transport_tls_failed_total") >= 2
+            && closed == support::metric(&text, "dataplane_transport_accepted_total")
+            && support::metric(&text, "dataplane_transport_tls_failed_total") >= 2
     });
     assert!(seen, "{text}");
     assert_eq!(
-        metric(&text, "dataplane_transport_accepted_total"),
+        support::metric(&text, "dataplane_transport_accepted_total"),
         7,
         "{text}"
     );
     assert_eq!(
-        metric(&text, "dataplane_transport_tls_handshakes_total"),
+        support::metric(&text, "dataplane_transport_tls_handshakes_total"),
         2,
         "{text}"
     );
     assert_eq!(
-        metric(&text, "dataplane_transport_tls_failed_total"),
+        support::metric(&text, "dataplane_transport_tls_failed_total"),
         2,
         "{text}"
     );
-    assert_eq!(metric(&text, "dataplane_transport_open"), 0, "{text}");
-    assert!(metric(&text, "dataplane_lcore_passes_total") > 0, "{text}");
+    assert_eq!(
+        support::metric(&text, "dataplane_transport_open"),
+        0,
+        "{text}"
+    );
+    assert!(
+        support::metric(&text, "dataplane_lcore_passes_total") > 0,
+        "{text}"
+    );
     assert!(text.contains("dp_kv_commands_total{shard=\"1\""), "{text}");
-    let commands = metric(&text, "dp_kv_commands_total");
-    let accepted = metric(&text, "dp_kv_accepted_total");
+    let commands = support::metric(&text, "dp_kv_commands_total");
+    let accepted = support::metric(&text, "dp_kv_accepted_total");
     let sum = kv.finish();
     let total = |k: &str| -> u64 {
         sum["shards"]

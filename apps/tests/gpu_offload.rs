@@ -194,7 +194,6 @@ fn af_packet_over_veth_with_pktgen_on_the_other_end() {
 /// batch latency histogram move, and end no higher than the summary's.
 #[test]
 fn metrics_are_served_while_it_runs() {
-    use std::io::{Read, Write};
     let port = support::free_port();
     let at = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_gpu-offload"))
@@ -211,33 +210,23 @@ fn metrics_are_served_while_it_runs() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("running gpu-offload");
-    let scrape = || -> Option<String> {
-        let mut s = std::net::TcpStream::connect(&at).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    };
-    let value = |text: &str, series: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    };
     let mut text = String::new();
     let seen = support::poll_until(100, || {
-        text = scrape().unwrap_or_default();
-        value(&text, "dataplane_accel_batch_latency_seconds_count") > 0
-            && value(&text, "dataplane_accel_completed_total") > 0
+        text = support::scrape(&at).unwrap_or_default();
+        support::series(&text, "dataplane_accel_batch_latency_seconds_count") > 0
+            && support::series(&text, "dataplane_accel_completed_total") > 0
     });
     assert!(seen, "{text}");
     assert!(
         text.contains("# TYPE dataplane_accel_batch_latency_seconds histogram"),
         "{text}"
     );
-    assert!(value(&text, "gpu_offload_received_total") > 0, "{text}");
+    assert!(
+        support::series(&text, "gpu_offload_received_total") > 0,
+        "{text}"
+    );
     assert!(text.contains("dataplane_lcore_passes_total{"), "{text}");
-    let batches = value(&text, "dataplane_accel_batch_latency_seconds_count");
+    let batches = support::series(&text, "dataplane_accel_batch_latency_seconds_count");
     let out = child.wait_with_output().expect("gpu-offload");
     let s = summary(&out, "gpu-offload --metrics");
     assert!(s["batches"].as_u64().unwrap_or(0) >= batches, "{s}");

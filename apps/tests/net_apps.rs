@@ -15,6 +15,8 @@
 //!   DPDK these print `skip: <reason>` (and fail when `DATAPLANE_REQUIRE`
 //!   names dpdk).
 
+mod support;
+
 use clap::Parser;
 use dataplane::net::dpdk::{self, EalState};
 use dataplane::net::memory::register_pair_with_pools;
@@ -39,19 +41,7 @@ fn run_bin(exe: &str, args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("running the program");
-    summary_of(&format!("{exe} {args:?}"), &out)
-}
-
-/// The JSON summary on the last line of a successful run's stdout.
-fn summary_of(what: &str, out: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().expect("a summary line");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+    support::summary(&out, &format!("{exe} {args:?}"))
 }
 
 fn u(v: &Value, key: &str) -> u64 {
@@ -571,43 +561,22 @@ fn the_demo_runs_to_completion_and_accounts_for_everything() {
 /// scraped while it runs, no more than the summary ends with.
 #[test]
 fn the_demo_serves_metrics_while_it_runs() {
-    use std::io::{Read, Write};
-    let at = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let at = format!("127.0.0.1:{}", support::free_port());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_demo"))
         .args(["--duration", "3", "--json", "--metrics", &at])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("demo");
-    let scrape = || -> Option<String> {
-        let mut c = std::net::TcpStream::connect(&at).ok()?;
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-            .ok()?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).ok()?;
-        Some(out)
-    };
-    let value = |text: &str, series: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    };
     let mut text = String::new();
     let mut delivered = 0;
-    for _ in 0..150 {
-        text = scrape().unwrap_or_default();
-        delivered = value(&text, "dataplane_port_rx_packets_total{port=\"sink\"}");
-        if delivered > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::poll_until(150, || {
+        text = support::scrape(&at).unwrap_or_default();
+        delivered = support::series(&text, "dataplane_port_rx_packets_total{port=\"sink\"}");
+        delivered > 0
+    });
     assert!(delivered > 0, "{text}");
     assert!(
-        value(&text, "dataplane_port_tx_packets_total{port=\"generator\"}") > 0,
+        support::series(&text, "dataplane_port_tx_packets_total{port=\"generator\"}") > 0,
         "{text}"
     );
     assert!(
@@ -616,7 +585,7 @@ fn the_demo_serves_metrics_while_it_runs() {
     );
     assert!(text.contains("dataplane_lcore_passes_total{"), "{text}");
     let out = child.wait_with_output().expect("demo");
-    let s = summary_of("demo --metrics", &out);
+    let s = support::summary(&out, "demo --metrics");
     assert!(delivered <= u(&s, "delivered"), "{s}");
 }
 

@@ -72,6 +72,43 @@ pub fn gauges(
     f
 }
 
+/// An accelerator queue's counters (`dataplane_accel_*`): submissions,
+/// completions, failures and the bytes read in place or staged each way,
+/// for a collector that reads them from wherever its lcore publishes.
+pub fn register_accel_queue(r: &mut Registry, q: &crate::accel::QueueStats) {
+    let one = |v: u64| counters([(Vec::new(), v)]);
+    r.register(
+        "dataplane_accel_submitted",
+        "Accelerator submissions",
+        one(q.submitted),
+    );
+    r.register(
+        "dataplane_accel_completed",
+        "Accelerator completions",
+        one(q.completed),
+    );
+    r.register(
+        "dataplane_accel_failed",
+        "Accelerator completions with a device error",
+        one(q.failed),
+    );
+    r.register(
+        "dataplane_accel_bytes_in_place",
+        "Item bytes read in place",
+        one(q.bytes_in_place),
+    );
+    r.register(
+        "dataplane_accel_bytes_staged_in",
+        "Item bytes copied to the device",
+        one(q.bytes_staged_in),
+    );
+    r.register(
+        "dataplane_accel_bytes_staged_out",
+        "Item bytes copied back from the device",
+        one(q.bytes_staged_out),
+    );
+}
+
 impl Metrics {
     /// No collectors yet.
     pub fn new() -> Metrics {

@@ -44,6 +44,18 @@ fn setup(mtu: u16) -> Option<(VethBed, AfPacketPort)> {
     Some((bed, port))
 }
 
+/// 2% of what we send lost, 1% duplicated, 2% reordered; 2% of what the
+/// kernel sends us lost.
+fn lossy(seed: u64) -> Faults {
+    Faults {
+        loss: 20,
+        duplicate: 10,
+        reorder: 20,
+        rx_loss: 20,
+        seed,
+    }
+}
+
 fn stack<P: Port>(port: P, mtu: u16) -> Stack<P> {
     Stack::new(port, stack_config(mtu)).expect("stack")
 }
@@ -101,13 +113,7 @@ fn transfers_with_linux_survive_loss_reordering_duplication_and_a_small_mtu() {
     let Some((bed, port)) = setup(1280) else {
         return;
     };
-    let faults = Faults {
-        loss: 20,
-        duplicate: 10,
-        reorder: 20,
-        rx_loss: 20,
-        seed: 0x5eed,
-    };
+    let faults = lossy(0x5eed);
     let mut s = stack(FaultInjector::new(port, faults), 1280);
     curl_and_socat_against_the_stack(bed.b.name(), &mut s, 2 << 20);
     the_stack_as_a_client(bed.b.name(), &mut s, 2 << 20);
@@ -132,13 +138,7 @@ fn with_sack_on_linux_takes_our_sack_blocks_under_loss() {
     let Some((bed, port)) = setup(1280) else {
         return;
     };
-    let faults = Faults {
-        loss: 20,
-        duplicate: 10,
-        reorder: 20,
-        rx_loss: 20,
-        seed: 0x5ac4,
-    };
+    let faults = lossy(0x5ac4);
     let mut cfg = stack_config(1280);
     cfg.sack = true;
     let mut s = Stack::new(FaultInjector::new(port, faults), cfg).expect("stack");

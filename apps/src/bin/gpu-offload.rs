@@ -38,7 +38,9 @@ use dataplane::accel::{
     self, BackendChoice, BufferPath, Buffers, Completion, Kernel, Kernels, Queue, QueueConfig,
 };
 use dataplane::lcore::{LcoreConfig, LcoreGroup, PollContext, Poller, Role};
-use dataplane::metrics::{LatencyHistogram, Metrics, MetricsServer, counters};
+use dataplane::metrics::{
+    LatencyHistogram, Metrics, MetricsServer, counters, register_accel_queue,
+};
 use dataplane::net::{self, MbufBatch, Port};
 use dataplane::ring::{self, Consumer, Producer, Single};
 use dataplane_apps::net::cli::CommonArgs;
@@ -476,36 +478,7 @@ fn serve_metrics(
             one(load(&live.dropped_tx)),
         );
         let q = live.accel.lock().map(|s| *s).unwrap_or_default();
-        r.register(
-            "dataplane_accel_submitted",
-            "Accelerator submissions",
-            one(q.submitted),
-        );
-        r.register(
-            "dataplane_accel_completed",
-            "Accelerator completions",
-            one(q.completed),
-        );
-        r.register(
-            "dataplane_accel_failed",
-            "Accelerator completions with a device error",
-            one(q.failed),
-        );
-        r.register(
-            "dataplane_accel_bytes_in_place",
-            "Item bytes read in place",
-            one(q.bytes_in_place),
-        );
-        r.register(
-            "dataplane_accel_bytes_staged_in",
-            "Item bytes copied to the device",
-            one(q.bytes_staged_in),
-        );
-        r.register(
-            "dataplane_accel_bytes_staged_out",
-            "Item bytes copied back from the device",
-            one(q.bytes_staged_out),
-        );
+        register_accel_queue(r, &q);
         r.register(
             "dataplane_accel_batch_latency_seconds",
             "Submission to completion seen, per batch",

@@ -885,31 +885,7 @@ fn observe(
         m.collect(move |r| {
             let (mc, q) = accel_now();
             let one = |v: u64| dataplane::metrics::counters([(Vec::new(), v)]);
-            r.register(
-                "dataplane_accel_submitted",
-                "Accelerator submissions",
-                one(q.submitted),
-            );
-            r.register(
-                "dataplane_accel_completed",
-                "Accelerator completions",
-                one(q.completed),
-            );
-            r.register(
-                "dataplane_accel_failed",
-                "Accelerator completions with a device error",
-                one(q.failed),
-            );
-            r.register(
-                "dataplane_accel_bytes_in_place",
-                "Item bytes read in place",
-                one(q.bytes_in_place),
-            );
-            r.register(
-                "dataplane_accel_bytes_staged_in",
-                "Item bytes copied to the device",
-                one(q.bytes_staged_in),
-            );
+            dataplane::metrics::register_accel_queue(r, &q);
             r.register(
                 "dataplane_capture_inspected",
                 "Packets the accelerator inspected",

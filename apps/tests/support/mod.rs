@@ -304,3 +304,28 @@ pub fn have_with(tool: &str, arg: &str) -> bool {
     }
     ok
 }
+
+/// One scrape of `/metrics` at `addr` (`None` while nothing listens).
+pub fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The sum of the values of a scrape's lines that start with `prefix` (a
+/// metric name with `{`, or a whole series); 0 when there are none.
+pub fn series(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The sum of every series of the metric `name` in a scrape.
+pub fn metric(text: &str, name: &str) -> u64 {
+    series(text, &format!("{name}{{")) + series(text, &format!("{name} "))
+}

@@ -242,6 +242,49 @@ mod tests {
         assert_eq!(LatencyHistogram::new().quantile(0.5), 0);
     }
 
+    /// More recording threads than cores, and a reader scraping all the
+    /// while: nothing is lost, and no scrape shows more than was recorded.
+    #[test]
+    fn many_threads_record_while_one_reads() {
+        let h = LatencyHistogram::new();
+        let threads = 8u64;
+        let each = 20_000u64;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut scrapes = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let n = h.count();
+                    assert!(n <= threads * each);
+                    let _ = h.quantile(0.99);
+                    scrapes += 1;
+                }
+                scrapes
+            });
+            let writers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let h = h.clone();
+                    s.spawn(move || {
+                        for i in 0..each {
+                            h.record(1 + (i * 7919 + t) % 5_000_000);
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().expect("writer");
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+            assert!(reader.join().expect("reader") > 0);
+        });
+        assert_eq!(h.count(), threads * each);
+        let expected: u64 = (0..threads)
+            .flat_map(|t| (0..each).map(move |i| 1 + (i * 7919 + t) % 5_000_000))
+            .sum();
+        assert_eq!(h.sum(), expected);
+        assert_eq!(h.quantile(1.0), h.max());
+    }
+
     #[test]
     fn a_scrape_shows_cumulative_buckets_in_seconds() {
         let h = LatencyHistogram::new();
