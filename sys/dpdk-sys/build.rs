@@ -182,6 +182,10 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         "rte_eth_stats_get",
         "rte_eth_stats_reset",
         "rte_eth_macaddr_get",
+        "rte_eth_dev_rss_hash_conf_get",
+        "rte_eth_dev_rss_hash_update",
+        "rte_eth_dev_rss_reta_query",
+        "rte_eth_dev_rss_reta_update",
         // Mempools and mbufs (the non-inline ones).
         "rte_pktmbuf_pool_create",
         "rte_mempool_free",
@@ -215,6 +219,7 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         .allowlist_var("RTE_ETH_SPEED_NUM_UNKNOWN")
         .allowlist_var("RTE_ETH_MQ_RX_.*")
         .allowlist_var("RTE_ETH_MQ_TX_.*")
+        .allowlist_var("RTE_ETH_RETA_GROUP_SIZE")
         .allowlist_var("RTE_MAX_LCORE")
         .allowlist_var("RTE_MAX_ETHPORTS")
         .allowlist_var("RTE_MEMPOOL_CACHE_MAX_SIZE")

@@ -135,6 +135,10 @@ pub mod frames {
         pub foreign: u64,
         /// Per flow, whether sequence numbers arrived in order.
         pub in_order: bool,
+        /// Per flow, the rx queue its first frame arrived on.
+        pub flow_queue: Vec<Option<usize>>,
+        /// A flow whose frames arrived on more than one queue.
+        pub split: bool,
     }
 
     /// Sends `count` frames over `flows` flows from `tx`, keeping at most 256
@@ -146,6 +150,7 @@ pub mod frames {
         let mut t = Tally {
             received: vec![0; rx.len()],
             in_order: true,
+            flow_queue: vec![None; usize::from(flows)],
             ..Tally::default()
         };
         let flows_v: Vec<UdpFlow> = (0..flows).map(|i| flow(i, tx, &rx[0])).collect();
@@ -193,6 +198,9 @@ pub mod frames {
                                     t.in_order = false;
                                 }
                                 *last = Some(p.seq);
+                                let fq = &mut t.flow_queue[usize::from(p.flow)];
+                                t.split |= fq.is_some_and(|was| was != q);
+                                *fq = Some(q);
                             }
                             None => t.foreign += 1,
                         }

@@ -11,7 +11,7 @@ use dataplane::net::af_packet::AfPacketPort;
 use dataplane::net::af_xdp::AfXdpPort;
 use dataplane::net::netns::{Netns, link_counter};
 use dataplane::net::{self, BackendChoice, BackendKind, DropReason, Port, PortConfig};
-use dataplane_tests::frames::{drops, exchange, unsendable_frames_are_counted};
+use dataplane_tests::frames::{drops, exchange, flow, unsendable_frames_are_counted};
 use dataplane_tests::{VethBed, veth_bed};
 
 fn bed() -> Option<VethBed> {
@@ -98,7 +98,7 @@ fn frames_cross_both_ways(low_latency: bool) {
 fn fanout_spreads_flows_over_queues() {
     let Some(bed) = bed() else { return };
     let mut a = open(&bed.a, 1);
-    let mut b = open(&bed.b, 2);
+    let mut b = open(&bed.b, 3);
     assert!(b[0].capabilities().rss);
     let t = exchange(&mut a[0], &mut b[..], 4_000, 64);
     println!("fanout: {t:?}");
@@ -106,10 +106,29 @@ fn fanout_spreads_flows_over_queues() {
     assert_eq!(received + drops(&a) + drops(&b), t.sent);
     assert!(
         t.received.iter().all(|&n| n > 0),
-        "64 flows should reach both queues: {:?}",
+        "64 flows should reach every queue: {:?}",
         t.received
     );
     assert!(t.in_order, "a flow stays on one queue, in order");
+    assert!(!t.split, "a flow stays on one queue");
+    // The fanout program puts each flow where the port's steering says,
+    // so a stack can choose source ports that bring replies home.
+    let steering = b[0].capabilities().steering.clone().expect("steering");
+    for (i, q) in t.flow_queue.iter().enumerate() {
+        let f = flow(i as u16, &a[0], &b[0]);
+        let want = steering.queue_v4(f.src_ip, f.dst_ip, f.src_port, f.dst_port);
+        assert_eq!(*q, Some(usize::from(want)), "flow {i}: {f:?}");
+    }
+    // What the group's queues send does not come back to them (the tx
+    // sockets bypass the qdisc, and with it the taps; frames the host's
+    // own stack sends are kept out by PACKET_FANOUT_FLAG_IGNORE_OUTGOING).
+    let back = exchange(&mut b[1], &mut a[..], 500, 8);
+    assert!(back.received[0] > 0);
+    let mut got = net::MbufBatch::new();
+    for q in &mut b {
+        q.rx_burst(&mut got);
+    }
+    assert!(got.is_empty(), "{} of our own frames came back", got.len());
 }
 
 #[test]

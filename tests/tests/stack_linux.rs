@@ -20,11 +20,16 @@ use dataplane::net::af_packet::AfPacketPort;
 use dataplane::net::fault::{FaultInjector, Faults};
 use dataplane::net::{Port, PortConfig};
 use dataplane::transport::stack::Stack;
+use dataplane::transport::{CloseReason, ConnId, Event};
+use dataplane::wire::EthernetAddress;
 use dataplane_tests::VethBed;
 use dataplane_tests::stack_peers::{
-    curl_and_socat_against_the_stack, stack_bed, stack_config, the_stack_as_a_client,
+    KERNEL, curl_and_socat_against_the_stack, stack_bed, stack_config, the_stack_as_a_client,
     the_stack_fetches_from_nginx,
 };
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
 /// The bed with the kernel's side configured, and our port.
 fn setup(mtu: u16) -> Option<(VethBed, AfPacketPort)> {
@@ -242,4 +247,137 @@ fn udp_datagrams_cross_between_the_stack_and_a_kernel_socket() {
     assert_eq!(st.udp_tx, u64::from(COUNT + resent) + 1);
     drop(s);
     assert_eq!(pool.in_use(), 0);
+}
+
+/// One stack per queue of a three-queue AF_PACKET port, each opening
+/// connections to a Linux listener: the port's fanout program spreads
+/// what arrives by the 4-tuple, so each stack must pick source ports whose
+/// replies reach its own queue, or another stack (which has never heard of
+/// the connection) receives the SYN-ACK and answers it with a reset.
+#[test]
+fn outbound_connections_from_every_queue_get_their_replies() {
+    const QUEUES: u16 = 3;
+    const PER_QUEUE: usize = 8;
+    const TOTAL: usize = QUEUES as usize * PER_QUEUE;
+    let Some(bed) = stack_bed(1500) else {
+        return;
+    };
+    let cfg = PortConfig::new("veth0")
+        .with_queues(QUEUES)
+        .with_descriptors(512, 256)
+        .with_mbufs(2048, 0)
+        .with_low_latency(true);
+    let ports = bed
+        .a
+        .run(move || AfPacketPort::open(&cfg))
+        .expect("thread in the namespace")
+        .expect("AF_PACKET port");
+    // ARP replies, having no ports, all reach queue 0: the other stacks
+    // are told the kernel's MAC rather than asking for it.
+    let link = bed
+        .b
+        .exec(&["ip", "-br", "link", "show", "veth0"])
+        .expect("ip link");
+    let kernel_mac: EthernetAddress = link
+        .split_whitespace()
+        .nth(2)
+        .and_then(|m| m.parse().ok())
+        .expect("the kernel side's MAC");
+    let kernel: Ipv4Addr = KERNEL.parse().expect("address");
+    let pools: Vec<_> = ports.iter().map(|p| p.pool().clone()).collect();
+    let mut stacks: Vec<_> = ports
+        .into_iter()
+        .map(|p| {
+            let mut c = stack_config(1500);
+            c.neighbours.push((kernel, kernel_mac));
+            Stack::new(p, c).expect("stack")
+        })
+        .collect();
+    // The kernel's side: a listener that echoes one line per connection.
+    let (bound_tx, bound) = std::sync::mpsc::channel();
+    let server = bed
+        .b
+        .spawn(move || {
+            let l = std::net::TcpListener::bind("10.99.0.2:7100").expect("bind");
+            bound_tx.send(()).expect("the test waits");
+            let mut echoed = 0;
+            for _ in 0..TOTAL {
+                let Ok((mut c, _)) = l.accept() else { break };
+                c.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut line = [0u8; 16];
+                if c.read_exact(&mut line).is_ok() && c.write_all(&line).is_ok() {
+                    echoed += 1;
+                }
+                // Until our FIN.
+                let _ = c.read_to_end(&mut Vec::new());
+            }
+            echoed
+        })
+        .expect("a thread in the namespace");
+    bound.recv().expect("the listener is bound");
+    let peer = SocketAddrV4::new(kernel, 7100);
+    let line = |q: usize, i: usize| format!("queue{q:>2} conn{i:>3}\n").into_bytes();
+    // Per stack, its connections: (id, the line sent, what came back).
+    type Exchange = (ConnId, Vec<u8>, Vec<u8>);
+    let mut conns: Vec<Vec<Exchange>> = vec![Vec::new(); stacks.len()];
+    let mut closed = 0;
+    for _ in 0..2_000_000 {
+        for (q, s) in stacks.iter_mut().enumerate() {
+            // One connection in flight per stack at a time: the kernel's
+            // side answers them one after another.
+            let open = conns[q].iter().filter(|c| c.2.len() < 16).count();
+            if conns[q].len() < PER_QUEUE && open == 0 {
+                let c = s.connect(peer).expect("connect");
+                let sent = line(q, conns[q].len());
+                conns[q].push((c, sent, Vec::new()));
+            }
+            s.poll();
+            while let Some(ev) = s.next_event() {
+                match ev {
+                    Event::Connected(c) => {
+                        let sent = &conns[q].iter().find(|x| x.0 == c).expect("ours").1;
+                        assert_eq!(s.write(c, sent).expect("open"), 16);
+                    }
+                    Event::Readable(c) => {
+                        let data = s.peek(c).expect("open").to_vec();
+                        s.consume(c, data.len()).expect("open");
+                        let got = &mut conns[q].iter_mut().find(|x| x.0 == c).expect("ours").2;
+                        got.extend_from_slice(&data);
+                        if got.len() >= 16 {
+                            s.close(c).expect("open");
+                        }
+                    }
+                    Event::Closed(c, why) => {
+                        assert_eq!(why, CloseReason::Local, "queue {q}, {c}");
+                        closed += 1;
+                    }
+                    _ => {}
+                }
+            }
+            s.flush();
+        }
+        if closed == TOTAL {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    for (q, s) in stacks.iter().enumerate() {
+        let st = s.stats();
+        println!("queue {q}: {st:?}");
+        assert_eq!(
+            st.tcp_no_socket, 0,
+            "queue {q} got another queue's segments"
+        );
+        assert_eq!(st.connected, PER_QUEUE as u64, "queue {q}");
+        for (_, sent, got) in &conns[q] {
+            assert_eq!(got, sent, "queue {q}");
+        }
+    }
+    assert_eq!(closed, TOTAL);
+    assert_eq!(server.join().expect("server").expect("namespace"), TOTAL);
+    drop(stacks);
+    for p in pools {
+        assert_eq!(p.in_use(), 0, "every mbuf back in {}", p.name());
+    }
 }

@@ -153,13 +153,10 @@ impl fmt::Debug for Kernels {
     }
 }
 
-/// Microsoft's RSS key, the default of most NICs (and of DPDK's testpmd),
-/// from "Verifying the RSS Hash Calculation" in the RSS specification.
-pub const MICROSOFT_RSS_KEY: [u8; layout::RSS_KEY_LEN as usize] = [
-    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0,
-    0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c,
-    0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
-];
+/// Microsoft's RSS key, the default of most NICs (and of DPDK's testpmd):
+/// [`wire::rss::MICROSOFT_RSS_KEY`](crate::wire::rss::MICROSOFT_RSS_KEY).
+pub const MICROSOFT_RSS_KEY: [u8; layout::RSS_KEY_LEN as usize] =
+    crate::wire::rss::MICROSOFT_RSS_KEY;
 
 /// The most signatures [`Kernel::PatternMatch`] looks for.
 pub const MAX_PATTERNS: usize = layout::MAX_PATTERNS as usize;
@@ -340,22 +337,7 @@ pub fn ipv4_update(frame: &mut [u8]) -> u32 {
 
 // ------------------------------------------------------------------- RSS
 
-/// The Toeplitz hash of `input` under `key` (the key must be at least four
-/// bytes longer than the input).
-pub fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
-    let bit = |i: usize| key.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0);
-    let mut window: u32 = (0..32).fold(0, |w, i| (w << 1) | u32::from(bit(i)));
-    let mut hash = 0;
-    for (n, byte) in input.iter().enumerate() {
-        for b in 0..8 {
-            if byte & (0x80 >> b) != 0 {
-                hash ^= window;
-            }
-            window = (window << 1) | u32::from(bit(n * 8 + b + 32));
-        }
-    }
-    hash
-}
+pub use crate::wire::rss::toeplitz;
 
 /// [`Kernel::RssHash`] on one frame.
 pub fn rss_hash(key: &[u8], frame: &[u8]) -> u32 {

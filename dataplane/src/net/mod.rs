@@ -104,6 +104,12 @@ pub struct Capabilities {
     /// Receive-side scaling spreads flows over the queues, and mbufs carry
     /// the RSS hash.
     pub rss: bool,
+    /// Which queue a flow arrives on, where a program can compute it (see
+    /// [`Steering`](crate::wire::rss::Steering)): the TCP stack picks
+    /// source ports by it so replies come back to the queue that asked.
+    /// `None` where the spreading is the kernel's or the NIC's secret, or
+    /// there is one queue.
+    pub steering: Option<crate::wire::rss::Steering>,
     /// Queues of the port.
     pub queues: u16,
     /// The port's MAC address, for L2 ports that have one (what l2fwd
@@ -128,6 +134,7 @@ impl Capabilities {
             rx_checksum: false,
             tx_checksum: false,
             rss: false,
+            steering: None,
             queues,
             mac: None,
         }

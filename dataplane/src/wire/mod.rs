@@ -69,6 +69,7 @@ mod frame;
 mod ip;
 mod ipv4;
 mod ipv6;
+pub mod rss;
 mod tcp;
 #[cfg(test)]
 mod testdata;

@@ -4,6 +4,7 @@
 
 use dataplane::net::dpdk::{self, EalConfig, EalState, Memory, PciScan, PoolState};
 use dataplane::net::{Backend, DropReason, MbufBatch, Port, PortConfig};
+use dataplane::wire::rss::Steering;
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -300,6 +301,25 @@ pub fn null(memory: Memory) {
         .open(&small_port("net_null0", 1))
         .expect("reopen net_null0");
     drop(again);
+
+    // Four queues: net_null has RSS (its key and redirection table can be
+    // read, though it spreads nothing), so the port reports a Toeplitz
+    // steering that the TCP stack can pick source ports by.
+    let four = dpdk::Dpdk
+        .open(&small_port("net_null1", 4))
+        .expect("open net_null1 with four queues");
+    let caps = four[0].capabilities();
+    assert!(caps.rss);
+    match caps.steering.clone().expect("steering") {
+        Steering::Toeplitz { key, reta } => {
+            println!("net_null: {}-byte key, {} entries", key.len(), reta.len());
+            assert!(key.len() >= 16);
+            assert!(reta.len().is_power_of_two());
+            assert!(reta.iter().all(|&q| q < 4), "{reta:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(four);
     all_mbufs_home_and_shutdown();
 }
 

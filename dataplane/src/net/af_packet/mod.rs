@@ -9,10 +9,13 @@
 //!   Frames are copied out of the block into mbufs from the queue's pool,
 //!   and the block goes back to the kernel as soon as it is read. Frames
 //!   this host sends are not looped back (`PACKET_IGNORE_OUTGOING`). With
-//!   more than one queue, the rx sockets join one `PACKET_FANOUT` group in
-//!   hash mode: the kernel spreads flows over the queues by the packet's
-//!   flow hash, as a NIC's RSS spreads them over its queues, and the hash
-//!   comes with each mbuf. The interface is put in promiscuous mode with
+//!   more than one queue, the rx sockets join one `PACKET_FANOUT` group
+//!   whose classic-BPF program (`fanout`) picks each frame's queue from
+//!   its addresses and ports, as a NIC's RSS spreads flows over its
+//!   queues, but by a function a program can compute
+//!   ([`Capabilities::steering`]), so a TCP stack can choose source ports
+//!   whose replies come back to its own queue. The kernel's flow hash
+//!   still comes with each mbuf. The interface is put in promiscuous mode with
 //!   `PACKET_ADD_MEMBERSHIP` (the kernel undoes it when the socket closes).
 //!   With [`PortConfig::low_latency`] the rx ring is `TPACKET_V2`
 //!   instead: a status word per frame, each frame handed over as it is
@@ -36,6 +39,7 @@
 //!
 //! Device syntax: the interface name (`veth0`, `eth1`). Needs CAP_NET_RAW.
 
+mod fanout;
 mod ring;
 
 use super::iface::{IfInfo, if_info, link_of, next_port_id, setsockopt};
@@ -45,6 +49,7 @@ use super::{
     PortId, QueueId, QueueStats,
 };
 use crate::backend::Probe;
+use crate::wire::rss::Steering;
 use crate::{Error, Result};
 use hugepages::mbuf::{Mbuf, MbufPool, MbufPoolConfig};
 use ring::{Mapping, RxRing, TX_DATA_OFFSET, TxCounts, TxRing};
@@ -131,7 +136,7 @@ fn fanout_group() -> u16 {
 }
 
 /// The rx socket of one queue, with its ring mapped.
-fn open_rx(cfg: &PortConfig, info: &IfInfo, fanout: Option<u16>) -> Result<(OwnedFd, RxRing)> {
+fn open_rx(cfg: &PortConfig, info: &IfInfo, fanout: Option<Fanout>) -> Result<(OwnedFd, RxRing)> {
     let ifname = cfg.device.as_str();
     let fd = packet_socket().map_err(ctx("socket", ifname))?;
     let (version, name) = if cfg.low_latency {
@@ -199,14 +204,44 @@ fn open_rx(cfg: &PortConfig, info: &IfInfo, fanout: Option<u16>) -> Result<(Owne
     Ok((fd, RxRing::new(map, RX_BLOCK_SIZE, blocks)))
 }
 
+/// A queue's place in its port's fanout group.
+#[derive(Clone, Copy)]
+struct Fanout {
+    group: u16,
+    queues: u16,
+    /// The first member, which gives the group its program.
+    first: bool,
+}
+
 /// Binds an rx socket whose ring is set up to the interface, and joins
 /// the port's fanout group.
-fn join(fd: BorrowedFd<'_>, info: &IfInfo, fanout: Option<u16>, ifname: &str) -> Result<()> {
+fn join(fd: BorrowedFd<'_>, info: &IfInfo, fanout: Option<Fanout>, ifname: &str) -> Result<()> {
     bind(fd, info.index, ETH_P_ALL_BE).map_err(ctx("bind", ifname))?;
-    if let Some(group) = fanout {
-        let arg: u32 = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
-            .map_err(ctx("PACKET_FANOUT", ifname))?;
+    if let Some(f) = fanout {
+        // The group's hook, not the socket's, decides whether frames this
+        // host sends reach the group: the flag keeps them out, as
+        // PACKET_IGNORE_OUTGOING does for a socket alone. Kernels before
+        // 4.20 lack the flag: join without it there.
+        let mode = libc::PACKET_FANOUT_CBPF;
+        let arg = u32::from(f.group) | ((mode | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
+        if setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).is_err() {
+            let arg = u32::from(f.group) | (mode << 16);
+            setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+                .map_err(ctx("PACKET_FANOUT", ifname))?;
+        }
+        if f.first {
+            // The group's program, set once by its first member: the
+            // kernel runs it for every frame and delivers to the member
+            // at the index it returns (members in the order they joined:
+            // queue order).
+            let mut prog = fanout::program(f.queues);
+            let fprog = libc::sock_fprog {
+                len: prog.len() as libc::c_ushort,
+                filter: prog.as_mut_ptr(),
+            };
+            setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT_DATA, &fprog)
+                .map_err(ctx("PACKET_FANOUT_DATA (the fanout program)", ifname))?;
+        }
     }
     Ok(())
 }
@@ -329,13 +364,19 @@ impl AfPacketPort {
         }
         let probe_fd = packet_socket().map_err(ctx("socket", &cfg.device))?;
         let info = if_info(probe_fd.as_fd(), &cfg.device).map_err(ctx("interface", &cfg.device))?;
-        let fanout = (cfg.queues > 1).then(fanout_group);
+        let group = (cfg.queues > 1).then(fanout_group);
         let id = next_port_id();
         let mut caps = Capabilities::basic("af_packet", Layer::L2, cfg.burst, info.mtu, cfg.queues);
         caps.rss = cfg.queues > 1;
+        caps.steering = group.map(|_| Steering::Mix { queues: cfg.queues });
         caps.mac = info.mac;
         let mut ports = Vec::with_capacity(usize::from(cfg.queues));
         for q in 0..cfg.queues {
+            let fanout = group.map(|group| Fanout {
+                group,
+                queues: cfg.queues,
+                first: q == 0,
+            });
             let (rx_fd, rx) = open_rx(cfg, &info, fanout)?;
             if q == 0 && cfg.promiscuous {
                 let mreq = libc::packet_mreq {

@@ -7,6 +7,7 @@ use crate::net::{
     Capabilities, DropReason, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig, PortId,
     QueueId, QueueStats,
 };
+use crate::wire::rss::{RSS_KEY_LEN, Steering};
 use crate::{Error, Result};
 use dpdk_sys as sys;
 use hugepages::mbuf::{Mbuf, MbufHeader};
@@ -301,6 +302,58 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
         .collect())
 }
 
+/// The port's RSS as software can compute it: the key and redirection
+/// table the PMD reports, for the Toeplitz hash (ethdev's default
+/// function). `None`, logged, where the PMD does not report them.
+fn steering(port: u16, info: &sys::rte_eth_dev_info, name: &str) -> Option<Steering> {
+    if info.reta_size == 0 {
+        tracing::info!(port = %name, "RSS table size not reported: outbound source ports are not steered");
+        return None;
+    }
+    // The Toeplitz key of IPv4 and IPv6 with ports (40 bytes) where the
+    // PMD does not say (net_null reports 0 and has 40).
+    let key_len = match info.hash_key_size {
+        0 => RSS_KEY_LEN as u8,
+        n => n,
+    };
+    // Room for the longest key a `u8` length can give: some PMDs copy
+    // their whole key whatever length is asked (net_null copies 40).
+    let mut key = [0u8; 256];
+    let mut conf = sys::rte_eth_rss_conf {
+        rss_key: key.as_mut_ptr(),
+        rss_key_len: key_len,
+        ..Default::default()
+    };
+    // SAFETY: a started port, and a key buffer larger than any key
+    // (`conf` points into `key`, which outlives the call).
+    let rc = unsafe { sys::rte_eth_dev_rss_hash_conf_get(port, &mut conf) };
+    if rc != 0 {
+        tracing::info!(port = %name, "RSS key unknown ({}): outbound source ports are not steered", eal::strerror(-rc));
+        return None;
+    }
+    let group = sys::RTE_ETH_RETA_GROUP_SIZE as usize;
+    let size = usize::from(info.reta_size);
+    let mut groups = vec![sys::rte_eth_rss_reta_entry64::default(); size.div_ceil(group).max(1)];
+    for g in &mut groups {
+        g.mask = u64::MAX;
+    }
+    // SAFETY: a started port, and one 64-entry group per 64 entries of the
+    // table, every mask bit set (entries to read).
+    let rc = unsafe { sys::rte_eth_dev_rss_reta_query(port, groups.as_mut_ptr(), info.reta_size) };
+    if rc != 0 {
+        tracing::info!(port = %name, reta_size = size, "RSS redirection table unknown ({}): outbound source ports are not steered", eal::strerror(-rc));
+        return None;
+    }
+    let reta: Vec<u16> = groups.iter().flat_map(|g| g.reta).take(size).collect();
+    match Steering::toeplitz(&key[..usize::from(key_len)], reta) {
+        Ok(s) => Some(s),
+        Err(why) => {
+            tracing::info!(port = %name, "RSS not computable ({why}): outbound source ports are not steered");
+            None
+        }
+    }
+}
+
 /// Configures, creates the pools, sets up the queues and starts the port.
 fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
     let port = shared.port;
@@ -401,6 +454,9 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
     let mut caps = Capabilities::basic(NAME, Layer::L2, cfg.burst, mtu.into(), cfg.queues);
     caps.rx_checksum = rx_checksum;
     caps.rss = rss;
+    if rss {
+        caps.steering = steering(port, &info, &name);
+    }
     let mut mac = sys::rte_ether_addr::default();
     // SAFETY: a valid port and a place for the address.
     let rc = unsafe { sys::rte_eth_macaddr_get(port, &mut mac) };

@@ -54,6 +54,17 @@
 //! recovery stays NewReno's (received blocks are not used). Checksums
 //! are computed and verified in software.
 //!
+//! **One stack per queue.** A port of several queues spreads received
+//! flows by a hash of the 4-tuple, so a connection's segments reach the
+//! stack on the queue the hash picks. For connections accepted that is
+//! the stack that saw the SYN. For connections opened, [`Stack::connect`]
+//! takes a source port whose replies hash to its own queue, where the
+//! port says how it spreads ([`Capabilities::steering`](crate::net::Capabilities::steering):
+//! a NIC's Toeplitz key and redirection table under DPDK, the fanout
+//! program under AF_PACKET), as Seastar and F-Stack do. ARP has no
+//! ports: replies reach queue 0, so a stack on another queue that opens
+//! connections needs its next hop in [`StackConfig::neighbours`].
+//!
 //! **The API** is the kernel engines' ([`Transport`](super::Transport)):
 //! [`Stack::poll`] each pass, then [`Event`]s from [`Stack::next_event`];
 //! [`Stack::peek`]/[`Stack::consume`] to read (one contiguous slice of
@@ -89,7 +100,7 @@ use self::tcb::{Params, SegIn, SegOut, Seq, Tcb};
 use self::udp::{Delivery, UdpSock};
 use super::conn::Slab;
 use super::{CloseReason, ConnId, Event, ListenerId};
-use crate::net::{MbufBatch, Port};
+use crate::net::{MbufBatch, Port, QueueId};
 use crate::wire::{
     ChecksumMode, EtherType, EthernetAddress, EthernetFrame, IpPair, IpProtocol, Ipv4Packet,
     Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, checksum,
@@ -356,6 +367,10 @@ impl<P: Port> Stack<P> {
     /// # Errors
     /// [`Error::Config`] when no route leads to `peer`, the connection
     /// table is full, or every ephemeral port to `peer` is taken.
+    ///
+    /// On a port of several queues whose spreading a program can compute
+    /// ([`Capabilities::steering`](crate::net::Capabilities::steering)),
+    /// the source port is one whose replies arrive on this stack's queue.
     pub fn connect(&mut self, peer: SocketAddrV4) -> Result<ConnId> {
         let hop = self.next_hop(*peer.ip()).ok_or_else(|| {
             Error::Config(format!(
@@ -370,6 +385,17 @@ impl<P: Port> Stack<P> {
         }
         let (lo, hi) = self.cfg.ephemeral_ports;
         let span = u32::from(hi - lo) + 1;
+        // With more than one queue, the replies must come back to ours:
+        // take only ports that the port's steering maps here (about one
+        // in `queues`), as Seastar and F-Stack do.
+        let (_, QueueId(queue)) = self.io.port.id();
+        let steering = self
+            .io
+            .port
+            .capabilities()
+            .steering
+            .as_ref()
+            .filter(|s| s.queues() > 1);
         let mut key = None;
         for _ in 0..span {
             let p = self.next_port;
@@ -379,13 +405,18 @@ impl<P: Port> Stack<P> {
                 remote: *peer.ip(),
                 remote_port: peer.port(),
             };
-            if !self.flows.contains_key(&k) && !self.by_port.contains_key(&p) {
+            let home = steering
+                .is_none_or(|s| s.queue_v4(*peer.ip(), self.io.addr, peer.port(), p) == queue);
+            if home && !self.flows.contains_key(&k) && !self.by_port.contains_key(&p) {
                 key = Some(k);
                 break;
             }
         }
-        let key = key.ok_or_else(|| {
-            Error::Config(format!("stack: every ephemeral port to {peer} is in use"))
+        let key = key.ok_or_else(|| match steering {
+            None => Error::Config(format!("stack: every ephemeral port to {peer} is in use")),
+            Some(_) => Error::Config(format!(
+                "stack: every ephemeral port to {peer} whose replies reach queue {queue} is in use"
+            )),
         })?;
         let now = Instant::now();
         let iss = self.isn(&key, now);
