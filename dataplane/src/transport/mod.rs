@@ -68,9 +68,13 @@
 //! address with their own `Transport` and the kernel spreads connections
 //! over them by the 4-tuple's hash; an accepted connection lives and dies
 //! on the lcore that accepted it. On a thread pinned to one CPU the
-//! listener also gets `SO_INCOMING_CPU`, so that the kernel (where it
-//! honours it for reuseport groups) prefers the listener of the CPU that
-//! took the SYN.
+//! listener also gets `SO_INCOMING_CPU`, and the reuseport group hands a
+//! connection to the listener of the CPU whose softirq took its SYN
+//! rather than by the hash (Linux 6.1 and later; earlier kernels used
+//! the option only outside reuseport groups and hash). So with the NIC's
+//! RSS or RPS spreading flows over CPUs, each connection is served on the
+//! core that received it; a test pins clients to two CPUs and checks
+//! that every connection lands on the lcore of its client's CPU.
 //!
 //! **UDP.** [`Transport::bind_udp`] opens a datagram socket (also
 //! `SO_REUSEPORT`); datagrams arrive with `recvmmsg`, up to

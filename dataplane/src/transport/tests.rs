@@ -61,6 +61,7 @@ on_every_engine!(
     stale_ids_never_reach_a_new_connection_in_the_same_slot,
     many_connections_at_once_each_get_their_own_bytes,
     listeners_on_one_port_share_its_connections_across_threads,
+    a_pinned_lcore_accepts_the_connections_its_cpu_received,
     udp_datagrams_arrive_whole_with_their_sender_and_go_back,
 );
 
@@ -535,6 +536,107 @@ fn listeners_on_one_port_share_its_connections_across_threads(kind: EngineKind) 
     assert_eq!(accepted.iter().sum::<u64>(), 200);
     // The kernel hashes the 4-tuple: both listeners get some.
     assert!(accepted.iter().all(|&a| a > 0), "{accepted:?}");
+}
+
+/// Two lcores pinned to CPUs 0 and 1 listen on one port; clients pinned
+/// to each CPU connect over loopback, where the kernel takes each SYN on
+/// the sending CPU. With `SO_INCOMING_CPU` on the listeners the reuseport
+/// group hands each connection to the listener of the CPU that took its
+/// SYN, so every connection stays on the cache and the core that handled
+/// it in the kernel, not where the 4-tuple's hash would send it.
+fn a_pinned_lcore_accepts_the_connections_its_cpu_received(kind: EngineKind) {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .take(2)
+        .collect();
+    if cpus.len() < 2 {
+        println!("skip: one CPU, nothing to steer between");
+        return;
+    }
+    let pin = |cpu: usize| {
+        let mut set = CpuSet::new();
+        set.set(cpu).expect("cpu");
+        sched_setaffinity(Pid::from_raw(0), &set).expect("pin");
+    };
+    let first = TcpListener::bind(any_port()).expect("probe");
+    let addr = first.local_addr().expect("addr");
+    drop(first);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let lcores: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            let stop = stop.clone();
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || {
+                pin(cpu);
+                let mut t = Transport::new(cfg(kind)).expect("transport");
+                t.listen(addr).expect("listen");
+                ready.send(()).expect("ready");
+                // Per client CPU (the byte each client sends), connections
+                // accepted here.
+                let mut from = std::collections::BTreeMap::<u8, u32>::new();
+                let mut seen = std::collections::HashSet::new();
+                let end = Instant::now() + LIMIT;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    assert!(Instant::now() < end);
+                    t.poll().expect("poll");
+                    while let Some(ev) = t.next_event() {
+                        if let Event::Readable(c) = ev
+                            && let Some(&b) = t.peek(c).expect("open").first()
+                            && seen.insert(c)
+                        {
+                            *from.entry(b).or_default() += 1;
+                        }
+                        echo(&mut t, ev);
+                    }
+                    std::thread::yield_now();
+                }
+                (cpu, from)
+            })
+        })
+        .collect();
+    for _ in &cpus {
+        ready_rx.recv().expect("ready");
+    }
+    const EACH: u32 = 40;
+    let clients: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            std::thread::spawn(move || {
+                pin(cpu);
+                for _ in 0..EACH {
+                    let mut s = TcpStream::connect(addr).expect("connect");
+                    s.write_all(&[cpu as u8]).expect("write");
+                    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).expect("read");
+                    assert_eq!(got, [cpu as u8]);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut total = 0;
+    for h in lcores {
+        let (cpu, from) = h.join().expect("lcore");
+        println!("lcore on cpu {cpu} accepted, by the client's cpu: {from:?}");
+        for (&client, &n) in &from {
+            assert_eq!(
+                usize::from(client),
+                cpu,
+                "{n} connections from cpu {client} went to the lcore on cpu {cpu}"
+            );
+            total += n;
+        }
+    }
+    assert_eq!(total, EACH * cpus.len() as u32);
 }
 
 fn udp_datagrams_arrive_whole_with_their_sender_and_go_back(kind: EngineKind) {
