@@ -242,10 +242,12 @@ impl StackPorts {
             .map_err(|e| anyhow::anyhow!("--stack-backend {}: {e}", args.stack_backend))?;
         let queues = u16::try_from(shards).context("too many shards for one port")?;
         // Frame by frame: a server answering requests must not wait for a
-        // receive batch to fill (AF_PACKET's TPACKET_V3 blocks).
+        // receive batch to fill (AF_PACKET's TPACKET_V3 blocks). Checksums
+        // on the device where it computes them.
         let cfg = dataplane::net::PortConfig::new(device.clone())
             .with_queues(queues)
-            .with_low_latency(true);
+            .with_low_latency(true)
+            .with_tx_checksum(true);
         let opened = dataplane::net::open(&cfg, choice)
             .with_context(|| format!("opening {device} for the stack"))?;
         Ok(Some(Arc::new(StackPorts {

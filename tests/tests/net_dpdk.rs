@@ -273,6 +273,39 @@ fn tcp_stack_over_af_packet_no_huge() {
     );
 }
 
+/// The user-space TCP/IP stack over `net_tap` with checksums left to the
+/// port both ways; curl and socat on the tap's kernel side.
+#[test]
+fn tcp_stack_with_checksum_offload_over_tap_no_huge() {
+    if !dpdk_or_skip() {
+        return;
+    }
+    if !available_or_skip(
+        Capability::Dpdk,
+        is_root(),
+        "net_tap creates a kernel interface, which needs root",
+    ) {
+        return;
+    }
+    use dataplane_tests::stack_peers::have;
+    if !(have("curl") && have("socat")) {
+        return;
+    }
+    let Some(ns) = Netns::create("st") else {
+        assert!(
+            !dataplane::require::required(Capability::Netns),
+            "no network namespace could be made"
+        );
+        println!("skip: no network namespace could be made");
+        return;
+    };
+    run_child(
+        "stack-tap:nohuge",
+        &["ip", "netns", "exec", &ns.0],
+        &[("DATAPLANE_DPDK_TEST_PEER_NS", &ns.0)],
+    );
+}
+
 /// An EAL that cannot start (an argument EAL does not know, through
 /// DATAPLANE_EAL_ARGS): the backend reports DPDK's reason, keeps it, and
 /// its probe says unavailable.
@@ -321,6 +354,10 @@ fn child() {
         "stack" => {
             let peer = std::env::var("DATAPLANE_DPDK_TEST_PEER_NS").expect("the peer's namespace");
             scenarios::tcp_stack(memory, "net_af_packet0,iface=veth0", &peer);
+        }
+        "stack-tap" => {
+            let peer = std::env::var("DATAPLANE_DPDK_TEST_PEER_NS").expect("the peer's namespace");
+            scenarios::tcp_stack_on_tap(memory, &peer);
         }
         "eal-failure" => scenarios::eal_failure(),
         other => panic!("unknown scenario {other:?}"),

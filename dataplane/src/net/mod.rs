@@ -328,6 +328,13 @@ pub struct PortConfig {
     /// capture keep the batching. Other backends hand frames over as they
     /// arrive either way.
     pub low_latency: bool,
+    /// Ask the device to compute IPv4, TCP and UDP checksums on transmit
+    /// where it can (DPDK ports whose PMD offers all three; the others
+    /// ignore it), and say so in [`Capabilities::tx_checksum`]. Off by
+    /// default: on some PMDs (ixgbe's and i40e's vector paths) any
+    /// transmit offload moves the queue to a slower full-featured path,
+    /// which forwarding would pay for. The TCP stack's servers turn it on.
+    pub tx_checksum: bool,
 }
 
 impl PortConfig {
@@ -346,6 +353,7 @@ impl PortConfig {
             promiscuous: true,
             shared_pool: None,
             low_latency: false,
+            tx_checksum: false,
         }
     }
 }
@@ -374,6 +382,13 @@ impl PortConfig {
     /// Receives frame by frame ([`low_latency`](Self::low_latency)).
     pub fn with_low_latency(mut self, on: bool) -> Self {
         self.low_latency = on;
+        self
+    }
+
+    /// Checksums computed by the device on transmit, where it can
+    /// ([`tx_checksum`](Self::tx_checksum)).
+    pub fn with_tx_checksum(mut self, on: bool) -> Self {
+        self.tx_checksum = on;
         self
     }
 

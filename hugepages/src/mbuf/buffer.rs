@@ -173,6 +173,25 @@ impl Mbuf {
         self.header_mut().ol_flags = flags;
     }
 
+    /// The header lengths a transmit offload reads: `tx_offload`'s
+    /// `l2_len` (7 bits), `l3_len` (9 bits) and `l4_len` (8 bits), in
+    /// bytes; the rest of the word (TSO, outer headers) is cleared.
+    /// Lengths past their bits are cut to them.
+    pub fn set_tx_header_lens(&mut self, l2: usize, l3: usize, l4: usize) {
+        let word = (l2 as u64 & 0x7f) | ((l3 as u64 & 0x1ff) << 7) | ((l4 as u64 & 0xff) << 16);
+        self.header_mut().tx_offload = word;
+    }
+
+    /// `tx_offload`'s `(l2_len, l3_len, l4_len)`.
+    pub fn tx_header_lens(&self) -> (usize, usize, usize) {
+        let w = self.header().tx_offload;
+        (
+            (w & 0x7f) as usize,
+            ((w >> 7) & 0x1ff) as usize,
+            ((w >> 16) & 0xff) as usize,
+        )
+    }
+
     /// The packet type.
     pub fn packet_type(&self) -> u32 {
         self.header().packet_type

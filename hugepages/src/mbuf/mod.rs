@@ -88,6 +88,31 @@ pub const MBUF_PORT_INVALID: u16 = u16::MAX;
 /// (`RTE_MBUF_F_EXTERNAL`, bit 61, rte_mbuf_core.h).
 pub const MBUF_F_EXTERNAL: u64 = 1 << 61;
 
+/// Checksum offload flags, with DPDK 22.11's values (rte_mbuf_core.h), for
+/// ports that verify checksums on receive and compute them on transmit.
+pub mod offload {
+    /// What the NIC found of the IPv4 header checksum (two bits).
+    pub const RX_IP_CKSUM_MASK: u64 = (1 << 4) | (1 << 7);
+    /// The IPv4 header checksum is wrong.
+    pub const RX_IP_CKSUM_BAD: u64 = 1 << 4;
+    /// The IPv4 header checksum is right.
+    pub const RX_IP_CKSUM_GOOD: u64 = 1 << 7;
+    /// What the NIC found of the TCP or UDP checksum (two bits).
+    pub const RX_L4_CKSUM_MASK: u64 = (1 << 3) | (1 << 8);
+    /// The TCP or UDP checksum is wrong.
+    pub const RX_L4_CKSUM_BAD: u64 = 1 << 3;
+    /// The TCP or UDP checksum is right.
+    pub const RX_L4_CKSUM_GOOD: u64 = 1 << 8;
+    /// Compute the TCP checksum (the field holds the pseudo-header sum).
+    pub const TX_TCP_CKSUM: u64 = 1 << 52;
+    /// Compute the UDP checksum (the field holds the pseudo-header sum).
+    pub const TX_UDP_CKSUM: u64 = 3 << 52;
+    /// Compute the IPv4 header checksum (the field holds 0).
+    pub const TX_IP_CKSUM: u64 = 1 << 54;
+    /// The packet is IPv4.
+    pub const TX_IPV4: u64 = 1 << 55;
+}
+
 /// Frees pending in `free_bulk` before a flush (`RTE_PKTMBUF_FREE_PENDING_SZ`,
 /// lib/mbuf/rte_mbuf.c).
 const FREE_PENDING: usize = 64;

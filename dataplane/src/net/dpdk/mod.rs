@@ -238,4 +238,19 @@ mod layout {
         // Mbuf goes to DPDK in place as a `struct rte_mbuf *`.
         assert!(size_of::<hugepages::mbuf::Mbuf>() == size_of::<*mut R>());
     };
+
+    // The checksum offload flags the stack sets and reads.
+    const _: () = {
+        use hugepages::mbuf::offload as o;
+        assert!(o::RX_IP_CKSUM_BAD == dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64);
+        assert!(o::RX_IP_CKSUM_GOOD == dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD as u64);
+        assert!(o::RX_IP_CKSUM_MASK == dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_MASK as u64);
+        assert!(o::RX_L4_CKSUM_BAD == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64);
+        assert!(o::RX_L4_CKSUM_GOOD == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64);
+        assert!(o::RX_L4_CKSUM_MASK == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64);
+        assert!(o::TX_TCP_CKSUM == dpdk_sys::RTE_MBUF_F_TX_TCP_CKSUM);
+        assert!(o::TX_UDP_CKSUM == dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM);
+        assert!(o::TX_IP_CKSUM == dpdk_sys::RTE_MBUF_F_TX_IP_CKSUM);
+        assert!(o::TX_IPV4 == dpdk_sys::RTE_MBUF_F_TX_IPV4);
+    };
 }

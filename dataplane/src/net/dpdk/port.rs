@@ -23,6 +23,12 @@ const RX_CKSUM: u64 = (sys::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM
     | sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM
     | sys::RTE_ETH_RX_OFFLOAD_TCP_CKSUM) as u64;
 
+/// Transmit checksum offloads enabled when the device has all three (the
+/// TCP stack then leaves IPv4, TCP and UDP checksums to the device).
+const TX_CKSUM: u64 = (sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM
+    | sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM
+    | sys::RTE_ETH_TX_OFFLOAD_TCP_CKSUM) as u64;
+
 /// Flows RSS spreads over the queues, where the device hashes them.
 const RSS_HF: u64 = (sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_UDP | sys::RTE_ETH_RSS_TCP) as u64;
 
@@ -383,6 +389,10 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
     if rx_checksum {
         conf.rxmode.offloads |= RX_CKSUM;
     }
+    let tx_checksum = cfg.tx_checksum && info.tx_offload_capa & TX_CKSUM == TX_CKSUM;
+    if tx_checksum {
+        conf.txmode.offloads |= TX_CKSUM;
+    }
     // SAFETY: a valid port, stopped, and a filled configuration.
     let rc = unsafe { sys::rte_eth_dev_configure(port, cfg.queues, cfg.queues, &conf) };
     check(rc, || at("rte_eth_dev_configure"))?;
@@ -453,6 +463,7 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
     }
     let mut caps = Capabilities::basic(NAME, Layer::L2, cfg.burst, mtu.into(), cfg.queues);
     caps.rx_checksum = rx_checksum;
+    caps.tx_checksum = tx_checksum;
     caps.rss = rss;
     if rss {
         caps.steering = steering(port, &info, &name);
@@ -472,6 +483,7 @@ fn setup(cfg: &PortConfig, shared: &mut PortShared) -> Result<Capabilities> {
         socket,
         rss,
         rx_checksum,
+        tx_checksum,
         "DPDK port started"
     );
     Ok(caps)

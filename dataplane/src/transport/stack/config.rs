@@ -212,8 +212,15 @@ pub struct StackStats {
     pub rx_ignored: u64,
     /// Frames or packets too short or malformed.
     pub rx_malformed: u64,
-    /// IPv4 or TCP checksums that did not match.
+    /// IPv4, TCP or UDP checksums that did not match (ours, or the
+    /// device's verdict).
     pub rx_bad_checksum: u64,
+    /// Frames whose TCP or UDP checksum the device verified, so we did
+    /// not ([`PortConfig`](crate::net::PortConfig)'s receive offload).
+    pub rx_checksum_offloaded: u64,
+    /// IPv4 packets whose checksums the device computed
+    /// ([`PortConfig::tx_checksum`](crate::net::PortConfig::tx_checksum)).
+    pub tx_checksum_offloaded: u64,
     /// IPv4 packets for another address.
     pub rx_not_ours: u64,
     /// IPv4 fragments (not reassembled).

@@ -24,9 +24,53 @@ pub(super) struct Io<P: Port> {
     pub(super) addr: Ipv4Addr,
     pub(super) ident: u16,
     pub(super) stats: StackStats,
+    /// The device computes IPv4, TCP and UDP checksums on transmit
+    /// ([`Capabilities::tx_checksum`](crate::net::Capabilities::tx_checksum)).
+    pub(super) tx_offload: bool,
+    /// The device verifies them on receive and says so in each mbuf.
+    pub(super) rx_offload: bool,
+    /// How the frame being handled has its IPv4 and TCP/UDP checksums
+    /// checked: by us, or not at all where the device found them good.
+    pub(super) rx_ip: ChecksumMode,
+    pub(super) rx_l4: ChecksumMode,
+}
+
+/// The checksum mode of what we send: the device's where it has the
+/// offload.
+pub(super) fn tx_mode(offload: bool) -> ChecksumMode {
+    if offload {
+        ChecksumMode::Offload
+    } else {
+        ChecksumMode::Software
+    }
 }
 
 impl<P: Port> Io<P> {
+    /// Reads a received mbuf's checksum flags into [`Io::rx_ip`] and
+    /// [`Io::rx_l4`]; false (and counted) for a frame the device found a
+    /// bad checksum in.
+    pub(super) fn rx_checks(&mut self, flags: u64) -> bool {
+        use hugepages::mbuf::offload as o;
+        (self.rx_ip, self.rx_l4) = (ChecksumMode::Software, ChecksumMode::Software);
+        if !self.rx_offload {
+            return true;
+        }
+        let ip = flags & o::RX_IP_CKSUM_MASK;
+        let l4 = flags & o::RX_L4_CKSUM_MASK;
+        if ip == o::RX_IP_CKSUM_BAD || l4 == o::RX_L4_CKSUM_BAD {
+            self.stats.rx_bad_checksum += 1;
+            return false;
+        }
+        if ip == o::RX_IP_CKSUM_GOOD {
+            self.rx_ip = ChecksumMode::Offload;
+        }
+        if l4 == o::RX_L4_CKSUM_GOOD {
+            self.rx_l4 = ChecksumMode::Offload;
+            self.stats.rx_checksum_offloaded += 1;
+        }
+        true
+    }
+
     /// An mbuf to build a frame in.
     pub(super) fn mbuf(&mut self) -> Option<hugepages::mbuf::Mbuf> {
         if self.spare.as_slice().is_empty() {
@@ -155,13 +199,26 @@ impl<P: Port> Io<P> {
         if ip
             .emit(
                 &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
-                ChecksumMode::Software,
+                tx_mode(self.tx_offload),
             )
             .is_err()
         {
             return None;
         }
         fill(&mut buf[34..total]);
+        if self.tx_offload {
+            use hugepages::mbuf::offload as o;
+            // TCP and UDP headers were emitted with the pseudo-header sum
+            // for the device to finish; ICMP carries its own.
+            let l4 = match ip.protocol {
+                IpProtocol::TCP => o::TX_TCP_CKSUM,
+                IpProtocol::UDP => o::TX_UDP_CKSUM,
+                _ => 0,
+            };
+            m.set_ol_flags(m.ol_flags() | o::TX_IPV4 | o::TX_IP_CKSUM | l4);
+            m.set_tx_header_lens(14, 20, 0);
+            self.stats.tx_checksum_offloaded += 1;
+        }
         Some(m)
     }
 
@@ -209,15 +266,12 @@ impl<P: Port> Io<P> {
             dst: key.remote,
         };
         self.stats.tcp_tx += 1;
+        let mode = tx_mode(self.tx_offload);
         self.send_ip(dst_mac, ip, |out| {
             let h = repr.header_len();
             out[h..h + a.len()].copy_from_slice(a);
             out[h + a.len()..h + a.len() + b.len()].copy_from_slice(b);
-            let _ = repr.emit(
-                &mut TcpPacket::new_unchecked(out),
-                &addrs,
-                ChecksumMode::Software,
-            );
+            let _ = repr.emit(&mut TcpPacket::new_unchecked(out), &addrs, mode);
         });
     }
 

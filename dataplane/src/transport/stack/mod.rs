@@ -51,8 +51,19 @@
 //! (never offered), so peers fall back cleanly. SACK (RFC 2018) is
 //! declined by default; with [`StackConfig::sack`] the stack offers and
 //! accepts SACK-permitted and its ACKs carry SACK blocks, while its own
-//! recovery stays NewReno's (received blocks are not used). Checksums
-//! are computed and verified in software.
+//! recovery stays NewReno's (received blocks are not used).
+//!
+//! **Checksums** are computed and verified in software unless the port's
+//! device does it: on a port with
+//! [`Capabilities::rx_checksum`](crate::net::Capabilities::rx_checksum)
+//! the stack takes each mbuf's verdict (good: not checked again; bad:
+//! dropped and counted; not looked at: checked here), and on one with
+//! [`Capabilities::tx_checksum`](crate::net::Capabilities::tx_checksum)
+//! (asked for with [`PortConfig::tx_checksum`](crate::net::PortConfig::tx_checksum))
+//! it leaves the IPv4 checksum zero and the TCP or UDP one the
+//! pseudo-header's sum, and sets the mbuf's offload flags and header
+//! lengths for the device to finish, as DPDK's `RTE_MBUF_F_TX_*_CKSUM`
+//! asks. [`StackStats`] counts both.
 //!
 //! **One stack per queue.** A port of several queues spreads received
 //! flows by a hash of the 4-tuple, so a connection's segments reach the
@@ -80,6 +91,8 @@
 //! rest; one that moves earlier gets an entry of its own, and the entry it
 //! replaced is dropped when it fires.
 
+#[cfg(test)]
+mod claims;
 mod config;
 mod io;
 mod neighbour;
@@ -255,6 +268,7 @@ impl<P: Port> Stack<P> {
                 },
             );
         }
+        let (tx_offload, rx_offload) = (caps.tx_checksum, caps.rx_checksum);
         let now = Instant::now();
         let isn_key = RandomState::new();
         let next_port = cfg.ephemeral_ports.0
@@ -269,6 +283,10 @@ impl<P: Port> Stack<P> {
                 spare: MbufBatch::new(),
                 ident: 0,
                 stats: StackStats::default(),
+                tx_offload,
+                rx_offload,
+                rx_ip: ChecksumMode::Software,
+                rx_l4: ChecksumMode::Software,
             },
             cfg,
             params,
@@ -581,6 +599,9 @@ impl<P: Port> Stack<P> {
             let mut batch = std::mem::take(&mut self.rx);
             for m in batch.drain() {
                 self.io.stats.rx_frames += 1;
+                if !self.io.rx_checks(m.ol_flags()) {
+                    continue;
+                }
                 match self.frame(m.data()) {
                     Some(d) => self.deliver(m, d),
                     None => drop(m),
@@ -779,7 +800,7 @@ impl<P: Port> Stack<P> {
             self.io.stats.rx_malformed += 1;
             return None;
         };
-        let repr = match Ipv4Repr::parse(&packet, ChecksumMode::Software) {
+        let repr = match Ipv4Repr::parse(&packet, self.io.rx_ip) {
             Ok(r) => r,
             Err(crate::wire::WireError::BadChecksum(_)) => {
                 self.io.stats.rx_bad_checksum += 1;
@@ -855,7 +876,7 @@ impl<P: Port> Stack<P> {
             self.io.stats.rx_malformed += 1;
             return;
         };
-        let repr = match TcpRepr::parse(&packet, &addrs, ChecksumMode::Software) {
+        let repr = match TcpRepr::parse(&packet, &addrs, self.io.rx_l4) {
             Ok(r) => r,
             Err(crate::wire::WireError::BadChecksum(_)) => {
                 self.io.stats.rx_bad_checksum += 1;

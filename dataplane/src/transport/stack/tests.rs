@@ -29,11 +29,11 @@ fn faults(seed: u64) -> Faults {
     }
 }
 
-fn addr(last: u8) -> Ipv4Addr {
+pub(super) fn addr(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, last)
 }
 
-fn config(last: u8) -> StackConfig {
+pub(super) fn config(last: u8) -> StackConfig {
     let mut c = StackConfig::new(format!("10.0.0.{last}/24").parse().expect("cidr"));
     // Short timers so that loss recovers within a test's time.
     c.time_wait = Duration::from_millis(20);
@@ -49,7 +49,7 @@ fn config(last: u8) -> StackConfig {
     c
 }
 
-fn pair(name: &str) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
+pub(super) fn pair(name: &str) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
     let mut cfg = PortConfig::new(name);
     cfg.mbufs = 8192;
     cfg.mbuf_cache = 0;
@@ -625,7 +625,11 @@ fn keepalive_probes_an_idle_peer_and_gives_up_on_a_silent_one() {
 }
 
 /// A SYN from `port` (a raw end of the link) to the stack at 10.0.0.1.
-fn syn_frame(raw: &mut MemoryPort, to: EthernetAddress, src_port: u16) -> hugepages::mbuf::Mbuf {
+pub(super) fn syn_frame(
+    raw: &mut MemoryPort,
+    to: EthernetAddress,
+    src_port: u16,
+) -> hugepages::mbuf::Mbuf {
     use crate::wire::{IpPair, TcpFlags, TcpPacket, TcpRepr};
     let mut batch = MbufBatch::new();
     raw.alloc_burst(1, &mut batch);
@@ -1042,77 +1046,4 @@ fn an_idle_connection_times_out_and_a_busy_one_does_not() {
     assert!(busy_writes >= 2, "{busy_writes}");
     drop((client, server));
     let _ = (pool_a, pool_b);
-}
-
-/// A memory port that says it is queue 2 of a four-queue port spread by
-/// `steering`, as a NIC's port would.
-struct Steered {
-    inner: MemoryPort,
-    caps: crate::net::Capabilities,
-}
-
-impl Steered {
-    fn new(inner: MemoryPort, steering: crate::wire::rss::Steering) -> Self {
-        let mut caps = inner.capabilities().clone();
-        caps.queues = 4;
-        caps.rss = true;
-        caps.steering = Some(steering);
-        Steered { inner, caps }
-    }
-}
-
-impl Port for Steered {
-    fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
-        self.inner.rx_burst(out)
-    }
-    fn tx_burst(&mut self, pkts: &mut MbufBatch) -> usize {
-        self.inner.tx_burst(pkts)
-    }
-    fn alloc_burst(&mut self, n: usize, out: &mut MbufBatch) -> usize {
-        self.inner.alloc_burst(n, out)
-    }
-    fn capabilities(&self) -> &crate::net::Capabilities {
-        &self.caps
-    }
-    fn link(&self) -> crate::net::LinkStatus {
-        self.inner.link()
-    }
-    fn stats(&self) -> crate::net::QueueStats {
-        self.inner.stats()
-    }
-    fn id(&self) -> (crate::net::PortId, crate::net::QueueId) {
-        (self.inner.id().0, crate::net::QueueId(2))
-    }
-}
-
-#[test]
-fn connect_picks_source_ports_whose_replies_reach_its_queue() {
-    use crate::wire::rss::{MICROSOFT_RSS_KEY, Steering};
-    let (a, _b, _pa, _pb) = pair("steered");
-    let reta: Vec<u16> = (0..128).map(|i| i % 4).collect();
-    let steering = Steering::toeplitz(&MICROSOFT_RSS_KEY, reta).expect("valid");
-    let mut cfg = config(1);
-    cfg.neighbours
-        .push((addr(2), EthernetAddress([2, 0, 0, 0, 0, 2])));
-    let mut s = Stack::new(Steered::new(a, steering.clone()), cfg).expect("stack");
-    let peer = SocketAddrV4::new(addr(2), 80);
-    let mut ports = std::collections::HashSet::new();
-    for _ in 0..200 {
-        let c = s.connect(peer).expect("connect");
-        let local = s.conn_stats(c).expect("open").local;
-        assert_eq!(
-            steering.queue_v4(addr(2), addr(1), 80, local.port()),
-            2,
-            "{local}: the SYN-ACK would reach another queue"
-        );
-        assert!(ports.insert(local.port()), "{local} used twice");
-    }
-    // A table that never names queue 2: no port can do, and connect says so.
-    let (a, _b, _pa, _pb) = pair("steered-away");
-    let away = Steering::toeplitz(&MICROSOFT_RSS_KEY, vec![0, 1, 3, 0]).expect("valid");
-    let mut cfg = config(1);
-    cfg.ephemeral_ports = (40_000, 40_999);
-    let mut s = Stack::new(Steered::new(a, away), cfg).expect("stack");
-    let e = s.connect(peer).expect_err("no port maps to queue 2");
-    assert!(e.to_string().contains("reach queue 2"), "{e}");
 }

@@ -10,7 +10,7 @@
 use super::{Io, Stack};
 use crate::net::Port;
 use crate::transport::{Event, UdpId};
-use crate::wire::{ChecksumMode, IpPair, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr};
+use crate::wire::{IpPair, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr};
 use crate::{Error, Result};
 use hugepages::mbuf::Mbuf;
 use std::collections::VecDeque;
@@ -168,7 +168,7 @@ impl<P: Port> Stack<P> {
             self.io.stats.rx_malformed += 1;
             return None;
         };
-        let repr = match UdpRepr::parse(&packet, &addrs, ChecksumMode::Software) {
+        let repr = match UdpRepr::parse(&packet, &addrs, self.io.rx_l4) {
             Ok(r) => r,
             Err(crate::wire::WireError::BadChecksum(_)) => {
                 self.io.stats.rx_bad_checksum += 1;
@@ -237,13 +237,10 @@ impl<P: Port> Io<P> {
             src: self.addr,
             dst: *to.ip(),
         };
+        let mode = super::io::tx_mode(self.tx_offload);
         self.build_ip(ip, |out| {
             out[8..8 + data.len()].copy_from_slice(data);
-            let _ = udp.emit(
-                &mut UdpPacket::new_unchecked(out),
-                &addrs,
-                ChecksumMode::Software,
-            );
+            let _ = udp.emit(&mut UdpPacket::new_unchecked(out), &addrs, mode);
         })
     }
 }
