@@ -312,6 +312,24 @@ fn metrics_need_the_bearer_token_when_one_is_set(engine: &str) {
     assert_eq!(curl(&[&s.url("/plaintext")]).1, b"Hello, World!");
 }
 
+/// `--metrics ADDR` serves the same registry on a port of its own, with
+/// no token (the address, loopback here, is what guards it).
+fn metrics_are_also_served_on_their_own_address(engine: &str) {
+    let at = format!("127.0.0.1:{}", support::free_port());
+    let s = dp_http_with(engine, &["--metrics", &at, "--metrics-token", "s3cret"]);
+    for _ in 0..5 {
+        assert_eq!(curl(&[&s.url("/plaintext")]).1, b"Hello, World!");
+    }
+    let text = support::scrape(&at).expect("a scrape of --metrics");
+    assert!(
+        support::metric(&text, "dp_http_requests_total") >= 5,
+        "{text}"
+    );
+    assert!(text.contains("dataplane_lcore_passes"), "{text}");
+    let sum = s.finish();
+    assert!(sum["requests"].as_u64().unwrap_or(0) >= 5, "{sum}");
+}
+
 /// Runs `openssl s_client` against the server with `ca` as its trust
 /// store, sending `request`; its output, and whether it succeeded.
 fn s_client(port: u16, ca: &str, request: &[u8]) -> (bool, String) {
@@ -528,6 +546,7 @@ on_every_engine!(
     curl_serves_every_route,
     malformed_requests_get_their_status_and_a_close,
     metrics_need_the_bearer_token_when_one_is_set,
+    metrics_are_also_served_on_their_own_address,
     https_with_curl_and_openssl,
     wrk_runs_without_errors,
 );

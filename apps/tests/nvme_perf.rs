@@ -308,8 +308,21 @@ fn block_telemetry_and_metrics_while_running() {
         scrape.contains("dataplane_block_ios_total{lcore=\"0\"}"),
         "{scrape}"
     );
+    // A histogram: cumulative buckets, a +Inf bucket holding every I/O
+    // counted so far, and its sum.
+    let inf = scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("dataplane_block_latency_seconds_bucket{") && l.contains("le=\"+Inf\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(inf.is_some_and(|n| n > 0), "{scrape}");
     assert!(
-        scrape.contains("dataplane_block_latency_seconds{lcore=\"0\",quantile=\"0.99\"}"),
+        scrape.contains("# TYPE dataplane_block_latency_seconds histogram"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("dataplane_block_latency_seconds_sum{lcore=\"0\"}"),
         "{scrape}"
     );
     let out = child.wait_with_output().unwrap();

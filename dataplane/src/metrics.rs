@@ -72,6 +72,19 @@ pub fn gauges(
     f
 }
 
+/// A family of latency histograms, one per label set, each holding what
+/// the histogram given for it holds (copied when the family is made, as
+/// the scrape that makes it reads them).
+pub fn histograms(
+    values: impl IntoIterator<Item = (Labels, LatencyHistogram)>,
+) -> Family<Labels, LatencyHistogram> {
+    let f = Family::<Labels, LatencyHistogram>::default();
+    for (labels, h) in values {
+        f.get_or_create(&labels).add(&h);
+    }
+    f
+}
+
 /// An accelerator queue's counters (`dataplane_accel_*`): submissions,
 /// completions, failures and the bytes read in place or staged each way,
 /// for a collector that reads them from wherever its lcore publishes.

@@ -48,6 +48,11 @@ pub struct HttpArgs {
     /// the start; subdirectories are not served).
     #[arg(long)]
     pub files: Option<PathBuf>,
+    /// Also serve Prometheus `/metrics` on this address (loopback unless
+    /// told otherwise), as every app does, for a scraper kept off the
+    /// server's own port; the server's `/metrics` route serves the same.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Serve `/metrics` only to requests with `Authorization: Bearer
     /// TOKEN` (others get 401).
     #[arg(long = "metrics-token", value_name = "TOKEN")]
@@ -317,6 +322,14 @@ pub fn run(args: &HttpArgs, quit: Arc<AtomicBool>) -> anyhow::Result<HttpSummary
     shard_metrics(&metrics, shards.clone());
     let running = group.launch()?;
     metrics.lcores(running.stats_view());
+    let _metrics_server = match args.metrics {
+        Some(at) => Some(
+            metrics
+                .serve(at)
+                .with_context(|| format!("serving /metrics on {at}"))?,
+        ),
+        None => None,
+    };
     let flags = shards.clone();
     // Acquire: pairs with each shard's Release store once it listens.
     let ready = move || flags.iter().all(|c| c.ready.load(Ordering::Acquire));

@@ -27,6 +27,14 @@ impl Histogram {
         self.0.saturating_record(ns.max(1));
     }
 
+    /// Adds the same values to the framework's exposition histogram (to
+    /// the 1/16 of its buckets), for `/metrics`.
+    pub(crate) fn export_into(&self, h: &dataplane::metrics::LatencyHistogram) {
+        for v in self.0.iter_recorded() {
+            h.record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+
     pub(crate) fn merge(&mut self, o: &Histogram) {
         // Both have the same bounds, so adding cannot fail.
         let _ = self.0.add(&o.0);
@@ -90,5 +98,10 @@ mod tests {
         h.merge(&other);
         assert!(Latency::from(&h).max_us >= MAX_NS as f64 / 1000.0 * 0.99);
         assert_eq!(Latency::from(&Histogram::new()).p50_us, 0.0);
+        // Exported for /metrics: every value, each within its bucket.
+        let out = dataplane::metrics::LatencyHistogram::new();
+        h.export_into(&out);
+        assert_eq!(out.count(), h.0.len());
+        assert!(out.max().abs_diff(h.0.max()) <= h.0.max() / 100);
     }
 }

@@ -674,23 +674,15 @@ fn observe(
                 "System calls the queue made",
                 fam(&|l| l.queue.syscalls),
             );
+            let latency = dataplane::metrics::histograms(snap.iter().enumerate().map(|(i, l)| {
+                let h = dataplane::metrics::LatencyHistogram::new();
+                l.hist.export_into(&h);
+                (label(i), h)
+            }));
             r.register(
                 "dataplane_block_latency_seconds",
-                "I/O latency so far, submission to completion, by quantile",
-                dataplane::metrics::gauges(snap.iter().enumerate().flat_map(|(i, l)| {
-                    let lat = Latency::from(&l.hist);
-                    [
-                        ("0.5", lat.p50_us),
-                        ("0.99", lat.p99_us),
-                        ("0.999", lat.p999_us),
-                        ("1", lat.max_us),
-                    ]
-                    .map(|(q, us)| {
-                        let mut labels = label(i);
-                        labels.push(("quantile".into(), q.into()));
-                        (labels, us / 1e6)
-                    })
-                })),
+                "I/O latency so far, submission to completion",
+                latency,
             );
         });
     }
