@@ -235,6 +235,9 @@ impl StackPorts {
             .context("--stack-address")?;
         let mut config = dataplane::transport::stack::StackConfig::new(address);
         config.gateway = args.stack_gateway;
+        // One neighbour table for the shards' stacks (cloned with the
+        // configuration): an ARP reply reaches one queue only.
+        config.shared_neighbours = Some(dataplane::transport::stack::SharedNeighbours::new());
         config.validate().context("the stack's configuration")?;
         let choice: dataplane::net::BackendChoice = args
             .stack_backend

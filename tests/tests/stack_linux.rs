@@ -19,9 +19,8 @@
 use dataplane::net::af_packet::AfPacketPort;
 use dataplane::net::fault::{FaultInjector, Faults};
 use dataplane::net::{Port, PortConfig};
-use dataplane::transport::stack::Stack;
+use dataplane::transport::stack::{SharedNeighbours, Stack};
 use dataplane::transport::{CloseReason, ConnId, Event};
-use dataplane::wire::EthernetAddress;
 use dataplane_tests::VethBed;
 use dataplane_tests::stack_peers::{
     KERNEL, curl_and_socat_against_the_stack, stack_bed, stack_config, the_stack_as_a_client,
@@ -253,7 +252,9 @@ fn udp_datagrams_cross_between_the_stack_and_a_kernel_socket() {
 /// connections to a Linux listener: the port's fanout program spreads
 /// what arrives by the 4-tuple, so each stack must pick source ports whose
 /// replies reach its own queue, or another stack (which has never heard of
-/// the connection) receives the SYN-ACK and answers it with a reset.
+/// the connection) receives the SYN-ACK and answers it with a reset. The
+/// kernel's ARP replies all reach queue 0; the stacks share what they
+/// learn.
 #[test]
 fn outbound_connections_from_every_queue_get_their_replies() {
     const QUEUES: u16 = 3;
@@ -272,24 +273,17 @@ fn outbound_connections_from_every_queue_get_their_replies() {
         .run(move || AfPacketPort::open(&cfg))
         .expect("thread in the namespace")
         .expect("AF_PACKET port");
-    // ARP replies, having no ports, all reach queue 0: the other stacks
-    // are told the kernel's MAC rather than asking for it.
-    let link = bed
-        .b
-        .exec(&["ip", "-br", "link", "show", "veth0"])
-        .expect("ip link");
-    let kernel_mac: EthernetAddress = link
-        .split_whitespace()
-        .nth(2)
-        .and_then(|m| m.parse().ok())
-        .expect("the kernel side's MAC");
+    // ARP replies, having no ports, all reach queue 0: the stacks share
+    // one neighbour table, so the stacks of queues 1 and 2 learn the
+    // kernel's MAC from the reply to their request that queue 0 received.
     let kernel: Ipv4Addr = KERNEL.parse().expect("address");
     let pools: Vec<_> = ports.iter().map(|p| p.pool().clone()).collect();
+    let shared = SharedNeighbours::new();
     let mut stacks: Vec<_> = ports
         .into_iter()
         .map(|p| {
             let mut c = stack_config(1500);
-            c.neighbours.push((kernel, kernel_mac));
+            c.shared_neighbours = Some(shared.clone());
             Stack::new(p, c).expect("stack")
         })
         .collect();
@@ -375,6 +369,7 @@ fn outbound_connections_from_every_queue_get_their_replies() {
         }
     }
     assert_eq!(closed, TOTAL);
+    assert!(shared.get(kernel).is_some(), "{shared:?}");
     assert_eq!(server.join().expect("server").expect("namespace"), TOTAL);
     drop(stacks);
     for p in pools {

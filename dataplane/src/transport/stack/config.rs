@@ -54,6 +54,10 @@ pub struct StackConfig {
     pub gateway: Option<Ipv4Addr>,
     /// Neighbours known without asking: (address, MAC).
     pub neighbours: Vec<(Ipv4Addr, EthernetAddress)>,
+    /// A neighbour table the stacks of one port share (none: each its
+    /// own). Give the stacks of a multi-queue port one, so that a stack
+    /// whose ARP reply reached another queue still learns the answer.
+    pub shared_neighbours: Option<super::SharedNeighbours>,
     /// Our MAC (none: the port's).
     pub mac: Option<EthernetAddress>,
     /// The IP MTU (none: the port's, at most 1500).
@@ -121,6 +125,7 @@ impl StackConfig {
             address,
             gateway: None,
             neighbours: Vec::new(),
+            shared_neighbours: None,
             mac: None,
             mtu: None,
             rx_buffer: 64 * 1024,

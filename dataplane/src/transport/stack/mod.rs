@@ -73,8 +73,11 @@
 //! port says how it spreads ([`Capabilities::steering`](crate::net::Capabilities::steering):
 //! a NIC's Toeplitz key and redirection table under DPDK, the fanout
 //! program under AF_PACKET), as Seastar and F-Stack do. ARP has no
-//! ports: replies reach queue 0, so a stack on another queue that opens
-//! connections needs its next hop in [`StackConfig::neighbours`].
+//! ports: replies reach queue 0 whichever stack asked, so the stacks of
+//! one port share a [`SharedNeighbours`] table
+//! ([`StackConfig::shared_neighbours`]) that each publishes what it
+//! learns to, and a stack waiting for an answer looks there (or is given
+//! its next hop in [`StackConfig::neighbours`]).
 //!
 //! **The API** is the kernel engines' ([`Transport`](super::Transport)):
 //! [`Stack::poll`] each pass, then [`Event`]s from [`Stack::next_event`];
@@ -104,6 +107,7 @@ mod udp;
 mod wheel;
 
 pub use config::{Ipv4Cidr, StackConfig, StackConnStats, StackStats};
+pub use neighbour::SharedNeighbours;
 pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
 
 use self::io::Io;

@@ -6,8 +6,11 @@ use super::Stack;
 use crate::net::Port;
 use crate::transport::CloseReason;
 use crate::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress};
+use arc_swap::ArcSwap;
 use hugepages::mbuf::Mbuf;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Between two ARP requests for the same address (Linux's default
@@ -19,6 +22,71 @@ pub(super) const ARP_PENDING_MAX: usize = 256;
 /// `EHOSTUNREACH` (Linux's `mcast_solicit`, 3).
 pub(super) const ARP_TRIES: u32 = 3;
 
+/// Neighbours learned by any stack of a port, for the others.
+///
+/// A port of several queues runs a stack per queue, and an ARP reply has
+/// no ports for RSS or the fanout program to spread by: it reaches queue
+/// 0, whichever stack asked. With one `SharedNeighbours` in every stack's
+/// [`StackConfig::shared_neighbours`](super::StackConfig::shared_neighbours),
+/// a stack publishes each neighbour it learns, and a stack waiting for
+/// an answer that went elsewhere finds it here. Publishing copies the
+/// table and swaps it in (`arc-swap`), which happens once per new or
+/// moved neighbour; reading is a lock-free load, and only a stack whose
+/// own table misses reads it. Cheap to clone (one table).
+#[derive(Clone, Default)]
+pub struct SharedNeighbours {
+    table: Arc<ArcSwap<HashMap<Ipv4Addr, EthernetAddress>>>,
+}
+
+impl SharedNeighbours {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The MAC of `ip`, if a stack has learned it.
+    pub fn get(&self, ip: Ipv4Addr) -> Option<EthernetAddress> {
+        self.table.load().get(&ip).copied()
+    }
+
+    /// Records `ip` at `mac` (nothing to do when already so).
+    pub fn publish(&self, ip: Ipv4Addr, mac: EthernetAddress) {
+        if self.get(ip) == Some(mac) {
+            return;
+        }
+        self.table.rcu(|t| {
+            let mut t = HashMap::clone(t);
+            t.insert(ip, mac);
+            t
+        });
+    }
+
+    /// Neighbours known.
+    pub fn len(&self) -> usize {
+        self.table.load().len()
+    }
+
+    /// Whether none is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for SharedNeighbours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.table.load().iter()).finish()
+    }
+}
+
+/// The same table, not an equal one.
+impl PartialEq for SharedNeighbours {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.table, &other.table)
+    }
+}
+
+impl Eq for SharedNeighbours {}
+
 #[derive(Debug)]
 pub(super) struct Neighbour {
     pub(super) mac: Option<EthernetAddress>,
@@ -29,6 +97,13 @@ pub(super) struct Neighbour {
 impl<P: Port> Stack<P> {
     /// The MAC of neighbour `ip`, asking for it if unknown.
     pub(super) fn resolve(&mut self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
+        let known = self.neighbours.get(&ip).and_then(|n| n.mac);
+        if known.is_none()
+            && let Some(mac) = self.cfg.shared_neighbours.as_ref().and_then(|s| s.get(ip))
+        {
+            self.learn(ip, mac);
+            return Some(mac);
+        }
         let n = self.neighbours.entry(ip).or_insert(Neighbour {
             mac: None,
             asked: None,
@@ -54,6 +129,9 @@ impl<P: Port> Stack<P> {
 
     /// Records `ip` at `mac` and wakes the connections waiting for it.
     pub(super) fn learn(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
+        if let Some(s) = &self.cfg.shared_neighbours {
+            s.publish(ip, mac);
+        }
         self.neighbours.insert(
             ip,
             Neighbour {
@@ -89,6 +167,21 @@ impl<P: Port> Stack<P> {
     /// answered, while a connection waits for one.
     pub(super) fn arp_retry(&mut self) {
         let now = self.now;
+        // Answers another stack of the port received (an ARP reply reaches
+        // queue 0 whoever asked).
+        if let Some(shared) = self.cfg.shared_neighbours.clone() {
+            let found: Vec<(Ipv4Addr, EthernetAddress)> = self
+                .arp_waiting
+                .iter()
+                .map(|w| w.0)
+                .chain(self.arp_pending.iter().map(|p| p.0))
+                .filter(|ip| self.neighbours.get(ip).is_none_or(|n| n.mac.is_none()))
+                .filter_map(|ip| shared.get(ip).map(|mac| (ip, mac)))
+                .collect();
+            for (ip, mac) in found {
+                self.learn(ip, mac);
+            }
+        }
         let conns = &self.conns;
         self.arp_waiting.retain(|&(_, index, generation)| {
             conns
@@ -165,5 +258,44 @@ impl<P: Port> Stack<P> {
             self.io.send_arp(repr.reply(self.io.mac));
             self.io.stats.arp_replies += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SharedNeighbours;
+    use crate::wire::EthernetAddress;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_published_neighbour_is_seen_through_every_clone() {
+        let a = SharedNeighbours::new();
+        let b = a.clone();
+        assert_eq!(a, b, "clones are one table");
+        assert_ne!(a, SharedNeighbours::new());
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(b.get(ip).is_none() && b.is_empty());
+        a.publish(ip, EthernetAddress([2, 0, 0, 0, 0, 2]));
+        assert_eq!(b.get(ip), Some(EthernetAddress([2, 0, 0, 0, 0, 2])));
+        // A neighbour that moved is updated; the same answer is no change.
+        b.publish(ip, EthernetAddress([2, 0, 0, 0, 0, 3]));
+        b.publish(ip, EthernetAddress([2, 0, 0, 0, 0, 3]));
+        assert_eq!(a.get(ip), Some(EthernetAddress([2, 0, 0, 0, 0, 3])));
+        assert_eq!(a.len(), 1);
+        // Publishers on several threads lose nothing.
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let n = a.clone();
+                s.spawn(move || {
+                    for i in 0..50u8 {
+                        n.publish(
+                            Ipv4Addr::new(10, 1, t, i),
+                            EthernetAddress([2, 0, 0, 0, t, i]),
+                        );
+                    }
+                });
+            }
+        });
+        assert_eq!(a.len(), 1 + 4 * 50);
     }
 }
