@@ -375,6 +375,11 @@ fn telemetry_and_metrics_while_capturing() {
     let written = value("dataplane_capture_written_total");
     let inspected = value("dataplane_capture_inspected_total");
     assert!(value("dataplane_block_written_bytes_total") > 0);
+    // Every completed write timed. The histogram is read live and the
+    // counters from the writer's last publication, so it may be ahead.
+    let timed = value("dataplane_block_latency_seconds_count");
+    assert!(timed > 0, "{scrape}");
+    assert!(timed >= value("dataplane_block_writes_total"), "{scrape}");
     assert!(value("dataplane_accel_completed_total") > 0);
     let out = child.wait_with_output().unwrap();
     let s = summary(&out, "dp-capture with telemetry and metrics");

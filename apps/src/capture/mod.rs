@@ -908,6 +908,11 @@ fn observe(
                 one(w.bytes),
             );
             r.register(
+                "dataplane_block_latency_seconds",
+                "Write latency, submission to completion",
+                dataplane::metrics::histograms([(Vec::new(), w.latency.clone())]),
+            );
+            r.register(
                 "dataplane_capture_written",
                 "Packets whose write completed",
                 one(w.written),

@@ -120,6 +120,10 @@ pub struct WriterReport {
     pub backend: &'static str,
     /// Closed segments, oldest first.
     pub segments: Vec<SegmentIndex>,
+    /// Each write's latency, submission to completion seen, in ns (a
+    /// handle: copies of the report read the same counters).
+    #[serde(skip)]
+    pub latency: dataplane::metrics::LatencyHistogram,
 }
 
 impl WriterReport {
@@ -135,6 +139,7 @@ impl WriterReport {
             writes: self.writes,
             backend: self.backend,
             segments: Vec::new(),
+            latency: self.latency.clone(),
         }
     }
 }
@@ -184,6 +189,11 @@ pub struct Writer {
     done: Completions,
     report: WriterReport,
     header_len: usize,
+    /// Submission times (TSC) of the writes in flight, by slot: a write
+    /// takes slot `n % len` for its `n`th submission, and no more writes
+    /// than slots (one per chunk buffer) are ever in flight.
+    stamps: Vec<u64>,
+    submitted: u64,
 }
 
 impl std::fmt::Debug for Writer {
@@ -195,9 +205,10 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// Packets of a write in its tag's high half, its blocks in the low.
-fn tag(packets: u64, blocks: u32) -> u64 {
-    (packets << 32) | u64::from(blocks)
+/// Packets of a write in its tag's high half; in the low half, the slot
+/// of its submission time (16 bits) and its blocks (16 bits).
+fn tag(packets: u64, slot: u16, blocks: u16) -> u64 {
+    (packets << 32) | (u64::from(slot) << 16) | u64::from(blocks)
 }
 
 impl Writer {
@@ -208,6 +219,10 @@ impl Writer {
     pub fn open(cfg: WriterConfig) -> anyhow::Result<Writer> {
         if cfg.chunk_bytes == 0 || cfg.depth == 0 {
             bail!("the chunk size and the write depth must be above 0");
+        }
+        // A write's tag holds its slot and its blocks in 16 bits each.
+        if cfg.depth >= u16::MAX as usize {
+            bail!("a write depth of {} (at most {})", cfg.depth, u16::MAX - 1);
         }
         let header_len = pcapng::shb_len(APP)
             + cfg
@@ -248,6 +263,13 @@ impl Writer {
             .chunk_bytes
             .min(max_transfer as usize)
             .next_multiple_of(bs);
+        if chunk_bytes / bs > usize::from(u16::MAX) {
+            bail!(
+                "a write of {chunk_bytes} bytes is {} blocks of {bs} (at most {})",
+                chunk_bytes / bs,
+                u16::MAX
+            );
+        }
         if (chunk_bytes as u64) > cfg.segment_bytes
             || header_len + pcapng::MIN_PADDING > chunk_bytes
         {
@@ -275,6 +297,8 @@ impl Writer {
             done: Completions::new(),
             report: WriterReport::default(),
             header_len,
+            stamps: vec![0; cfg.depth + 1],
+            submitted: 0,
         };
         w.start_segment()?;
         Ok(w)
@@ -445,10 +469,13 @@ impl Writer {
         let Some(seg) = self.current.as_mut() else {
             bail!("no segment open");
         };
-        let blocks = (len / bs) as u32;
+        let blocks = (len / bs) as u16;
         let lba = seg.base_lba + seg.offset / bs as u64;
-        let op = op::Write::new(c.buf, lba, blocks)
-            .tag(tag(c.packets, blocks))
+        let slot = (self.submitted % self.stamps.len() as u64) as u16;
+        self.submitted += 1;
+        self.stamps[usize::from(slot)] = dataplane::time::rdtsc();
+        let op = op::Write::new(c.buf, lba, u32::from(blocks))
+            .tag(tag(c.packets, slot, blocks))
             .build();
         if let Err(e) = seg.queue.submit(op) {
             // The queue's depth covers every buffer, so it is never full;
@@ -492,12 +519,12 @@ impl Writer {
             work += 1;
         }
         if let Some(seg) = self.current.as_mut() {
-            work += reap(seg, &mut self.done, &mut self.report);
+            work += reap(seg, &mut self.done, &mut self.report, &self.stamps);
         }
         let mut i = 0;
         while i < self.closing.len() {
             let seg = &mut self.closing[i];
-            work += reap(seg, &mut self.done, &mut self.report);
+            work += reap(seg, &mut self.done, &mut self.report, &self.stamps);
             if seg.queue.in_flight() == 0 && !seg.flushing {
                 seg.flushing = true;
                 if seg
@@ -590,8 +617,14 @@ impl Writer {
 }
 
 /// Reaps a segment's completions into the counters.
-fn reap(seg: &mut Segment, done: &mut Completions, report: &mut WriterReport) -> usize {
+fn reap(
+    seg: &mut Segment,
+    done: &mut Completions,
+    report: &mut WriterReport,
+    stamps: &[u64],
+) -> usize {
     let n = seg.queue.poll(done);
+    let now = dataplane::time::rdtsc();
     for c in done.drain() {
         if c.tag == u64::MAX && c.kind == OpKind::Flush {
             seg.flushed = true;
@@ -601,8 +634,13 @@ fn reap(seg: &mut Segment, done: &mut Completions, report: &mut WriterReport) ->
             continue;
         }
         let packets = c.tag >> 32;
-        let blocks = c.tag & 0xffff_ffff;
+        let slot = ((c.tag >> 16) & 0xffff) as usize;
+        let blocks = c.tag & 0xffff;
         seg.pending_packets -= packets;
+        if let Some(&at) = stamps.get(slot) {
+            let ns = dataplane::time::tsc_to_duration(now.saturating_sub(at)).as_nanos();
+            report.latency.record(u64::try_from(ns).unwrap_or(u64::MAX));
+        }
         if c.status.is_ok() {
             report.written += packets;
             report.bytes += blocks * seg.queue.geometry().block_size as u64;
@@ -670,6 +708,7 @@ mod tests {
             }
             let r = w.report();
             assert_eq!(r.written, 600, "{size}: {r:?}");
+            assert_eq!(r.latency.count(), r.writes, "{size}: every write timed");
             assert!(r.segments.len() >= 4, "{size}");
             assert!(r.segments.iter().all(|s| s.packets > 0), "{size}: {r:?}");
         }
