@@ -381,6 +381,7 @@ fn telemetry_and_metrics_while_capturing() {
     assert!(timed > 0, "{scrape}");
     assert!(timed >= value("dataplane_block_writes_total"), "{scrape}");
     assert!(value("dataplane_accel_completed_total") > 0);
+    assert!(value("dataplane_accel_batch_latency_seconds_count") > 0);
     let out = child.wait_with_output().unwrap();
     let s = summary(&out, "dp-capture with telemetry and metrics");
     assert!(

@@ -321,8 +321,12 @@ struct Match {
     out: Producer<Captured, Single>,
     batch: Vec<Mbuf>,
     stamps: Vec<u64>,
-    /// Time stamps of the submissions in flight, by tag.
-    in_flight: VecDeque<(u64, Vec<u64>)>,
+    /// The submissions in flight: tag, the packets' time stamps, and the
+    /// TSC at submission.
+    in_flight: VecDeque<(u64, Vec<u64>, u64)>,
+    /// Each batch's latency on the accelerator, submission to completion
+    /// seen, in ns (served on `/metrics`).
+    latency: dataplane::metrics::LatencyHistogram,
     spare: Vec<(Vec<Mbuf>, Vec<u32>, Vec<u64>)>,
     done: Vec<accel::Completion<Vec<Mbuf>>>,
     next_tag: u64,
@@ -360,7 +364,8 @@ impl Match {
         ) {
             Ok(()) => {
                 self.next_tag += 1;
-                self.in_flight.push_back((tag, stamps));
+                self.in_flight
+                    .push_back((tag, stamps, dataplane::time::rdtsc()));
                 1
             }
             Err(rejected) => {
@@ -378,12 +383,15 @@ impl Match {
 
     fn reap(&mut self) -> usize {
         let n = self.queue.poll(&mut self.done);
+        let now = dataplane::time::rdtsc();
         for c in self.done.drain(..) {
-            let Some(at) = self.in_flight.iter().position(|(t, _)| *t == c.tag) else {
+            let Some(at) = self.in_flight.iter().position(|(t, _, _)| *t == c.tag) else {
                 tracing::error!(tag = c.tag, "a completion for no submission");
                 continue;
             };
-            let (_, mut stamps) = self.in_flight.remove(at).unwrap_or_default();
+            let (_, mut stamps, submitted) = self.in_flight.remove(at).unwrap_or_default();
+            let ns = dataplane::time::tsc_to_duration(now.saturating_sub(submitted)).as_nanos();
+            self.latency.record(u64::try_from(ns).unwrap_or(u64::MAX));
             let Buffers {
                 items: mut pkts,
                 results,
@@ -730,6 +738,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         port_counters: run::add_lcore(&mut port_counters),
         next_publish: 0,
     });
+    let accel_latency = dataplane::metrics::LatencyHistogram::new();
     let matcher: Box<dyn Poller> = Box::new(Match {
         queue,
         kernels: Kernels::new(&[Kernel::Crc32c, Kernel::PatternMatch]).context("two kernels")?,
@@ -748,6 +757,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         counts: MatchCounts::default(),
         handoff: match_counts.clone(),
         next_publish: 0,
+        latency: accel_latency.clone(),
     });
     let write: Box<dyn Poller> = Box::new(Write {
         writer,
@@ -784,6 +794,7 @@ pub fn run(args: &Args) -> anyhow::Result<Summary> {
         args,
         port_counters,
         match_counts.clone(),
+        accel_latency,
         write_report.clone(),
         info.backend.name(),
     )?;
@@ -850,6 +861,7 @@ fn observe(
     args: &Args,
     ports: run::PortCounters,
     accel: Arc<Mutex<(MatchCounts, accel::QueueStats)>>,
+    accel_latency: dataplane::metrics::LatencyHistogram,
     block: Arc<Mutex<WriteReport>>,
     accel_backend: &'static str,
 ) -> anyhow::Result<Option<run::Observe>> {
@@ -886,6 +898,11 @@ fn observe(
             let (mc, q) = accel_now();
             let one = |v: u64| dataplane::metrics::counters([(Vec::new(), v)]);
             dataplane::metrics::register_accel_queue(r, &q);
+            r.register(
+                "dataplane_accel_batch_latency_seconds",
+                "A batch's time on the accelerator, submission to completion seen",
+                dataplane::metrics::histograms([(Vec::new(), accel_latency.clone())]),
+            );
             r.register(
                 "dataplane_capture_inspected",
                 "Packets the accelerator inspected",
