@@ -280,6 +280,9 @@ fn each_queue_has_its_own_socket() {
     let mut rx = open(&a, 2);
     assert_eq!(rx.len(), 2);
     assert!(rx[0].capabilities().rss);
+    // veth has no RSS to report (ETHTOOL_GRSSH: not supported), so no
+    // steering: a stack on it cannot choose source ports by queue.
+    assert_eq!(rx[0].capabilities().steering, None);
     // veth hands a frame to the peer's rx queue with the number of the tx
     // queue it was sent on, and an AF_XDP socket sends on its own queue:
     // each sending queue's flows must arrive on the matching queue alone.

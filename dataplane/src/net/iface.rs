@@ -1,8 +1,10 @@
 //! What the kernel-socket backends (AF_PACKET, AF_XDP) share about an
 //! interface: socket options, the interface's index, MTU, MAC address and
-//! link state (`SIOCGIF*`), and their port numbers.
+//! link state (`SIOCGIF*`), the NIC's RSS key and indirection table
+//! (`ETHTOOL_GRSSH`), and their port numbers.
 
 use super::{LinkStatus, PortId};
+use crate::wire::rss::Steering;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -133,4 +135,122 @@ pub(crate) fn next_port_id() -> PortId {
     static NEXT: AtomicU16 = AtomicU16::new(0x4000);
     // Relaxed: only uniqueness matters.
     PortId(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `ETHTOOL_GRSSH`: read the RSS hash key, indirection table and function.
+const ETHTOOL_GRSSH: u32 = 0x46;
+/// `ETH_RSS_HASH_TOP`: the Toeplitz hash function.
+const ETH_RSS_HASH_TOP: u8 = 1;
+/// `struct ethtool_rxfh` up to its `rss_config` array, in 32-bit words.
+const RXFH_WORDS: usize = 6;
+
+/// The NIC's RSS as software can compute it: its Toeplitz key and
+/// indirection table, from `ETHTOOL_GRSSH` (what `ethtool -x` shows), for
+/// backends whose queues are the NIC's own (AF_XDP). `Ok(None)` for a
+/// hash other than plain Toeplitz (XOR, CRC32, or a symmetric input
+/// transform); an error where the driver does not say (veth:
+/// `EOPNOTSUPP`).
+pub(crate) fn nic_rss(fd: BorrowedFd<'_>, ifname: &str) -> io::Result<Option<Steering>> {
+    // First ask for the sizes, then for the table and key.
+    let mut head = [0u32; RXFH_WORDS];
+    head[0] = ETHTOOL_GRSSH;
+    ethtool(fd, ifname, &mut head)?;
+    let (indir, key) = (head[2] as usize, head[3] as usize);
+    if indir > 1 << 16 || key > 256 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{ifname}: an RSS table of {indir} entries and a key of {key} bytes"),
+        ));
+    }
+    let mut buf = vec![0u32; RXFH_WORDS + indir + key.div_ceil(4)];
+    buf[0] = ETHTOOL_GRSSH;
+    buf[2] = indir as u32;
+    buf[3] = key as u32;
+    ethtool(fd, ifname, &mut buf)?;
+    Ok(parse_rxfh(&buf))
+}
+
+/// Reads a filled `struct ethtool_rxfh` (as 32-bit words).
+fn parse_rxfh(words: &[u32]) -> Option<Steering> {
+    let head = words.get(..RXFH_WORDS)?;
+    let (indir, key) = (head[2] as usize, head[3] as usize);
+    // hfunc and input_xfrm are the first two bytes of word 4.
+    let [hfunc, input_xfrm, ..] = head[4].to_ne_bytes();
+    if hfunc != ETH_RSS_HASH_TOP || input_xfrm != 0 {
+        return None;
+    }
+    let table = words.get(RXFH_WORDS..RXFH_WORDS + indir)?;
+    let reta = table
+        .iter()
+        .map(|&q| u16::try_from(q).ok())
+        .collect::<Option<Vec<u16>>>()?;
+    let key_bytes: Vec<u8> = words
+        .get(RXFH_WORDS + indir..)?
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .take(key)
+        .collect();
+    Steering::toeplitz(&key_bytes, reta).ok()
+}
+
+/// Runs `SIOCETHTOOL` with `data` (a command's struct, as words).
+fn ethtool(fd: BorrowedFd<'_>, ifname: &str, data: &mut [u32]) -> io::Result<()> {
+    let mut req = ifreq(ifname)?;
+    req.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
+    // SAFETY: SIOCETHTOOL reads the name and the command at `ifru_data`,
+    // and writes at most the struct the command's own size fields
+    // describe, which `data` holds (the caller sized it from them); both
+    // live for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SIOCETHTOOL,
+            std::ptr::from_mut(&mut req),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::rss::MICROSOFT_RSS_KEY;
+
+    /// An `ethtool_rxfh` as a driver fills it.
+    fn rxfh(hfunc: u8, xfrm: u8, reta: &[u32], key: &[u8]) -> Vec<u32> {
+        let mut w = vec![ETHTOOL_GRSSH, 0, reta.len() as u32, key.len() as u32];
+        w.push(u32::from_ne_bytes([hfunc, xfrm, 0, 0]));
+        w.push(0);
+        w.extend_from_slice(reta);
+        let mut k = key.to_vec();
+        k.resize(key.len().next_multiple_of(4), 0);
+        w.extend(
+            k.chunks(4)
+                .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        w
+    }
+
+    #[test]
+    fn a_toeplitz_table_and_key_become_a_steering() {
+        let reta: Vec<u32> = (0..128).map(|i| i % 4).collect();
+        let s =
+            parse_rxfh(&rxfh(ETH_RSS_HASH_TOP, 0, &reta, &MICROSOFT_RSS_KEY)).expect("toeplitz");
+        assert_eq!(
+            s,
+            Steering::toeplitz(&MICROSOFT_RSS_KEY, (0..128).map(|i| i % 4).collect())
+                .expect("valid")
+        );
+        // XOR or CRC32 hashing, a symmetric transform, a short key, a
+        // truncated answer: not computable.
+        assert!(parse_rxfh(&rxfh(2, 0, &reta, &MICROSOFT_RSS_KEY)).is_none());
+        assert!(parse_rxfh(&rxfh(ETH_RSS_HASH_TOP, 1, &reta, &MICROSOFT_RSS_KEY)).is_none());
+        assert!(parse_rxfh(&rxfh(ETH_RSS_HASH_TOP, 0, &reta, &[1; 8])).is_none());
+        let full = rxfh(ETH_RSS_HASH_TOP, 0, &reta, &MICROSOFT_RSS_KEY);
+        assert!(parse_rxfh(&full[..40]).is_none());
+    }
 }

@@ -43,7 +43,7 @@
 
 mod ring;
 
-use super::iface::{IfInfo, if_info, ioctl_socket, link_of, next_port_id, setsockopt};
+use super::iface::{IfInfo, if_info, ioctl_socket, link_of, next_port_id, nic_rss, setsockopt};
 use super::memory::alloc_from;
 use super::{
     Backend, Capabilities, DropReason, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig,
@@ -517,6 +517,20 @@ impl AfXdpPort {
         let mut caps = Capabilities::basic("af_xdp", Layer::L2, cfg.burst, info.mtu, cfg.queues);
         caps.rss = cfg.queues > 1;
         caps.mac = info.mac;
+        // The queues are the NIC's: its RSS decides which a flow reaches,
+        // and the driver may say how (veth does not).
+        if cfg.queues > 1 {
+            caps.steering = match nic_rss(ctl.as_fd(), ifname) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(
+                        ifname,
+                        "RSS not reported ({e}): outbound source ports are not steered"
+                    );
+                    None
+                }
+            };
+        }
         let sizes = RingSizes::for_config(cfg);
         let mut ports = Vec::with_capacity(usize::from(cfg.queues));
         for q in 0..cfg.queues {
