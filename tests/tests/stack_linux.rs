@@ -376,3 +376,46 @@ fn outbound_connections_from_every_queue_get_their_replies() {
         assert_eq!(p.in_use(), 0, "every mbuf back in {}", p.name());
     }
 }
+
+/// A datagram from Linux to a port of ours with no socket is answered
+/// with ICMP port unreachable, which Linux turns into `ECONNREFUSED` on
+/// its connected socket, as between two kernels.
+#[test]
+fn linux_sees_connection_refused_for_a_closed_udp_port() {
+    let Some((bed, port)) = setup(1500) else {
+        return;
+    };
+    let mut s = stack(port, 1500);
+    let kernel = bed
+        .b
+        .spawn(|| {
+            let sock = std::net::UdpSocket::bind("10.99.0.2:0").expect("bind");
+            sock.connect("10.99.0.1:9").expect("connect");
+            sock.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            // A few tries: the first waits for ARP.
+            let mut buf = [0u8; 16];
+            for _ in 0..5 {
+                let _ = sock.send(b"anyone?");
+                match sock.recv(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+                    _ => continue,
+                }
+            }
+            false
+        })
+        .expect("a thread in the namespace");
+    for _ in 0..400_000 {
+        s.poll();
+        while s.next_event().is_some() {}
+        if kernel.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    let refused = kernel.join().expect("kernel thread").expect("namespace");
+    let st = s.stats();
+    println!("{st:?}");
+    assert!(refused, "Linux never saw ECONNREFUSED: {st:?}");
+    assert!(st.icmp_unreachable_sent >= 1, "{st:?}");
+}

@@ -1,7 +1,8 @@
 //! The stack on ports that claim what a NIC's queue would: a queue of a
 //! port whose flow spreading is known (the source ports `connect`
 //! picks), and a device that verifies checksums (the verdicts the stack
-//! takes from each mbuf).
+//! takes from each mbuf); and ICMP errors forged as a router would send
+//! them.
 
 use super::Stack;
 use super::tests::{addr, config, pair, syn_frame};
@@ -141,4 +142,119 @@ fn a_devices_checksum_verdict_is_taken_from_the_mbuf() {
     let (replies, st) = syn(1003, false, 0);
     assert_eq!((replies, st.rx_bad_checksum, st.tcp_rx), (1, 2, 2));
     assert_eq!(st.rx_checksum_offloaded, 1);
+}
+
+/// An ICMP message from a router: destination unreachable (`code`) about
+/// a segment from `local` to `peer`, quoting its header with sequence
+/// number `seq`.
+fn unreachable_frame(
+    raw: &mut MemoryPort,
+    to: EthernetAddress,
+    code: u8,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    seq: u32,
+) -> hugepages::mbuf::Mbuf {
+    use crate::wire::{
+        ChecksumMode, EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr,
+        checksum,
+    };
+    let mut m = {
+        let mut b = MbufBatch::new();
+        assert_eq!(raw.alloc_burst(1, &mut b), 1);
+        b.pop().expect("one")
+    };
+    // The quoted header: IPv4 from us to the peer, then TCP's first 8
+    // bytes (ports and sequence number).
+    let mut quote = [0u8; 28];
+    quote[0] = 0x45;
+    quote[2..4].copy_from_slice(&60u16.to_be_bytes());
+    quote[8] = 64;
+    quote[9] = 6;
+    quote[12..16].copy_from_slice(&local.ip().octets());
+    quote[16..20].copy_from_slice(&peer.ip().octets());
+    quote[20..22].copy_from_slice(&local.port().to_be_bytes());
+    quote[22..24].copy_from_slice(&peer.port().to_be_bytes());
+    quote[24..28].copy_from_slice(&seq.to_be_bytes());
+    let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quote);
+    let sum = !checksum::data(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let buf = m.append(34 + icmp.len()).expect("room");
+    EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x77]),
+        dst_addr: to,
+        ethertype: EtherType::IPV4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+    .expect("eth");
+    Ipv4Repr {
+        src_addr: addr(254),
+        dst_addr: *local.ip(),
+        protocol: IpProtocol::ICMP,
+        payload_len: icmp.len(),
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 0,
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(
+        &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
+        ChecksumMode::Software,
+    )
+    .expect("ip");
+    buf[34..].copy_from_slice(&icmp);
+    m
+}
+
+/// A router's destination unreachable about a connection still opening
+/// ends it with the code's error, but only if it quotes the SYN's
+/// sequence number; one about an established connection changes nothing.
+#[test]
+fn destination_unreachable_ends_a_connect_that_it_names() {
+    use crate::transport::{CloseReason, Event};
+    let (pa, mut raw, _, _) = pair("stk-icmp");
+    let mut cfg = config(1);
+    cfg.neighbours
+        .push((addr(2), EthernetAddress([2, 0, 0, 0, 0, 2])));
+    let mut s = Stack::new(pa, cfg).expect("stack");
+    let mac = s.mac();
+    let peer = SocketAddrV4::new(addr(2), 80);
+    let c = s.connect(peer).expect("connect");
+    s.poll();
+    // The SYN as sent: its source port and sequence number.
+    let mut got = MbufBatch::new();
+    raw.rx_burst(&mut got);
+    let syn = got.drain().next().expect("a SYN");
+    let d = syn.data();
+    let local = SocketAddrV4::new(addr(1), u16::from_be_bytes([d[34], d[35]]));
+    let iss = u32::from_be_bytes([d[38], d[39], d[40], d[41]]);
+    drop(syn);
+    let send = |raw: &mut MemoryPort, m| {
+        let mut b = MbufBatch::new();
+        let _ = b.push(m);
+        assert_eq!(raw.tx_burst(&mut b), 1);
+    };
+    // A forger who does not know the sequence number: ignored.
+    let forged = unreachable_frame(&mut raw, mac, 3, local, peer, iss.wrapping_add(7));
+    send(&mut raw, forged);
+    s.poll();
+    assert_eq!(s.stats().icmp_unreachable_received, 1);
+    assert!(s.conn_stats(c).is_ok(), "still opening");
+    // The real one: port unreachable, ECONNREFUSED.
+    let real = unreachable_frame(&mut raw, mac, 3, local, peer, iss);
+    send(&mut raw, real);
+    s.poll();
+    let mut ended = None;
+    while let Some(ev) = s.next_event() {
+        if let Event::Closed(x, why) = ev {
+            assert_eq!(x, c);
+            ended = Some(why);
+        }
+    }
+    assert_eq!(ended, Some(CloseReason::ConnectFailed(libc::ECONNREFUSED)));
+    assert_eq!(s.stats().icmp_unreachable_received, 2);
 }

@@ -239,6 +239,12 @@ pub struct StackStats {
     pub arp_failed: u64,
     /// ICMP echo requests answered.
     pub icmp_echo: u64,
+    /// Port-unreachable messages sent for datagrams no socket took.
+    pub icmp_unreachable_sent: u64,
+    /// Those not sent: over the rate limit.
+    pub icmp_limited: u64,
+    /// Destination-unreachable messages received about what we sent.
+    pub icmp_unreachable_received: u64,
     /// TCP segments received.
     pub tcp_rx: u64,
     /// TCP segments sent.

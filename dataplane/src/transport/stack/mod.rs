@@ -41,7 +41,9 @@
 //! address, learns from requests to us and from replies, asks for a next
 //! hop it does not know, and takes static neighbours from the
 //! configuration); IPv4 with a prefix and a default gateway (fragments are
-//! counted and dropped, DF is set on what we send); ICMP echo (RFC 792);
+//! counted and dropped, DF is set on what we send); ICMP echo (RFC 792)
+//! and destination unreachable, sent for closed UDP ports and taken for
+//! connects (`icmp`);
 //! TCP per RFC 9293 with a listen backlog, MSS and window scaling (RFC
 //! 7323), RFC 6298's retransmission timer, RFC 5681 congestion control
 //! with NewReno's fast recovery (RFC 6582), delayed ACKs with the
@@ -97,6 +99,7 @@
 #[cfg(test)]
 mod claims;
 mod config;
+mod icmp;
 mod io;
 mod neighbour;
 mod rxbuf;
@@ -200,6 +203,8 @@ pub struct Stack<P: Port> {
     mtu: usize,
     isn_key: RandomState,
     epoch: Instant,
+    /// Rate limit of the ICMP errors we send.
+    icmp_budget: icmp::IcmpBudget,
     next_port: u16,
     now: Instant,
     ended: TcpCounters,
@@ -312,6 +317,7 @@ impl<P: Port> Stack<P> {
             mtu,
             isn_key,
             epoch: now,
+            icmp_budget: icmp::IcmpBudget::new(now),
             next_port,
             rx: MbufBatch::new(),
             now,
@@ -829,7 +835,17 @@ impl<P: Port> Stack<P> {
             IpProtocol::ICMP => self.icmp(src_mac, &repr, body),
             // The UDP header's offset in the frame: Ethernet, then the IP
             // header with its options.
-            IpProtocol::UDP => return self.udp_delivery(&repr, body, 14 + packet.header_len()),
+            IpProtocol::UDP => {
+                return match self.udp_delivery(&repr, body, 14 + packet.header_len()) {
+                    Ok(d) => Some(d),
+                    Err(udp::Refused::NoSocket) => {
+                        let header = &payload[..packet.header_len()];
+                        self.port_unreachable(src_mac, &repr, header, body);
+                        None
+                    }
+                    Err(udp::Refused::Dropped) => None,
+                };
+            }
             _ => self.io.stats.rx_ignored += 1,
         }
         None
@@ -838,13 +854,19 @@ impl<P: Port> Stack<P> {
     /// Answers an echo request (RFC 792) with the same identifier,
     /// sequence number and data.
     fn icmp(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {
-        // Type 8 (echo), code 0, and a valid checksum over the message.
-        if body.len() < 8 || body[0] != 8 || body[1] != 0 {
+        // Echo (type 8, code 0) or destination unreachable (type 3), and a
+        // valid checksum over the message.
+        let unreachable = body.len() >= 8 && body[0] == 3;
+        if body.len() < 8 || !(unreachable || (body[0] == 8 && body[1] == 0)) {
             self.io.stats.rx_ignored += 1;
             return;
         }
         if checksum::data(body) != 0xffff {
             self.io.stats.rx_bad_checksum += 1;
+            return;
+        }
+        if unreachable {
+            self.unreachable_received(body);
             return;
         }
         self.io.stats.icmp_echo += 1;

@@ -607,6 +607,19 @@ impl Tcb {
         }
     }
 
+    /// An ICMP destination-unreachable message quoting `seq`: a
+    /// connection still opening ends with `errno`, if `seq` is one it sent
+    /// and has not seen acknowledged (RFC 5927 section 4.1); returns
+    /// whether it ended. Established connections treat it as a soft error
+    /// (RFC 1122 section 4.2.3.9) and go on.
+    pub(crate) fn unreachable(&mut self, seq: Seq, errno: i32) -> bool {
+        if self.state != TcpState::SynSent || !(self.snd_una.le(seq) && seq.lt(self.snd_max)) {
+            return false;
+        }
+        self.close_with(CloseReason::ConnectFailed(errno));
+        true
+    }
+
     /// Ends the connection without a segment (its peer was never
     /// reached).
     pub(crate) fn fail(&mut self, reason: CloseReason) {

@@ -790,7 +790,6 @@ fn udp_datagrams_cross_both_ways_and_a_full_socket_drops_and_counts() {
     let st = b.stats();
     assert_eq!(st.udp_rx, 10 + 64, "{st:?}");
     assert_eq!(st.udp_rx_dropped, 36, "{st:?}");
-    // A port with no socket is counted.
     assert!(
         a.send_to(ua, SocketAddrV4::new(addr(2), 7), b"x")
             .expect("send")
@@ -799,7 +798,11 @@ fn udp_datagrams_cross_both_ways_and_a_full_socket_drops_and_counts() {
         a.poll();
         b.poll();
     }
+    // A port with no socket is counted, and answered with port
+    // unreachable, which the sender counts.
     assert_eq!(b.stats().udp_no_socket, 1);
+    assert_eq!(b.stats().icmp_unreachable_sent, 1);
+    assert_eq!(a.stats().icmp_unreachable_received, 1);
     b.close_udp(ub).expect("close");
     assert!(b.peek_datagram(ub).is_err());
     drop((a, b));

@@ -159,29 +159,29 @@ impl<P: Port> Stack<P> {
         ip: &Ipv4Repr,
         body: &[u8],
         at: usize,
-    ) -> Option<Delivery> {
+    ) -> Result<Delivery, Refused> {
         let addrs = IpPair::V4 {
             src: ip.src_addr,
             dst: ip.dst_addr,
         };
         let Ok(packet) = UdpPacket::new_checked(body) else {
             self.io.stats.rx_malformed += 1;
-            return None;
+            return Err(Refused::Dropped);
         };
         let repr = match UdpRepr::parse(&packet, &addrs, self.io.rx_l4) {
             Ok(r) => r,
             Err(crate::wire::WireError::BadChecksum(_)) => {
                 self.io.stats.rx_bad_checksum += 1;
-                return None;
+                return Err(Refused::Dropped);
             }
             Err(_) => {
                 self.io.stats.rx_malformed += 1;
-                return None;
+                return Err(Refused::Dropped);
             }
         };
         let Some(&sock) = self.udp_by_port.get(&repr.dst_port) else {
             self.io.stats.udp_no_socket += 1;
-            return None;
+            return Err(Refused::NoSocket);
         };
         let full = self
             .udps
@@ -190,9 +190,9 @@ impl<P: Port> Stack<P> {
             .is_none_or(|s| s.queue.len() >= self.cfg.datagram_queue);
         if full {
             self.io.stats.udp_rx_dropped += 1;
-            return None;
+            return Err(Refused::Dropped);
         }
-        Some(Delivery {
+        Ok(Delivery {
             sock,
             peer: SocketAddrV4::new(ip.src_addr, repr.src_port),
             at: at + UdpPacket::<&[u8]>::HEADER_LEN,
@@ -221,6 +221,14 @@ impl<P: Port> Stack<P> {
             }
         }
     }
+}
+
+/// Why a received datagram was not delivered (each counted).
+pub(super) enum Refused {
+    /// No socket on its port: port unreachable goes back.
+    NoSocket,
+    /// Malformed, a bad checksum, or its socket full.
+    Dropped,
 }
 
 impl<P: Port> Io<P> {
