@@ -99,6 +99,7 @@
 #[cfg(test)]
 mod claims;
 mod config;
+mod fuzz;
 mod icmp;
 mod io;
 mod neighbour;
@@ -110,6 +111,7 @@ mod udp;
 mod wheel;
 
 pub use config::{Ipv4Cidr, StackConfig, StackConnStats, StackStats};
+pub use fuzz::fuzz_frames;
 pub use neighbour::SharedNeighbours;
 pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
 
