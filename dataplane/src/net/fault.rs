@@ -131,6 +131,11 @@ impl<P: Port> Port for FaultInjector<P> {
                     && let Ok(buf) = c.append(m.len())
                 {
                     buf.copy_from_slice(m.data());
+                    // The same frame to the device: its offload requests
+                    // (checksums it is to finish) too.
+                    c.set_ol_flags(m.ol_flags());
+                    let (l2, l3, l4) = m.tx_header_lens();
+                    c.set_tx_header_lens(l2, l3, l4);
                     self.counts.duplicated += 1;
                     let _ = out.push(c);
                 }
@@ -168,5 +173,44 @@ impl<P: Port> Port for FaultInjector<P> {
 
     fn id(&self) -> (PortId, QueueId) {
         self.inner.id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::PortConfig;
+    use crate::net::memory::MemoryPort;
+    use hugepages::mbuf::offload;
+
+    #[test]
+    fn a_duplicate_asks_the_device_for_what_its_original_asks() {
+        let cfg = PortConfig::new("fault-dup").with_mbufs(64, 0);
+        let (mut a, mut b) = MemoryPort::pair(&cfg).expect("pair");
+        let faults = Faults {
+            duplicate: 1000,
+            seed: 1,
+            ..Faults::default()
+        };
+        let mut tx = FaultInjector::new(a.remove(0), faults);
+        let mut rx = b.remove(0);
+        let mut batch = MbufBatch::new();
+        assert_eq!(tx.alloc_burst(1, &mut batch), 1);
+        let flags = offload::TX_IPV4 | offload::TX_IP_CKSUM | offload::TX_TCP_CKSUM;
+        for m in batch.iter_mut() {
+            m.append(60).expect("room").fill(7);
+            m.set_ol_flags(flags);
+            m.set_tx_header_lens(14, 20, 0);
+        }
+        assert_eq!(tx.tx_burst(&mut batch), 1);
+        let mut got = MbufBatch::new();
+        rx.rx_burst(&mut got);
+        assert_eq!(got.len(), 2, "the frame and its duplicate");
+        for m in got.iter() {
+            assert_eq!(m.data(), &[7u8; 60][..]);
+            assert_eq!(m.ol_flags(), flags);
+            assert_eq!(m.tx_header_lens(), (14, 20, 0));
+        }
+        assert_eq!(tx.counts().duplicated, 1);
     }
 }
