@@ -97,12 +97,18 @@ pub mod offload {
     pub const RX_IP_CKSUM_BAD: u64 = 1 << 4;
     /// The IPv4 header checksum is right.
     pub const RX_IP_CKSUM_GOOD: u64 = 1 << 7;
+    /// The IPv4 header's field is not its checksum, but the header was
+    /// verified (both bits).
+    pub const RX_IP_CKSUM_NONE: u64 = RX_IP_CKSUM_MASK;
     /// What the NIC found of the TCP or UDP checksum (two bits).
     pub const RX_L4_CKSUM_MASK: u64 = (1 << 3) | (1 << 8);
     /// The TCP or UDP checksum is wrong.
     pub const RX_L4_CKSUM_BAD: u64 = 1 << 3;
     /// The TCP or UDP checksum is right.
     pub const RX_L4_CKSUM_GOOD: u64 = 1 << 8;
+    /// The TCP or UDP field is not the checksum (a virtual device left it
+    /// out), but the data was verified (both bits).
+    pub const RX_L4_CKSUM_NONE: u64 = RX_L4_CKSUM_MASK;
     /// Compute the TCP checksum (the field holds the pseudo-header sum).
     pub const TX_TCP_CKSUM: u64 = 1 << 52;
     /// Compute the UDP checksum (the field holds the pseudo-header sum).

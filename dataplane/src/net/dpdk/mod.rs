@@ -248,6 +248,8 @@ mod layout {
         assert!(o::RX_L4_CKSUM_BAD == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64);
         assert!(o::RX_L4_CKSUM_GOOD == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64);
         assert!(o::RX_L4_CKSUM_MASK == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64);
+        assert!(o::RX_IP_CKSUM_NONE == dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_NONE as u64);
+        assert!(o::RX_L4_CKSUM_NONE == dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_NONE as u64);
         assert!(o::TX_TCP_CKSUM == dpdk_sys::RTE_MBUF_F_TX_TCP_CKSUM);
         assert!(o::TX_UDP_CKSUM == dpdk_sys::RTE_MBUF_F_TX_UDP_CKSUM);
         assert!(o::TX_IP_CKSUM == dpdk_sys::RTE_MBUF_F_TX_IP_CKSUM);

@@ -142,6 +142,11 @@ fn a_devices_checksum_verdict_is_taken_from_the_mbuf() {
     let (replies, st) = syn(1003, false, 0);
     assert_eq!((replies, st.rx_bad_checksum, st.tcp_rx), (1, 2, 2));
     assert_eq!(st.rx_checksum_offloaded, 1);
+    // The field is not the sum but the device verified the data (NONE,
+    // as virtual devices report): taken, not checked here.
+    let (replies, st) = syn(1004, true, o::RX_IP_CKSUM_NONE | o::RX_L4_CKSUM_NONE);
+    assert_eq!((replies, st.rx_bad_checksum, st.tcp_rx), (1, 2, 3));
+    assert_eq!(st.rx_checksum_offloaded, 2);
 }
 
 /// An ICMP message from a router: destination unreachable (`code`) about

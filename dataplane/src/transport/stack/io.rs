@@ -61,10 +61,12 @@ impl<P: Port> Io<P> {
             self.stats.rx_bad_checksum += 1;
             return false;
         }
-        if ip == o::RX_IP_CKSUM_GOOD {
+        // NONE: the field is not the sum, but the device verified the
+        // data, so it must not be checked here either.
+        if ip == o::RX_IP_CKSUM_GOOD || ip == o::RX_IP_CKSUM_NONE {
             self.rx_ip = ChecksumMode::Offload;
         }
-        if l4 == o::RX_L4_CKSUM_GOOD {
+        if l4 == o::RX_L4_CKSUM_GOOD || l4 == o::RX_L4_CKSUM_NONE {
             self.rx_l4 = ChecksumMode::Offload;
             self.stats.rx_checksum_offloaded += 1;
         }

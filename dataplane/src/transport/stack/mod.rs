@@ -58,8 +58,9 @@
 //! **Checksums** are computed and verified in software unless the port's
 //! device does it: on a port with
 //! [`Capabilities::rx_checksum`](crate::net::Capabilities::rx_checksum)
-//! the stack takes each mbuf's verdict (good: not checked again; bad:
-//! dropped and counted; not looked at: checked here), and on one with
+//! the stack takes each mbuf's verdict (good, or verified with no sum in
+//! the field: not checked again; bad: dropped and counted; not looked
+//! at: checked here), and on one with
 //! [`Capabilities::tx_checksum`](crate::net::Capabilities::tx_checksum)
 //! (asked for with [`PortConfig::tx_checksum`](crate::net::PortConfig::tx_checksum))
 //! it leaves the IPv4 checksum zero and the TCP or UDP one the
