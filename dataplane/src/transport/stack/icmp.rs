@@ -16,8 +16,12 @@
 //! it, as a soft error (RFC 1122 section 4.2.3.9). The quoted sequence
 //! number must lie in what the connection has sent and not seen
 //! acknowledged, or the message is ignored (RFC 5927 section 4.1): a
-//! forger must guess it. "Fragmentation needed" (code 4) is counted and
-//! left alone: the stack sends segments no larger than the link's MTU.
+//! forger must guess it. "Fragmentation needed" (code 4, RFC 1191) about
+//! a segment in flight shrinks the connection's segments to the next
+//! hop's MTU (never below 512 bytes of payload, Linux's floor) and sends
+//! what is unacknowledged again at that size: the stack sets DF on all it
+//! sends, so without this a path with a smaller MTU would swallow every
+//! full-sized segment.
 
 use super::tcb::Seq;
 use super::{FlowKey, Stack};
@@ -124,7 +128,7 @@ impl<P: Port> Stack<P> {
             return;
         }
         self.io.stats.icmp_unreachable_received += 1;
-        if inner[9] != 6 || code == FRAG_NEEDED {
+        if inner[9] != 6 {
             return;
         }
         let l4 = &inner[ihl..];
@@ -134,6 +138,21 @@ impl<P: Port> Stack<P> {
             remote_port: u16::from_be_bytes([l4[2], l4[3]]),
         };
         let seq = Seq(u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]));
+        if code == FRAG_NEEDED {
+            // The next hop's MTU (RFC 1191), in the second half of the
+            // header's unused word; 0 from routers older than it.
+            let mtu = u16::from_be_bytes([body[6], body[7]]);
+            if mtu >= 68
+                && let Some(&index) = self.flows.get(&key)
+                && let Some(conn) = self.conns.get_index_mut(index)
+                && conn.key == key
+                && conn.tcb.path_mtu(seq, mtu)
+            {
+                let generation = conn.generation;
+                self.mark(index, generation);
+            }
+            return;
+        }
         let errno = match code {
             0 | 6 | 9 | 11 => libc::ENETUNREACH,
             2 => libc::ENOPROTOOPT,

@@ -1016,6 +1016,7 @@ fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
     sum.tx_bytes += c.tx_bytes;
     sum.timeout_retransmits += c.timeout_retransmits;
     sum.fast_retransmits += c.fast_retransmits;
+    sum.path_mtu_drops += c.path_mtu_drops;
     sum.dup_acks += c.dup_acks;
     sum.out_of_order += c.out_of_order;
     sum.out_of_window += c.out_of_window;

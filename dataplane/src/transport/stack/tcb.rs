@@ -193,6 +193,11 @@ pub(crate) struct Notes {
     pub(crate) closed: Option<CloseReason>,
 }
 
+/// The smallest segment a "fragmentation needed" message shrinks a
+/// connection's to: Linux's `min_pmtu` (552) less the headers, so a forged
+/// tiny MTU cannot make a connection crawl.
+pub(crate) const MIN_PATH_MSS: usize = 512;
+
 /// Counters of one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TcpCounters {
@@ -204,6 +209,9 @@ pub struct TcpCounters {
     pub timeout_retransmits: u64,
     /// Segments sent again on three duplicate ACKs or a partial ACK.
     pub fast_retransmits: u64,
+    /// Times the segment size shrank to a smaller path MTU (ICMP
+    /// "fragmentation needed").
+    pub path_mtu_drops: u64,
     /// Duplicate ACKs received.
     pub dup_acks: u64,
     /// Segments that arrived ahead of a hole.
@@ -617,6 +625,29 @@ impl Tcb {
             return false;
         }
         self.close_with(CloseReason::ConnectFailed(errno));
+        true
+    }
+
+    /// ICMP "fragmentation needed" quoting `seq` (RFC 1191): a segment
+    /// we sent met a link of `mtu` bytes with DF set. If `seq` is one sent
+    /// and not yet acknowledged (RFC 5927) and the MTU is below what the
+    /// segments are sized for, they shrink to fit (`mtu - 40`, never below
+    /// [`MIN_PATH_MSS`]) and everything unacknowledged goes again at the
+    /// new size, without a congestion response (the loss was the path's
+    /// size, as Linux's `tcp_simple_retransmit`); returns whether it did.
+    pub(crate) fn path_mtu(&mut self, seq: Seq, mtu: u16) -> bool {
+        if !(self.state.synchronized() && self.snd_una.le(seq) && seq.lt(self.snd_max)) {
+            return false;
+        }
+        let mss = usize::from(mtu).saturating_sub(40).max(MIN_PATH_MSS);
+        if mss >= self.smss {
+            return false;
+        }
+        self.smss = mss;
+        self.snd_nxt = self.snd_una;
+        self.retransmit_una = false;
+        self.rtt_sample = None;
+        self.counters.path_mtu_drops += 1;
         true
     }
 
@@ -1629,7 +1660,20 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
                 now += Duration::from_millis(u64::from(next().unwrap_or(0)));
                 t.on_timer(now);
             }
-            _ => {}
+            _ => {
+                // ICMP about a segment near the oldest unacknowledged:
+                // "fragmentation needed" with some MTU, or unreachable.
+                let dseq = u32::from(next().unwrap_or(0)) * 32;
+                let seq = Seq(t.snd_una.0.wrapping_add(dseq));
+                match next().unwrap_or(0) {
+                    0 => {
+                        t.unreachable(seq, libc::ECONNREFUSED);
+                    }
+                    m => {
+                        t.path_mtu(seq, u16::from(m) * 8);
+                    }
+                }
+            }
         }
         out.clear();
         t.output(now, &mut out);
@@ -1738,6 +1782,34 @@ mod sack_tests {
         let ack = out.last().copied().expect("an ACK");
         assert_eq!(ack.ack, Seq(1501));
         assert!(ack.sack.is_empty());
+    }
+
+    #[test]
+    fn fragmentation_needed_shrinks_the_segments_and_sends_again() {
+        let (mut t, now, mut out) = established(false);
+        assert_eq!(t.write(&[1u8; 4000]), 4000);
+        t.output(now, &mut out);
+        assert!(out.iter().all(|s| s.len <= 1460));
+        let sent: usize = out.iter().map(|s| s.len).sum();
+        assert_eq!(sent, 4000);
+        out.clear();
+        // Not about anything in flight (RFC 5927), or not smaller: ignored.
+        assert!(!t.path_mtu(Seq(5001 + 4000), 1000));
+        assert!(!t.path_mtu(Seq(5001), 1500));
+        // About the first segment: 960-byte segments from 5001 again.
+        assert!(t.path_mtu(Seq(5001), 1000));
+        t.output(now, &mut out);
+        let data: Vec<_> = out.iter().filter(|s| s.len > 0).collect();
+        assert_eq!(data.first().map(|s| s.seq), Some(Seq(5001)));
+        assert!(data.iter().all(|s| s.len <= 960), "{data:?}");
+        assert_eq!(data.iter().map(|s| s.len).sum::<usize>(), 4000);
+        assert_eq!(t.counters.path_mtu_drops, 1);
+        // A forged tiny MTU stops at the floor.
+        assert!(t.path_mtu(Seq(5001), 100));
+        out.clear();
+        t.output(now, &mut out);
+        assert!(out.iter().all(|s| s.len <= super::MIN_PATH_MSS));
+        assert!(t.check().is_ok());
     }
 
     #[test]
