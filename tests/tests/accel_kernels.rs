@@ -313,54 +313,11 @@ fn microsoft_rss_vectors_on_the_device() {
     let Some(mut q) = vulkan::<Vec<Vec<u8>>>(QueueConfig::default()) else {
         return;
     };
-    // (destination, source, IPv4 hash, IPv4 with TCP hash), from
-    // "Verifying the RSS Hash Calculation".
-    type Vector = ([u8; 4], u16, [u8; 4], u16, u32, u32);
-    let vectors: [Vector; 5] = [
-        (
-            [161, 142, 100, 80],
-            1766,
-            [66, 9, 149, 187],
-            2794,
-            0x323e_8fc2,
-            0x51cc_c178,
-        ),
-        (
-            [65, 69, 140, 83],
-            4739,
-            [199, 92, 111, 2],
-            14230,
-            0xd718_262a,
-            0xc626_b0ea,
-        ),
-        (
-            [12, 22, 207, 184],
-            38024,
-            [24, 19, 198, 95],
-            12898,
-            0xd2d0_a5de,
-            0x5c2b_394a,
-        ),
-        (
-            [209, 142, 163, 6],
-            2217,
-            [38, 27, 205, 30],
-            48228,
-            0x8298_9176,
-            0xafc7_327f,
-        ),
-        (
-            [202, 188, 127, 2],
-            1303,
-            [153, 39, 163, 191],
-            44251,
-            0x5d18_09c5,
-            0x10e8_28a2,
-        ),
-    ];
     let mut items = Vec::new();
     let mut want = Vec::new();
-    for (dst, dport, src, sport, ip, tcp) in vectors {
+    for v in dataplane::wire::rss::MICROSOFT_RSS_VECTORS {
+        let ((dst, dport), (src, sport)) = (v.dst, v.src);
+        let (ip, tcp) = (v.ip_hash, v.tcp_hash);
         for (proto, hash) in [(6u8, tcp), (1, ip)] {
             let mut f = vec![0u8; 54];
             f[12..14].copy_from_slice(&[0x08, 0x00]);

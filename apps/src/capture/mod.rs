@@ -383,7 +383,11 @@ impl Match {
 
     fn reap(&mut self) -> usize {
         let n = self.queue.poll(&mut self.done);
-        let now = dataplane::time::rdtsc();
+        let now = if self.done.is_empty() {
+            0
+        } else {
+            dataplane::time::rdtsc()
+        };
         for c in self.done.drain(..) {
             let Some(at) = self.in_flight.iter().position(|(t, _, _)| *t == c.tag) else {
                 tracing::error!(tag = c.tag, "a completion for no submission");

@@ -624,7 +624,7 @@ fn reap(
     stamps: &[u64],
 ) -> usize {
     let n = seg.queue.poll(done);
-    let now = dataplane::time::rdtsc();
+    let now = if n == 0 { 0 } else { dataplane::time::rdtsc() };
     for c in done.drain() {
         if c.tag == u64::MAX && c.kind == OpKind::Flush {
             seg.flushed = true;

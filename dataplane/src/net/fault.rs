@@ -133,9 +133,7 @@ impl<P: Port> Port for FaultInjector<P> {
                     buf.copy_from_slice(m.data());
                     // The same frame to the device: its offload requests
                     // (checksums it is to finish) too.
-                    c.set_ol_flags(m.ol_flags());
-                    let (l2, l3, l4) = m.tx_header_lens();
-                    c.set_tx_header_lens(l2, l3, l4);
+                    c.copy_metadata_from(&m);
                     self.counts.duplicated += 1;
                     let _ = out.push(c);
                 }

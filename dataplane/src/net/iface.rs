@@ -197,10 +197,8 @@ fn parse_rxfh(words: &[u32]) -> Option<Steering> {
 fn ethtool(fd: BorrowedFd<'_>, ifname: &str, data: &mut [u32]) -> io::Result<()> {
     let mut req = ifreq(ifname)?;
     req.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
-    // SAFETY: SIOCETHTOOL reads the name and the command at `ifru_data`,
-    // and writes at most the struct the command's own size fields
-    // describe, which `data` holds (the caller sized it from them); both
-    // live for the call.
+    // SAFETY: `req` and `data` live for the call, and the kernel writes
+    // no more than the size fields in `data` describe, which it holds.
     let rc = unsafe {
         libc::ioctl(
             fd.as_raw_fd(),

@@ -192,6 +192,32 @@ impl Mbuf {
         )
     }
 
+    /// Takes `other`'s packet metadata: offload flags (all but whether
+    /// this buffer is external, which stays this mbuf's own), packet
+    /// type, VLAN tags, hash, input port and tx offload lengths. For a
+    /// copy of a packet that must go out as the original would (a frame
+    /// moved into another pool's mbuf, a duplicate).
+    pub fn copy_metadata_from(&mut self, other: &Mbuf) {
+        let o = other.header();
+        let (flags, ptype, tci, outer, hash, port, tx) = (
+            o.ol_flags,
+            o.packet_type,
+            o.vlan_tci,
+            o.vlan_tci_outer,
+            o.hash,
+            o.port,
+            o.tx_offload,
+        );
+        let h = self.header_mut();
+        h.ol_flags = (flags & !MBUF_F_EXTERNAL) | (h.ol_flags & MBUF_F_EXTERNAL);
+        h.packet_type = ptype;
+        h.vlan_tci = tci;
+        h.vlan_tci_outer = outer;
+        h.hash = hash;
+        h.port = port;
+        h.tx_offload = tx;
+    }
+
     /// The packet type.
     pub fn packet_type(&self) -> u32 {
         self.header().packet_type

@@ -303,7 +303,31 @@ fn mutators_at_and_past_their_bounds() {
     );
     assert_eq!((m.len(), m.headroom()), (0, PKTMBUF_HEADROOM));
     assert_eq!(m.priv_area(), &[9; 16]);
-    drop(m);
+    // A copy's metadata: everything but the external flag, which stays
+    // the copy's own.
+    let mut from = p.alloc().unwrap();
+    from.set_port(7);
+    from.set_rss_hash(0x1234);
+    from.set_ol_flags(MBUF_F_EXTERNAL | offload::TX_IPV4 | offload::TX_TCP_CKSUM);
+    from.set_packet_type(0x21);
+    from.set_vlan_tci(9);
+    from.set_tx_header_lens(14, 20, 20);
+    let mut to = p.alloc().unwrap();
+    to.copy_metadata_from(&from);
+    assert_eq!(
+        (
+            to.port(),
+            to.rss_hash(),
+            to.ol_flags(),
+            to.packet_type(),
+            to.vlan_tci()
+        ),
+        (7, 0x1234, offload::TX_IPV4 | offload::TX_TCP_CKSUM, 0x21, 9)
+    );
+    assert_eq!(to.tx_header_lens(), (14, 20, 20));
+    m.copy_metadata_from(&to);
+    assert_eq!(m.ol_flags() & MBUF_F_EXTERNAL, MBUF_F_EXTERNAL, "m's own");
+    drop((m, from, to));
     assert_all_back(&p);
 }
 

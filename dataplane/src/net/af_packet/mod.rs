@@ -224,7 +224,13 @@ fn join(fd: BorrowedFd<'_>, info: &IfInfo, fanout: Option<Fanout>, ifname: &str)
         // 4.20 lack the flag: join without it there.
         let mode = libc::PACKET_FANOUT_CBPF;
         let arg = u32::from(f.group) | ((mode | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
-        if setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).is_err() {
+        if let Err(e) = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg) {
+            if f.first {
+                tracing::info!(
+                    ifname,
+                    "PACKET_FANOUT_FLAG_IGNORE_OUTGOING refused ({e}): frames this host's stack sends reach the queues too"
+                );
+            }
             let arg = u32::from(f.group) | (mode << 16);
             setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
                 .map_err(ctx("PACKET_FANOUT", ifname))?;

@@ -617,16 +617,7 @@ impl DpdkPort {
         let mut copy = unsafe { Mbuf::from_raw(raw.cast::<MbufHeader>()) };
         // Checked by the caller: the data fits after the headroom.
         copy.append(m.len()).ok()?.copy_from_slice(m.data());
-        copy.set_ol_flags(m.ol_flags());
-        copy.set_packet_type(m.packet_type());
-        copy.set_vlan_tci(m.vlan_tci());
-        copy.set_rss_hash(m.rss_hash());
-        copy.set_port(m.port());
-        let tx_offload = m.header().tx_offload;
-        let hdr = copy.as_ptr().as_ptr();
-        // SAFETY: `copy` is owned here and its header is initialised; one
-        // field write (the TX offload lengths have no setter).
-        unsafe { (*hdr).tx_offload = tx_offload };
+        copy.copy_metadata_from(m);
         Some(copy)
     }
 }

@@ -5,7 +5,7 @@
 //! them.
 
 use super::Stack;
-use super::tests::{addr, config, pair, syn_frame};
+use super::tests::{addr, config, ipv4_frame, pair, syn_frame};
 use crate::net::memory::MemoryPort;
 use crate::net::{MbufBatch, Port};
 use crate::wire::EthernetAddress;
@@ -149,9 +149,9 @@ fn a_devices_checksum_verdict_is_taken_from_the_mbuf() {
     assert_eq!(st.rx_checksum_offloaded, 2);
 }
 
-/// An ICMP message from a router: destination unreachable (`code`) about
-/// a segment from `local` to `peer`, quoting its header with sequence
-/// number `seq`.
+/// An ICMP message from a router (10.0.0.9): destination unreachable
+/// (`code`) about a segment from `local` to `peer`, quoting its header
+/// with sequence number `seq`.
 fn unreachable_frame(
     raw: &mut MemoryPort,
     to: EthernetAddress,
@@ -160,15 +160,7 @@ fn unreachable_frame(
     peer: SocketAddrV4,
     seq: u32,
 ) -> hugepages::mbuf::Mbuf {
-    use crate::wire::{
-        ChecksumMode, EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr,
-        checksum,
-    };
-    let mut m = {
-        let mut b = MbufBatch::new();
-        assert_eq!(raw.alloc_burst(1, &mut b), 1);
-        b.pop().expect("one")
-    };
+    use crate::wire::{IpProtocol, checksum};
     // The quoted header: IPv4 from us to the peer, then TCP's first 8
     // bytes (ports and sequence number).
     let mut quote = [0u8; 28];
@@ -185,34 +177,9 @@ fn unreachable_frame(
     icmp.extend_from_slice(&quote);
     let sum = !checksum::data(&icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let buf = m.append(34 + icmp.len()).expect("room");
-    EthernetRepr {
-        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x77]),
-        dst_addr: to,
-        ethertype: EtherType::IPV4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
-    .expect("eth");
-    Ipv4Repr {
-        src_addr: addr(254),
-        dst_addr: *local.ip(),
-        protocol: IpProtocol::ICMP,
-        payload_len: icmp.len(),
-        ttl: 64,
-        dscp: 0,
-        ecn: 0,
-        ident: 0,
-        dont_frag: false,
-        more_frags: false,
-        frag_offset: 0,
-    }
-    .emit(
-        &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
-        ChecksumMode::Software,
-    )
-    .expect("ip");
-    buf[34..].copy_from_slice(&icmp);
-    m
+    ipv4_frame(raw, to, addr(9), IpProtocol::ICMP, icmp.len(), |out| {
+        out.copy_from_slice(&icmp);
+    })
 }
 
 /// A router's destination unreachable about a connection still opening

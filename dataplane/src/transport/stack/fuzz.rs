@@ -14,7 +14,7 @@ use super::{Stack, StackConfig};
 use crate::net::memory::MemoryPort;
 use crate::net::{MbufBatch, Port, PortConfig};
 use crate::transport::Event;
-use crate::wire::{EthernetAddress, checksum};
+use crate::wire::{EthernetAddress, IpPair, IpProtocol, checksum};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The peer's MAC and address, known to the stack without ARP.
@@ -52,18 +52,18 @@ impl Input<'_> {
     }
 }
 
-/// Runs the stack over `data`'s records.
+/// Runs the stack over `data`'s records; the stack's counters at the end.
 ///
 /// # Errors
 /// The broken invariant (an mbuf not back in its pool), or a stack that
 /// could not be made.
 #[doc(hidden)]
-pub fn fuzz_frames(data: &[u8]) -> Result<(), String> {
+pub fn fuzz_frames(data: &[u8]) -> Result<super::StackStats, String> {
     let cfg = PortConfig::new("fuzz-frames").with_mbufs(512, 0);
     let (mut a, mut b) = MemoryPort::pair(&cfg).map_err(|e| e.to_string())?;
     let (port, mut peer) = (a.remove(0), b.remove(0));
     let pools = [port.pool().clone(), peer.pool().clone()];
-    {
+    let stats = {
         let mut sc = StackConfig::new(super::Ipv4Cidr {
             addr: OURS,
             prefix_len: 24,
@@ -139,13 +139,14 @@ pub fn fuzz_frames(data: &[u8]) -> Result<(), String> {
                 }
             }
         }
-    }
+        s.stats()
+    };
     for p in pools {
         if p.in_use() != 0 {
             return Err(format!("{} mbufs of {} not back", p.in_use(), p.name()));
         }
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// One frame from the peer (`PEER_MAC`, `PEER`) to us, after template
@@ -273,12 +274,12 @@ fn build(
         if let Some(at) = at {
             let mut sum = checksum::data(&l4);
             if proto != 1 {
-                let mut pseudo = Vec::with_capacity(12);
-                pseudo.extend_from_slice(&PEER.octets());
-                pseudo.extend_from_slice(&OURS.octets());
-                pseudo.extend_from_slice(&[0, proto]);
-                pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-                sum = checksum::combine(&[sum, checksum::data(&pseudo)]);
+                let addrs = IpPair::V4 {
+                    src: PEER,
+                    dst: OURS,
+                };
+                let pseudo = checksum::pseudo_header(&addrs, IpProtocol(proto), l4.len() as u32);
+                sum = checksum::combine(&[sum, pseudo]);
             }
             l4[at..at + 2].copy_from_slice(&(!sum).to_be_bytes());
         }
@@ -292,22 +293,31 @@ fn build(
 #[cfg(test)]
 mod tests {
     /// Random inputs, as the fuzz target runs them, briefly: every run
-    /// ends with every mbuf home.
+    /// ends with every mbuf home, and the frames built reach every
+    /// protocol's handling.
     #[test]
     fn random_records_leave_every_mbuf_home() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut sum = super::super::StackStats::default();
         for round in 0..300 {
-            let data: Vec<u8> = (0..(round % 60) * 16)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            if let Err(e) = super::fuzz_frames(&data) {
-                panic!("round {round}: {e}");
+            let data = super::super::tests::pattern(round as u64 + 1, (round % 60) * 16);
+            match super::fuzz_frames(&data) {
+                Ok(st) => {
+                    sum.arp_replies += st.arp_replies;
+                    sum.icmp_echo += st.icmp_echo;
+                    sum.icmp_unreachable_sent += st.icmp_unreachable_sent;
+                    sum.udp_rx += st.udp_rx;
+                    sum.tcp_rx += st.tcp_rx;
+                    sum.rx_bad_checksum += st.rx_bad_checksum;
+                }
+                Err(e) => panic!("round {round}: {e}"),
             }
         }
+        // The templates reach every protocol, with good sums and bad.
+        assert!(sum.arp_replies > 0, "{sum:?}");
+        assert!(sum.icmp_echo > 0, "{sum:?}");
+        assert!(sum.icmp_unreachable_sent > 0, "{sum:?}");
+        assert!(sum.udp_rx > 0, "{sum:?}");
+        assert!(sum.tcp_rx > 0, "{sum:?}");
+        assert!(sum.rx_bad_checksum > 0, "{sum:?}");
     }
 }

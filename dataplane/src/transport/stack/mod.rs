@@ -873,19 +873,8 @@ impl<P: Port> Stack<P> {
             return;
         }
         self.io.stats.icmp_echo += 1;
-        let reply = Ipv4Repr {
-            src_addr: self.io.addr,
-            dst_addr: ip.src_addr,
-            protocol: IpProtocol::ICMP,
-            payload_len: body.len(),
-            ttl: 64,
-            dscp: 0,
-            ecn: 0,
-            ident: 0,
-            dont_frag: false,
-            more_frags: false,
-            frag_offset: 0,
-        };
+        let mut reply = self.io.ip_to(ip.src_addr, IpProtocol::ICMP, body.len());
+        reply.dont_frag = false;
         self.io.send_ip(src_mac, reply, |out| {
             out.copy_from_slice(body);
             out[0] = 0;

@@ -59,7 +59,7 @@ pub(super) fn pair(name: &str) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
     (a, b, pa, pb)
 }
 
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -624,16 +624,57 @@ fn keepalive_probes_an_idle_peer_and_gives_up_on_a_silent_one() {
     assert_eq!(a.stats().timed_out, 1);
 }
 
-/// A SYN from `port` (a raw end of the link) to the stack at 10.0.0.1.
+/// An IPv4 frame from `src` (at MAC 02:00:00:00:00:99) to the stack at
+/// 10.0.0.1 (`to`), taken from the raw end of the link, its `len` bytes
+/// of payload written by `fill`.
+pub(super) fn ipv4_frame(
+    raw: &mut MemoryPort,
+    to: EthernetAddress,
+    src: Ipv4Addr,
+    protocol: IpProtocol,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> hugepages::mbuf::Mbuf {
+    let mut batch = MbufBatch::new();
+    raw.alloc_burst(1, &mut batch);
+    let mut m = batch.pop().expect("mbuf");
+    let buf = m.append(34 + len).expect("room");
+    EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
+        dst_addr: to,
+        ethertype: EtherType::IPV4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+    .expect("eth");
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: addr(1),
+        protocol,
+        payload_len: len,
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 0,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(
+        &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
+        ChecksumMode::Software,
+    )
+    .expect("ip");
+    fill(&mut buf[34..]);
+    m
+}
+
+/// A SYN from `src_port` of 10.0.0.9 to the stack's port 80.
 pub(super) fn syn_frame(
     raw: &mut MemoryPort,
     to: EthernetAddress,
     src_port: u16,
 ) -> hugepages::mbuf::Mbuf {
     use crate::wire::{IpPair, TcpFlags, TcpPacket, TcpRepr};
-    let mut batch = MbufBatch::new();
-    raw.alloc_burst(1, &mut batch);
-    let mut m = batch.pop().expect("mbuf");
     let tcp = TcpRepr {
         src_port,
         dst_port: 80,
@@ -649,43 +690,18 @@ pub(super) fn syn_frame(
         timestamps: None,
         payload_len: 0,
     };
-    let buf = m.append(34 + tcp.buffer_len()).expect("room");
-    EthernetRepr {
-        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
-        dst_addr: to,
-        ethertype: EtherType::IPV4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
-    .expect("eth");
-    Ipv4Repr {
-        src_addr: addr(9),
-        dst_addr: addr(1),
-        protocol: IpProtocol::TCP,
-        payload_len: tcp.buffer_len(),
-        ttl: 64,
-        dscp: 0,
-        ecn: 0,
-        ident: 0,
-        dont_frag: true,
-        more_frags: false,
-        frag_offset: 0,
-    }
-    .emit(
-        &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
-        ChecksumMode::Software,
-    )
-    .expect("ip");
     let addrs = IpPair::V4 {
         src: addr(9),
         dst: addr(1),
     };
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[34..]),
-        &addrs,
-        ChecksumMode::Software,
-    )
-    .expect("tcp");
-    m
+    ipv4_frame(raw, to, addr(9), IpProtocol::TCP, tcp.buffer_len(), |out| {
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(out),
+            &addrs,
+            ChecksumMode::Software,
+        )
+        .expect("tcp");
+    })
 }
 
 #[test]
