@@ -160,6 +160,13 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         "rte_socket_id",
         "rte_lcore_count",
         "rte_version",
+        // Interrupt sources (callbacks on EAL's interrupt thread).
+        "rte_intr_instance_alloc",
+        "rte_intr_instance_free",
+        "rte_intr_type_set",
+        "rte_intr_fd_set",
+        "rte_intr_callback_register",
+        "rte_intr_callback_unregister",
         // Devices.
         "rte_dev_probe",
         "rte_dev_remove",
@@ -223,6 +230,8 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         .allowlist_var("RTE_MBUF_F_RX_(IP|L4)_CKSUM_.*")
         .allowlist_var("RTE_MBUF_F_TX_(TCP|UDP|IP)_CKSUM")
         .allowlist_var("RTE_MBUF_F_TX_IPV4")
+        .allowlist_var("RTE_INTR_INSTANCE_F_PRIVATE")
+        .allowlist_type("rte_intr_handle_type")
         .allowlist_var("RTE_MAX_LCORE")
         .allowlist_var("RTE_MAX_ETHPORTS")
         .allowlist_var("RTE_MEMPOOL_CACHE_MAX_SIZE")

@@ -13,6 +13,7 @@
 #include <rte_config.h>
 #include <rte_version.h>
 #include <rte_eal.h>
+#include <rte_interrupts.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_memory.h>

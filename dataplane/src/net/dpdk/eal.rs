@@ -224,6 +224,7 @@ pub(super) fn cleanup() -> Result<()> {
         EalState::NotInitialised | EalState::ShutDown => return Ok(()),
         EalState::Failed(why) | EalState::Unavailable(why) => return Err(failed(why)),
     }
+    settle_interrupts();
     SHUT_DOWN.store(true, Ordering::Release);
     let runtime_dir = runtime_dir();
     // SAFETY: the EAL is running, and the caller has closed every port
@@ -239,6 +240,112 @@ pub(super) fn cleanup() -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// How long [`settle_interrupts`] waits for EAL's interrupt thread.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until EAL's interrupt thread has run the callbacks of every event
+/// that was ready when it was called, at most [`SETTLE_LIMIT`].
+///
+/// A driver's control channel is serviced on that thread: closing one end
+/// of a memif pair makes the other's callback read a disconnect message,
+/// and a port closed or an EAL cleaned up (its memory unmapped) while that
+/// callback runs crashes inside DPDK (a SIGSEGV in `librte_net_memif`,
+/// seen under load). The port close and the shutdown call this first.
+///
+/// The barrier is an interrupt source of our own, an eventfd made ready
+/// here: the thread takes ready sources in the order they became ready
+/// (and a registration change, which makes it re-read its source list,
+/// before them), so its callback runs after those of the events ready
+/// before it. The source stays registered for the life of the process:
+/// unregistering would make the thread re-read its list later, perhaps
+/// while `rte_eal_cleanup` unmaps the handles of other sources (seen:
+/// a SIGSEGV in `rte_intr_fd_get`); its handle is private, in the process
+/// heap, which the cleanup leaves alone.
+pub(super) fn settle_interrupts() {
+    static BARRIER: Mutex<Option<Option<&'static Barrier>>> = Mutex::new(None);
+    let mut slot = BARRIER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(barrier) = *slot.get_or_insert_with(Barrier::register) {
+        barrier.wait();
+    }
+}
+
+/// [`settle_interrupts`]' eventfd and the count of its callback's runs.
+struct Barrier {
+    fd: i32,
+    passes: std::sync::atomic::AtomicU64,
+}
+
+impl Barrier {
+    /// Makes the eventfd and registers it as an interrupt source; `None`
+    /// (logged) where EAL refuses.
+    fn register() -> Option<&'static Barrier> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            tracing::debug!("eventfd: {}", std::io::Error::last_os_error());
+            return None;
+        }
+        let barrier: &'static Barrier = Box::leak(Box::new(Barrier {
+            fd,
+            passes: std::sync::atomic::AtomicU64::new(0),
+        }));
+        // SAFETY: a running EAL (the callers hold a port or the EAL); a
+        // private handle lives in the process heap.
+        let handle = unsafe { sys::rte_intr_instance_alloc(sys::RTE_INTR_INSTANCE_F_PRIVATE) };
+        if handle.is_null() {
+            tracing::debug!("rte_intr_instance_alloc: {}", strerror(rte_errno()));
+            return None;
+        }
+        // SAFETY: a fresh handle of ours.
+        let rc = unsafe { sys::rte_intr_type_set(handle, sys::RTE_INTR_HANDLE_EXT) };
+        // SAFETY: as above; the eventfd is never closed.
+        let rc = rc.min(unsafe { sys::rte_intr_fd_set(handle, fd) });
+        let arg = std::ptr::from_ref(barrier).cast_mut().cast();
+        if rc == 0 {
+            // SAFETY: the handle has its fd and type; `arg` is 'static.
+            let rc = unsafe { sys::rte_intr_callback_register(handle, Some(Self::ran), arg) };
+            if rc == 0 {
+                // The handle stays allocated with the source.
+                return Some(barrier);
+            }
+            tracing::debug!("rte_intr_callback_register: {}", strerror(-rc));
+        }
+        // SAFETY: the handle allocated above, not a source.
+        unsafe { sys::rte_intr_instance_free(handle) };
+        None
+    }
+
+    /// Makes the eventfd ready and waits for the callback to have run
+    /// once more. The caller holds the lock in [`settle_interrupts`].
+    fn wait(&self) {
+        let before = self.passes.load(Ordering::Acquire);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes the 8 bytes of `one` to the eventfd.
+        let _ = unsafe { libc::write(self.fd, one.as_ptr().cast(), 8) };
+        let deadline = std::time::Instant::now() + SETTLE_LIMIT;
+        while self.passes.load(Ordering::Acquire) == before {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!("EAL's interrupt thread did not answer in {SETTLE_LIMIT:?}");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+
+    /// The callback, on the interrupt thread.
+    extern "C" fn ran(arg: *mut std::ffi::c_void) {
+        // SAFETY: `arg` is the leaked, 'static Barrier.
+        let barrier = unsafe { &*arg.cast::<Barrier>() };
+        let mut count = [0u8; 8];
+        // SAFETY: reads 8 bytes into `count` from the non-blocking eventfd,
+        // so that the level-triggered source goes quiet.
+        let _ = unsafe { libc::read(barrier.fd, count.as_mut_ptr().cast(), 8) };
+        barrier.passes.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// EAL's runtime directory (`/var/run/dpdk/<prefix>` as root), where it

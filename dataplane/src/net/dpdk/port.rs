@@ -98,6 +98,9 @@ impl Drop for PortShared {
                 tracing::warn!(port = %self.name, "rte_dev_remove: {}", eal::strerror(-rc));
             }
         }
+        // What the close set off on the interrupt thread (a memif peer's
+        // disconnect) runs before anything else is torn down.
+        eal::settle_interrupts();
         pool::release(&self.pools, self.pool_need);
         open_ports().retain(|&p| p != port);
         tracing::debug!(port = %self.name, "closed");
