@@ -15,7 +15,9 @@ pub struct Faults {
     pub loss: u32,
     /// Frames sent twice, per mille.
     pub duplicate: u32,
-    /// Frames held back and sent after the next one, per mille.
+    /// Frames held back and sent after the next one (or at the next
+    /// receive poll, if nothing is sent before it: a link delays, it does
+    /// not keep), per mille.
     pub reorder: u32,
     /// Frames received and dropped before the caller sees them, per
     /// mille (the other direction's loss).
@@ -83,6 +85,10 @@ impl<P: Port> FaultInjector<P> {
 
 impl<P: Port> Port for FaultInjector<P> {
     fn rx_burst(&mut self, out: &mut MbufBatch) -> usize {
+        if !self.held.is_empty() {
+            // Nothing was sent since they were held: they go now, late.
+            self.tx_burst(&mut MbufBatch::new());
+        }
         if self.faults.rx_loss == 0 {
             return self.inner.rx_burst(out);
         }
@@ -119,12 +125,15 @@ impl<P: Port> Port for FaultInjector<P> {
                 self.counts.dropped += 1;
                 continue;
             }
-            if r < f.loss + f.reorder && self.held.as_slice().len() < HELD_MAX {
+            let reorder = r < f.loss + f.reorder;
+            if reorder && self.held.as_slice().len() < HELD_MAX {
                 self.counts.reordered += 1;
                 let _ = self.held.push(m);
                 continue;
             }
-            if r < f.loss + f.reorder + f.duplicate {
+            // A frame rolled for reordering while the hold is full goes
+            // now, as it is: the roll is not also a duplicate's.
+            if !reorder && r < f.loss + f.reorder + f.duplicate {
                 let mut copy = MbufBatch::new();
                 if self.inner.alloc_burst(1, &mut copy) == 1
                     && let Some(mut c) = copy.pop()
@@ -210,5 +219,39 @@ mod tests {
             assert_eq!(m.tx_header_lens(), (14, 20, 0));
         }
         assert_eq!(tx.counts().duplicated, 1);
+    }
+
+    #[test]
+    fn reordering_delays_every_frame_once_and_keeps_none() {
+        let cfg = PortConfig::new("fault-reorder").with_mbufs(256, 0);
+        let (mut a, mut b) = MemoryPort::pair(&cfg).expect("pair");
+        let faults = Faults {
+            reorder: 500,
+            seed: 3,
+            ..Faults::default()
+        };
+        let mut tx = FaultInjector::new(a.remove(0), faults);
+        let mut rx = b.remove(0);
+        let mut sent = 0u8;
+        for burst in [1usize, 31, 2, 32, 5] {
+            let mut batch = MbufBatch::new();
+            assert_eq!(tx.alloc_burst(burst, &mut batch), burst);
+            for m in batch.iter_mut() {
+                m.append(60).expect("room").fill(sent);
+                sent += 1;
+            }
+            assert_eq!(tx.tx_burst(&mut batch), burst);
+        }
+        // The frames still held go out at the next receive poll.
+        tx.rx_burst(&mut MbufBatch::new());
+        let (mut seen, mut got) = (Vec::new(), MbufBatch::new());
+        while rx.rx_burst(&mut got) > 0 {
+            seen.extend(got.drain().map(|m| m.data()[0]));
+        }
+        assert_ne!(seen, (0..sent).collect::<Vec<_>>(), "some came late");
+        assert!(tx.counts().reordered > 8, "{:?}", tx.counts());
+        seen.sort_unstable();
+        assert_eq!(seen, (0..sent).collect::<Vec<_>>(), "each frame once");
+        assert_eq!(tx.counts().duplicated + tx.counts().dropped, 0);
     }
 }
