@@ -31,12 +31,15 @@ set -euo pipefail
 #                            (scripts/bench-stack.sh)
 #   openssl                  makes the test CAs and certificates of the TLS tests, and
 #                            its s_client is a TLS client they check the servers with
+#   iputils-ping             Linux's ping, which sends echo requests past the MTU in
+#                            fragments to the user-space stack (its reassembly test)
 #   ethtool                  switches a veth's offloads off, so that AF_PACKET sees
 #                            whole checksums and MTU-sized segments (the user-space
 #                            stack's tests against Linux's TCP)
 packages=(pkg-config libhwloc-dev libudev-dev hwloc dpdk dpdk-dev libdpdk-dev libclang-dev dpdk-doc
     iproute2 mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools vulkan-validationlayers fio jq
-    tcpdump tshark curl socat redis-tools redis-server nginx-light wrk ethtool iperf3 openssl)
+    tcpdump tshark curl socat redis-tools redis-server nginx-light wrk ethtool iperf3 openssl
+    iputils-ping)
 
 missing=()
 for p in "${packages[@]}"; do

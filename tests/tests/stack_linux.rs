@@ -419,3 +419,66 @@ fn linux_sees_connection_refused_for_a_closed_udp_port() {
     assert!(refused, "Linux never saw ECONNREFUSED: {st:?}");
     assert!(st.icmp_unreachable_sent >= 1, "{st:?}");
 }
+
+/// Fragments both ways: Linux's `ping -s 4000` (its requests go in three
+/// fragments, and so must our replies) and a kernel UDP socket sending
+/// datagrams up to 65,507 bytes to an echo on the stack, which sends each
+/// back whole in fragments; the kernel compares every byte.
+#[test]
+fn linux_pings_and_echoes_datagrams_past_the_mtu_in_fragments() {
+    let Some((bed, port)) = setup(1500) else {
+        return;
+    };
+    let pool = port.pool().clone();
+    let mut s = stack(port, 1500);
+    let u = s.bind_udp(7000).expect("bind");
+    const SIZES: [usize; 4] = [1473, 5000, 20_000, 65_507];
+    let kernel = bed
+        .b
+        .spawn(|| {
+            let ping = std::process::Command::new("ping")
+                .args(["-c", "3", "-i", "0.2", "-W", "2", "-s", "4000", "10.99.0.1"])
+                .output()
+                .expect("ping runs");
+            let sock = std::net::UdpSocket::bind("10.99.0.2:0").expect("bind");
+            sock.connect("10.99.0.1:7000").expect("connect");
+            sock.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 65_536];
+            let mut echoed = Vec::new();
+            for (i, &n) in SIZES.iter().enumerate() {
+                let sent: Vec<u8> = (0..n).map(|k| (k * 31 + i) as u8).collect();
+                // A datagram lost with its fragments is sent again.
+                let back = (0..3).any(|_| {
+                    sock.send(&sent).expect("send");
+                    sock.recv(&mut buf).is_ok_and(|m| buf[..m] == sent[..])
+                });
+                echoed.push(back);
+            }
+            (ping, echoed)
+        })
+        .expect("a thread in the namespace");
+    for _ in 0..1_000_000 {
+        s.poll();
+        while s.next_event().is_some() {}
+        while let Some((from, data)) = s.peek_datagram(u).expect("open") {
+            let data = data.to_vec();
+            s.consume_datagram(u).expect("open");
+            assert!(s.send_to(u, from, &data).expect("echo"));
+        }
+        if kernel.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let (ping, echoed) = kernel.join().expect("kernel thread").expect("namespace");
+    let st = s.stats();
+    let out = String::from_utf8_lossy(&ping.stdout);
+    println!("{out}\n{st:?}");
+    assert!(ping.status.success(), "ping got no reply: {out}");
+    assert!(out.contains("4008 bytes from 10.99.0.1"), "{out}");
+    assert_eq!(echoed, [true; 4], "datagrams that came back whole: {st:?}");
+    assert!(st.reassembled >= 6 && st.tx_fragmented >= 6, "{st:?}");
+    drop(s);
+    assert_eq!(pool.in_use(), 0);
+}

@@ -116,6 +116,10 @@ pub struct StackConfig {
     /// Datagrams a UDP socket holds, received and not taken (256); more
     /// are dropped and counted.
     pub datagram_queue: usize,
+    /// IPv4 reassembly's timeout and memory (30 s and 4 MiB, Linux's
+    /// `ipfrag_time` and `ipfrag_high_thresh`; memory 0 drops every
+    /// fragment).
+    pub reassembly: super::ReassemblyLimits,
 }
 
 impl StackConfig {
@@ -147,6 +151,7 @@ impl StackConfig {
             keepalive: None,
             idle_timeout: None,
             datagram_queue: 256,
+            reassembly: super::ReassemblyLimits::default(),
         }
     }
 
@@ -164,6 +169,9 @@ impl StackConfig {
         }
         if self.connect_timeout.is_zero() || self.close_timeout.is_zero() {
             return bad("connect_timeout and close_timeout must be above zero");
+        }
+        if self.reassembly.timeout.is_zero() {
+            return bad("reassembly.timeout must be above zero");
         }
         if self.datagram_queue == 0 {
             return bad("datagram_queue must be at least 1");
@@ -228,8 +236,19 @@ pub struct StackStats {
     pub tx_checksum_offloaded: u64,
     /// IPv4 packets for another address.
     pub rx_not_ours: u64,
-    /// IPv4 fragments (not reassembled).
+    /// IPv4 fragments received.
     pub rx_fragments: u64,
+    /// Datagrams put back together from them.
+    pub reassembled: u64,
+    /// Fragments refused, or datagrams dropped in reassembly: overlaps,
+    /// longer than 65,535 bytes, ends that disagree, over the memory
+    /// bound.
+    pub reassembly_dropped: u64,
+    /// Datagrams given up in reassembly after the timeout.
+    pub reassembly_timeouts: u64,
+    /// Datagrams sent in fragments (UDP and echo replies longer than the
+    /// MTU).
+    pub tx_fragmented: u64,
     /// ARP requests answered.
     pub arp_replies: u64,
     /// ARP requests sent.

@@ -6,9 +6,11 @@
 //! or destination unreachable, UDP, TCP to the listener or to the
 //! connection being opened, or raw bytes), fills its fields from the
 //! input, and fixes the checksums up unless the record says to spoil
-//! them. Between records the stack polls, sometimes the application reads
-//! and writes, and the peer end drains what the stack sent. At the end
-//! every mbuf must be back in its pool.
+//! them; an IPv4 record may be a fragment as its input says, or its
+//! datagram cut in two fragments that meet in reassembly. Between records
+//! the stack polls, sometimes the application reads and writes, and the
+//! peer end drains what the stack sent. At the end every mbuf must be
+//! back in its pool.
 
 use super::{Stack, StackConfig};
 use crate::net::memory::MemoryPort;
@@ -91,16 +93,17 @@ pub fn fuzz_frames(data: &[u8]) -> Result<super::StackStats, String> {
             }
             let op = input.u8();
             let spoil = op & 0x80 != 0;
-            let frame = build(&mut input, op & 0x7f, mac, (local_port, iss), spoil);
-            let mut m = MbufBatch::new();
-            if peer.alloc_burst(1, &mut m) == 1
-                && let Some(mut mb) = m.pop()
-                && let Ok(buf) = mb.append(frame.len())
-            {
-                buf.copy_from_slice(&frame);
-                let mut one = MbufBatch::new();
-                let _ = one.push(mb);
-                peer.tx_burst(&mut one);
+            for frame in build(&mut input, op & 0x7f, mac, (local_port, iss), spoil) {
+                let mut m = MbufBatch::new();
+                if peer.alloc_burst(1, &mut m) == 1
+                    && let Some(mut mb) = m.pop()
+                    && let Ok(buf) = mb.append(frame.len())
+                {
+                    buf.copy_from_slice(&frame);
+                    let mut one = MbufBatch::new();
+                    let _ = one.push(mb);
+                    peer.tx_burst(&mut one);
+                }
             }
             s.poll();
             while let Some(ev) = s.next_event() {
@@ -124,6 +127,10 @@ pub fn fuzz_frames(data: &[u8]) -> Result<super::StackStats, String> {
             if op & 0x40 != 0 {
                 let _ = s.write(out, b"hello");
                 let _ = s.send_to(udp, SocketAddrV4::new(PEER, 5353), b"q");
+                if op & 1 != 0 {
+                    // Past the MTU: sent in fragments.
+                    let _ = s.send_to(udp, SocketAddrV4::new(PEER, 5353), &[op; 3000]);
+                }
             }
             let mut got = MbufBatch::new();
             while peer.rx_burst(&mut got) > 0 {
@@ -149,15 +156,15 @@ pub fn fuzz_frames(data: &[u8]) -> Result<super::StackStats, String> {
     Ok(stats)
 }
 
-/// One frame from the peer (`PEER_MAC`, `PEER`) to us, after template
-/// `kind`.
+/// The frames of one record from the peer (`PEER_MAC`, `PEER`) to us,
+/// after template `kind`: one, or a datagram's two fragments.
 fn build(
     input: &mut Input<'_>,
     kind: u8,
     mac: [u8; 6],
     (local_port, iss): (u16, u32),
     spoil: bool,
-) -> Vec<u8> {
+) -> Vec<Vec<u8>> {
     let mut f = Vec::with_capacity(128);
     f.extend_from_slice(&mac);
     f.extend_from_slice(&PEER_MAC);
@@ -170,13 +177,13 @@ fn build(
             f.extend_from_slice(&[10, 0, 0, input.u8()]);
             f.extend_from_slice(&[0; 6]);
             f.extend_from_slice(&[10, 0, 0, 1 + input.u8() % 2]);
-            return f;
+            return vec![f];
         }
         // Raw bytes after the MAC addresses.
         7 => {
             let n = usize::from(input.u8());
             f.extend_from_slice(input.bytes(n));
-            return f;
+            return vec![f];
         }
         _ => {}
     }
@@ -249,22 +256,13 @@ fn build(
             6
         }
     };
-    let total = 20 + l4.len();
     let frag = if kind & 0x20 != 0 {
         input.u16()
     } else {
         0x4000
     };
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&(total as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0]);
-    ip.extend_from_slice(&frag.to_be_bytes());
-    ip.extend_from_slice(&[64, proto, 0, 0]);
-    ip.extend_from_slice(&PEER.octets());
-    ip.extend_from_slice(&OURS.octets());
+    let ident = u16::from(input.u8() % 4);
     if !spoil {
-        let sum = !checksum::data(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
         let at = match proto {
             1 => Some(2),
             6 => Some(16),
@@ -284,10 +282,41 @@ fn build(
             l4[at..at + 2].copy_from_slice(&(!sum).to_be_bytes());
         }
     }
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&l4);
-    f
+    // Fragment mode: the fragment field as the input has it, or (0x1000
+    // set) the datagram cut in two fragments at a multiple of 8, sent
+    // first piece first or (0x0800) last first, to meet in reassembly.
+    let mut pieces = vec![(&l4[..], frag)];
+    if kind & 0x20 != 0 && frag & 0x1000 != 0 {
+        let cut = (usize::from(frag & 0x7) + 1) * 8;
+        if cut < l4.len() {
+            pieces = vec![(&l4[..cut], 0x2000), (&l4[cut..], (cut / 8) as u16)];
+            if frag & 0x0800 != 0 {
+                pieces.reverse();
+            }
+        }
+    }
+    pieces
+        .into_iter()
+        .map(|(body, frag)| {
+            let total = 20 + body.len();
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&(total as u16).to_be_bytes());
+            ip.extend_from_slice(&ident.to_be_bytes());
+            ip.extend_from_slice(&frag.to_be_bytes());
+            ip.extend_from_slice(&[64, proto, 0, 0]);
+            ip.extend_from_slice(&PEER.octets());
+            ip.extend_from_slice(&OURS.octets());
+            if !spoil {
+                let sum = !checksum::data(&ip);
+                ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            }
+            let mut frame = f.clone();
+            frame.extend_from_slice(&[0x08, 0x00]);
+            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(body);
+            frame
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -299,7 +328,7 @@ mod tests {
     fn random_records_leave_every_mbuf_home() {
         let mut sum = super::super::StackStats::default();
         for round in 0..300 {
-            let data = super::super::tests::pattern(round as u64 + 1, (round % 60) * 16);
+            let data = splitmix(round as u64, (round % 60) * 16);
             match super::fuzz_frames(&data) {
                 Ok(st) => {
                     sum.arp_replies += st.arp_replies;
@@ -308,6 +337,9 @@ mod tests {
                     sum.udp_rx += st.udp_rx;
                     sum.tcp_rx += st.tcp_rx;
                     sum.rx_bad_checksum += st.rx_bad_checksum;
+                    sum.reassembled += st.reassembled;
+                    sum.reassembly_dropped += st.reassembly_dropped;
+                    sum.tx_fragmented += st.tx_fragmented;
                 }
                 Err(e) => panic!("round {round}: {e}"),
             }
@@ -319,5 +351,23 @@ mod tests {
         assert!(sum.udp_rx > 0, "{sum:?}");
         assert!(sum.tcp_rx > 0, "{sum:?}");
         assert!(sum.rx_bad_checksum > 0, "{sum:?}");
+        assert!(sum.reassembled > 0 && sum.reassembly_dropped > 0, "{sum:?}");
+        assert!(sum.tx_fragmented > 0, "{sum:?}");
+    }
+
+    /// `len` bytes of splitmix64's output (each byte from a whole word:
+    /// a xorshift's low bits repeat in patterns that starve some
+    /// branches).
+    fn splitmix(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                ((z ^ (z >> 31)) >> 56) as u8
+            })
+            .collect()
     }
 }

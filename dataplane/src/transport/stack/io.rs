@@ -3,7 +3,7 @@
 //! connection's send buffer can be read while its frame is built.
 
 use super::tcb::{SegOut, Tcb};
-use super::{FlowKey, StackStats};
+use super::{FlowKey, StackStats, frag};
 use crate::net::{MbufBatch, Port};
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
@@ -176,10 +176,51 @@ impl<P: Port> Io<P> {
         mut ip: Ipv4Repr,
         fill: impl FnOnce(&mut [u8]),
     ) -> Option<Mbuf> {
-        let dst_mac = EthernetAddress([0; 6]);
-        let mut m = self.mbuf()?;
         ip.ident = self.ident;
         self.ident = self.ident.wrapping_add(1);
+        self.build_frame(ip, fill)
+    }
+
+    /// A datagram too long for one frame, as fragments (RFC 791): `body`
+    /// is its whole payload, the transport header's checksum computed in
+    /// software (a device sums one frame, not a datagram). Each fragment
+    /// but the last carries [`frag::fragment_size`] bytes; all share one
+    /// identification, DF clear. The frames, with no destination MAC yet,
+    /// go to `out`; false (and `out` emptied) if an mbuf ran out.
+    pub(super) fn build_fragments(
+        &mut self,
+        mut ip: Ipv4Repr,
+        body: &[u8],
+        mtu: usize,
+        out: &mut Vec<Mbuf>,
+    ) -> bool {
+        ip.ident = self.ident;
+        self.ident = self.ident.wrapping_add(1);
+        ip.dont_frag = false;
+        let size = frag::fragment_size(mtu);
+        for (i, chunk) in body.chunks(size).enumerate() {
+            let at = i * size;
+            let mut f = ip;
+            f.frag_offset = at as u16;
+            f.more_frags = at + chunk.len() < body.len();
+            f.payload_len = chunk.len();
+            match self.build_frame(f, |out| out.copy_from_slice(chunk)) {
+                Some(m) => out.push(m),
+                None => {
+                    out.clear();
+                    return false;
+                }
+            }
+        }
+        self.stats.tx_fragmented += 1;
+        true
+    }
+
+    /// One frame of `ip` (its identification set), its payload written
+    /// by `fill`.
+    fn build_frame(&mut self, ip: Ipv4Repr, fill: impl FnOnce(&mut [u8])) -> Option<Mbuf> {
+        let dst_mac = EthernetAddress([0; 6]);
+        let mut m = self.mbuf()?;
         let total = 14 + 20 + ip.payload_len;
         let Ok(buf) = m.append(total.max(60)) else {
             return None;
@@ -211,8 +252,11 @@ impl<P: Port> Io<P> {
         if self.tx_offload {
             use hugepages::mbuf::offload as o;
             // TCP and UDP headers were emitted with the pseudo-header sum
-            // for the device to finish; ICMP carries its own.
+            // for the device to finish; ICMP carries its own, and so does
+            // a fragment (summed over the whole datagram).
+            let fragment = ip.more_frags || ip.frag_offset != 0;
             let l4 = match ip.protocol {
+                _ if fragment => 0,
                 IpProtocol::TCP => o::TX_TCP_CKSUM,
                 IpProtocol::UDP => o::TX_UDP_CKSUM,
                 _ => 0,

@@ -40,8 +40,10 @@
 //! **What it speaks.** Ethernet II; ARP (RFC 826: replies for our
 //! address, learns from requests to us and from replies, asks for a next
 //! hop it does not know, and takes static neighbours from the
-//! configuration); IPv4 with a prefix and a default gateway (fragments are
-//! counted and dropped, DF is set on what we send); ICMP echo (RFC 792)
+//! configuration); IPv4 with a prefix and a default gateway, fragments
+//! reassembled (with Linux's bounds and its refusal of overlaps, `frag`)
+//! and UDP datagrams and echo replies too long for the MTU sent in
+//! fragments (TCP sets DF and sizes its segments); ICMP echo (RFC 792)
 //! and destination unreachable, sent for closed UDP ports and taken for
 //! connects (`icmp`);
 //! TCP per RFC 9293 with a listen backlog, MSS and window scaling (RFC
@@ -100,6 +102,9 @@
 #[cfg(test)]
 mod claims;
 mod config;
+mod frag;
+#[cfg(test)]
+mod fragments;
 mod fuzz;
 mod icmp;
 mod io;
@@ -112,6 +117,7 @@ mod udp;
 mod wheel;
 
 pub use config::{Ipv4Cidr, StackConfig, StackConnStats, StackStats};
+pub use frag::ReassemblyLimits;
 pub use fuzz::fuzz_frames;
 pub use neighbour::SharedNeighbours;
 pub use tcb::{KeepAlive, TcpCounters, TcpState, fuzz_drive};
@@ -208,6 +214,10 @@ pub struct Stack<P: Port> {
     epoch: Instant,
     /// Rate limit of the ICMP errors we send.
     icmp_budget: icmp::IcmpBudget,
+    /// IPv4 datagrams waiting for fragments.
+    frags: frag::Reassembly,
+    /// Fragments being built (kept to reuse its allocation).
+    fragments: Vec<Mbuf>,
     next_port: u16,
     now: Instant,
     ended: TcpCounters,
@@ -283,6 +293,7 @@ impl<P: Port> Stack<P> {
         let (tx_offload, rx_offload) = (caps.tx_checksum, caps.rx_checksum);
         let now = Instant::now();
         let isn_key = RandomState::new();
+        let frags = frag::Reassembly::new(cfg.reassembly);
         let next_port = cfg.ephemeral_ports.0
             + (isn_key.hash_one(now) % u64::from(cfg.ephemeral_ports.1 - cfg.ephemeral_ports.0 + 1))
                 as u16;
@@ -321,6 +332,8 @@ impl<P: Port> Stack<P> {
             isn_key,
             epoch: now,
             icmp_budget: icmp::IcmpBudget::new(now),
+            frags,
+            fragments: Vec::new(),
             next_port,
             rx: MbufBatch::new(),
             now,
@@ -623,6 +636,9 @@ impl<P: Port> Stack<P> {
             self.rx = batch;
         }
         self.udp_events();
+        if self.frags.pending() > 0 {
+            self.frags.expire(self.now, &mut self.io.stats);
+        }
         if !self.arp_waiting.is_empty() || !self.arp_pending.is_empty() {
             self.arp_retry();
         }
@@ -830,6 +846,11 @@ impl<P: Port> Stack<P> {
         }
         if repr.more_frags || repr.frag_offset != 0 {
             self.io.stats.rx_fragments += 1;
+            let header = &payload[..packet.header_len()];
+            let (now, stats) = (self.now, &mut self.io.stats);
+            if let Some(d) = self.frags.add(now, &repr, header, packet.payload(), stats) {
+                self.reassembled(src_mac, d);
+            }
             return None;
         }
         let body = packet.payload();
@@ -854,6 +875,48 @@ impl<P: Port> Stack<P> {
         None
     }
 
+    /// Handles a datagram put back together from fragments as one that
+    /// came whole; its transport checksum is ours to check (a device
+    /// verifies frames, not datagrams).
+    fn reassembled(&mut self, src_mac: EthernetAddress, d: frag::Datagram) {
+        self.io.rx_l4 = ChecksumMode::Software;
+        let body = &d.payload[..];
+        match d.ip.protocol {
+            IpProtocol::TCP => self.tcp(src_mac, &d.ip, body),
+            IpProtocol::ICMP => self.icmp(src_mac, &d.ip, body),
+            IpProtocol::UDP => match self.udp_delivery(&d.ip, body, 0) {
+                Ok(delivery) => self.deliver_reassembled(d.payload, delivery),
+                Err(udp::Refused::NoSocket) => {
+                    self.port_unreachable(src_mac, &d.ip, &d.header, body);
+                }
+                Err(udp::Refused::Dropped) => {}
+            },
+            _ => self.io.stats.rx_ignored += 1,
+        }
+    }
+
+    /// Sends `body`, a whole transport datagram (checksum included) too
+    /// long for one frame, in fragments to `mac`, or parked for `hop`
+    /// until ARP answers; false if an mbuf ran out.
+    fn send_fragments(
+        &mut self,
+        ip: Ipv4Repr,
+        body: &[u8],
+        mac: Option<EthernetAddress>,
+        hop: Ipv4Addr,
+    ) -> bool {
+        let mut frames = std::mem::take(&mut self.fragments);
+        let built = self.io.build_fragments(ip, body, self.mtu, &mut frames);
+        for m in frames.drain(..) {
+            match mac {
+                Some(mac) => self.io.queue_to(m, mac),
+                None => self.park(hop, m),
+            }
+        }
+        self.fragments = frames;
+        built
+    }
+
     /// Answers an echo request (RFC 792) with the same identifier,
     /// sequence number and data.
     fn icmp(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {
@@ -875,14 +938,22 @@ impl<P: Port> Stack<P> {
         self.io.stats.icmp_echo += 1;
         let mut reply = self.io.ip_to(ip.src_addr, IpProtocol::ICMP, body.len());
         reply.dont_frag = false;
-        self.io.send_ip(src_mac, reply, |out| {
+        let echo = |out: &mut [u8]| {
             out.copy_from_slice(body);
             out[0] = 0;
             out[2] = 0;
             out[3] = 0;
             let sum = !checksum::data(out);
             out[2..4].copy_from_slice(&sum.to_be_bytes());
-        });
+        };
+        if 20 + body.len() <= self.mtu {
+            self.io.send_ip(src_mac, reply, echo);
+        } else {
+            // A reassembled request: the reply goes back in fragments.
+            let mut whole = vec![0; body.len()];
+            echo(&mut whole);
+            self.send_fragments(reply, &whole, Some(src_mac), ip.src_addr);
+        }
     }
 
     fn tcp(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {

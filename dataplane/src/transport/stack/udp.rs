@@ -3,27 +3,47 @@
 //! in it, so [`Stack::peek_datagram`] is a slice of the frame, no copy),
 //! at most [`StackConfig::datagram_queue`](super::StackConfig) per socket
 //! (more are dropped and counted, so a socket nobody reads cannot drain
-//! the port's pool). A datagram sent is built straight into a frame; one
-//! whose next hop is still being asked for waits, built, until ARP
-//! answers (or gives up).
+//! the port's pool). A datagram put back together from fragments is held
+//! in a buffer of its own (`frag`). A datagram sent is built straight into
+//! a frame, or fragments when longer than the MTU; one whose next hop is
+//! still being asked for waits, built, until ARP answers (or gives up).
 
 use super::{Io, Stack};
 use crate::net::Port;
 use crate::transport::{Event, UdpId};
-use crate::wire::{IpPair, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr};
+use crate::wire::{
+    ChecksumMode, EthernetAddress, IpPair, IpProtocol, Ipv4Repr, UdpPacket, UdpRepr,
+};
 use crate::{Error, Result};
 use hugepages::mbuf::Mbuf;
 use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// One socket: its port and the datagrams received and not taken.
 #[derive(Debug)]
 pub(super) struct UdpSock {
     port: u16,
-    /// (the frame, the sender, the payload's offset and length in it).
-    queue: VecDeque<(Mbuf, SocketAddrV4, usize, usize)>,
+    /// (what holds it, the sender, the payload's offset and length in it).
+    queue: VecDeque<(Held, SocketAddrV4, usize, usize)>,
     /// A `Datagrams` event is due at the end of this pass.
     fresh: bool,
+}
+
+/// What holds a received datagram: the frame it arrived in, or a buffer
+/// it was reassembled into.
+#[derive(Debug)]
+enum Held {
+    Frame(Mbuf),
+    Reassembled(Vec<u8>),
+}
+
+impl Held {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Frame(m) => m.data(),
+            Held::Reassembled(v) => v,
+        }
+    }
 }
 
 /// Where a received datagram goes: the socket, the sender, and the
@@ -104,7 +124,7 @@ impl<P: Port> Stack<P> {
             .udp(u)?
             .queue
             .front()
-            .map(|(m, peer, at, len)| (*peer, m.data().get(*at..at + len).unwrap_or(&[]))))
+            .map(|(held, peer, at, len)| (*peer, held.bytes().get(*at..at + len).unwrap_or(&[]))))
     }
 
     /// Takes the oldest datagram; its frame goes back to the pool.
@@ -121,16 +141,17 @@ impl<P: Port> Stack<P> {
         Ok(())
     }
 
-    /// Sends `data` to `to` from socket `u`, built into a frame now and
-    /// handed to the port at the end of the pass (or at [`Stack::flush`]).
-    /// Returns false, counted, when it is refused: longer than fits one
-    /// frame (no fragmentation), no route, or no mbuf.
+    /// Sends `data` to `to` from socket `u`, built into a frame now (in
+    /// fragments if longer than the MTU allows) and handed to the port at
+    /// the end of the pass (or at [`Stack::flush`]). Returns false,
+    /// counted, when it is refused: longer than an IPv4 datagram holds
+    /// (65,507 bytes), no route, or no mbuf.
     ///
     /// # Errors
     /// [`Error::NotOpen`] for a socket that is not open.
     pub fn send_to(&mut self, u: UdpId, to: SocketAddrV4, data: &[u8]) -> Result<bool> {
         let src_port = self.udp(u)?.port;
-        if data.len() + 28 > self.mtu {
+        if data.len() > MAX_PAYLOAD {
             self.io.stats.udp_tx_dropped += 1;
             return Ok(false);
         }
@@ -140,6 +161,15 @@ impl<P: Port> Stack<P> {
         };
         let now = self.now;
         let mac = self.resolve(hop, now);
+        if data.len() + 28 > self.mtu {
+            let sent = self.send_udp_fragments(src_port, to, data, mac, hop);
+            if sent {
+                self.io.stats.udp_tx += 1;
+            } else {
+                self.io.stats.udp_tx_dropped += 1;
+            }
+            return Ok(sent);
+        }
         let Some(m) = self.io.build_udp(src_port, to, data) else {
             self.io.stats.udp_tx_dropped += 1;
             return Ok(false);
@@ -150,6 +180,41 @@ impl<P: Port> Stack<P> {
             None => self.park(hop, m),
         }
         Ok(true)
+    }
+
+    /// A datagram longer than one frame takes, in fragments to `mac`
+    /// (or parked for `hop` until ARP answers); false if an mbuf ran out.
+    fn send_udp_fragments(
+        &mut self,
+        src_port: u16,
+        to: SocketAddrV4,
+        data: &[u8],
+        mac: Option<EthernetAddress>,
+        hop: Ipv4Addr,
+    ) -> bool {
+        let udp = UdpRepr {
+            src_port,
+            dst_port: to.port(),
+            payload_len: data.len(),
+        };
+        let addrs = IpPair::V4 {
+            src: self.io.addr,
+            dst: *to.ip(),
+        };
+        let mut body = vec![0u8; udp.buffer_len()];
+        body[8..].copy_from_slice(data);
+        if udp
+            .emit(
+                &mut UdpPacket::new_unchecked(&mut body[..]),
+                &addrs,
+                ChecksumMode::Software,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let ip = self.io.ip_to(*to.ip(), IpProtocol::UDP, body.len());
+        self.send_fragments(ip, &body, mac, hop)
     }
 
     /// Where a UDP datagram in a frame goes, if a socket takes it; counts
@@ -202,9 +267,19 @@ impl<P: Port> Stack<P> {
 
     /// Queues a received datagram's frame on its socket.
     pub(super) fn deliver(&mut self, m: Mbuf, d: Delivery) {
+        self.hold(Held::Frame(m), d);
+    }
+
+    /// Queues a reassembled datagram (`body`: its UDP header and payload)
+    /// on its socket.
+    pub(super) fn deliver_reassembled(&mut self, body: Vec<u8>, d: Delivery) {
+        self.hold(Held::Reassembled(body), d);
+    }
+
+    fn hold(&mut self, held: Held, d: Delivery) {
         if let Some(Some(sock)) = self.udps.get_mut(d.sock as usize) {
             self.io.stats.udp_rx += 1;
-            sock.queue.push_back((m, d.peer, d.at, d.len));
+            sock.queue.push_back((held, d.peer, d.at, d.len));
             if !sock.fresh {
                 sock.fresh = true;
                 self.udp_fresh.push(d.sock);
@@ -222,6 +297,10 @@ impl<P: Port> Stack<P> {
         }
     }
 }
+
+/// The longest UDP payload an IPv4 datagram holds: 65,535 less the IP
+/// and UDP headers.
+const MAX_PAYLOAD: usize = 65_535 - 28;
 
 /// Why a received datagram was not delivered (each counted).
 pub(super) enum Refused {
