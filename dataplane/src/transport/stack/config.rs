@@ -86,10 +86,9 @@ pub struct StackConfig {
     pub delayed_ack: Duration,
     /// Offer SACK-permitted (RFC 2018) and accept a peer's, then tell the
     /// peer, in each ACK sent while data is held beyond a hole, which
-    /// ranges arrived. Received SACK blocks are not used (recovery is
-    /// NewReno's). Off by default: against Linux over a lossy,
-    /// reordering link, transfers took 2-3x as long with it as without
-    /// (docs/performance.md).
+    /// ranges arrived, and recover from loss with the peer's blocks (RFC
+    /// 6675). Off by default: what Linux sends us over a lossy link came
+    /// slower with it (docs/performance.md).
     pub sack: bool,
     /// The retransmission timeout's floor (200 ms: Linux's
     /// `TCP_RTO_MIN`; RFC 6298 says 1 s), start (1 s) and ceiling (120 s).

@@ -54,8 +54,8 @@
 //! hash of the 4-tuple plus a 4 µs clock). Timestamps are declined
 //! (never offered), so peers fall back cleanly. SACK (RFC 2018) is
 //! declined by default; with [`StackConfig::sack`] the stack offers and
-//! accepts SACK-permitted and its ACKs carry SACK blocks, while its own
-//! recovery stays NewReno's (received blocks are not used).
+//! accepts SACK-permitted, its ACKs carry SACK blocks, and the blocks it
+//! receives drive RFC 6675's loss recovery (`tcb`).
 //!
 //! **Checksums** are computed and verified in software unless the port's
 //! device does it: on a port with
@@ -985,6 +985,7 @@ impl<P: Port> Stack<P> {
             mss: repr.max_seg_size,
             wscale: repr.window_scale,
             sack_permitted: repr.sack_permitted,
+            sack: repr.sack,
             payload: packet.payload(),
         };
         let key = FlowKey {
@@ -1084,4 +1085,5 @@ fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
     sum.window_probes += c.window_probes;
     sum.keepalive_probes += c.keepalive_probes;
     sum.sack_acks += c.sack_acks;
+    sum.sack_retransmits += c.sack_retransmits;
 }

@@ -17,8 +17,18 @@
 //! offered and accepted only with `Params::sack`: then ACKs sent while
 //! data waits beyond a hole carry SACK blocks (the range holding the
 //! latest segment first, RFC 2018 section 4), and segments with payload
-//! carry none, so their size never shrinks. Blocks the peer sends are not
-//! used: recovery is NewReno's, one hole a round trip.
+//! carry none, so their size never shrinks. The blocks the peer sends
+//! keep a scoreboard of what it holds above SND.UNA, and a loss recovery
+//! begun while it holds anything is RFC 6675's: the holes with enough
+//! SACKed above them count as lost, the estimate of what is still in
+//! flight (the pipe) governs sending instead of an inflated window, and
+//! every lost hole is sent again in the first round trip, where
+//! NewReno's recovery (the fallback, RFC 6582) mends one hole a round
+//! trip. A partial acknowledgment still resends the segment at SND.UNA if
+//! the scoreboard has not, so a loss near the end of a transfer, with too
+//! little SACKed above it to count as lost, waits for no timeout. A
+//! timeout forgets the scoreboard (RFC 2018 section 8: the receiver may
+//! have discarded what it SACKed).
 
 use super::rxbuf::RxBuf;
 use crate::transport::CloseReason;
@@ -151,6 +161,8 @@ pub(crate) struct SegIn<'a> {
     pub(crate) wscale: Option<u8>,
     /// The SACK-permitted option (a SYN's).
     pub(crate) sack_permitted: bool,
+    /// SACK blocks (RFC 2018).
+    pub(crate) sack: SackBlocks,
     pub(crate) payload: &'a [u8],
 }
 
@@ -226,6 +238,9 @@ pub struct TcpCounters {
     pub keepalive_probes: u64,
     /// ACKs sent with SACK blocks (RFC 2018).
     pub sack_acks: u64,
+    /// Holes the peer's SACK blocks showed, sent again in a recovery
+    /// (RFC 6675; counted in `fast_retransmits` too).
+    pub sack_retransmits: u64,
 }
 
 /// The largest window the 16-bit field carries unscaled.
@@ -238,6 +253,10 @@ const DEFAULT_MSS: u32 = 536;
 const INITIAL_WINDOW_SEGMENTS: u32 = 10;
 /// Duplicate ACKs that start a fast retransmit (RFC 5681 section 3.2).
 const DUPACK_THRESHOLD: u32 = 3;
+/// Ranges of the peer's SACK scoreboard kept at most (a receiver reports
+/// four at a time; more than this many holes at once, and the highest
+/// ranges are forgotten, which only makes the pipe estimate larger).
+const MAX_SACKED: usize = 16;
 /// Duplicate ACKs one output sends at most (a burst of out-of-order
 /// segments in one pass needs no more to start a fast retransmit, and
 /// each further one inflates the sender's window by a segment).
@@ -298,6 +317,17 @@ pub(crate) struct Tcb {
     limited: usize,
     recover: Seq,
     in_recovery: bool,
+    /// The recovery under way is RFC 6675's, driven by the scoreboard.
+    sack_recovery: bool,
+    /// The peer's SACK scoreboard: the ranges above SND.UNA it reported
+    /// holding, sorted and disjoint, within SND.UNA..SND.MAX.
+    sacked: Vec<(Seq, Seq)>,
+    /// HighRxt (RFC 6675): the end of what this recovery sent again.
+    high_rxt: Seq,
+    /// SND.MAX when this recovery last sent a hole again: data SACKed
+    /// beyond it was sent after that copy, so a hole still open below
+    /// HighRxt lost its copy too.
+    rxt_mark: Option<Seq>,
     /// Resend the segment at SND.UNA before anything new.
     retransmit_una: bool,
     // Round-trip time (RFC 6298).
@@ -372,6 +402,10 @@ impl Tcb {
             limited: 0,
             recover: iss,
             in_recovery: false,
+            sack_recovery: false,
+            sacked: Vec::new(),
+            high_rxt: iss,
+            rxt_mark: None,
             retransmit_una: false,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -646,6 +680,10 @@ impl Tcb {
         self.smss = mss;
         self.snd_nxt = self.snd_una;
         self.retransmit_una = false;
+        // Everything goes again from SND.UNA: the pipe, which counts up to
+        // SND.MAX, no longer says what is in flight.
+        self.sack_recovery = false;
+        self.sacked.clear();
         self.rtt_sample = None;
         self.counters.path_mtu_drops += 1;
         true
@@ -842,14 +880,19 @@ impl Tcb {
             return;
         }
         let window = usize::from(seg.window) << self.snd_shift;
+        let sacked_more = self.take_sack(&seg.sack);
         if seg.ack.gt(self.snd_una) {
             self.ack_new(seg.ack, now);
         } else if seg.ack == self.snd_una
             && seg.payload.is_empty()
             && !seg.flags.contains(TcpFlags::FIN)
-            && window == self.snd_wnd
+            && (window == self.snd_wnd || sacked_more)
             && self.snd_max.gt(self.snd_una)
         {
+            // A duplicate: the same window (RFC 5681 section 2), or, with
+            // SACK, blocks that tell of more data held (RFC 6675 section
+            // 2), since a receiver that grows its buffer as data comes
+            // (Linux does) changes the window in most of its duplicates.
             self.dup_ack();
         }
         // Window update (RFC 9293 section 3.10.7.4, SND.WL1 and SND.WL2).
@@ -1010,6 +1053,7 @@ impl Tcb {
         self.counters.tx_bytes += data_acked as u64;
         self.tx_seq = self.tx_seq.add(data_acked);
         self.snd_una = ack;
+        self.prune_sacked();
         if self.snd_nxt.lt(ack) {
             self.snd_nxt = ack;
         }
@@ -1021,7 +1065,17 @@ impl Tcb {
             if ack.ge(self.recover) {
                 // Full acknowledgment (RFC 6582 section 3.2, step 3).
                 self.in_recovery = false;
+                self.sack_recovery = false;
                 self.cwnd = self.ssthresh.min(self.flight() + self.smss).max(self.smss);
+            } else if self.sack_recovery {
+                // Partial, under RFC 6675: the pipe already says what
+                // left the network, and the window stays. The new SND.UNA
+                // goes again unless it was (NewReno's rule, kept for a
+                // hole with too little SACKed above it to count as lost).
+                self.high_rxt = self.high_rxt.max_seq(ack);
+                if !self.sacked.first().is_some_and(|&(s, _)| s == ack) && ack.ge(self.high_rxt) {
+                    self.retransmit_una = true;
+                }
             } else {
                 // Partial: resend the next hole, deflate (step 4).
                 self.retransmit_una = true;
@@ -1048,21 +1102,151 @@ impl Tcb {
     fn dup_ack(&mut self) {
         self.counters.dup_acks += 1;
         self.dupacks += 1;
+        // RFC 6675 section 5: with a scoreboard, recovery also starts
+        // once SND.UNA counts as lost, however many duplicates came.
+        let lost = self.lost_edge().gt(self.snd_una);
+        // RFC 6582's guard: no new recovery for duplicates of what was
+        // outstanding when the last one (or a timeout) began, as the
+        // timeout's resending draws duplicates of its own. Blocks that
+        // show SND.UNA lost are not such duplicates (those carry D-SACKs
+        // or nothing), so once the resending has caught up, they start one.
+        let fresh = self.snd_una.gt(self.recover) || (lost && self.snd_nxt == self.snd_max);
         if self.in_recovery {
-            self.cwnd += self.smss;
+            if !self.sack_recovery {
+                self.cwnd += self.smss;
+            }
+        } else if (self.dupacks >= DUPACK_THRESHOLD || lost) && fresh {
+            self.limited = 0;
+            self.ssthresh = (self.flight() / 2).max(2 * self.smss);
+            self.recover = self.snd_max;
+            self.in_recovery = true;
+            self.retransmit_una = true;
+            self.rtt_sample = None;
+            self.sack_recovery = !self.sacked.is_empty();
+            if self.sack_recovery {
+                // RFC 6675 section 5 step 4.2: the pipe does the rest.
+                self.cwnd = self.ssthresh;
+                self.high_rxt = self.snd_una;
+                self.rxt_mark = None;
+            } else {
+                self.cwnd = self.ssthresh + 3 * self.smss;
+            }
         } else if self.dupacks < DUPACK_THRESHOLD {
             // RFC 3042: new data on the first two, so that a small window
             // still draws the third.
             self.limited = self.dupacks as usize * self.smss;
-        } else if self.dupacks == DUPACK_THRESHOLD && self.snd_una.gt(self.recover) {
-            self.limited = 0;
-            self.ssthresh = (self.flight() / 2).max(2 * self.smss);
-            self.recover = self.snd_max;
-            self.cwnd = self.ssthresh + 3 * self.smss;
-            self.in_recovery = true;
-            self.retransmit_una = true;
-            self.rtt_sample = None;
         }
+    }
+
+    /// Adds the peer's SACK blocks to the scoreboard; true if they told
+    /// of bytes it did not hold. A block not wholly within
+    /// SND.UNA..SND.MAX says nothing of what is missing (a D-SACK, RFC
+    /// 2883, lies below SND.UNA) and is skipped.
+    fn take_sack(&mut self, blocks: &SackBlocks) -> bool {
+        if !self.sack_ok || blocks.is_empty() {
+            return false;
+        }
+        let held = |t: &Tcb| t.sacked.iter().map(|&(s, e)| e.since(s)).sum::<usize>();
+        let before = held(self);
+        for &(l, r) in blocks.as_slice() {
+            let (l, r) = (Seq(l), Seq(r));
+            if l.lt(r) && self.snd_una.le(l) && r.le(self.snd_max) {
+                self.mark_sacked(l, r);
+            }
+        }
+        // Data sent after the last copy of a hole arrived, and the holes
+        // are still there: their copies were lost too (as Linux's
+        // tcp_mark_lost_retrans concludes). They go again by rule 1,
+        // rather than after a timeout.
+        if self.sack_recovery
+            && let (Some(mark), Some(&(_, top))) = (self.rxt_mark, self.sacked.last())
+            && top.gt(mark)
+        {
+            self.high_rxt = self.snd_una;
+            self.rxt_mark = None;
+        }
+        held(self) > before
+    }
+
+    /// Merges `l..r` into the scoreboard.
+    fn mark_sacked(&mut self, mut l: Seq, mut r: Seq) {
+        // The first range that ends at or after `l` may touch it.
+        let i = self.sacked.partition_point(|&(_, e)| e.lt(l));
+        while let Some(&(s, e)) = self.sacked.get(i) {
+            if s.gt(r) {
+                break;
+            }
+            l = if s.lt(l) { s } else { l };
+            r = r.max_seq(e);
+            self.sacked.remove(i);
+        }
+        if self.sacked.len() >= MAX_SACKED {
+            if i == self.sacked.len() {
+                return;
+            }
+            self.sacked.pop();
+        }
+        self.sacked.insert(i, (l, r));
+    }
+
+    /// Drops what SND.UNA passed from the scoreboard.
+    fn prune_sacked(&mut self) {
+        let una = self.snd_una;
+        self.sacked.retain(|&(_, e)| e.gt(una));
+        if let Some(first) = self.sacked.first_mut() {
+            first.0 = first.0.max_seq(una);
+        }
+    }
+
+    /// RFC 6675's IsLost as an edge: every unSACKed byte below it has
+    /// more than (DupThresh - 1) * SMSS bytes, or DupThresh ranges,
+    /// SACKed above it. SND.UNA when none has.
+    fn lost_edge(&self) -> Seq {
+        let threshold = (DUPACK_THRESHOLD as usize - 1) * self.smss;
+        let mut above = 0;
+        for (n, &(s, e)) in self.sacked.iter().rev().enumerate() {
+            above += e.since(s);
+            if above > threshold || n + 1 >= DUPACK_THRESHOLD as usize {
+                return s;
+            }
+        }
+        self.snd_una
+    }
+
+    /// RFC 6675's pipe: the bytes thought to be in the network, each
+    /// unSACKed byte up to SND.MAX counting once unless lost, and once
+    /// more if sent again in this recovery.
+    fn pipe(&self) -> usize {
+        let lost = self.lost_edge();
+        let mut pipe = 0;
+        let mut at = self.snd_una;
+        let tail = (self.snd_max, self.snd_max);
+        for &(s, e) in self.sacked.iter().chain(std::iter::once(&tail)) {
+            // The hole at..s: what lies above the lost edge is in flight,
+            // what lies below HighRxt was sent again.
+            pipe += s.since(at.max_seq(lost));
+            pipe += self.high_rxt.min_seq(s).since(at);
+            at = e;
+        }
+        pipe
+    }
+
+    /// RFC 6675's NextSeg, rules 1 and 3: the first hole from HighRxt on
+    /// that ends at or below `limit` (the lost edge for rule 1, the
+    /// highest SACKed range's start for rule 3), as (where, how much).
+    fn next_hole(&self, limit: Seq) -> Option<(Seq, usize)> {
+        let mut at = self.snd_una;
+        for &(s, e) in &self.sacked {
+            if s.gt(limit) {
+                break;
+            }
+            let from = at.max_seq(self.high_rxt);
+            if from.lt(s) {
+                return Some((from, s.since(from).min(self.smss)));
+            }
+            at = e;
+        }
+        None
     }
 
     fn flight(&self) -> usize {
@@ -1190,6 +1374,8 @@ impl Tcb {
                 self.ssthresh = (self.flight() / 2).max(2 * self.smss);
                 self.cwnd = self.smss;
                 self.in_recovery = false;
+                self.sack_recovery = false;
+                self.sacked.clear();
                 self.dupacks = 0;
                 self.limited = 0;
                 self.recover = self.snd_max;
@@ -1376,14 +1562,35 @@ impl Tcb {
         if self.retransmit_una && self.snd_una.lt(self.snd_max) {
             self.retransmit_una = false;
             self.counters.fast_retransmits += 1;
-            self.send_from(self.snd_una, self.smss, now, out, false);
+            let end = self.snd_una.add(self.smss);
+            // Up to the first SACKed range at most: the peer has that.
+            let end = match self.sacked.first() {
+                Some(&(s, _)) if s.lt(end) => s,
+                _ => end,
+            };
+            let len = end.since(self.snd_una);
+            self.send_from(self.snd_una, len, now, out, false);
+            if self.sack_recovery {
+                self.high_rxt = self.high_rxt.max_seq(end);
+                self.rxt_mark = Some(self.snd_max);
+            }
+        }
+        if self.sack_recovery {
+            self.resend_holes(now, out);
         }
         // New data (or data again after a timeout), as far as both
-        // windows allow.
+        // windows allow: the congestion window against the pipe in a
+        // SACK recovery, else against everything sent and not
+        // acknowledged.
         loop {
-            let limit = self.snd_wnd.min(self.cwnd + self.limited);
             let in_flight = self.snd_nxt.since(self.snd_una);
-            let usable = limit.saturating_sub(in_flight);
+            let usable = if self.sack_recovery {
+                let room = self.cwnd.saturating_sub(self.pipe());
+                self.snd_wnd.saturating_sub(in_flight).min(room)
+            } else {
+                let limit = self.snd_wnd.min(self.cwnd + self.limited);
+                limit.saturating_sub(in_flight)
+            };
             let offset = self.snd_nxt.since(self.tx_seq);
             let unsent = self.tx.len().saturating_sub(offset);
             let fin_due = self.fin_queued && self.snd_nxt == self.fin_seq();
@@ -1430,6 +1637,35 @@ impl Tcb {
         if out.len() == before && self.ack_now {
             let seg = self.pure_ack();
             out.push(seg);
+        }
+    }
+
+    /// RFC 6675 section 5 step (C): while the pipe leaves room for a
+    /// segment, the lost holes go again (NextSeg's rule 1), and when new
+    /// data cannot go, the other holes below the highest SACKed range
+    /// (rule 3).
+    fn resend_holes(&mut self, now: Instant, out: &mut Vec<SegOut>) {
+        while self.pipe() + self.smss <= self.cwnd {
+            let unsent = self
+                .tx
+                .len()
+                .saturating_sub(self.snd_nxt.since(self.tx_seq));
+            let new_data = unsent > 0 && self.snd_wnd > self.snd_nxt.since(self.snd_una);
+            let highest = self.sacked.last().map_or(self.snd_una, |&(s, _)| s);
+            let hole = match self.next_hole(self.lost_edge()) {
+                Some(hole) => hole,
+                None if !new_data => match self.next_hole(highest) {
+                    Some(hole) => hole,
+                    None => break,
+                },
+                None => break,
+            };
+            let (seq, len) = hole;
+            self.high_rxt = seq.add(len);
+            self.rxt_mark = Some(self.snd_max);
+            self.counters.fast_retransmits += 1;
+            self.counters.sack_retransmits += 1;
+            self.send_from(seq, len, now, out, false);
         }
     }
 
@@ -1508,6 +1744,16 @@ impl Tcb {
         if self.state.synchronized() && self.rcv_adv.lt(self.rcv_nxt) && self.fin_at.is_none() {
             return Err("advertised edge behind RCV.NXT".to_string());
         }
+        let mut at = self.snd_una;
+        for &(s, e) in &self.sacked {
+            if s.lt(at) || !s.lt(e) || e.gt(self.snd_max) {
+                return Err(format!(
+                    "scoreboard {:?} out of order in {:?}..{:?}",
+                    self.sacked, self.snd_una, self.snd_max
+                ));
+            }
+            at = e;
+        }
         if self.snd_max.since(self.tx_seq) > self.tx.len() + 1 {
             return Err(format!(
                 "sent {} bytes past a buffer of {}",
@@ -1531,11 +1777,16 @@ impl Tcb {
 
 trait MaxSeq {
     fn max_seq(self, other: Seq) -> Seq;
+    fn min_seq(self, other: Seq) -> Seq;
 }
 
 impl MaxSeq for Seq {
     fn max_seq(self, other: Seq) -> Seq {
         if self.lt(other) { other } else { self }
+    }
+
+    fn min_seq(self, other: Seq) -> Seq {
+        if self.lt(other) { self } else { other }
     }
 }
 
@@ -1609,6 +1860,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
             mss: (first & 2 != 0).then_some(200 + u16::from(first >> 2)),
             wscale: (first & 4 != 0).then_some(first >> 4),
             sack_permitted: first & 8 != 0,
+            sack: SackBlocks::default(),
             payload: &[],
         };
         Tcb::accept(p, iss, &syn, now)
@@ -1631,6 +1883,14 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
                 } else {
                     t.rcv_nxt
                 };
+                // SACK blocks near what is in flight (some out of it).
+                let mut sack = SackBlocks::default();
+                for _ in 0..next().unwrap_or(0) % 5 {
+                    let from = u32::from(next().unwrap_or(0)) * 64;
+                    let len = u32::from(next().unwrap_or(0)) * 16;
+                    let l = t.snd_una.0.wrapping_add(from);
+                    sack.push(l, l.wrapping_add(len));
+                }
                 let seg = SegIn {
                     seq: Seq(base_seq.0.wrapping_add(dseq as u32)),
                     ack: Seq(t.snd_una.0.wrapping_add(dack as u32)),
@@ -1639,6 +1899,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
                     mss: None,
                     wscale: None,
                     sack_permitted: flags.contains(TcpFlags::SYN) && len % 16 == 8,
+                    sack,
                     payload: &payload[..len.min(payload.len())],
                 };
                 t.input(&seg, now);
@@ -1697,7 +1958,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod sack_tests {
-    use super::{Params, SegIn, Seq, Tcb, TcpState};
+    use super::{Params, SackBlocks, SegIn, Seq, Tcb, TcpState};
     use crate::wire::TcpFlags;
     use std::time::{Duration, Instant};
 
@@ -1731,6 +1992,7 @@ mod sack_tests {
             mss: Some(1460),
             wscale: None,
             sack_permitted,
+            sack: SackBlocks::default(),
             payload,
         }
     }
@@ -1828,6 +2090,129 @@ mod sack_tests {
         t.output(now, &mut out);
         let ack = out.last().copied().expect("an ACK");
         assert_eq!(ack.sack.as_slice(), [(1201, 1301)]);
+    }
+
+    /// An ACK from the peer of `ack`, SACKing `blocks` (sequence numbers
+    /// as segment indexes from 5001, 1460 bytes each).
+    fn sack_ack(ack: usize, blocks: &[(usize, usize)]) -> SegIn<'static> {
+        let at = |k: usize| 5001 + (k * 1460) as u32;
+        let mut s = seg(1001, at(ack), TcpFlags::ACK, false, &[]);
+        for &(l, r) in blocks {
+            s.sack.push(at(l), at(r));
+        }
+        s
+    }
+
+    /// Ten segments sent, each 1460 bytes from 5001.
+    fn ten_in_flight() -> (Tcb, Instant, Vec<super::SegOut>) {
+        let (mut t, now, mut out) = established(true);
+        assert_eq!(t.write(&[3u8; 14_600]), 14_600);
+        t.output(now, &mut out);
+        assert_eq!(out.iter().filter(|s| s.len == 1460).count(), 10);
+        out.clear();
+        (t, now, out)
+    }
+
+    /// The data segments in `out`, as segment indexes.
+    fn resent(out: &[super::SegOut]) -> Vec<usize> {
+        out.iter()
+            .filter(|s| s.len > 0)
+            .map(|s| (s.seq.0 - 5001) as usize / 1460)
+            .collect()
+    }
+
+    #[test]
+    fn sack_recovery_sends_every_lost_hole_again_in_one_round_trip() {
+        let (mut t, now, mut out) = ten_in_flight();
+        // Segments 1 and 4 lost: the peer acknowledges 0, then SACKs
+        // what arrives beyond the holes, one duplicate ACK a segment.
+        t.input(&sack_ack(1, &[]), now);
+        t.input(&sack_ack(1, &[(2, 3)]), now);
+        t.input(&sack_ack(1, &[(2, 4)]), now);
+        t.output(now, &mut out);
+        assert_eq!(
+            resent(&out),
+            [] as [usize; 0],
+            "two duplicates: no recovery yet"
+        );
+        t.input(&sack_ack(1, &[(5, 6), (2, 4)]), now);
+        out.clear();
+        t.output(now, &mut out);
+        // The third: 1 goes again. 4 has one segment SACKed above it, not
+        // enough to count as lost yet.
+        assert_eq!(resent(&out), [1]);
+        // More duplicates as 6..9 arrive: 4 counts as lost and goes again
+        // before 1's copy is acknowledged, where NewReno would wait for
+        // that partial ACK, a round trip later.
+        for k in 7..=10 {
+            t.input(&sack_ack(1, &[(5, k), (2, 4)]), now);
+        }
+        out.clear();
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [4]);
+        assert_eq!(t.counters.sack_retransmits, 1);
+        assert!(t.check().is_ok());
+        out.clear();
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [] as [usize; 0], "nothing goes twice");
+        // 1's copy arrives: a partial ACK up to the hole at 4, which went
+        // again already and does not go a third time.
+        t.input(&sack_ack(4, &[(5, 10)]), now);
+        out.clear();
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [] as [usize; 0]);
+        // 4's copy: everything, and the recovery ends.
+        t.input(&sack_ack(10, &[]), now);
+        assert!(!t.in_recovery && !t.sack_recovery && t.sacked.is_empty());
+        assert_eq!(t.counters.fast_retransmits, 2);
+        assert_eq!(t.counters.timeout_retransmits, 0);
+        assert!(t.check().is_ok());
+    }
+
+    #[test]
+    fn sack_recovery_starts_when_enough_is_sacked_above_a_hole() {
+        let (mut t, now, mut out) = ten_in_flight();
+        // One duplicate ACK (the others lost) SACKing four segments above
+        // the first: segment 0 counts as lost at once (RFC 6675's
+        // IsLost), without waiting for two more duplicates.
+        t.input(&sack_ack(0, &[(1, 5)]), now);
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [0]);
+        assert!(t.sack_recovery);
+        // A block below SND.UNA (a D-SACK) or past what was sent is not
+        // taken.
+        t.input(&sack_ack(0, &[(11, 12)]), now);
+        assert_eq!(t.sacked.len(), 1);
+        assert!(t.check().is_ok());
+    }
+
+    #[test]
+    fn a_loss_near_the_end_with_little_sacked_above_waits_for_no_timeout() {
+        let (mut t, now, mut out) = ten_in_flight();
+        // 2 and 8 lost; 9 alone is SACKed above 8.
+        t.input(&sack_ack(2, &[]), now);
+        t.input(&sack_ack(2, &[(3, 4)]), now);
+        t.input(&sack_ack(2, &[(3, 5)]), now);
+        t.input(&sack_ack(2, &[(3, 6)]), now);
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [2]);
+        for k in [7, 8] {
+            t.input(&sack_ack(2, &[(3, k)]), now);
+        }
+        t.input(&sack_ack(2, &[(9, 10), (3, 8)]), now);
+        out.clear();
+        t.output(now, &mut out);
+        // 8 has one segment SACKed above it: not lost by the scoreboard,
+        // and no new data to send instead, so rule 3 sends it.
+        assert_eq!(resent(&out), [8]);
+        // 2's copy arrives: the partial ACK stops at 8, already resent.
+        t.input(&sack_ack(8, &[(9, 10)]), now);
+        out.clear();
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [] as [usize; 0]);
+        t.input(&sack_ack(10, &[]), now);
+        assert!(!t.in_recovery);
+        assert_eq!(t.counters.timeout_retransmits, 0);
     }
 
     #[test]
