@@ -2216,6 +2216,93 @@ mod sack_tests {
     }
 
     #[test]
+    fn an_ack_that_sacks_more_is_a_duplicate_whatever_its_window() {
+        let (mut t, now, _) = ten_in_flight();
+        t.input(&sack_ack(1, &[]), now);
+        // A receiver growing its buffer: each duplicate a new window.
+        for (k, window) in [(3, 60_000), (4, 61_000)] {
+            let mut ack = sack_ack(1, &[(2, k)]);
+            ack.window = window;
+            t.input(&ack, now);
+        }
+        assert_eq!(t.counters.dup_acks, 2);
+        // The same blocks and another window: not a duplicate.
+        let mut ack = sack_ack(1, &[(2, 4)]);
+        ack.window = 62_000;
+        t.input(&ack, now);
+        assert_eq!(t.counters.dup_acks, 2);
+        // Without SACK, a window change is never a duplicate (RFC 5681).
+        let (mut t, now, mut out) = established(false);
+        assert_eq!(t.write(&[3u8; 14_600]), 14_600);
+        t.output(now, &mut out);
+        t.input(&sack_ack(1, &[]), now);
+        let mut ack = sack_ack(1, &[]);
+        ack.window = 60_000;
+        t.input(&ack, now);
+        assert_eq!(t.counters.dup_acks, 0);
+    }
+
+    #[test]
+    fn a_lost_copy_of_a_hole_goes_again_once_later_data_is_sacked() {
+        let (mut t, now, mut out) = ten_in_flight();
+        // 1 lost; 2..4 SACKed by three duplicates: 1 goes again.
+        t.input(&sack_ack(1, &[]), now);
+        for k in 3..=5 {
+            t.input(&sack_ack(1, &[(2, k)]), now);
+        }
+        t.output(now, &mut out);
+        assert_eq!(resent(&out), [1]);
+        // More data to send, and the rest of the flight SACKed: the pipe
+        // lets new segments out after the copy of 1.
+        assert_eq!(t.write(&[4u8; 4 * 1460]), 4 * 1460);
+        for k in 6..=10 {
+            t.input(&sack_ack(1, &[(2, k)]), now);
+        }
+        out.clear();
+        t.output(now, &mut out);
+        let new: Vec<usize> = resent(&out);
+        assert!(new.first() == Some(&10), "{new:?}");
+        // 10 arrives before 1's copy does: that copy was lost, and 1 goes
+        // a third time without waiting for the timer.
+        t.input(&sack_ack(1, &[(2, 11)]), now);
+        out.clear();
+        t.output(now, &mut out);
+        assert_eq!(resent(&out).first(), Some(&1), "{:?}", resent(&out));
+        assert_eq!(t.counters.timeout_retransmits, 0);
+        assert!(t.check().is_ok());
+    }
+
+    #[test]
+    fn a_loss_the_scoreboard_shows_after_a_timeout_starts_a_recovery() {
+        let (mut t, _, mut out) = ten_in_flight();
+        // Nothing comes back: the timer resends from 0, one segment.
+        let later = t.rto_at.expect("armed");
+        t.on_timer(later);
+        t.output(later, &mut out);
+        assert_eq!(resent(&out), [0]);
+        // All but 9 had arrived: the ACK jumps to 9, and 9 goes again
+        // (it was lost) with 10, new, after it.
+        assert_eq!(t.write(&[5u8; 4 * 1460]), 4 * 1460);
+        t.input(&sack_ack(9, &[]), later);
+        out.clear();
+        t.output(later, &mut out);
+        assert_eq!(resent(&out), [9, 10]);
+        assert_eq!(t.snd_nxt, t.snd_max, "the resending caught up");
+        // 9's copy lost again; 10 and the segments that limited transmit
+        // lets out are SACKed. 9 is below the point the timeout set, and
+        // RFC 6582 alone would leave it to the timer.
+        for k in 11..=13 {
+            t.input(&sack_ack(9, &[(10, k)]), later);
+            out.clear();
+            t.output(later, &mut out);
+        }
+        assert!(t.in_recovery && t.sack_recovery);
+        assert_eq!(resent(&out).first(), Some(&9), "{:?}", resent(&out));
+        assert_eq!(t.counters.timeout_retransmits, 1);
+        assert!(t.check().is_ok());
+    }
+
+    #[test]
     fn no_blocks_when_the_peer_did_not_offer_sack() {
         let (mut t, now, mut out) = established(false);
         let data = [7u8; 100];
