@@ -259,7 +259,9 @@ pub struct StackStats {
     pub icmp_echo: u64,
     /// Port-unreachable messages sent for datagrams no socket took.
     pub icmp_unreachable_sent: u64,
-    /// Those not sent: over the rate limit.
+    /// ICMP "fragment reassembly time exceeded" messages sent.
+    pub icmp_time_exceeded_sent: u64,
+    /// ICMP errors not sent: over the rate limit.
     pub icmp_limited: u64,
     /// Destination-unreachable messages received about what we sent.
     pub icmp_unreachable_received: u64,

@@ -19,15 +19,17 @@
 //!   death) is dropped, and every fragment but the last must carry a
 //!   multiple of 8 bytes.
 //!
-//! Unlike Linux, no ICMP "fragment reassembly time exceeded" goes back
-//! for a datagram given up: it is counted
-//! ([`StackStats::reassembly_timeouts`]).
+//! A datagram given up after the timeout is counted
+//! ([`StackStats::reassembly_timeouts`]) and, if its first fragment came,
+//! handed back ([`Expired`]) for the stack to send ICMP "fragment
+//! reassembly time exceeded" (RFC 792 type 11 code 1; RFC 1122 section
+//! 3.3.2 asks for it only then, as Linux does).
 //!
 //! **Fragmentation** ([`super::Io::build_fragments`]): each fragment but
 //! the last carries the largest multiple of 8 bytes that fits the MTU.
 
 use super::StackStats;
-use crate::wire::Ipv4Repr;
+use crate::wire::{EthernetAddress, Ipv4Repr};
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -80,8 +82,9 @@ struct Pending {
     received: usize,
     /// The payload's length, once the last fragment (MF clear) came.
     total: Option<usize>,
-    /// The first fragment's header, options included, once it came.
-    header: Option<(Ipv4Repr, Vec<u8>)>,
+    /// The first fragment's header, options included, and the MAC it
+    /// came from, once it came.
+    header: Option<(Ipv4Repr, Vec<u8>, EthernetAddress)>,
 }
 
 /// A datagram put back together.
@@ -93,6 +96,20 @@ pub(super) struct Datagram {
     pub(super) header: Vec<u8>,
     /// The whole payload.
     pub(super) payload: Vec<u8>,
+}
+
+/// A datagram given up after the timeout whose first fragment came: what
+/// an ICMP time-exceeded message quotes, and where it goes.
+#[derive(Debug)]
+pub(super) struct Expired {
+    /// The MAC its first fragment came from.
+    pub(super) mac: EthernetAddress,
+    /// The first fragment's header, parsed.
+    pub(super) ip: Ipv4Repr,
+    /// Its bytes.
+    pub(super) header: Vec<u8>,
+    /// The first eight bytes of its payload (fewer if it had fewer).
+    pub(super) first: Vec<u8>,
 }
 
 /// Why a fragment, or its datagram, is dropped.
@@ -132,12 +149,13 @@ impl Reassembly {
         self.table.len()
     }
 
-    /// Takes a fragment (`ip` parsed from its `header`, `payload` what
-    /// follows the header); the datagram once it is complete. Counts what
-    /// it refuses or drops in `stats`.
+    /// Takes a fragment from `mac` (`ip` parsed from its `header`,
+    /// `payload` what follows the header); the datagram once it is
+    /// complete. Counts what it refuses or drops in `stats`.
     pub(super) fn add(
         &mut self,
         now: Instant,
+        mac: EthernetAddress,
         ip: &Ipv4Repr,
         header: &[u8],
         payload: &[u8],
@@ -149,10 +167,10 @@ impl Reassembly {
             protocol: ip.protocol.0,
             ident: ip.ident,
         };
-        match self.insert(now, key, ip, header, payload) {
+        match self.insert(now, key, (mac, ip), header, payload) {
             Ok(true) => {
                 let p = self.remove(&key)?;
-                let (mut ip, header) = p.header?;
+                let (mut ip, header, _) = p.header?;
                 ip.more_frags = false;
                 ip.frag_offset = 0;
                 ip.payload_len = p.received;
@@ -182,7 +200,7 @@ impl Reassembly {
         &mut self,
         now: Instant,
         key: Key,
-        ip: &Ipv4Repr,
+        (mac, ip): (EthernetAddress, &Ipv4Repr),
         header: &[u8],
         payload: &[u8],
     ) -> Result<bool, Refuse> {
@@ -248,7 +266,7 @@ impl Reassembly {
         p.have.insert(at, (start, end));
         p.received += payload.len();
         if start == 0 {
-            p.header = Some((*ip, header.to_vec()));
+            p.header = Some((*ip, header.to_vec(), mac));
         }
         Ok(p.total == Some(p.received) && p.header.is_some())
     }
@@ -259,8 +277,9 @@ impl Reassembly {
         Some(p)
     }
 
-    /// Drops the datagrams that have waited longer than the timeout.
-    pub(super) fn expire(&mut self, now: Instant, stats: &mut StackStats) {
+    /// Drops the datagrams that have waited longer than the timeout; those
+    /// whose first fragment came go to `out`.
+    pub(super) fn expire(&mut self, now: Instant, stats: &mut StackStats, out: &mut Vec<Expired>) {
         while let Some(&(started, key)) = self.order.front() {
             if now.saturating_duration_since(started) < self.limits.timeout {
                 break;
@@ -268,9 +287,19 @@ impl Reassembly {
             self.order.pop_front();
             // The key may be complete and gone, or in use again by a
             // later datagram (its own entry is further back).
-            if self.table.get(&key).is_some_and(|p| p.started == started) {
-                self.remove(&key);
+            if self.table.get(&key).is_some_and(|p| p.started == started)
+                && let Some(p) = self.remove(&key)
+            {
                 stats.reassembly_timeouts += 1;
+                if let Some((ip, header, mac)) = p.header {
+                    let first = p.data[..p.data.len().min(8)].to_vec();
+                    out.push(Expired {
+                        mac,
+                        ip,
+                        header,
+                        first,
+                    });
+                }
             }
         }
         if self.table.is_empty() {
@@ -331,6 +360,7 @@ mod tests {
             let ip = repr(ident, start, end - start, end < data.len());
             self.r.add(
                 self.now,
+                EthernetAddress([2, 0, 0, 0, 0, 9]),
                 &ip,
                 &[0x45; 20],
                 &data[start..end],
@@ -449,12 +479,22 @@ mod tests {
         assert_eq!(t.stats.reassembly_dropped, 1);
         assert_eq!(t.r.pending(), 1);
         assert!(t.r.held <= limits.memory);
-        // Not yet expired, then expired.
-        t.r.expire(t.now + Duration::from_secs(29), &mut t.stats);
+        // Not yet expired, then expired; its first fragment never came,
+        // so nothing to tell its sender.
+        let mut gone = Vec::new();
+        t.r.expire(t.now + Duration::from_secs(29), &mut t.stats, &mut gone);
         assert_eq!(t.r.pending(), 1);
-        t.r.expire(t.now + Duration::from_secs(30), &mut t.stats);
+        t.r.expire(t.now + Duration::from_secs(30), &mut t.stats, &mut gone);
         assert_eq!((t.r.pending(), t.r.held), (0, 0));
         assert_eq!(t.stats.reassembly_timeouts, 1);
+        assert!(gone.is_empty());
+        // One whose first fragment came is handed back for the ICMP
+        // message: its header and first eight bytes.
+        assert!(t.offer(3, &data, 0, 1480).is_none());
+        t.r.expire(t.now + Duration::from_secs(30), &mut t.stats, &mut gone);
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].header.len(), &gone[0].first[..]), (20, &data[..8]));
+        assert_eq!(gone[0].ip.ident, 3);
         // No memory: every fragment refused.
         let mut t = Table::new(ReassemblyLimits {
             memory: 0,
@@ -470,13 +510,13 @@ mod tests {
         let mut t = Table::new(ReassemblyLimits::default());
         assert!(t.offer(1, &data, 0, 1480).is_none());
         t.now += Duration::from_secs(20);
-        t.r.expire(t.now, &mut t.stats);
+        t.r.expire(t.now, &mut t.stats, &mut Vec::new());
         // The first is complete; the same key starts again later.
         assert!(t.offer(1, &data, 1480, 3000).is_some());
         assert!(t.offer(1, &data, 0, 1480).is_none());
         t.now += Duration::from_secs(15);
         // The old order entry (35 s) is past; the new one (15 s) is not.
-        t.r.expire(t.now, &mut t.stats);
+        t.r.expire(t.now, &mut t.stats, &mut Vec::new());
         assert_eq!((t.r.pending(), t.stats.reassembly_timeouts), (1, 0));
     }
 

@@ -245,7 +245,9 @@ fn an_echo_request_in_backward_fragments_is_answered_in_fragments() {
 #[test]
 fn a_syn_in_two_fragments_is_answered() {
     let (pa, mut raw, _, _) = pair("stk-frag-syn");
-    let mut s = Stack::new(pa, config(1)).expect("stack");
+    let mut cfg = config(1);
+    cfg.reassembly.timeout = std::time::Duration::from_millis(20);
+    let mut s = Stack::new(pa, cfg).expect("stack");
     s.listen(80).expect("listen");
     let mac = s.mac();
     let tcp = TcpRepr {
@@ -289,7 +291,8 @@ fn a_syn_in_two_fragments_is_answered() {
     assert_eq!(reply.flags(), TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(reply.ack_number(), 1001);
     assert_eq!(s.stats().reassembled, 1);
-    // A fragment of a datagram never completed: gone after the timeout.
+    // The first fragment of a datagram never completed: gone after the
+    // timeout, and its sender told (time exceeded, quoting it).
     let (at, chunk) = cut(&segment, 16, 6)[0];
     frames
         .push(fragment(&mut raw, mac, addr(9), IpProtocol::TCP, at, chunk))
@@ -297,10 +300,37 @@ fn a_syn_in_two_fragments_is_answered() {
     assert_eq!(raw.tx_burst(&mut frames), 1);
     s.poll();
     assert_eq!(s.frags.pending(), 1);
-    s.frags.expire(
-        std::time::Instant::now() + std::time::Duration::from_secs(31),
-        &mut s.io.stats,
-    );
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    s.poll();
     assert_eq!(s.frags.pending(), 0);
-    assert_eq!(s.stats().reassembly_timeouts, 1);
+    let st = s.stats();
+    assert_eq!((st.reassembly_timeouts, st.icmp_time_exceeded_sent), (1, 1));
+    // (The SYN-ACK, unanswered, may have gone again meanwhile.)
+    let told: Vec<_> = sent(&mut raw)
+        .into_iter()
+        .filter(|(ip, _)| ip.protocol == IpProtocol::ICMP)
+        .collect();
+    assert_eq!(told.len(), 1);
+    let (ip, icmp) = &told[0];
+    assert_eq!((ip.dst_addr, ip.protocol), (addr(9), IpProtocol::ICMP));
+    assert_eq!(&icmp[..2], &[11, 1], "fragment reassembly time exceeded");
+    assert_eq!(checksum::data(icmp), 0xffff, "a good checksum");
+    let quoted = Ipv4Packet::new_unchecked(&icmp[8..28]);
+    assert_eq!((quoted.ident(), quoted.more_frags()), (6, true));
+    assert_eq!(&icmp[28..], &segment[..8], "and the first eight bytes");
+    // A lone later fragment (the first never came): dropped, no message.
+    let (at, chunk) = cut(&segment, 16, 7)[1];
+    frames
+        .push(fragment(&mut raw, mac, addr(9), IpProtocol::TCP, at, chunk))
+        .expect("room");
+    assert_eq!(raw.tx_burst(&mut frames), 1);
+    s.poll();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    s.poll();
+    let st = s.stats();
+    assert_eq!((st.reassembly_timeouts, st.icmp_time_exceeded_sent), (2, 1));
+    let sent_icmp = sent(&mut raw)
+        .into_iter()
+        .any(|(ip, _)| ip.protocol == IpProtocol::ICMP);
+    assert!(!sent_icmp);
 }

@@ -1,10 +1,14 @@
-//! ICMP destination-unreachable messages (RFC 792), both ways.
+//! ICMP destination-unreachable messages (RFC 792), both ways, and
+//! time exceeded for a datagram whose fragments never all came.
 //!
 //! **Sent**: a UDP datagram for a port with no socket is answered with
 //! port unreachable (type 3, code 3) quoting its IP header and the first
 //! eight bytes of the datagram, as RFC 1122 section 4.1.3.1 asks, so a
-//! peer's connected socket sees `ECONNREFUSED` instead of waiting. Never
-//! for a datagram from an address that is not unicast, and at most
+//! peer's connected socket sees `ECONNREFUSED` instead of waiting; a
+//! datagram given up in reassembly whose first fragment came gets
+//! "fragment reassembly time exceeded" (type 11, code 1) quoting that
+//! fragment. Never for a datagram from an address that is not unicast,
+//! and at most
 //! [`ICMP_PER_SEC`] a second with bursts of [`ICMP_BURST`] (Linux's
 //! `icmp_msgs_per_sec` and `icmp_msgs_burst`), so a flood to closed ports
 //! cannot turn the stack into an amplifier.
@@ -41,6 +45,10 @@ const DEST_UNREACHABLE: u8 = 3;
 const PORT_UNREACHABLE: u8 = 3;
 /// Its code for "fragmentation needed and DF set" (RFC 1191).
 const FRAG_NEEDED: u8 = 4;
+/// Time exceeded (RFC 792).
+const TIME_EXCEEDED: u8 = 11;
+/// Its code for a datagram whose fragments did not all come in time.
+const REASSEMBLY_TIME_EXCEEDED: u8 = 1;
 
 /// A token bucket for the messages we send.
 #[derive(Debug)]
@@ -84,26 +92,52 @@ impl<P: Port> Stack<P> {
         ip_header: &[u8],
         datagram: &[u8],
     ) {
+        let message = (DEST_UNREACHABLE, PORT_UNREACHABLE);
+        if self.icmp_error(src_mac, ip, ip_header, datagram, message) {
+            self.io.stats.icmp_unreachable_sent += 1;
+        }
+    }
+
+    /// Tells the sender of a datagram given up in reassembly (RFC 792's
+    /// "fragment reassembly time exceeded", quoting its first fragment).
+    pub(super) fn time_exceeded(&mut self, e: &super::frag::Expired) {
+        let message = (TIME_EXCEEDED, REASSEMBLY_TIME_EXCEEDED);
+        if self.icmp_error(e.mac, &e.ip, &e.header, &e.first, message) {
+            self.io.stats.icmp_time_exceeded_sent += 1;
+        }
+    }
+
+    /// An ICMP error of `(type, code)` to `ip`'s sender quoting its
+    /// header and the first eight bytes of `datagram`; false if not sent
+    /// (a sender that is not unicast, or the rate limit, counted).
+    fn icmp_error(
+        &mut self,
+        src_mac: EthernetAddress,
+        ip: &Ipv4Repr,
+        ip_header: &[u8],
+        datagram: &[u8],
+        (kind, code): (u8, u8),
+    ) -> bool {
         let src = ip.src_addr;
         if src.is_broadcast() || src.is_multicast() || src.is_unspecified() {
-            return;
+            return false;
         }
         if !self.icmp_budget.take(self.now) {
             self.io.stats.icmp_limited += 1;
-            return;
+            return false;
         }
         let quote = datagram.len().min(8);
         let reply = self
             .io
             .ip_to(src, IpProtocol::ICMP, 8 + ip_header.len() + quote);
-        self.io.stats.icmp_unreachable_sent += 1;
         self.io.send_ip(src_mac, reply, |out| {
-            out[..8].copy_from_slice(&[DEST_UNREACHABLE, PORT_UNREACHABLE, 0, 0, 0, 0, 0, 0]);
+            out[..8].copy_from_slice(&[kind, code, 0, 0, 0, 0, 0, 0]);
             out[8..8 + ip_header.len()].copy_from_slice(ip_header);
             out[8 + ip_header.len()..].copy_from_slice(&datagram[..quote]);
             let sum = !checksum::data(out);
             out[2..4].copy_from_slice(&sum.to_be_bytes());
         });
+        true
     }
 
     /// A destination-unreachable message (`body`: the ICMP message, its

@@ -45,7 +45,8 @@
 //! and UDP datagrams and echo replies too long for the MTU sent in
 //! fragments (TCP sets DF and sizes its segments); ICMP echo (RFC 792)
 //! and destination unreachable, sent for closed UDP ports and taken for
-//! connects (`icmp`);
+//! connects, and time exceeded for a datagram given up in reassembly
+//! (`icmp`);
 //! TCP per RFC 9293 with a listen backlog, MSS and window scaling (RFC
 //! 7323), RFC 6298's retransmission timer, RFC 5681 congestion control
 //! with NewReno's fast recovery (RFC 6582), delayed ACKs with the
@@ -637,7 +638,11 @@ impl<P: Port> Stack<P> {
         }
         self.udp_events();
         if self.frags.pending() > 0 {
-            self.frags.expire(self.now, &mut self.io.stats);
+            let mut gone = Vec::new();
+            self.frags.expire(self.now, &mut self.io.stats, &mut gone);
+            for e in gone {
+                self.time_exceeded(&e);
+            }
         }
         if !self.arp_waiting.is_empty() || !self.arp_pending.is_empty() {
             self.arp_retry();
@@ -848,7 +853,10 @@ impl<P: Port> Stack<P> {
             self.io.stats.rx_fragments += 1;
             let header = &payload[..packet.header_len()];
             let (now, stats) = (self.now, &mut self.io.stats);
-            if let Some(d) = self.frags.add(now, &repr, header, packet.payload(), stats) {
+            if let Some(d) = self
+                .frags
+                .add(now, src_mac, &repr, header, packet.payload(), stats)
+            {
                 self.reassembled(src_mac, d);
             }
             return None;
