@@ -134,9 +134,9 @@ fn transfers_with_linux_survive_loss_reordering_duplication_and_a_small_mtu() {
     assert!(st.tcp.out_of_order > 0, "the kernel's losses: {:?}", st.tcp);
 }
 
-/// With SACK on (off by default), Linux negotiates it, our ACKs carry
-/// blocks while data waits beyond a hole, and downloads from Linux under
-/// loss complete with every byte.
+/// With SACK (on by default, set here all the same), Linux negotiates
+/// it, our ACKs carry blocks while data waits beyond a hole, and
+/// downloads from Linux under loss complete with every byte.
 #[test]
 fn with_sack_on_linux_takes_our_sack_blocks_under_loss() {
     let Some((bed, port)) = setup(1280) else {

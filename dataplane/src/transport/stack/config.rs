@@ -87,8 +87,9 @@ pub struct StackConfig {
     /// Offer SACK-permitted (RFC 2018) and accept a peer's, then tell the
     /// peer, in each ACK sent while data is held beyond a hole, which
     /// ranges arrived, and recover from loss with the peer's blocks (RFC
-    /// 6675). Off by default: what Linux sends us over a lossy link came
-    /// slower with it (docs/performance.md).
+    /// 6675) and tail loss probes (RFC 8985). On by default: against
+    /// Linux over a lossy link, transfers both ways took 0.6-0.8 of the
+    /// time they take without it (docs/performance.md).
     pub sack: bool,
     /// The retransmission timeout's floor (200 ms: Linux's
     /// `TCP_RTO_MIN`; RFC 6298 says 1 s), start (1 s) and ceiling (120 s).
@@ -140,7 +141,7 @@ impl StackConfig {
             connect_timeout: Duration::from_secs(75),
             close_timeout: Duration::from_secs(60),
             delayed_ack: Duration::from_millis(40),
-            sack: false,
+            sack: true,
             rto_min: Duration::from_millis(200),
             rto_initial: Duration::from_secs(1),
             rto_max: Duration::from_secs(120),

@@ -54,9 +54,9 @@
 //! RST, SYN and ACK. Initial sequence numbers follow RFC 6528 (a keyed
 //! hash of the 4-tuple plus a 4 µs clock). Timestamps are declined
 //! (never offered), so peers fall back cleanly. SACK (RFC 2018) is
-//! declined by default; with [`StackConfig::sack`] the stack offers and
-//! accepts SACK-permitted, its ACKs carry SACK blocks, and the blocks it
-//! receives drive RFC 6675's loss recovery (`tcb`).
+//! offered and accepted unless [`StackConfig::sack`] is off: ACKs carry
+//! SACK blocks, and the blocks received drive RFC 6675's loss recovery
+//! and tail loss probes (`tcb`).
 //!
 //! **Checksums** are computed and verified in software unless the port's
 //! device does it: on a port with
@@ -1094,4 +1094,5 @@ fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
     sum.keepalive_probes += c.keepalive_probes;
     sum.sack_acks += c.sack_acks;
     sum.sack_retransmits += c.sack_retransmits;
+    sum.loss_probes += c.loss_probes;
 }

@@ -29,6 +29,18 @@
 //! little SACKed above it to count as lost, waits for no timeout. A
 //! timeout forgets the scoreboard (RFC 2018 section 8: the receiver may
 //! have discarded what it SACKed).
+//!
+//! With SACK, a tail loss probe (RFC 8985 section 7, as Linux sends it
+//! only with SACK) answers a loss at the end of a flight, which draws no
+//! duplicate ACKs: two smoothed round trips after the last send with no
+//! ACK, and before the retransmission timer, one segment goes (new data
+//! if the windows allow, else the last segment again). If the probe
+//! arrives beyond holes, the peer's SACK for it marks every hole below as
+//! lost and the recovery above mends them all; if only the last segment
+//! was lost, the probe's ACK ends it. Either way no timeout, no collapse
+//! of the window to one segment. Without RACK's clock the holes a probe
+//! shows are all taken as lost, which is what RACK concludes here too:
+//! they were sent before the probe that arrived.
 
 use super::rxbuf::RxBuf;
 use crate::transport::CloseReason;
@@ -241,6 +253,8 @@ pub struct TcpCounters {
     /// Holes the peer's SACK blocks showed, sent again in a recovery
     /// (RFC 6675; counted in `fast_retransmits` too).
     pub sack_retransmits: u64,
+    /// Tail loss probes sent (RFC 8985 section 7).
+    pub loss_probes: u64,
 }
 
 /// The largest window the 16-bit field carries unscaled.
@@ -253,6 +267,9 @@ const DEFAULT_MSS: u32 = 536;
 const INITIAL_WINDOW_SEGMENTS: u32 = 10;
 /// Duplicate ACKs that start a fast retransmit (RFC 5681 section 3.2).
 const DUPACK_THRESHOLD: u32 = 3;
+/// A delayed ACK's worst case (RFC 8985's WCDelAckT), added to the
+/// probe timeout when one segment is in flight.
+const WORST_CASE_DELAYED_ACK: Duration = Duration::from_millis(200);
 /// Ranges of the peer's SACK scoreboard kept at most (a receiver reports
 /// four at a time; more than this many holes at once, and the highest
 /// ranges are forgotten, which only makes the pipe estimate larger).
@@ -328,6 +345,15 @@ pub(crate) struct Tcb {
     /// beyond it was sent after that copy, so a hole still open below
     /// HighRxt lost its copy too.
     rxt_mark: Option<Seq>,
+    /// Every hole below this is lost, whatever is SACKed above it (a tail
+    /// loss probe arrived beyond them).
+    lost_to: Seq,
+    /// When a tail loss probe goes, if nothing is acknowledged first.
+    tlp_at: Option<Instant>,
+    /// SND.MAX once the probe went: one probe until it is acknowledged.
+    tlp_out: Option<Seq>,
+    /// The probe's time came: send it in the next output.
+    tlp_now: bool,
     /// Resend the segment at SND.UNA before anything new.
     retransmit_una: bool,
     // Round-trip time (RFC 6298).
@@ -406,6 +432,10 @@ impl Tcb {
             sacked: Vec::new(),
             high_rxt: iss,
             rxt_mark: None,
+            lost_to: iss,
+            tlp_at: None,
+            tlp_out: None,
+            tlp_now: false,
             retransmit_una: false,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -1054,6 +1084,11 @@ impl Tcb {
         self.tx_seq = self.tx_seq.add(data_acked);
         self.snd_una = ack;
         self.prune_sacked();
+        // The probe timer starts again from this ACK (armed in output).
+        self.tlp_at = None;
+        if self.tlp_out.is_some_and(|end| ack.ge(end)) {
+            self.tlp_out = None;
+        }
         if self.snd_nxt.lt(ack) {
             self.snd_nxt = ack;
         }
@@ -1066,6 +1101,7 @@ impl Tcb {
                 // Full acknowledgment (RFC 6582 section 3.2, step 3).
                 self.in_recovery = false;
                 self.sack_recovery = false;
+                self.lost_to = ack;
                 self.cwnd = self.ssthresh.min(self.flight() + self.smss).max(self.smss);
             } else if self.sack_recovery {
                 // Partial, under RFC 6675: the pipe already says what
@@ -1154,6 +1190,15 @@ impl Tcb {
                 self.mark_sacked(l, r);
             }
         }
+        // The tail loss probe arrived (the peer holds what ends where the
+        // probe ended) beyond a hole: everything below it is lost.
+        if let (Some(probe_end), Some(&(s, e))) = (self.tlp_out, self.sacked.last())
+            && e == probe_end
+            && self.snd_una.lt(s)
+        {
+            self.lost_to = s;
+            self.tlp_out = None;
+        }
         // Data sent after the last copy of a hole arrived, and the holes
         // are still there: their copies were lost too (as Linux's
         // tcp_mark_lost_retrans concludes). They go again by rule 1,
@@ -1204,13 +1249,14 @@ impl Tcb {
     fn lost_edge(&self) -> Seq {
         let threshold = (DUPACK_THRESHOLD as usize - 1) * self.smss;
         let mut above = 0;
+        let floor = self.lost_to.max_seq(self.snd_una);
         for (n, &(s, e)) in self.sacked.iter().rev().enumerate() {
             above += e.since(s);
             if above > threshold || n + 1 >= DUPACK_THRESHOLD as usize {
-                return s;
+                return s.max_seq(floor);
             }
         }
-        self.snd_una
+        floor
     }
 
     /// RFC 6675's pipe: the bytes thought to be in the network, each
@@ -1291,6 +1337,7 @@ impl Tcb {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         [
             self.rto_at,
+            self.tlp_at,
             self.ack_at,
             self.persist_at,
             self.end_at,
@@ -1350,6 +1397,10 @@ impl Tcb {
             }
             self.keepalive_at = Some(now + ka.interval);
         }
+        if self.tlp_at.is_some_and(|t| t <= now) {
+            self.tlp_at = None;
+            self.tlp_now = true;
+        }
         if self.rto_at.is_some_and(|t| t <= now) {
             self.rto_at = None;
             self.retries += 1;
@@ -1376,6 +1427,9 @@ impl Tcb {
                 self.in_recovery = false;
                 self.sack_recovery = false;
                 self.sacked.clear();
+                self.lost_to = self.snd_una;
+                self.tlp_at = None;
+                self.tlp_out = None;
                 self.dupacks = 0;
                 self.limited = 0;
                 self.recover = self.snd_max;
@@ -1611,6 +1665,10 @@ impl Tcb {
             }
             self.send_from(self.snd_nxt, len, now, out, true);
         }
+        if std::mem::take(&mut self.tlp_now) {
+            self.loss_probe(now, out);
+        }
+        self.arm_loss_probe(now);
         // Zero window (RFC 9293 section 3.8.6.1): probe it on a backing-off
         // timer while nothing is in flight.
         let offset = self.snd_nxt.since(self.tx_seq);
@@ -1638,6 +1696,74 @@ impl Tcb {
             let seg = self.pure_ack();
             out.push(seg);
         }
+    }
+
+    /// A tail loss probe may be armed or sent: SACK agreed, data in
+    /// flight, no recovery or resending after a timeout under way, and no
+    /// probe unanswered.
+    fn loss_probe_allowed(&self) -> bool {
+        self.sack_ok
+            && self.state.synchronized()
+            && self.snd_max.gt(self.snd_una)
+            && !self.in_recovery
+            && self.snd_nxt == self.snd_max
+            && self.tlp_out.is_none()
+    }
+
+    /// RFC 8985 section 7.2: the probe timeout, two smoothed round trips
+    /// (at least 10 ms, Linux's floor), plus a delayed ACK's worst case
+    /// when one segment is in flight; armed only if it comes before the
+    /// retransmission timer.
+    fn arm_loss_probe(&mut self, now: Instant) {
+        if !self.loss_probe_allowed() {
+            self.tlp_at = None;
+            return;
+        }
+        let Some(srtt) = self.srtt else {
+            return;
+        };
+        if self.tlp_at.is_some() {
+            return;
+        }
+        let mut pto = (srtt * 2).max(Duration::from_millis(10));
+        if self.flight() <= self.smss {
+            pto += WORST_CASE_DELAYED_ACK;
+        }
+        let at = now + pto;
+        if self.rto_at.is_some_and(|rto| at < rto) {
+            self.tlp_at = Some(at);
+        }
+    }
+
+    /// RFC 8985 section 7.3: one segment, new data if the peer's window
+    /// takes it (past the congestion window), else the last segment sent
+    /// again; then the retransmission timer starts again.
+    fn loss_probe(&mut self, now: Instant, out: &mut Vec<SegOut>) {
+        if !self.loss_probe_allowed() {
+            return;
+        }
+        let unsent = self
+            .tx
+            .len()
+            .saturating_sub(self.snd_nxt.since(self.tx_seq));
+        let in_flight = self.snd_nxt.since(self.snd_una);
+        let len = unsent.min(self.smss);
+        if len > 0 && self.snd_wnd >= in_flight + len {
+            self.send_from(self.snd_nxt, len, now, out, true);
+        } else {
+            let fin_sent = self.fin_queued && self.snd_max == self.fin_seq().add(1);
+            let end = if fin_sent {
+                self.fin_seq()
+            } else {
+                self.snd_max
+            };
+            let len = end.since(self.snd_una).min(self.smss);
+            let seq = Seq(end.0.wrapping_sub(len as u32));
+            self.send_from(seq, len, now, out, false);
+        }
+        self.tlp_out = Some(self.snd_max);
+        self.counters.loss_probes += 1;
+        self.rto_at = Some(now + self.rto);
     }
 
     /// RFC 6675 section 5 step (C): while the pipe leaves room for a
@@ -2300,6 +2426,67 @@ mod sack_tests {
         assert_eq!(resent(&out).first(), Some(&9), "{:?}", resent(&out));
         assert_eq!(t.counters.timeout_retransmits, 1);
         assert!(t.check().is_ok());
+    }
+
+    /// Ten segments in flight, 0..6 acknowledged 10 ms later (a round
+    /// trip measured): 7, 8 and 9 are the flight's tail.
+    fn a_tail_in_flight() -> (Tcb, Instant, Vec<super::SegOut>) {
+        let (mut t, now, mut out) = ten_in_flight();
+        let later = now + Duration::from_millis(10);
+        t.input(&sack_ack(7, &[]), later);
+        t.output(later, &mut out);
+        assert!(out.is_empty());
+        (t, later, out)
+    }
+
+    #[test]
+    fn a_probe_for_a_lost_last_segment_ends_the_loss_without_a_timeout() {
+        let (mut t, now, mut out) = a_tail_in_flight();
+        // Two round trips (10 ms at least), before the retransmission
+        // timer.
+        let probe = t.tlp_at.expect("a probe armed");
+        assert!(probe > now && t.rto_at.is_some_and(|rto| probe < rto));
+        assert_eq!(t.deadline(), Some(probe));
+        t.on_timer(probe);
+        t.output(probe, &mut out);
+        // Nothing new to send: the last segment again.
+        assert_eq!(resent(&out), [9]);
+        assert_eq!(t.counters.loss_probes, 1);
+        assert!(t.tlp_at.is_none(), "one probe until it is answered");
+        // 7 and 8 had arrived and 9 had not: the probe's ACK ends it.
+        t.input(&sack_ack(10, &[]), probe);
+        assert_eq!(t.snd_una, t.snd_max);
+        assert!(!t.in_recovery);
+        assert_eq!(t.counters.timeout_retransmits, 0);
+        assert!(t.check().is_ok());
+    }
+
+    #[test]
+    fn a_probe_that_arrives_beyond_holes_starts_their_recovery() {
+        let (mut t, now, mut out) = a_tail_in_flight();
+        let probe = t.tlp_at.expect("a probe armed");
+        let _ = now;
+        t.on_timer(probe);
+        t.output(probe, &mut out);
+        assert_eq!(resent(&out), [9]);
+        // 7, 8 and 9 were all lost; the probe arrives, SACKed beyond
+        // the holes: both are lost, and both go at once.
+        t.input(&sack_ack(7, &[(9, 10)]), probe);
+        out.clear();
+        t.output(probe, &mut out);
+        assert!(t.sack_recovery);
+        assert_eq!(resent(&out), [7, 8]);
+        t.input(&sack_ack(10, &[]), probe);
+        assert!(!t.in_recovery);
+        assert_eq!(t.counters.timeout_retransmits, 0);
+        assert!(t.check().is_ok());
+        // Without SACK no probe is armed (Linux's rule): the timer does it.
+        let (mut t, now, mut out) = established(false);
+        assert_eq!(t.write(&[3u8; 14_600]), 14_600);
+        t.output(now, &mut out);
+        t.input(&sack_ack(7, &[]), now + Duration::from_millis(10));
+        t.output(now + Duration::from_millis(10), &mut out);
+        assert!(t.tlp_at.is_none());
     }
 
     #[test]

@@ -43,9 +43,9 @@ pub(super) fn config(last: u8) -> StackConfig {
     c.rto_initial = Duration::from_millis(20);
     c.rto_max = Duration::from_millis(200);
     c.retries = 30;
-    // SACK both ways: every ACK with a hole behind it round-trips
-    // through the wire code, and each sender's recovery uses the blocks.
-    c.sack = true;
+    // SACK both ways (the default): every ACK with a hole behind it
+    // round-trips through the wire code, and each sender's recovery uses
+    // the blocks.
     c
 }
 
