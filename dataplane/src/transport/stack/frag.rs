@@ -314,25 +314,39 @@ pub(super) fn fragment_size(mtu: usize) -> usize {
     (mtu - 20) & !7
 }
 
+/// A fragment's header from `src` to `dst`: `(ident, offset, more)` and
+/// `len` bytes of payload, DF clear.
+#[cfg(test)]
+pub(super) fn fragment_repr(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: crate::wire::IpProtocol,
+    (ident, offset, more): (u16, usize, bool),
+    len: usize,
+) -> Ipv4Repr {
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol,
+        payload_len: len,
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident,
+        dont_frag: false,
+        more_frags: more,
+        frag_offset: offset as u16,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::IpProtocol;
 
     fn repr(ident: u16, offset: usize, len: usize, more: bool) -> Ipv4Repr {
-        Ipv4Repr {
-            src_addr: Ipv4Addr::new(10, 0, 0, 2),
-            dst_addr: Ipv4Addr::new(10, 0, 0, 1),
-            protocol: IpProtocol::UDP,
-            payload_len: len,
-            ttl: 64,
-            dscp: 0,
-            ecn: 0,
-            ident,
-            dont_frag: false,
-            more_frags: more,
-            frag_offset: offset as u16,
-        }
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+        fragment_repr(src, dst, IpProtocol::UDP, (ident, offset, more), len)
     }
 
     fn pattern(len: usize) -> Vec<u8> {

@@ -3,14 +3,14 @@
 //! backwards and answered in fragments, a SYN in two fragments, and an
 //! overlapping fragment refused.
 
-use super::Stack;
-use super::tests::{addr, config, pair, pattern};
+use super::tests::{addr, config, ip_frame, pair, pattern, syn_repr};
+use super::{Stack, frag};
 use crate::net::fault::{FaultInjector, Faults};
 use crate::net::memory::MemoryPort;
 use crate::net::{MbufBatch, Port};
 use crate::wire::{
-    ChecksumMode, EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpPair, IpProtocol,
-    Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr, checksum,
+    ChecksumMode, EtherType, EthernetAddress, EthernetFrame, IpPair, IpProtocol, Ipv4Packet,
+    Ipv4Repr, TcpFlags, TcpPacket, checksum,
 };
 use hugepages::mbuf::Mbuf;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -24,37 +24,8 @@ fn fragment(
     (ident, offset, more): Place,
     chunk: &[u8],
 ) -> Mbuf {
-    let mut batch = MbufBatch::new();
-    raw.alloc_burst(1, &mut batch);
-    let mut m = batch.pop().expect("mbuf");
-    let buf = m.append(34 + chunk.len()).expect("room");
-    EthernetRepr {
-        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
-        dst_addr: to,
-        ethertype: EtherType::IPV4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
-    .expect("eth");
-    Ipv4Repr {
-        src_addr: src,
-        dst_addr: addr(1),
-        protocol,
-        payload_len: chunk.len(),
-        ttl: 64,
-        dscp: 0,
-        ecn: 0,
-        ident,
-        dont_frag: false,
-        more_frags: more,
-        frag_offset: offset as u16,
-    }
-    .emit(
-        &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
-        ChecksumMode::Software,
-    )
-    .expect("ip");
-    buf[34..].copy_from_slice(chunk);
-    m
+    let ip = frag::fragment_repr(src, addr(1), protocol, (ident, offset, more), chunk.len());
+    ip_frame(raw, to, ip, |out| out.copy_from_slice(chunk))
 }
 
 /// A fragment's place: (identification, offset, more fragments).
@@ -250,21 +221,7 @@ fn a_syn_in_two_fragments_is_answered() {
     let mut s = Stack::new(pa, cfg).expect("stack");
     s.listen(80).expect("listen");
     let mac = s.mac();
-    let tcp = TcpRepr {
-        src_port: 4000,
-        dst_port: 80,
-        seq_number: 1000,
-        ack_number: 0,
-        flags: TcpFlags::SYN,
-        window_len: 65535,
-        urgent_at: 0,
-        max_seg_size: Some(1460),
-        window_scale: None,
-        sack_permitted: false,
-        sack: Default::default(),
-        timestamps: None,
-        payload_len: 0,
-    };
+    let tcp = syn_repr(4000);
     let addrs = IpPair::V4 {
         src: addr(9),
         dst: addr(1),

@@ -641,18 +641,7 @@ pub(super) fn ipv4_frame(
     len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> hugepages::mbuf::Mbuf {
-    let mut batch = MbufBatch::new();
-    raw.alloc_burst(1, &mut batch);
-    let mut m = batch.pop().expect("mbuf");
-    let buf = m.append(34 + len).expect("room");
-    EthernetRepr {
-        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
-        dst_addr: to,
-        ethertype: EtherType::IPV4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
-    .expect("eth");
-    Ipv4Repr {
+    let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: addr(1),
         protocol,
@@ -664,8 +653,31 @@ pub(super) fn ipv4_frame(
         dont_frag: true,
         more_frags: false,
         frag_offset: 0,
+    };
+    ip_frame(raw, to, ip, fill)
+}
+
+/// A frame from MAC 02:00:00:00:00:99 to `to` with the IPv4 header
+/// `ip`, taken from the raw end of the link, its payload written by
+/// `fill`.
+pub(super) fn ip_frame(
+    raw: &mut MemoryPort,
+    to: EthernetAddress,
+    ip: Ipv4Repr,
+    fill: impl FnOnce(&mut [u8]),
+) -> hugepages::mbuf::Mbuf {
+    let mut batch = MbufBatch::new();
+    raw.alloc_burst(1, &mut batch);
+    let mut m = batch.pop().expect("mbuf");
+    let buf = m.append(34 + ip.payload_len).expect("room");
+    EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x99]),
+        dst_addr: to,
+        ethertype: EtherType::IPV4,
     }
-    .emit(
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]))
+    .expect("eth");
+    ip.emit(
         &mut Ipv4Packet::new_unchecked(&mut buf[14..]),
         ChecksumMode::Software,
     )
@@ -674,19 +686,14 @@ pub(super) fn ipv4_frame(
     m
 }
 
-/// A SYN from `src_port` of 10.0.0.9 to the stack's port 80.
-pub(super) fn syn_frame(
-    raw: &mut MemoryPort,
-    to: EthernetAddress,
-    src_port: u16,
-) -> hugepages::mbuf::Mbuf {
-    use crate::wire::{IpPair, TcpFlags, TcpPacket, TcpRepr};
-    let tcp = TcpRepr {
+/// A SYN from `src_port` to port 80, sequence number 1000, MSS 1460.
+pub(super) fn syn_repr(src_port: u16) -> crate::wire::TcpRepr {
+    crate::wire::TcpRepr {
         src_port,
         dst_port: 80,
         seq_number: 1000,
         ack_number: 0,
-        flags: TcpFlags::SYN,
+        flags: crate::wire::TcpFlags::SYN,
         window_len: 65535,
         urgent_at: 0,
         max_seg_size: Some(1460),
@@ -695,7 +702,17 @@ pub(super) fn syn_frame(
         sack: Default::default(),
         timestamps: None,
         payload_len: 0,
-    };
+    }
+}
+
+/// A SYN from `src_port` of 10.0.0.9 to the stack's port 80.
+pub(super) fn syn_frame(
+    raw: &mut MemoryPort,
+    to: EthernetAddress,
+    src_port: u16,
+) -> hugepages::mbuf::Mbuf {
+    use crate::wire::{IpPair, TcpPacket};
+    let tcp = syn_repr(src_port);
     let addrs = IpPair::V4 {
         src: addr(9),
         dst: addr(1),
