@@ -38,6 +38,12 @@ use std::time::{Duration, Instant};
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams in reassembly at once; fragments of more are refused.
 const MAX_PENDING: usize = 1024;
+/// Entries the expiry queue may hold before those of datagrams already
+/// completed or dropped are swept out (each datagram leaves its entry
+/// behind until the timeout would have passed: without the sweep, a
+/// steady stream of datagrams beside one left waiting would grow the
+/// queue by the rate times the timeout).
+const ORDER_SWEEP: usize = 4 * MAX_PENDING;
 /// Fragments one datagram may come in (a 64 KiB datagram over a 576-byte
 /// MTU takes 118); more drop it.
 const MAX_FRAGMENTS: usize = 256;
@@ -226,6 +232,11 @@ impl Reassembly {
                 },
             );
             self.order.push_back((now, key));
+            if self.order.len() > ORDER_SWEEP {
+                let table = &self.table;
+                self.order
+                    .retain(|(started, k)| table.get(k).is_some_and(|p| p.started == *started));
+            }
         }
         let Some(p) = self.table.get_mut(&key) else {
             return Err(Refuse::Fragment);
@@ -516,6 +527,27 @@ mod tests {
         });
         assert!(t.offer(1, &data, 0, 1480).is_none());
         assert_eq!((t.stats.reassembly_dropped, t.r.pending()), (1, 0));
+    }
+
+    #[test]
+    fn the_expiry_queue_stays_bounded_while_a_datagram_waits() {
+        let data = pattern(3000);
+        let mut t = Table::new(ReassemblyLimits::default());
+        // One datagram waits for the whole run.
+        assert!(t.offer(0, &data, 0, 1480).is_none());
+        for ident in 1..=20_000u16 {
+            assert!(t.offer(ident, &data, 1480, 3000).is_none());
+            assert!(t.offer(ident, &data, 0, 1480).is_some());
+        }
+        assert_eq!(t.r.pending(), 1);
+        assert!(t.r.order.len() <= ORDER_SWEEP + 1, "{}", t.r.order.len());
+        // The waiting one still expires on time.
+        t.r.expire(
+            t.now + Duration::from_secs(30),
+            &mut t.stats,
+            &mut Vec::new(),
+        );
+        assert_eq!((t.r.pending(), t.stats.reassembly_timeouts), (0, 1));
     }
 
     #[test]
