@@ -328,7 +328,7 @@ mod tests {
     fn random_records_leave_every_mbuf_home() {
         let mut sum = super::super::StackStats::default();
         for round in 0..300 {
-            let data = splitmix(round as u64, (round % 60) * 16);
+            let data = super::super::tests::pattern(round as u64, (round % 60) * 16);
             match super::fuzz_frames(&data) {
                 Ok(st) => {
                     sum.arp_replies += st.arp_replies;
@@ -353,21 +353,5 @@ mod tests {
         assert!(sum.rx_bad_checksum > 0, "{sum:?}");
         assert!(sum.reassembled > 0 && sum.reassembly_dropped > 0, "{sum:?}");
         assert!(sum.tx_fragmented > 0, "{sum:?}");
-    }
-
-    /// `len` bytes of splitmix64's output (each byte from a whole word:
-    /// a xorshift's low bits repeat in patterns that starve some
-    /// branches).
-    fn splitmix(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                ((z ^ (z >> 31)) >> 56) as u8
-            })
-            .collect()
     }
 }

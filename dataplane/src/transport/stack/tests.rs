@@ -59,14 +59,19 @@ pub(super) fn pair(name: &str) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
     (a, b, pa, pb)
 }
 
+/// `len` pseudo-random bytes from `seed`.
 pub(super) fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
+    // splitmix64, a byte from the top of each word: every seed its own
+    // stream (a xorshift seeded with `seed | 1` gave 0 and 1 the same),
+    // and no pattern in the low bits to starve a fuzz body's branches.
+    let mut x = seed;
     (0..len)
         .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 56) as u8
         })
         .collect()
 }
