@@ -181,16 +181,17 @@ impl<P: Port> Io<P> {
         self.build_frame(ip, fill)
     }
 
-    /// A datagram too long for one frame, as fragments (RFC 791): `body`
-    /// is its whole payload, the transport header's checksum computed in
-    /// software (a device sums one frame, not a datagram). Each fragment
-    /// but the last carries [`frag::fragment_size`] bytes; all share one
-    /// identification, DF clear. The frames, with no destination MAC yet,
-    /// go to `out`; false (and `out` emptied) if an mbuf ran out.
+    /// A datagram too long for one frame, as fragments (RFC 791): its
+    /// payload is the transport `header` (checksum computed in software:
+    /// a device sums one frame, not a datagram) and then `data`, copied
+    /// straight into the frames. Each fragment but the last carries
+    /// [`frag::fragment_size`] bytes; all share one identification, DF
+    /// clear. The frames, with no destination MAC yet, go to `out`; false
+    /// (and `out` emptied) if an mbuf ran out.
     pub(super) fn build_fragments(
         &mut self,
         mut ip: Ipv4Repr,
-        body: &[u8],
+        (header, data): (&[u8], &[u8]),
         mtu: usize,
         out: &mut Vec<Mbuf>,
     ) -> bool {
@@ -198,13 +199,22 @@ impl<P: Port> Io<P> {
         self.ident = self.ident.wrapping_add(1);
         ip.dont_frag = false;
         let size = frag::fragment_size(mtu);
-        for (i, chunk) in body.chunks(size).enumerate() {
-            let at = i * size;
+        let total = header.len() + data.len();
+        for at in (0..total).step_by(size) {
+            let len = size.min(total - at);
             let mut f = ip;
             f.frag_offset = at as u16;
-            f.more_frags = at + chunk.len() < body.len();
-            f.payload_len = chunk.len();
-            match self.build_frame(f, |out| out.copy_from_slice(chunk)) {
+            f.more_frags = at + len < total;
+            f.payload_len = len;
+            let fill = |out: &mut [u8]| {
+                // The part of the header in this fragment, then the data.
+                let h = header.get(at..).unwrap_or(&[]);
+                let h = &h[..h.len().min(len)];
+                out[..h.len()].copy_from_slice(h);
+                let from = (at + h.len()).saturating_sub(header.len());
+                out[h.len()..].copy_from_slice(&data[from..from + len - h.len()]);
+            };
+            match self.build_frame(f, fill) {
                 Some(m) => out.push(m),
                 None => {
                     out.clear();

@@ -903,18 +903,18 @@ impl<P: Port> Stack<P> {
         }
     }
 
-    /// Sends `body`, a whole transport datagram (checksum included) too
-    /// long for one frame, in fragments to `mac`, or parked for `hop`
-    /// until ARP answers; false if an mbuf ran out.
+    /// Sends a whole transport datagram too long for one frame, its
+    /// header (checksum included) then its data, in fragments to `mac`, or
+    /// parked for `hop` until ARP answers; false if an mbuf ran out.
     fn send_fragments(
         &mut self,
         ip: Ipv4Repr,
-        body: &[u8],
+        datagram: (&[u8], &[u8]),
         mac: Option<EthernetAddress>,
         hop: Ipv4Addr,
     ) -> bool {
         let mut frames = std::mem::take(&mut self.fragments);
-        let built = self.io.build_fragments(ip, body, self.mtu, &mut frames);
+        let built = self.io.build_fragments(ip, datagram, self.mtu, &mut frames);
         for m in frames.drain(..) {
             match mac {
                 Some(mac) => self.io.queue_to(m, mac),
@@ -946,21 +946,23 @@ impl<P: Port> Stack<P> {
         self.io.stats.icmp_echo += 1;
         let mut reply = self.io.ip_to(ip.src_addr, IpProtocol::ICMP, body.len());
         reply.dont_frag = false;
-        let echo = |out: &mut [u8]| {
-            out.copy_from_slice(body);
-            out[0] = 0;
-            out[2] = 0;
-            out[3] = 0;
-            let sum = !checksum::data(out);
-            out[2..4].copy_from_slice(&sum.to_be_bytes());
-        };
+        // The request's header as the reply's (type 0), its checksum
+        // summed over the header and the data the reply echoes.
+        let mut header = [0u8; 8];
+        header.copy_from_slice(&body[..8]);
+        header[0] = 0;
+        header[2..4].fill(0);
+        let data = &body[8..];
+        let sum = !checksum::combine(&[checksum::data(&header), checksum::data(data)]);
+        header[2..4].copy_from_slice(&sum.to_be_bytes());
         if 20 + body.len() <= self.mtu {
-            self.io.send_ip(src_mac, reply, echo);
+            self.io.send_ip(src_mac, reply, |out| {
+                out[..8].copy_from_slice(&header);
+                out[8..].copy_from_slice(data);
+            });
         } else {
             // A reassembled request: the reply goes back in fragments.
-            let mut whole = vec![0; body.len()];
-            echo(&mut whole);
-            self.send_fragments(reply, &whole, Some(src_mac), ip.src_addr);
+            self.send_fragments(reply, (&header, data), Some(src_mac), ip.src_addr);
         }
     }
 
