@@ -36,7 +36,11 @@
 //! [`Transport::consume`] drops what was used. While the buffer is full
 //! the transport stops reading that socket, the kernel's buffer fills and
 //! TCP closes the peer's window: a slow reader pushes back to the sender,
-//! nothing is queued without bound.
+//! nothing is queued without bound. On the user-space stack a segment
+//! that arrives in order into an empty buffer is read in place, in the rx
+//! mbuf that carried it, when it is consumed in the pass it arrived (the
+//! request/response case); bytes left for a later pass are copied into
+//! the buffer, so no mbuf is held longer.
 //!
 //! **Sending.** [`Transport::write`] copies into the connection's send
 //! buffer ([`Config::tx_buffer`] bytes) and returns how much it took; the

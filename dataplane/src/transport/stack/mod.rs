@@ -35,7 +35,10 @@
 //! their own runtimes. Here a segment is looked up by its 4-tuple in a
 //! hash map, parsed in place in the rx mbuf with [`crate::wire`], and its
 //! connection's state machine (`tcb.rs`) is a pure function of the state,
-//! the segment and the time, which the fuzz target drives directly.
+//! the segment and the time, which the fuzz target drives directly. A
+//! payload that arrives in order into an empty receive buffer stays in
+//! its mbuf, and [`Stack::peek`] is a slice of it until it is consumed or
+//! the next pass copies what is left (`rxbuf.rs`).
 //!
 //! **What it speaks.** Ethernet II; ARP (RFC 826: replies for our
 //! address, learns from requests to us and from replies, asks for a next
@@ -190,10 +193,15 @@ pub struct Stack<P: Port> {
     /// Frames built for a next hop whose MAC is being asked for.
     arp_pending: Vec<(Ipv4Addr, Mbuf)>,
     udps: Vec<Option<UdpSock>>,
+    /// Connections; a receive buffer may hold the rx mbuf it reads in
+    /// place.
+    conns: Slab<Conn>,
     io: Io<P>,
     cfg: StackConfig,
     params: Params,
-    conns: Slab<Conn>,
+    /// Connections whose receive buffer took an rx mbuf this pass, settled
+    /// at the start of the next.
+    lent: Vec<(u32, u32)>,
     flows: HashMap<FlowKey, u32>,
     listeners: Vec<Option<Listener>>,
     by_port: HashMap<u16, u32>,
@@ -222,6 +230,19 @@ pub struct Stack<P: Port> {
     next_port: u16,
     now: Instant,
     ended: TcpCounters,
+}
+
+/// A received frame kept past its handling, for the payload in it.
+enum Kept {
+    /// A datagram for a UDP socket's queue.
+    Udp(Delivery),
+    /// A segment's payload a connection reads in place, from `at` in the
+    /// frame.
+    Tcp {
+        index: u32,
+        generation: u32,
+        at: usize,
+    },
 }
 
 impl<P: Port> std::fmt::Debug for Stack<P> {
@@ -321,6 +342,7 @@ impl<P: Port> Stack<P> {
             events: VecDeque::new(),
             timers: wheel::Wheel::new(now),
             fired: Vec::new(),
+            lent: Vec::new(),
             dirty: Vec::new(),
             segs: Vec::new(),
             neighbours,
@@ -507,7 +529,8 @@ impl<P: Port> Stack<P> {
         }
     }
 
-    /// Every byte received in order and not consumed, as one slice.
+    /// Every byte received in order and not consumed, as one slice (of
+    /// the rx mbuf that carried it, where it is read in place).
     ///
     /// # Errors
     /// [`Error::NotOpen`] for a connection that is closed.
@@ -619,6 +642,13 @@ impl<P: Port> Stack<P> {
         let before = self.events.len();
         self.now = Instant::now();
         self.io.stats.passes += 1;
+        // Bytes lent last pass and not consumed move into their buffers,
+        // so no rx mbuf is held across more than one pass.
+        for (index, generation) in self.lent.drain(..) {
+            if let Some(conn) = self.conns.get_mut(index, generation) {
+                conn.tcb.settle();
+            }
+        }
         for _ in 0..RX_BURSTS_PER_POLL {
             if self.io.port.rx_burst(&mut self.rx) == 0 {
                 break;
@@ -630,7 +660,17 @@ impl<P: Port> Stack<P> {
                     continue;
                 }
                 match self.frame(m.data()) {
-                    Some(d) => self.deliver(m, d),
+                    Some(Kept::Udp(d)) => self.deliver(m, d),
+                    Some(Kept::Tcp {
+                        index,
+                        generation,
+                        at,
+                    }) => {
+                        if let Some(conn) = self.conns.get_mut(index, generation) {
+                            conn.tcb.attach(m, at);
+                            self.lent.push((index, generation));
+                        }
+                    }
                     None => drop(m),
                 }
             }
@@ -808,9 +848,9 @@ impl<P: Port> Stack<P> {
         }
     }
 
-    /// Handles a received frame; a UDP datagram that a socket takes is
-    /// returned, to be kept in its mbuf.
-    fn frame(&mut self, data: &[u8]) -> Option<Delivery> {
+    /// Handles a received frame; where a UDP socket or a connection keeps
+    /// the payload in its mbuf, says where it goes.
+    fn frame(&mut self, data: &[u8]) -> Option<Kept> {
         let Ok(frame) = EthernetFrame::new_checked(data) else {
             self.io.stats.rx_malformed += 1;
             return None;
@@ -829,7 +869,7 @@ impl<P: Port> Stack<P> {
         None
     }
 
-    fn ipv4(&mut self, src_mac: EthernetAddress, payload: &[u8]) -> Option<Delivery> {
+    fn ipv4(&mut self, src_mac: EthernetAddress, payload: &[u8]) -> Option<Kept> {
         let Ok(packet) = Ipv4Packet::new_checked(payload) else {
             self.io.stats.rx_malformed += 1;
             return None;
@@ -862,14 +902,15 @@ impl<P: Port> Stack<P> {
             return None;
         }
         let body = packet.payload();
+        // The transport header's offset in the frame: Ethernet, then the
+        // IP header with its options.
+        let at = 14 + packet.header_len();
         match repr.protocol {
-            IpProtocol::TCP => self.tcp(src_mac, &repr, body),
+            IpProtocol::TCP => return self.tcp(src_mac, &repr, body, Some(at)),
             IpProtocol::ICMP => self.icmp(src_mac, &repr, body),
-            // The UDP header's offset in the frame: Ethernet, then the IP
-            // header with its options.
             IpProtocol::UDP => {
-                return match self.udp_delivery(&repr, body, 14 + packet.header_len()) {
-                    Ok(d) => Some(d),
+                return match self.udp_delivery(&repr, body, at) {
+                    Ok(d) => Some(Kept::Udp(d)),
                     Err(udp::Refused::NoSocket) => {
                         let header = &payload[..packet.header_len()];
                         self.port_unreachable(src_mac, &repr, header, body);
@@ -890,7 +931,9 @@ impl<P: Port> Stack<P> {
         self.io.rx_l4 = ChecksumMode::Software;
         let body = &d.payload[..];
         match d.ip.protocol {
-            IpProtocol::TCP => self.tcp(src_mac, &d.ip, body),
+            IpProtocol::TCP => {
+                self.tcp(src_mac, &d.ip, body, None);
+            }
             IpProtocol::ICMP => self.icmp(src_mac, &d.ip, body),
             IpProtocol::UDP => match self.udp_delivery(&d.ip, body, 0) {
                 Ok(delivery) => self.deliver_reassembled(d.payload, delivery),
@@ -966,24 +1009,33 @@ impl<P: Port> Stack<P> {
         }
     }
 
-    fn tcp(&mut self, src_mac: EthernetAddress, ip: &Ipv4Repr, body: &[u8]) {
+    /// Handles a TCP segment; `at`, where `body` starts in the rx frame
+    /// that carries it (none for a reassembled datagram), lets the
+    /// connection read its payload in place: the frame is kept if it does.
+    fn tcp(
+        &mut self,
+        src_mac: EthernetAddress,
+        ip: &Ipv4Repr,
+        body: &[u8],
+        at: Option<usize>,
+    ) -> Option<Kept> {
         let addrs = IpPair::V4 {
             src: ip.src_addr,
             dst: ip.dst_addr,
         };
         let Ok(packet) = TcpPacket::new_checked(body) else {
             self.io.stats.rx_malformed += 1;
-            return;
+            return None;
         };
         let repr = match TcpRepr::parse(&packet, &addrs, self.io.rx_l4) {
             Ok(r) => r,
             Err(crate::wire::WireError::BadChecksum(_)) => {
                 self.io.stats.rx_bad_checksum += 1;
-                return;
+                return None;
             }
             Err(_) => {
                 self.io.stats.rx_malformed += 1;
-                return;
+                return None;
             }
         };
         self.io.stats.tcp_rx += 1;
@@ -997,6 +1049,7 @@ impl<P: Port> Stack<P> {
             sack_permitted: repr.sack_permitted,
             sack: repr.sack,
             payload: packet.payload(),
+            lendable: at.is_some(),
         };
         let key = FlowKey {
             local_port: repr.dst_port,
@@ -1010,8 +1063,16 @@ impl<P: Port> Stack<P> {
         {
             conn.tcb.input(&seg, now);
             let generation = conn.generation;
+            let lent = conn.tcb.awaits_frame();
             self.mark(index, generation);
-            return;
+            return match at {
+                Some(at) if lent => Some(Kept::Tcp {
+                    index,
+                    generation,
+                    at: at + packet.header_len(),
+                }),
+                _ => None,
+            };
         }
         let flags = repr.flags;
         if let Some(&l) = self.by_port.get(&repr.dst_port)
@@ -1020,10 +1081,10 @@ impl<P: Port> Stack<P> {
             && !flags.contains(TcpFlags::RST)
         {
             self.syn(l, key, src_mac, &seg);
-            return;
+            return None;
         }
         if flags.contains(TcpFlags::RST) {
-            return;
+            return None;
         }
         // No connection (RFC 9293 section 3.10.7.1), or a listener sent
         // something other than a SYN (section 3.10.7.2): reset.
@@ -1049,6 +1110,7 @@ impl<P: Port> Stack<P> {
             len: 0,
         };
         self.io.send_bare(src_mac, &key, &out);
+        None
     }
 
     /// A SYN for a listener (RFC 9293 section 3.10.7.2).
@@ -1097,4 +1159,6 @@ fn add_counters(sum: &mut TcpCounters, c: &TcpCounters) {
     sum.sack_acks += c.sack_acks;
     sum.sack_retransmits += c.sack_retransmits;
     sum.loss_probes += c.loss_probes;
+    sum.rx_in_place += c.rx_in_place;
+    sum.rx_in_place_copied += c.rx_in_place_copied;
 }

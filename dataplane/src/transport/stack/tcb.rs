@@ -45,6 +45,7 @@
 use super::rxbuf::RxBuf;
 use crate::transport::CloseReason;
 use crate::wire::{SackBlocks, TcpFlags};
+use hugepages::mbuf::Mbuf;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -176,6 +177,9 @@ pub(crate) struct SegIn<'a> {
     /// SACK blocks (RFC 2018).
     pub(crate) sack: SackBlocks,
     pub(crate) payload: &'a [u8],
+    /// The payload is in an rx mbuf that the stack hands over if the
+    /// receive buffer keeps it (see [`Tcb::awaits_frame`]).
+    pub(crate) lendable: bool,
 }
 
 impl SegIn<'_> {
@@ -255,6 +259,12 @@ pub struct TcpCounters {
     pub sack_retransmits: u64,
     /// Tail loss probes sent (RFC 8985 section 7).
     pub loss_probes: u64,
+    /// Segments whose payload the application read in place, in the rx
+    /// mbuf that carried it (no copy).
+    pub rx_in_place: u64,
+    /// Of those, segments copied after all: bytes left unconsumed at the
+    /// next pass, or more bytes arriving behind them.
+    pub rx_in_place_copied: u64,
 }
 
 /// The largest window the 16-bit field carries unscaled.
@@ -512,6 +522,32 @@ impl Tcb {
     /// The bytes received in order and not consumed.
     pub(crate) fn peek(&self) -> &[u8] {
         self.rx.bytes()
+    }
+
+    /// Whether the last segment's payload was counted as received to be
+    /// read in place: the stack must [`attach`](Self::attach) its mbuf
+    /// before anything else touches the connection.
+    pub(crate) fn awaits_frame(&self) -> bool {
+        self.rx.awaits_frame()
+    }
+
+    /// Hands over the rx mbuf whose payload (from `at` in its data) the
+    /// last segment lent. Should the mbuf not hold it (the stack computes
+    /// `at` from the same frame, so it does), the bytes counted are lost
+    /// before any ACK for them left: the connection is reset rather than
+    /// go on with a hole in the stream.
+    pub(crate) fn attach(&mut self, m: Mbuf, at: usize) {
+        if !self.rx.attach(m, at) {
+            self.abort(CloseReason::Aborted);
+        }
+    }
+
+    /// Copies bytes still read in place into the receive buffer and gives
+    /// their mbuf back (the stack does it at the start of each pass).
+    pub(crate) fn settle(&mut self) {
+        if self.rx.settle() {
+            self.counters.rx_in_place_copied += 1;
+        }
     }
 
     /// Drops `n` received bytes; the window reopens.
@@ -980,7 +1016,8 @@ impl Tcb {
                         self.abort(CloseReason::Aborted);
                         return;
                     }
-                    self.receive(seq, data, now);
+                    let lend = seg.lendable.then(|| seq.since(seg.seq));
+                    self.receive(seq, data, lend, now);
                 }
                 _ => {}
             }
@@ -996,8 +1033,9 @@ impl Tcb {
         self.take_fin(now);
     }
 
-    /// Stores in-window data and schedules the acknowledgment.
-    fn receive(&mut self, seq: Seq, data: &[u8], now: Instant) {
+    /// Stores in-window data and schedules the acknowledgment. `lend`:
+    /// where `data` starts in a payload that may be read in place.
+    fn receive(&mut self, seq: Seq, data: &[u8], lend: Option<usize>, now: Instant) {
         // Cut at the advertised window's right edge (section 3.10.7.4).
         let data = &data[..data.len().min(self.rcv_adv.since(seq))];
         if data.is_empty() {
@@ -1005,7 +1043,19 @@ impl Tcb {
         }
         let offset = seq.since(self.rcv_nxt);
         let had_holes = self.rx.has_holes();
-        let (stored, advanced) = self.rx.write(offset, data);
+        let (stored, advanced) = match lend {
+            Some(at) if offset == 0 && self.rx.can_lend(data.len()) => {
+                self.rx.lend(data.len(), at);
+                self.counters.rx_in_place += 1;
+                (data.len(), data.len())
+            }
+            _ => {
+                if self.rx.is_lent() {
+                    self.counters.rx_in_place_copied += 1;
+                }
+                self.rx.write(offset, data)
+            }
+        };
         if stored > 0 {
             self.active(now);
         }
@@ -1988,6 +2038,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
             sack_permitted: first & 8 != 0,
             sack: SackBlocks::default(),
             payload: &[],
+            lendable: false,
         };
         Tcb::accept(p, iss, &syn, now)
     };
@@ -2027,6 +2078,7 @@ pub fn fuzz_drive(data: &[u8]) -> Result<(), String> {
                     sack_permitted: flags.contains(TcpFlags::SYN) && len % 16 == 8,
                     sack,
                     payload: &payload[..len.min(payload.len())],
+                    lendable: false,
                 };
                 t.input(&seg, now);
             }
@@ -2120,6 +2172,7 @@ mod sack_tests {
             sack_permitted,
             sack: SackBlocks::default(),
             payload,
+            lendable: false,
         }
     }
 

@@ -1094,3 +1094,109 @@ fn an_idle_connection_times_out_and_a_busy_one_does_not() {
     drop((client, server));
     let _ = (pool_a, pool_b);
 }
+
+#[test]
+fn bytes_consumed_in_the_pass_they_arrive_are_read_in_place_and_the_rest_copied_once() {
+    let (pa, pb, pool_a, pool_b) = pair("stk-lend");
+    let mut a = Stack::new(pa, config(1)).expect("stack a");
+    let mut b = Stack::new(pb, config(2)).expect("stack b");
+    b.listen(80).expect("listen");
+    let c = a.connect(SocketAddrV4::new(addr(2), 80)).expect("connect");
+    let mut s = None;
+    for _ in 0..10_000 {
+        a.poll();
+        while a.next_event().is_some() {}
+        b.poll();
+        while let Some(ev) = b.next_event() {
+            if let Event::Accepted { conn, .. } = ev {
+                s = Some(conn);
+            }
+        }
+        if s.is_some()
+            && matches!(
+                a.conn_stats(c).map(|st| st.state),
+                Ok(TcpState::Established)
+            )
+        {
+            break;
+        }
+    }
+    let s = s.expect("accepted");
+    // Mbufs out of the pools, less the ones each stack keeps to build
+    // frames in.
+    let out = |a: &Stack<MemoryPort>, b: &Stack<MemoryPort>| {
+        pool_a.in_use() + pool_b.in_use() - a.io.spare.len() - b.io.spare.len()
+    };
+    // Sends `parts` as one segment each, in one burst, and polls the
+    // server once: what it then holds in order.
+    let send = |a: &mut Stack<MemoryPort>, b: &mut Stack<MemoryPort>, parts: &[&[u8]]| {
+        for p in parts {
+            assert_eq!(a.write(c, p).expect("write"), p.len());
+            a.flush();
+        }
+        b.poll();
+        let mut readable = false;
+        while let Some(ev) = b.next_event() {
+            readable |= ev == Event::Readable(s);
+        }
+        assert!(readable);
+        b.peek(s).expect("open").to_vec()
+    };
+    // The server's pass, then the client's, which takes in (and frees)
+    // whatever the server sent.
+    let passes = |a: &mut Stack<MemoryPort>, b: &mut Stack<MemoryPort>| {
+        b.poll();
+        while b.next_event().is_some() {}
+        a.poll();
+        while a.next_event().is_some() {}
+    };
+    // Quiet: what the pools have out now (the ports' own) is what they
+    // have out whenever both sides are quiet.
+    passes(&mut a, &mut b);
+    let quiet = out(&a, &b);
+    // Requests consumed in the pass they arrive: read where they landed,
+    // and each rx mbuf home at the start of the next pass.
+    for i in 0..100u64 {
+        let req = pattern(i, 1 + (i as usize * 37) % 1400);
+        assert_eq!(send(&mut a, &mut b, &[&req]), req);
+        assert!(out(&a, &b) > quiet, "request {i}: not held");
+        b.consume(s, req.len()).expect("open");
+        passes(&mut a, &mut b);
+        assert_eq!(out(&a, &b), quiet, "request {i}: its mbuf stayed out");
+    }
+    let st = b.conn_stats(s).expect("open").counters;
+    assert_eq!((st.rx_in_place, st.rx_in_place_copied), (100, 0));
+    // Half consumed and left: the next pass copies the rest and gives the
+    // mbuf back, and what arrives after joins it.
+    let first = pattern(1000, 700);
+    assert_eq!(send(&mut a, &mut b, &[&first]), first);
+    b.consume(s, 300).expect("open");
+    passes(&mut a, &mut b);
+    assert_eq!(out(&a, &b), quiet, "the mbuf outlived its pass");
+    assert_eq!(b.peek(s).expect("open"), &first[300..]);
+    let second = pattern(1001, 900);
+    let got = send(&mut a, &mut b, &[&second]);
+    assert_eq!(got, [&first[300..], &second[..]].concat());
+    b.consume(s, got.len()).expect("open");
+    // (The second landed behind held bytes: copied, not lent.) Two
+    // segments in one burst: the first lent, then copied when the
+    // second lands behind it.
+    let (x, y) = (pattern(1002, 1000), pattern(1003, 1000));
+    let got = send(&mut a, &mut b, &[&x, &y]);
+    assert_eq!(got, [&x[..], &y[..]].concat());
+    b.consume(s, got.len()).expect("open");
+    let st = b.conn_stats(s).expect("open").counters;
+    assert_eq!((st.rx_in_place, st.rx_in_place_copied), (102, 2));
+    assert_eq!(
+        st.rx_bytes,
+        (0..100).map(|i| 1 + (i * 37) % 1400).sum::<usize>() as u64 + 3600
+    );
+    // Closed with a lent mbuf still held: it goes home with the connection.
+    let last = pattern(1004, 50);
+    assert_eq!(send(&mut a, &mut b, &[&last]), last);
+    b.abort(s).expect("open");
+    a.close(c).expect("open");
+    settle(&mut a, &mut b);
+    drop((a, b));
+    assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
+}
