@@ -3,7 +3,8 @@
 //! on a loop device over one (when root), and the RAM disk.
 //!
 //! - read after write, every block checksummed;
-//! - random operation sequences checked against an in-memory model;
+//! - random operation sequences (half the writes FUA) checked against an
+//!   in-memory model;
 //! - refusals (misaligned, out of range, too large, full) hand the
 //!   operation back and submit nothing;
 //! - selection, and `DATAPLANE_REQUIRE=io_uring` refusing a fallback;
@@ -209,7 +210,9 @@ fn random_operations_match_the_model() {
                     for m in &mut model[range.clone()] {
                         *m = Model::Gen(generation);
                     }
-                    op::Write::new(buf, lba, n).tag(tag).build()
+                    // Half of them durable on completion (FUA).
+                    let w = op::Write::new(buf, lba, n).tag(tag);
+                    if rng.random_bool(0.5) { w.fua() } else { w }.build()
                 }
                 OpKind::Read => op::Read::new(pool.alloc_buf().expect("a buffer"), lba, n)
                     .tag(tag)
@@ -317,7 +320,7 @@ fn refusals_hand_the_operation_back() {
             .expect("a queue");
         let refuse = |q: &mut dyn block::Queue, op: block::Op| -> Invalid {
             let before = q.stats().submitted;
-            let tag = op.tag();
+            let (tag, fua) = (op.tag(), op.fua());
             let had_buf = op.buf().is_some();
             let e = q.submit(op).expect_err("refused");
             assert_eq!(q.in_flight(), 0, "{name}: something was submitted");
@@ -325,7 +328,7 @@ fn refusals_hand_the_operation_back() {
             println!("{name}: refused as it should be: {e}");
             let why = e.invalid().expect("an Invalid, not Full");
             let back = e.into_op();
-            assert_eq!(back.tag(), tag);
+            assert_eq!((back.tag(), back.fua()), (tag, fua));
             assert_eq!(back.into_buf().is_some(), had_buf, "the buffer comes back");
             why
         };
@@ -335,7 +338,10 @@ fn refusals_hand_the_operation_back() {
             Invalid::OutOfRange { .. }
         ));
         assert!(matches!(
-            refuse(q.as_mut(), op::Write::new(buf(), g.blocks - 1, 2).build()),
+            refuse(
+                q.as_mut(),
+                op::Write::new(buf(), g.blocks - 1, 2).fua().build()
+            ),
             Invalid::OutOfRange { .. }
         ));
         assert!(matches!(
@@ -375,9 +381,9 @@ fn refusals_hand_the_operation_back() {
             q.submit(op::Read::new(buf(), i, 1).tag(i).build())
                 .expect("room");
         }
-        match q.submit(op::Read::new(buf(), 0, 1).tag(99).build()) {
+        match q.submit(op::Write::new(buf(), 0, 1).fua().tag(99).build()) {
             Err(SubmitError::Full(op)) => {
-                assert_eq!(op.tag(), 99);
+                assert_eq!((op.tag(), op.fua()), (99, true));
                 assert!(op.into_buf().is_some());
             }
             other => panic!("{name}: expected Full, got {other:?}"),

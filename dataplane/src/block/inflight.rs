@@ -14,6 +14,8 @@ pub(crate) struct Slot {
     /// Bytes the operation moves (0 for range operations and flush).
     pub(crate) bytes: u32,
     pub(crate) buf: Option<DmaBuf>,
+    /// A write durable on completion.
+    pub(crate) fua: bool,
 }
 
 impl Slot {
@@ -23,6 +25,7 @@ impl Slot {
             kind: op.kind,
             bytes,
             buf: op.buf,
+            fua: op.fua,
         }
     }
 
@@ -34,6 +37,7 @@ impl Slot {
             blocks,
             buf: self.buf,
             tag: self.tag,
+            fua: self.fua,
         }
     }
 

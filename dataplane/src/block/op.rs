@@ -73,6 +73,8 @@ pub struct Op {
     pub(crate) blocks: u32,
     pub(crate) buf: Option<DmaBuf>,
     pub(crate) tag: u64,
+    /// A write durable on completion (NVMe's Force Unit Access).
+    pub(crate) fua: bool,
 }
 
 impl Op {
@@ -96,6 +98,11 @@ impl Op {
         self.tag
     }
 
+    /// Whether a write is durable when it completes ([`Write::fua`]).
+    pub fn fua(&self) -> bool {
+        self.fua
+    }
+
     /// The buffer, if the operation has one.
     pub fn buf(&self) -> Option<&DmaBuf> {
         self.buf.as_ref()
@@ -117,13 +124,14 @@ macro_rules! data_builder {
             lba: u64,
             blocks: u32,
             tag: u64,
+            fua: bool,
         }
 
         impl $name {
             /// `blocks` logical blocks at `lba`, through the first
             /// `blocks * block_size` bytes of `buf`; tag 0.
             pub fn new(buf: DmaBuf, lba: u64, blocks: u32) -> Self {
-                Self { buf, lba, blocks, tag: 0 }
+                Self { buf, lba, blocks, tag: 0, fua: false }
             }
 
             /// The caller's tag, handed back in the completion.
@@ -140,6 +148,7 @@ macro_rules! data_builder {
                     blocks: self.blocks,
                     buf: Some(self.buf),
                     tag: self.tag,
+                    fua: self.fua,
                 }
             }
         }
@@ -156,6 +165,20 @@ data_builder!(
     Write,
     OpKind::Write
 );
+
+impl Write {
+    /// Durable when it completes, as if a [`Flush`] had followed it and
+    /// completed, without the second round trip: NVMe's Force Unit Access
+    /// bit under SPDK, `RWF_DSYNC` on io_uring (the kernel sets FUA on
+    /// the device's write, or flushes after it where the device has no
+    /// FUA, and for a file commits what the data needs of its metadata),
+    /// `fdatasync` after the write under psync, nothing on a RAM disk.
+    /// It covers this write only, not others completed before it.
+    pub fn fua(mut self) -> Self {
+        self.fua = true;
+        self
+    }
+}
 
 macro_rules! range_builder {
     ($(#[$doc:meta])* $name:ident, $kind:expr) => {
@@ -188,6 +211,7 @@ macro_rules! range_builder {
                     blocks: self.blocks,
                     buf: None,
                     tag: self.tag,
+                    fua: false,
                 }
             }
         }
@@ -232,6 +256,7 @@ impl Flush {
             blocks: 0,
             buf: None,
             tag: self.tag,
+            fua: false,
         }
     }
 }

@@ -133,6 +133,13 @@ impl PsyncQueue {
                 Err(e) => return errno(&e),
             }
         }
+        if slot.fua && slot.kind == OpKind::Write {
+            // Durable on completion: the write's data and what its
+            // metadata needs, in the same operation.
+            if let Err(e) = retry(|| self.file().sync_data()) {
+                return errno(&e);
+            }
+        }
         Status::Success
     }
 

@@ -130,9 +130,13 @@ impl UringQueue {
                         .build(),
                     (Some(i), false) => opcode::WriteFixed::new(FILE, ptr, len, i)
                         .offset(offset)
+                        .rw_flags(rw_flags(op))
                         .build(),
                     (None, true) => opcode::Read::new(FILE, ptr, len).offset(offset).build(),
-                    (None, false) => opcode::Write::new(FILE, ptr, len).offset(offset).build(),
+                    (None, false) => opcode::Write::new(FILE, ptr, len)
+                        .offset(offset)
+                        .rw_flags(rw_flags(op))
+                        .build(),
                 }
             }
             OpKind::Flush => opcode::Fsync::new(FILE)
@@ -363,4 +367,10 @@ impl Drop for UringQueue {
             self.inflight.leak_all();
         }
     }
+}
+
+/// A write's `RWF_*` flags: `RWF_DSYNC` for one durable on completion
+/// (the kernel sets FUA on the device's write, or flushes after it).
+fn rw_flags(op: &Op) -> i32 {
+    if op.fua { libc::RWF_DSYNC } else { 0 }
 }

@@ -9,6 +9,10 @@ struct SlotCtx {
     id: u32,
 }
 
+/// `SPDK_NVME_IO_FLAGS_FORCE_UNIT_ACCESS` (include/spdk/nvme.h): the
+/// write's FUA bit, CDW12 bit 30.
+const IO_FLAGS_FORCE_UNIT_ACCESS: u32 = 1 << 30;
+
 unsafe extern "C" fn complete(arg: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
     // SAFETY: `arg` is a `SlotCtx` of the queue that submitted the
     // command; the queue frees them only after its qpair, so they
@@ -134,8 +138,10 @@ impl SpdkQueue {
     }
 
     /// Issues the command for slot `id`; SPDK's return code.
-    fn issue(&self, kind: OpKind, buf: *mut c_void, lba: u64, blocks: u32, id: u32) -> i32 {
+    fn issue(&self, op: (OpKind, bool), buf: *mut c_void, lba: u64, blocks: u32, id: u32) -> i32 {
         let (ns, qp, arg) = (self.shared.ns.as_ptr(), self.qpair.as_ptr(), self.ctx(id));
+        let (kind, fua) = op;
+        let io_flags = if fua { IO_FLAGS_FORCE_UNIT_ACCESS } else { 0 };
         let cb = Some(complete as unsafe extern "C" fn(*mut c_void, *const sys::spdk_nvme_cpl));
         match kind {
             // `arg` lives until the qpair is freed; `buf` is owned by the
@@ -147,7 +153,7 @@ impl SpdkQueue {
             },
             // SAFETY: as above.
             OpKind::Write => unsafe {
-                sys::spdk_nvme_ns_cmd_write(ns, qp, buf, lba, blocks, cb, arg, 0)
+                sys::spdk_nvme_ns_cmd_write(ns, qp, buf, lba, blocks, cb, arg, io_flags)
             },
             // SAFETY: as above, without a buffer.
             OpKind::Flush => unsafe { sys::spdk_nvme_ns_cmd_flush(ns, qp, cb, arg) },
@@ -219,7 +225,7 @@ impl Queue for SpdkQueue {
             let why = super::super::Invalid::UnregisteredBuffer { addr: buf.addr() };
             return Err(SubmitError::Invalid { op, why });
         }
-        let (kind, lba, blocks) = (op.kind, op.lba, op.blocks);
+        let (kind, lba, blocks) = ((op.kind, op.fua), op.lba, op.blocks);
         let id = match self.inflight.insert(Slot::from_op(op, bytes as u32)) {
             Ok(id) => id,
             Err(slot) => return Err(SubmitError::Full(slot.into_op(lba, blocks))),
