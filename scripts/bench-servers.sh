@@ -8,7 +8,10 @@
 #   redis-server   Debian's redis-server, persistence off (--save ""
 #                  --appendonly no), io-threads off (its default)
 #
-#   dp-kv --durable  the same with its log on a file (io_uring, O_DIRECT)
+#   dp-kv --durable  the same with its log on a file (io_uring, O_DIRECT),
+#                  each group committed by FUA writes (RWF_DSYNC), and
+#                  again with --durable-commit flush (the writes, then a
+#                  flush)
 #   redis AOF      redis-server --appendonly yes --appendfsync always, its
 #                  AOF on the same file system
 #   dp-http        apps/src/bin/dp-http.rs, one shard, `/plaintext`
@@ -22,7 +25,7 @@
 # p99). Contenders run in alternating order from round to round; the
 # ratios are ours / peer per round, and the tables give their median.
 #
-# The durable pair runs redis-benchmark -t set -c 50 -P 16 -d 16 for
+# The durable three run redis-benchmark -t set -c 50 -P 16 -d 16 for
 # DURABLE_REQUESTS (every reply after stable storage on both sides).
 #
 # The TLS pairs (--only tls) are the same servers with a certificate from
@@ -119,6 +122,11 @@ start() { # contender port
             rm -rf "$disk/kv" && mkdir -p "$disk/kv"
             "$KV" --port "$2" --cpus "$server_cpu" --json --durable "$disk/kv" \
                 --durable-size 4gb --durable-backend io_uring >"$work/server.log" 2>&1 & ;;
+        dp-kv-durable-flush)
+            rm -rf "$disk/kv" && mkdir -p "$disk/kv"
+            "$KV" --port "$2" --cpus "$server_cpu" --json --durable "$disk/kv" \
+                --durable-size 4gb --durable-backend io_uring --durable-commit flush \
+                >"$work/server.log" 2>&1 & ;;
         redis-aof)
             rm -rf "$disk/redis" && mkdir -p "$disk/redis"
             taskset -c "$server_cpu" redis-server --port "$2" --bind 127.0.0.1 --save "" \
@@ -148,7 +156,7 @@ start() { # contender port
 stop_server() { # contender -> prints cpu seconds
     local ticks=0 p
     case $1 in
-        dp-kv | dp-kv-durable | dp-http | dp-kv-tls | dp-http-tls) ;;
+        dp-kv | dp-kv-durable | dp-kv-durable-flush | dp-http | dp-kv-tls | dp-http-tls) ;;
         *) for p in $pid $(pgrep -P "$pid"); do
                ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
            done ;;
@@ -157,7 +165,7 @@ stop_server() { # contender -> prints cpu seconds
     # A subshell cannot wait for its parent's child: watch it go.
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     case $1 in
-        dp-kv | dp-kv-durable | dp-http | dp-kv-tls | dp-http-tls) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
+        dp-kv | dp-kv-durable | dp-kv-durable-flush | dp-http | dp-kv-tls | dp-http-tls) tail -n1 "$work/server.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["busy_seconds"])' ;;
         *) echo "scale=4; $ticks / $(getconf CLK_TCK)" | bc ;;
     esac
 }
@@ -242,8 +250,10 @@ wrk_csv() { # round contender [test]
 
 [[ $only == all || $only == durable ]] && rounds_durable=$rounds || rounds_durable=0
 for r in $(seq "$rounds_durable"); do
-    order=(dp-kv-durable redis-aof)
-    ((r % 2 == 0)) && order=(redis-aof dp-kv-durable)
+    # Rotated each round: FUA commits (the default), flush commits, Redis.
+    order=(dp-kv-durable dp-kv-durable-flush redis-aof)
+    ((r % 3 == 2)) && order=(dp-kv-durable-flush redis-aof dp-kv-durable)
+    ((r % 3 == 0)) && order=(redis-aof dp-kv-durable dp-kv-durable-flush)
     for c in "${order[@]}"; do
         port=$((port + 1))
         start "$c" "$port"
@@ -314,12 +324,16 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 keys = sorted({(int(r["pipeline"]), int(r["size"]), r["test"]) for r in rows})
 print(f"{'test':<9} {'-P':>3} {'-d':>5} {'ours rps':>11} {'peer rps':>11} {'ratio':>6} {'ours p99':>9} {'peer p99':>9} {'p99 ratio':>9} {'ours us':>8} {'peer us':>8} {'cpu ratio':>9}")
-for p, d, t in keys:
-    def get(c):
-        return {r["round"]: r for r in rows if r["contender"] == c and int(r["pipeline"]) == p and int(r["size"]) == d and r["test"] == t}
-    ours, peer = {"plaintext": ("dp-http", "nginx"), "durable-SET": ("dp-kv-durable", "redis-aof"),
-                  "tls-plaintext": ("dp-http-tls", "nginx-tls")}.get(
+def pairs(t):
+    if t == "durable-SET":
+        return [(t, "dp-kv-durable", "redis-aof"), ("durable-SET, flush", "dp-kv-durable-flush", "redis-aof")]
+    ours, peer = {"plaintext": ("dp-http", "nginx"), "tls-plaintext": ("dp-http-tls", "nginx-tls")}.get(
         t, ("dp-kv-tls", "redis-tls") if t.startswith("tls-") else ("dp-kv", "redis"))
+    return [(t, ours, peer)]
+for p, d, t0 in keys:
+  for t, ours, peer in pairs(t0):
+    def get(c):
+        return {r["round"]: r for r in rows if r["contender"] == c and int(r["pipeline"]) == p and int(r["size"]) == d and r["test"] == t0}
     a, b = get(ours), get(peer)
     rounds = sorted(set(a) & set(b))
     if not rounds:
@@ -330,7 +344,8 @@ for p, d, t in keys:
     us = lambda m, x: float(m[x]["cpu_s"]) * 1e6 / float(m[x]["run_requests"])
     cpu = statistics.median(us(b, x) / max(us(a, x), 1e-6) for x in rounds)
     print(f"{t:<9} {p:>3} {d:>5} {med(a,'rps'):>11.0f} {med(b,'rps'):>11.0f} {ratio:>6.2f} {med(a,'p99_ms'):>9.3f} {med(b,'p99_ms'):>9.3f} {lat:>9.2f} {statistics.median(us(a,x) for x in rounds):>8.2f} {statistics.median(us(b,x) for x in rounds):>8.2f} {cpu:>9.2f}")
-print("GET/SET: dp-kv against redis-server; durable-SET: dp-kv --durable against redis-server --appendfsync always;")
+print("GET/SET: dp-kv against redis-server; durable-SET: dp-kv --durable (FUA writes; ', flush': a flush after each")
+print("group's writes) against redis-server --appendfsync always;")
 print("plaintext: dp-http against nginx (-P 0: no pipelining); tls-*: the same over TLS 1.3")
 print("ratio: ours / peer requests/s, median of same-round ratios; p99 ratio: peer / ours (> 1: ours lower), in ms")
 print("us: the server's CPU microseconds per request over its run (ours: busy passes; peers: user + system);")

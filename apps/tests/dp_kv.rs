@@ -381,7 +381,7 @@ fn same_replies_as_redis(engine: &str) {
     // Durable mode answers the same, each write after its log block is
     // on disk.
     let dir = durable_dir(&format!("script-{engine}"));
-    let durable = durable_kv(engine, &dir, support::free_port(), "psync");
+    let durable = durable_kv(engine, &dir, support::free_port(), ("psync", "fua"));
     assert_eq!(
         String::from_utf8_lossy(&pipelined(durable.port)),
         String::from_utf8_lossy(&pipelined(redis.port)),
@@ -886,14 +886,14 @@ fn durable_dir(what: &str) -> Dir {
     Dir(d)
 }
 
-/// dp-kv in durable mode on `dir`, its logs `size` each on `backend`.
+/// dp-kv in durable mode on `dir`, its logs `size` each on `backend`,
+/// committed by FUA writes or flushes (`commit`).
 fn durable_on(
     engine: &str,
     dir: &Dir,
     port: u16,
     lcores: usize,
-    size: &str,
-    backend: &str,
+    (size, backend, commit): (&str, &str, &str),
 ) -> Server {
     let d = dir.0.to_str().expect("a UTF-8 path");
     let args = [
@@ -903,12 +903,14 @@ fn durable_on(
         size,
         "--durable-backend",
         backend,
+        "--durable-commit",
+        commit,
     ];
     start_kv(port, engine, lcores, &args)
 }
 
-fn durable_kv(engine: &str, dir: &Dir, port: u16, backend: &str) -> Server {
-    durable_on(engine, dir, port, 2, "64mb", backend)
+fn durable_kv(engine: &str, dir: &Dir, port: u16, (backend, commit): (&str, &str)) -> Server {
+    durable_on(engine, dir, port, 2, ("64mb", backend, commit))
 }
 
 /// Writers pipeline `SET`s of fresh keys and `INCR`s of a few counters
@@ -916,8 +918,8 @@ fn durable_kv(engine: &str, dir: &Dir, port: u16, backend: &str) -> Server {
 /// moment, restarted on its log, and must hold every acknowledged `SET`
 /// and at least every acknowledged increment (at most those sent). Many
 /// rounds, the keys of every round checked after every restart.
-fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
-    let dir = durable_dir(&format!("{engine}-{backend}"));
+fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str, commit: &str) {
+    let dir = durable_dir(&format!("{engine}-{backend}-{commit}"));
     let port = support::free_port();
     let mut acked_sets: Vec<(String, String)> = Vec::new();
     let mut acked_incr: std::collections::HashMap<String, i64> = Default::default();
@@ -930,7 +932,7 @@ fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
         rng
     };
     for round in 0..8 {
-        let mut kv = durable_kv(engine, &dir, port, backend);
+        let mut kv = durable_kv(engine, &dir, port, (backend, commit));
         // Everything acknowledged so far is there.
         let mut c = Client::new(port);
         for chunk in acked_sets.chunks(500) {
@@ -1042,7 +1044,7 @@ fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
         acked_sets.len()
     );
     // A last start checks the last round's writes, then stops cleanly.
-    let kv = durable_kv(engine, &dir, port, backend);
+    let kv = durable_kv(engine, &dir, port, (backend, commit));
     let mut c = Client::new(port);
     let (k, v) = acked_sets.last().expect("a write");
     assert_eq!(
@@ -1058,12 +1060,21 @@ fn acknowledged_writes_survive_sigkill(engine: &str, backend: &str) {
 
 fn durable_on_io_uring(engine: &str) {
     if support::io_uring_runs() {
-        acknowledged_writes_survive_sigkill(engine, "io_uring");
+        acknowledged_writes_survive_sigkill(engine, "io_uring", "fua");
     }
 }
 
 fn durable_on_psync(engine: &str) {
-    acknowledged_writes_survive_sigkill(engine, "psync");
+    acknowledged_writes_survive_sigkill(engine, "psync", "fua");
+}
+
+/// The log committed by a flush after each group's writes (the other
+/// way), on the kernel's TCP.
+#[test]
+fn durable_with_flushes_on_io_uring() {
+    if support::io_uring_runs() {
+        acknowledged_writes_survive_sigkill("epoll", "io_uring", "flush");
+    }
 }
 
 /// A log that fills refuses writes with an error and keeps what it
@@ -1071,7 +1082,7 @@ fn durable_on_psync(engine: &str) {
 fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
     let dir = durable_dir(&format!("full-{engine}"));
     let port = support::free_port();
-    let kv = durable_on(engine, &dir, port, 1, "256kb", "psync");
+    let kv = durable_on(engine, &dir, port, 1, ("256kb", "psync", "fua"));
     let value = "x".repeat(1000);
     let mut ok = 0;
     // The write that finds the log full was never acknowledged: its
@@ -1118,7 +1129,7 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
     );
     drop(c);
     drop(kv);
-    let _kv = durable_on(engine, &dir, port, 1, "256kb", "psync");
+    let _kv = durable_on(engine, &dir, port, 1, ("256kb", "psync", "fua"));
     let mut c = Client::new(port);
     // Every acknowledged write, and perhaps the one that found the log
     // full (its blocks may have reached the disk before the failure; it
@@ -1144,7 +1155,7 @@ fn a_full_log_refuses_writes_and_keeps_the_rest(engine: &str) {
 fn compaction_keeps_the_log_from_filling(engine: &str) {
     let dir = durable_dir(&format!("compact-{engine}"));
     let port = support::free_port();
-    let start = |port: u16| durable_on(engine, &dir, port, 2, "512kb", "psync");
+    let start = |port: u16| durable_on(engine, &dir, port, 2, ("512kb", "psync", "fua"));
     let mut kv = start(port);
     let mut c = Client::new(port);
     let mut last = std::collections::HashMap::new();

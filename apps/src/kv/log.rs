@@ -15,16 +15,26 @@
 //! evicted under `maxmemory` are logged as `DEL`s.
 //!
 //! **Group commit.** Records appended during a pass wait in memory; at
-//! the end of the pass they go out as one group: writes of whole blocks
-//! (the last one padded) and, once every write has completed, a flush, so
-//! that the device's cache holds none of it (a flush covers the writes
-//! completed before it, not those in flight). When the flush completes,
-//! every record of the group is durable and the replies waiting on them
-//! may go. Two groups overlap: the next group's writes start once the
-//! previous group's writes have completed, while its flush is in flight,
-//! so a group's flush also covers every group before it. Meanwhile the
-//! next one gathers: the slower the device, the larger the groups. A
-//! block is never written twice: each group starts a fresh one.
+//! the end of the pass they go out as one group of writes of whole blocks
+//! (the last one padded), made durable one of two ways ([`Commit`]):
+//!
+//! - **FUA** (the default): each write is durable when it completes
+//!   ([`op::Write::fua`]: NVMe's Force Unit Access, `RWF_DSYNC` on
+//!   io_uring), so a group is durable once its writes have completed, one
+//!   device round trip. Two groups are in flight at once, and a group's
+//!   replies go once it and every group before it are durable, so what is
+//!   acknowledged is always a prefix of the log (which is what replay
+//!   reads back).
+//! - **Flush**: once every write of the group has completed, a flush, so
+//!   that the device's cache holds none of it (a flush covers the writes
+//!   completed before it, not those in flight): two round trips in
+//!   series. The next group's writes start once the previous group's
+//!   have completed, while its flush is in flight, so a group's flush
+//!   also covers every group before it.
+//!
+//! When a group is durable, the replies waiting on its records may go.
+//! Meanwhile the next one gathers: the slower the device, the larger the
+//! groups. A block is never written twice: each group starts a fresh one.
 //!
 //! **Replay** reads blocks from the start until one does not check (bad
 //! magic, sequence or CRC: the end of what was written, or a write torn by
@@ -51,12 +61,24 @@ const TAG_WRITE: u64 = 1;
 const TAG_FLUSH: u64 = 2;
 const TAG_READ: u64 = 3;
 
+/// How a group of the log's writes is made durable (see the
+/// [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Commit {
+    /// Each write durable on completion (FUA): one round trip a group.
+    #[default]
+    Fua,
+    /// The writes, then a flush: two round trips a group.
+    Flush,
+}
+
 /// A log's counters.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LogStats {
     /// Records appended.
     pub records: u64,
-    /// Groups committed (each one flush).
+    /// Groups committed.
     pub groups: u64,
     /// Blocks written.
     pub blocks: u64,
@@ -73,7 +95,7 @@ struct Group {
     writes_left: usize,
 }
 
-/// Groups in flight at once (one writing, one flushing).
+/// Groups in flight at once (with flushes: one writing, one flushing).
 const GROUPS: usize = 2;
 
 /// One shard's log; see the [module docs](self).
@@ -81,6 +103,7 @@ pub struct Log {
     dev: Arc<dyn Device>,
     q: Option<Box<dyn Queue>>,
     pool: Mempool,
+    commit: Commit,
     block: usize,
     blocks: u64,
     next_lba: u64,
@@ -136,7 +159,12 @@ impl Log {
     /// # Errors
     ///
     /// The device cannot be opened, or a read fails.
-    pub fn open(path: &str, size: u64, backend: &str) -> dataplane::Result<Replayed> {
+    pub fn open(
+        path: &str,
+        size: u64,
+        backend: &str,
+        commit: Commit,
+    ) -> dataplane::Result<Replayed> {
         let cfg = DeviceConfig::new(path).create_size(size).backend(
             backend.parse::<block::BackendChoice>().map_err(|e| {
                 dataplane::Error::Config(format!("--durable-backend {backend}: {e}"))
@@ -156,6 +184,7 @@ impl Log {
             dev: dev.clone(),
             q: None,
             pool,
+            commit,
             block,
             blocks: g.blocks,
             next_lba: 0,
@@ -331,10 +360,11 @@ impl Log {
             }
         }
         let mut work = self.reap();
-        // A new group's writes start once the last group's have completed
-        // (so that its flush covers them too).
-        let may_start =
-            self.groups.len() < GROUPS && self.groups.back().is_none_or(|g| g.writes_left == 0);
+        // With flushes, a new group's writes start once the last group's
+        // have completed (so that its flush covers them too).
+        let may_start = self.groups.len() < GROUPS
+            && (self.commit == Commit::Fua
+                || self.groups.back().is_none_or(|g| g.writes_left == 0));
         if may_start && !self.stream.is_empty() && self.failed.is_none() {
             work += self.start_group();
         }
@@ -360,7 +390,7 @@ impl Log {
                 TAG_WRITE => {
                     if let Some(g) = self.groups.iter_mut().find(|g| g.id == id) {
                         g.writes_left = g.writes_left.saturating_sub(1);
-                        if g.writes_left == 0 {
+                        if g.writes_left == 0 && self.commit == Commit::Flush {
                             flush.push(id);
                         }
                     }
@@ -384,6 +414,19 @@ impl Log {
         }
         for e in errors {
             self.fail(e);
+        }
+        if self.commit == Commit::Fua {
+            // Durable as written: the groups in log order whose writes
+            // have all completed.
+            while self.groups.front().is_some_and(|g| g.writes_left == 0) {
+                let last = self.groups.pop_front().map(|g| g.last);
+                self.stats.groups += 1;
+                if let Some(last) = last
+                    && self.failed.is_none()
+                {
+                    self.durable = self.durable.max(last);
+                }
+            }
         }
         for id in flush {
             if self.failed.is_some() {
@@ -436,8 +479,12 @@ impl Log {
                 break;
             };
             let w = op::Write::new(buf, self.next_lba, need as u32)
-                .tag(self.next_group << 2 | TAG_WRITE)
-                .build();
+                .tag(self.next_group << 2 | TAG_WRITE);
+            let w = match self.commit {
+                Commit::Fua => w.fua(),
+                Commit::Flush => w,
+            }
+            .build();
             if let Err(e) = q.submit(w) {
                 self.fail(format!("write refused: {e}"));
                 break;

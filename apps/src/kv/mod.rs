@@ -80,6 +80,11 @@ pub struct KvArgs {
     /// an NVMe target).
     #[arg(long = "durable-backend", default_value = "auto")]
     pub durable_backend: String,
+    /// How a group of log writes is made durable: fua (each write durable
+    /// on completion, one device round trip) or flush (the writes, then a
+    /// flush: two).
+    #[arg(long = "durable-commit", value_enum, default_value_t = log::Commit::Fua)]
+    pub durable_commit: log::Commit,
     /// Serve Prometheus `/metrics` on this address (loopback unless told
     /// otherwise): the lcores', the shards' and their transports'
     /// counters.
@@ -228,8 +233,13 @@ fn open_log(
             .to_str()
             .with_context(|| format!("{}: not UTF-8", path.display()))?
             .to_owned();
-        let r = log::Log::open(&path, args.durable_size as u64, &args.durable_backend)
-            .with_context(|| format!("opening the log {path}"))?;
+        let r = log::Log::open(
+            &path,
+            args.durable_size as u64,
+            &args.durable_backend,
+            args.durable_commit,
+        )
+        .with_context(|| format!("opening the log {path}"))?;
         for rec in &r.records {
             let Ok(Some(_)) = parser.parse(rec) else {
                 anyhow::bail!("{path}: a log record that does not parse");
@@ -337,6 +347,7 @@ pub fn run(args: &KvArgs, quit: Arc<AtomicBool>) -> anyhow::Result<KvSummary> {
             dir: dir.clone(),
             size: args.durable_size as u64,
             backend: args.durable_backend.clone(),
+            commit: args.durable_commit,
         }),
     });
     let mut counters = Vec::new();

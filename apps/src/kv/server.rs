@@ -82,6 +82,8 @@ pub struct DurableConfig {
     pub size: u64,
     /// The block backend.
     pub backend: String,
+    /// How a group of log writes is made durable.
+    pub commit: super::log::Commit,
 }
 
 /// A shard's log file: `shard-I-of-N.GEN.log` in the directory.
@@ -762,7 +764,7 @@ impl State {
             let opened = path
                 .to_str()
                 .ok_or_else(|| dataplane::Error::Config(format!("{}: not UTF-8", path.display())))
-                .and_then(|p| Log::open(p, cfg.size, &cfg.backend));
+                .and_then(|p| Log::open(p, cfg.size, &cfg.backend, cfg.commit));
             let mut next = match opened {
                 Ok(r) => r.log,
                 Err(e) => {
