@@ -12,22 +12,21 @@
 //! [`bytes`](RxBuf::bytes) is a slice of that mbuf's data. That is the
 //! request/response case, where the application parses and consumes what
 //! arrived in the pass it arrived in; the mbuf goes back to its pool at
-//! the start of the next pass (freeing it in the middle of the
-//! application's handling cost 14% of the request rate at 256
-//! connections, where freeing it with the next pass's work gained 15%).
-//! Anything else settles the lent bytes
-//! into the buffer's own memory first (one copy, as for every other
-//! segment): more bytes arriving behind them, or the stack's
+//! the start of the next pass (freeing it as its last byte was consumed,
+//! in the middle of the application's handling, cost 14% of the request
+//! rate at 256 connections: docs/performance.md). Anything else settles
+//! the lent bytes into the buffer's own memory first (one copy, as for
+//! every other segment): more bytes arriving behind them, or the stack's
 //! [`settle`](RxBuf::settle) at the start of the next pass, so an mbuf is
 //! held for one pass at most and a slow reader never pins the port's
 //! pool.
+
+use hugepages::mbuf::Mbuf;
 
 /// Ranges of bytes held beyond a hole, at most this many; a segment that
 /// would make one more is dropped (the sender retransmits it once the
 /// holes before it fill).
 pub(crate) const MAX_RANGES: usize = 16;
-
-use hugepages::mbuf::Mbuf;
 
 /// A receive buffer of at most `capacity` bytes.
 #[derive(Debug)]
@@ -106,9 +105,9 @@ impl RxBuf {
     }
 
     /// Hands over the mbuf whose data holds the segment's payload from
-    /// `at`. False (the mbuf dropped, and the lent bytes with it) if
-    /// nothing was lent or the data is too short, which the stack never
-    /// does: the bytes are then given up as never received.
+    /// `at`. False (the mbuf dropped) if nothing was lent or the data is
+    /// too short, which the stack never does; the connection is then
+    /// reset ([`Tcb::attach`](super::tcb::Tcb::attach)).
     pub(crate) fn attach(&mut self, m: Mbuf, at: usize) -> bool {
         let start = at + self.start;
         if !self.awaits_frame() || m.data().len() < start + self.len {
