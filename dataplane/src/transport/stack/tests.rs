@@ -50,7 +50,10 @@ pub(super) fn config(last: u8) -> StackConfig {
 }
 
 pub(super) fn pair(name: &str) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
-    let mut cfg = PortConfig::new(name);
+    pair_with(PortConfig::new(name))
+}
+
+fn pair_with(mut cfg: PortConfig) -> (MemoryPort, MemoryPort, MbufPool, MbufPool) {
     cfg.mbufs = 8192;
     cfg.mbuf_cache = 0;
     let (mut a, mut b) = MemoryPort::pair(&cfg).expect("memory pair");
@@ -1196,6 +1199,33 @@ fn bytes_consumed_in_the_pass_they_arrive_are_read_in_place_and_the_rest_copied_
     assert_eq!(send(&mut a, &mut b, &[&last]), last);
     b.abort(s).expect("open");
     a.close(c).expect("open");
+    settle(&mut a, &mut b);
+    drop((a, b));
+    assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
+}
+
+#[test]
+fn over_a_link_that_carries_checksums_neither_end_computes_them() {
+    let (pa, pb, pool_a, pool_b) = pair_with(PortConfig::new("stk-csum").with_tx_checksum(true));
+    let mut a = Stack::new(pa, config(1)).expect("stack a");
+    let mut b = Stack::new(pb, config(2)).expect("stack b");
+    let up = pattern(11, 1 << 20);
+    let down = pattern(12, 256 << 10);
+    let (client, server) = transfer(&mut a, &mut b, 2, &up, &down, 2_000_000);
+    for s in server.values() {
+        assert!(s.got == up, "the server's bytes differ");
+    }
+    for c in client.values() {
+        assert!(c.got == down, "the client's bytes differ");
+    }
+    for st in [a.stats(), b.stats()] {
+        // Every TCP segment both ways: sent with its sum left to the
+        // link, taken as verified; ARP frames carry no sum.
+        assert!(st.tcp_tx > 100 && st.tcp_rx > 100, "{st:?}");
+        assert_eq!(st.tx_checksum_offloaded, st.tcp_tx, "{st:?}");
+        assert_eq!(st.rx_checksum_offloaded, st.tcp_rx, "{st:?}");
+        assert_eq!(st.rx_bad_checksum, 0);
+    }
     settle(&mut a, &mut b);
     drop((a, b));
     assert_eq!((pool_a.in_use(), pool_b.in_use()), (0, 0));
