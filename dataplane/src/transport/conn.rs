@@ -35,6 +35,11 @@ pub(super) struct RingIo {
     /// Provided buffers received but not yet copied into `rx`: buffer id,
     /// length, bytes of it already copied.
     pub(super) pending: VecDeque<(u16, u32, u32)>,
+    /// A provided buffer whose bytes the application reads in place (the
+    /// receive buffer and `pending` are empty then): buffer id, length,
+    /// bytes of it consumed. Given back when consumed, or copied into
+    /// `rx` at the start of the next pass.
+    pub(super) lent: Option<(u16, u32, u32)>,
     /// The bytes of the send in flight (pinned until it completes, and for
     /// a zero-copy send until its notification).
     pub(super) flight: Option<ByteBuf>,

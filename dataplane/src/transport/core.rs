@@ -434,7 +434,13 @@ impl Transport {
         if let Some(s) = self.stack_ref() {
             return s.peek(c);
         }
-        Ok(self.core.conn(c)?.rx.bytes())
+        let conn = self.core.conn(c)?;
+        if let Engine::Uring(u) = &self.engine
+            && let Some(b) = u.lent_bytes(&self.core, c)
+        {
+            return Ok(b);
+        }
+        Ok(conn.rx.bytes())
     }
 
     /// Drops the first `n` received bytes (all, if fewer are held). When
@@ -448,7 +454,12 @@ impl Transport {
         if let Some(s) = self.stack() {
             return s.consume(c, n);
         }
-        self.core.conn_mut(c)?.rx.consume(n);
+        self.core.conn_mut(c)?;
+        let lent = match &mut self.engine {
+            Engine::Uring(u) => u.consume_lent(&mut self.core, c, n),
+            _ => 0,
+        };
+        self.core.conn_mut(c)?.rx.consume(n - lent);
         engine!(self.rx_freed(c));
         Ok(())
     }
@@ -577,6 +588,9 @@ impl Transport {
         conn.shut_wanted = true;
         conn.since_ns = now;
         conn.rx.consume(usize::MAX);
+        if let Engine::Uring(u) = &mut self.engine {
+            u.consume_lent(&mut self.core, c, usize::MAX);
+        }
         self.core.mark_dirty(c.index, c.generation);
         self.core.arm_timer(c);
         Ok(())
@@ -636,7 +650,11 @@ impl Transport {
                 .unwrap_or(unspecified),
             rx_bytes: conn.rx_bytes,
             tx_bytes: conn.tx_bytes,
-            rx_buffered: conn.rx.len(),
+            rx_buffered: conn.rx.len()
+                + conn
+                    .ring
+                    .lent
+                    .map_or(0, |(_, len, from)| (len - from) as usize),
             tx_buffered: conn.tx.len() + conn.ring.flight.as_ref().map_or(0, ByteBuf::len),
         })
     }

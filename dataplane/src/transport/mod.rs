@@ -36,11 +36,12 @@
 //! [`Transport::consume`] drops what was used. While the buffer is full
 //! the transport stops reading that socket, the kernel's buffer fills and
 //! TCP closes the peer's window: a slow reader pushes back to the sender,
-//! nothing is queued without bound. On the user-space stack a segment
-//! that arrives in order into an empty buffer is read in place, in the rx
-//! mbuf that carried it, when it is consumed in the pass it arrived (the
-//! request/response case); bytes left for a later pass are copied into
-//! the buffer, so no mbuf is held longer.
+//! nothing is queued without bound. What arrives for a connection that
+//! holds nothing is read in place when it is consumed in the pass it
+//! arrived (the request/response case): on the user-space stack in the
+//! rx mbuf that carried it, on io_uring in the provided buffer the kernel
+//! filled. Bytes left for a later pass are copied into the buffer, so no
+//! mbuf or provided buffer is held longer.
 //!
 //! **Sending.** [`Transport::write`] copies into the connection's send
 //! buffer ([`Config::tx_buffer`] bytes) and returns how much it took; the
@@ -412,6 +413,12 @@ pub struct Stats {
     /// io_uring: receives that found every provided buffer in use (tried
     /// again the next pass).
     pub rx_no_buffer: u64,
+    /// io_uring: receives the application read in place, in the provided
+    /// buffer (no copy).
+    pub rx_in_place: u64,
+    /// io_uring: of those, receives copied after all (bytes left at the
+    /// next pass, or more arriving behind them).
+    pub rx_in_place_copied: u64,
     /// Writes that took less than they were given (send buffer full).
     pub tx_full: u64,
     /// Datagrams received.

@@ -8,10 +8,15 @@
 //!   ends.
 //! - **Receive**: one multishot `IORING_OP_RECV` per connection, taking
 //!   buffers from a provided-buffer ring (`IORING_REGISTER_PBUF_RING`)
-//!   shared by all the transport's connections. Each completion's bytes are
-//!   copied into the connection's receive buffer, so that the application
-//!   sees every byte as one slice, and the buffer goes straight back to
-//!   the ring. When the receive buffer is full the bytes wait in their
+//!   shared by all the transport's connections. A completion that finds
+//!   the connection holding nothing is read in place: `peek` is a slice
+//!   of the provided buffer, which goes back to the ring when it is
+//!   consumed, or is copied into the connection's receive buffer at the
+//!   start of the next pass (so a buffer is out one pass at most, as long
+//!   as before: buffers given back are published at the start of a pass).
+//!   Other completions' bytes are copied into the receive buffer, so that
+//!   the application sees every byte as one slice, and the buffer goes
+//!   back to the ring. When the receive buffer is full the bytes wait in their
 //!   provided buffers and the receive is cancelled, so the kernel's socket
 //!   buffer fills and TCP closes the peer's window; consuming re-arms it.
 //! - **Send**: at most one send in flight per connection (sends side by
@@ -195,6 +200,8 @@ pub(super) struct Uring {
     /// Connections whose application freed receive room while bytes wait
     /// in provided buffers: copied at the next pass.
     to_drain: Vec<(u32, u32)>,
+    /// Connections that were lent a provided buffer this pass.
+    lent: Vec<(u32, u32)>,
     accept_rearm: Vec<u32>,
     /// Listeners whose accept was cancelled at `max_connections`.
     accept_paused: Vec<u32>,
@@ -253,6 +260,7 @@ impl Uring {
             zerocopy_min: config.zerocopy_min,
             rearm: Vec::new(),
             to_drain: Vec::new(),
+            lent: Vec::new(),
             accept_rearm: Vec::new(),
             accept_paused: Vec::new(),
             cqes: Vec::with_capacity(1024),
@@ -263,6 +271,46 @@ impl Uring {
         u.bufs.publish();
         u.recycled = 0;
         Ok(u)
+    }
+
+    /// The bytes a connection reads in place, if it was lent a buffer.
+    pub(super) fn lent_bytes(&self, core: &Core, c: ConnId) -> Option<&[u8]> {
+        let (bid, len, from) = core.conns.get(c.index, c.generation)?.ring.lent?;
+        Some(self.buffer(bid, len, from))
+    }
+
+    /// Consumes up to `n` bytes read in place; returns how many. The
+    /// buffer goes back to the ring once all of it is consumed.
+    pub(super) fn consume_lent(&mut self, core: &mut Core, c: ConnId, n: usize) -> usize {
+        let Some(conn) = core.conns.get_mut(c.index, c.generation) else {
+            return 0;
+        };
+        let Some((bid, len, from)) = conn.ring.lent.as_mut() else {
+            return 0;
+        };
+        let take = n.min((*len - *from) as usize);
+        *from += take as u32;
+        if *from == *len {
+            let bid = *bid;
+            conn.ring.lent = None;
+            self.give_back(bid);
+        }
+        take
+    }
+
+    /// Copies what a connection still reads in place into its receive
+    /// buffer (what does not fit waits as the first provided buffer) and
+    /// gives the buffer back; its bytes were announced when they came.
+    fn settle(&mut self, core: &mut Core, index: u32, generation: u32) {
+        let Some(conn) = core.conns.get_mut(index, generation) else {
+            return;
+        };
+        let Some(lent) = conn.ring.lent.take() else {
+            return;
+        };
+        core.stats.rx_in_place_copied += 1;
+        conn.ring.pending.push_front(lent);
+        self.copy_pending(conn);
     }
 
     fn give_back(&mut self, bid: u16) {
@@ -443,6 +491,27 @@ impl Uring {
         }
     }
 
+    /// Copies the bytes waiting in provided buffers into the connection's
+    /// receive buffer, in order, as far as it has room, giving back each
+    /// buffer emptied; returns the bytes copied.
+    fn copy_pending(&mut self, conn: &mut super::conn::Conn) -> usize {
+        let mut copied = 0;
+        while let Some(&(bid, len, from)) = conn.ring.pending.front() {
+            let data = self.buffer(bid, len, from);
+            let n = conn.rx.push(data);
+            copied += n;
+            if n < data.len() {
+                if let Some(front) = conn.ring.pending.front_mut() {
+                    front.2 += n as u32;
+                }
+                break;
+            }
+            conn.ring.pending.pop_front();
+            self.give_back(bid);
+        }
+        copied
+    }
+
     /// Copies what waits in provided buffers into the receive buffer as
     /// far as it has room (`Readable` when it copied any); when nothing
     /// waits, the FIN that waited behind them, or the receive re-armed.
@@ -454,23 +523,7 @@ impl Uring {
         if !conn.usable() {
             return;
         }
-        let mut copied = 0;
-        while let Some(&(bid, len, from)) = conn.ring.pending.front() {
-            let at = usize::from(bid) * self.buf_size as usize;
-            let data = &self.buf_mem[at + from as usize..at + len as usize];
-            let n = conn.rx.push(data);
-            copied += n;
-            if n < data.len() {
-                if let Some(front) = conn.ring.pending.front_mut() {
-                    front.2 += n as u32;
-                }
-                break;
-            }
-            conn.ring.pending.pop_front();
-            let addr = self.buf_mem.as_ptr() as u64 + u64::from(bid) * u64::from(self.buf_size);
-            self.bufs.add(addr, self.buf_size, bid);
-            self.recycled += 1;
-        }
+        let copied = self.copy_pending(conn);
         let drained = conn.ring.pending.is_empty();
         let fin = drained && conn.ring.fin_pending;
         if drained && conn.ring.recv_paused && !conn.ring.recv_armed && !conn.ring.fin_pending {
@@ -539,7 +592,8 @@ impl Uring {
             return;
         }
         let pending: Vec<u16> = conn.ring.pending.iter().map(|p| p.0).collect();
-        for bid in pending {
+        let lent = conn.ring.lent.map(|l| l.0);
+        for bid in pending.into_iter().chain(lent) {
             self.give_back(bid);
         }
         if index < self.fixed_slots
@@ -562,6 +616,9 @@ impl Uring {
                 .register_enable_rings()
                 .map_err(|e| ring_err("IORING_REGISTER_ENABLE_RINGS", e))?;
             self.disabled = false;
+        }
+        for (index, generation) in std::mem::take(&mut self.lent) {
+            self.settle(core, index, generation);
         }
         self.flush_dirty(core);
         for (index, generation) in std::mem::take(&mut self.to_drain) {
@@ -723,15 +780,24 @@ impl Uring {
             conn.rx_bytes += u64::from(len);
             conn.since_ns = now;
             core.stats.rx_bytes += u64::from(len);
-            if conn.ring.pending.is_empty() {
-                let n = conn.rx.push(self.buffer(bid, len, 0));
-                if n as u32 == len {
-                    self.give_back(bid);
-                } else {
-                    conn.ring.pending.push_back((bid, len, n as u32));
-                }
+            if conn.ring.pending.is_empty()
+                && conn.ring.lent.is_none()
+                && conn.rx.is_empty()
+                && len as usize <= conn.rx.room()
+            {
+                // Read in place until consumed or the next pass (never
+                // more than the receive buffer would hold).
+                conn.ring.lent = Some((bid, len, 0));
+                core.stats.rx_in_place += 1;
+                self.lent.push((index, generation));
             } else {
+                if let Some(l) = conn.ring.lent.take() {
+                    // Bytes read in place go first, now copied.
+                    core.stats.rx_in_place_copied += 1;
+                    conn.ring.pending.push_back(l);
+                }
                 conn.ring.pending.push_back((bid, len, 0));
+                self.copy_pending(conn);
             }
             if !conn.ring.pending.is_empty() && conn.ring.recv_armed && !conn.ring.recv_paused {
                 // Full: stop receiving until the application consumes.
