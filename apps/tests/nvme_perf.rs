@@ -115,8 +115,8 @@ fn file_with_the_automatic_backend_and_verify() {
     check(&s, 1);
     // Sleeping for completions instead of polling, with verification, at
     // a depth past the sleeping submitter's chunk (4), so that requests
-    // also go in through the enters that do not sleep.
-    let s = run(&["--target", &p, "--qd", "32", "--wait", "--verify"]);
+    // also go in through the enters that do not sleep; writes FUA.
+    let s = run(&["--target", &p, "--qd", "32", "--wait", "--verify", "--fua"]);
     check(&s, 1);
     check_verified(&s);
     let _ = std::fs::remove_file(&path);
@@ -139,6 +139,7 @@ fn file_with_psync_sequential_and_verify() {
         "8k",
         "--qd",
         "2",
+        "--fua",
     ]);
     assert_eq!(s["backend"], "psync");
     assert_eq!(s["bs"], 8192);

@@ -123,6 +123,8 @@ pub(super) struct Load {
     pub(super) next_seq: u64,
     pub(super) verify: Option<Verify>,
     pub(super) wait: bool,
+    /// Writes are FUA.
+    pub(super) fua: bool,
     /// TSC at which measuring starts and must stop.
     pub(super) measure_from: u64,
     pub(super) measure_until: u64,
@@ -194,9 +196,9 @@ impl Load {
                     .build()
             } else {
                 // Writes carry the buffer's current bytes.
-                op::Write::new(buf, lba, self.blocks_per_io)
-                    .tag(u64::from(tag) | WRITE_BIT)
-                    .build()
+                let w =
+                    op::Write::new(buf, lba, self.blocks_per_io).tag(u64::from(tag) | WRITE_BIT);
+                if self.fua { w.fua() } else { w }.build()
             };
             match self.queue.submit(op) {
                 Ok(()) => {

@@ -135,6 +135,12 @@ pub struct PerfArgs {
     #[arg(long)]
     pub buffered: bool,
 
+    /// Writes durable on completion (FUA: NVMe's Force Unit Access bit
+    /// under SPDK, RWF_DSYNC on io_uring, a write then fdatasync under
+    /// psync), as fio's --sync=dsync makes them.
+    #[arg(long)]
+    pub fua: bool,
+
     /// io_uring: polled completions: auto, off or required.
     #[arg(long, value_enum, default_value = "auto")]
     pub iopoll: IoPoll,
@@ -423,6 +429,7 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
                 mismatches: 0,
             }),
             wait: args.wait,
+            fua: args.fua,
             measure_from,
             measure_until,
             ns_per_tick,
