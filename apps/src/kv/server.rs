@@ -1104,7 +1104,7 @@ impl State {
     }
 
     /// Drives the log: starts a group with what this pass appended, and
-    /// lets go of the replies its last flush made durable. If the log has
+    /// lets go of the replies its last commit made durable. If the log has
     /// failed, the replies waiting on it can never be sent as successes:
     /// their connections are reset (nothing acknowledged is lost; what was
     /// not acknowledged is refused) and other shards get an error.
