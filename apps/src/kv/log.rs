@@ -39,7 +39,8 @@
 //! **Replay** reads blocks from the start until one does not check (bad
 //! magic, sequence or CRC: the end of what was written, or a write torn by
 //! a crash) and hands back the whole records before it. A record cut by
-//! that end was never acknowledged: its reply waited for its group.
+//! that end, or beyond it, was never acknowledged: its reply waited for
+//! its group and every group before it.
 //!
 //! A failed write or flush, or a log that is full, makes the log refuse
 //! everything after: the shard answers writes with an error and keeps
