@@ -37,7 +37,7 @@ results=$(mktemp)
 # On the disk the build is on (not tmpfs: O_DIRECT and the flushes must
 # reach a device).
 file=$out_dir/fua-$stamp.dat
-trap 'rm -f "$results" "$file"' EXIT
+trap 'rm -f "$results" "$file" "${err:-}"' EXIT
 log() { echo "bench-fua: $*" | tee -a "$txt" >&2; }
 
 cargo build -q --release -p dataplane-apps --bin nvme-perf
@@ -46,15 +46,26 @@ NVME_PERF=$CARGO_TARGET_DIR/release/nvme-perf
 fio --name=fill --filename="$file" --size=256M --rw=write --bs=1M --direct=1 \
     --output-format=terse >/dev/null 2>&1
 
+# A run that fails stops the script with its error, not a blank figure.
+iops() { # what
+    local v
+    v=$(cat)
+    [[ $v =~ ^[0-9.]+$ ]] && { echo "$v"; return; }
+    log "$1 failed: $(grep -v -e '^ *[0-9]*: ' -e '^ *at ' -e '^Stack backtrace' -e '^$' "$err" | head -3 | tr -s '\n' ' ')"
+    exit 1
+}
+err=$(mktemp)
 ours() { # extra...
     "$NVME_PERF" --target "$file" --backend io_uring --rw randwrite --bs 4k --qd "$qd" \
-        --cpus "$cpu" --time "$secs" --json "$@" 2>/dev/null | tail -1 | jq -r '.iops'
+        --cpus "$cpu" --time "$secs" --json "$@" 2>"$err" | tail -1 | jq -r '.iops' 2>>"$err" |
+        iops "nvme-perf $*"
 }
 fio_run() { # extra...
     fio --name=w --filename="$file" --size=256M --rw=randwrite --bs=4k --direct=1 \
         --ioengine=io_uring --fixedbufs=1 --registerfiles=1 --iodepth="$qd" \
         --cpus_allowed="$cpu" --time_based --runtime="$secs" --norandommap --randrepeat=0 \
-        --output-format=json "$@" 2>/dev/null | sed -n '/^{/,$p' | jq -r '.jobs[0].write.iops'
+        --output-format=json "$@" 2>"$err" | sed -n '/^{/,$p' | jq -r '.jobs[0].write.iops' 2>>"$err" |
+        iops "fio $*"
 }
 contenders=("ours-fua|ours --fua" "fio-dsync|fio_run --sync=dsync" "ours-write|ours" "fio-write|fio_run")
 
@@ -64,7 +75,8 @@ for ((r = 1; r <= rounds; r++)); do
     order=("${contenders[@]}")
     if ((r % 2 == 0)); then order=("${contenders[3]}" "${contenders[2]}" "${contenders[1]}" "${contenders[0]}"); fi
     for c in "${order[@]}"; do
-        echo "$r ${c%%|*} $(eval "${c#*|}")" >>"$results"
+        v=$(eval "${c#*|}") || exit 1
+        echo "$r ${c%%|*} $v" >>"$results"
     done
 done
 

@@ -1271,7 +1271,7 @@ impl Tcb {
             if s.gt(r) {
                 break;
             }
-            l = if s.lt(l) { s } else { l };
+            l = l.min_seq(s);
             r = r.max_seq(e);
             self.sacked.remove(i);
         }
