@@ -32,10 +32,12 @@ def run(binary, only, scale, path):
         return json.load(f)
 
 
-def ns_per_op(report, name):
-    for c in report["contenders"]:
-        if c["name"] == name and c["ns_per_op"]:
-            return c["ns_per_op"]["median"], c["cycles_per_op"]["median"]
+def ns_per_op(data, name):
+    """The contender's figures, from whichever comparison of the run has it."""
+    for report in data["comparisons"]:
+        for c in report["contenders"]:
+            if c["name"] == name and c["ns_per_op"]:
+                return c["ns_per_op"]["median"], c["cycles_per_op"]["median"]
     return None
 
 
@@ -57,9 +59,10 @@ def main():
             for which in order:
                 binary = a.before if which == "before" else a.after
                 data = run(binary, a.only, a.scale, f"{tmp}/{which}.json")
-                report = data["comparisons"][0]
-                ours = ns_per_op(report, a.contender)
-                peer = ns_per_op(report, a.peer) if a.peer else None
+                ours = ns_per_op(data, a.contender)
+                peer = ns_per_op(data, a.peer) if a.peer else None
+                if ours is None:
+                    raise SystemExit(f"no contender named {a.contender!r} in --only {a.only}")
                 rows[which].append((ours, peer))
                 print(
                     f"pair {i} {which:<6} {a.contender}: {ours[0]:8.3f} ns/op {ours[1]:7.2f} cyc/op"
