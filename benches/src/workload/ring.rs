@@ -540,6 +540,41 @@ pub fn pingpong_ours(cpus: CpuPair, round_trips: u64) -> Sample {
     )
 }
 
+/// Ours: the same over two `Channel::spsc`s, whose rings publish runs
+/// (an item of at most 8 bytes beside its stamp, one line a hop), with
+/// their non-blocking `try_send`/`try_recv`.
+pub fn pingpong_channel(cpus: CpuPair, round_trips: u64) -> Sample {
+    use dataplane::channel::Channel;
+    let _pad = super::placement_pad();
+    let (mut ping_tx, mut ping_rx) = Channel::spsc::<u64>(RING_SIZE);
+    let (mut pong_tx, mut pong_rx) = Channel::spsc::<u64>(RING_SIZE);
+    cross_core(
+        cpus,
+        round_trips,
+        move |n| {
+            for i in 0..n {
+                // The channel never holds more than one item: cannot fail.
+                let _ = ping_tx.try_send(i);
+                while pong_rx.try_recv().is_err() {}
+            }
+            0
+        },
+        move |n| {
+            let mut acc = 0u64;
+            for _ in 0..n {
+                let v = loop {
+                    if let Ok(v) = ping_rx.try_recv() {
+                        break v;
+                    }
+                };
+                acc = acc.wrapping_add(v);
+                let _ = pong_tx.try_send(v);
+            }
+            acc
+        },
+    )
+}
+
 /// Peer: the same over two `rtrb` rings.
 pub fn pingpong_rtrb(cpus: CpuPair, round_trips: u64) -> Sample {
     let _pad = super::placement_pad();
@@ -1047,6 +1082,7 @@ mod tests {
         }
         for f in [
             pingpong_ours,
+            pingpong_channel,
             pingpong_rtrb,
             pingpong_mailbox,
             pingpong_two_lines,

@@ -104,8 +104,11 @@ impl<T> WriteChunkUninit<'_, T> {
     pub unsafe fn commit(self, n: usize) {
         debug_assert!(n <= self.len);
         let p = self.producer;
-        p.local.pos = p.local.pos.wrapping_add(n);
-        Shared::<T>::publish_single(&p.shared.prod, p.local.pos);
+        let pos = p.local.pos;
+        p.local.pos = pos.wrapping_add(n);
+        // SAFETY: `pos..pos + n` were reserved by this chunk and the caller
+        // has written them.
+        unsafe { p.shared.publish_sp_slots(pos, n) };
     }
 
     /// Publishes every slot of the chunk.

@@ -49,6 +49,11 @@
 //!   restamps them as an older lap's (`gather_runs_of_one`).
 //!   docs/performance.md (4a, 4c) has the measurements: single items of a
 //!   multi-producer, single-consumer ring 1.7x faster, bursts unchanged.
+//! - **A single producer may publish runs too** (`spsc_stamped`): the
+//!   same stamps and runs of one, no reservation; it stores its end in
+//!   `prod.reserve.head`, where a multi-producer ring's reservations are,
+//!   for `len` and `Drop`. The chunk API writes the slots in place, so a
+//!   committed chunk of one moves its item beside the stamp first.
 //! - **Multiple consumers release in order**, as rte_ring does: a consumer
 //!   waits for the consumers that reserved before it to publish `cons.tail`,
 //!   so that producers need only that one position to know what is free.
@@ -175,9 +180,9 @@ pub(crate) struct Shared<T> {
 #[derive(Debug)]
 struct ReadOnly<T> {
     slots: Box<[Slot<T>]>,
-    /// Multi-producer rings: per slot, the end of the run published from it
-    /// and, for a run of one small item, the item (see the module docs).
-    /// Empty for single-producer rings, which publish `prod.tail` instead.
+    /// Stamped rings: per slot, the end of the run published from it and,
+    /// for a run of one small item, the item (see the module docs). Empty
+    /// for rings whose single producer publishes `prod.tail` instead.
     stamps: Box<[Entry]>,
     mask: usize,
     /// Live producer and consumer handles, for `is_abandoned`.
@@ -199,7 +204,8 @@ pub(crate) struct Local {
 
 impl<T> Shared<T> {
     /// A ring of `capacity` slots; the caller has checked it is a power of
-    /// two. `stamped`: the producers are multi-threaded and publish runs.
+    /// two. `stamped`: the producers publish runs (multi-threaded ones
+    /// always; a single producer where `ring::spsc_stamped` asks).
     pub(crate) fn new(capacity: usize, stamped: bool) -> Self {
         debug_assert!(capacity.is_power_of_two());
         let slots = (0..capacity)
@@ -364,7 +370,8 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Whether the producers publish runs (a multi-producer ring).
+    /// Whether the producers publish runs (a multi-producer ring, or a
+    /// single producer's made by `spsc_stamped`).
     #[inline(always)]
     fn is_stamped(&self) -> bool {
         !self.ro.stamps.is_empty()
@@ -432,7 +439,7 @@ impl<T> Shared<T> {
         })
     }
 
-    /// Multi-producer rings: follows the published runs from the boundary
+    /// Stamped rings: follows the published runs from the boundary
     /// `from` (at or after `pos`) until `wanted` items past `pos` are
     /// covered or a run is not published yet; returns the boundary reached.
     #[inline]
@@ -456,7 +463,7 @@ impl<T> Shared<T> {
 
     // ---- publishing -------------------------------------------------------
 
-    /// Multiple producers: publish the run of `n` items written from `pos`.
+    /// Stamped rings: publish the run of `n` items written from `pos`.
     /// Never waits.
     #[inline(always)]
     pub(crate) fn publish_run(&self, pos: usize, n: usize) {
@@ -482,11 +489,11 @@ impl<T> Shared<T> {
     }
 
     /// Whether a `T` fits in an [`Entry`] beside the stamp.
-    const FITS_ENTRY: bool = core::mem::size_of::<T>() <= core::mem::size_of::<u64>()
+    pub(crate) const FITS_ENTRY: bool = core::mem::size_of::<T>() <= core::mem::size_of::<u64>()
         && core::mem::align_of::<T>() <= core::mem::align_of::<u64>();
 
-    /// Whether runs of one item live in the stamp array (multi-producer
-    /// rings of items that fit there).
+    /// Whether runs of one item live in the stamp array (stamped rings of
+    /// items that fit there).
     #[inline(always)]
     fn inline_runs(&self) -> bool {
         Self::FITS_ENTRY && self.is_stamped()
@@ -503,6 +510,47 @@ impl<T> Shared<T> {
         // shared bound, passed on through `bound`), and nobody writes the
         // stamp again until the position is released.
         self.inline_runs() && self.stamp(pos).load(Ordering::Relaxed) == pos.wrapping_add(1)
+    }
+
+    /// Single producer: publish the `n` items written from `pos`, its
+    /// position before them. A stamped ring publishes them as a run, as a
+    /// multi-producer ring does (so that its consumer finds a single item
+    /// on the line the item is on), then records the producers' end in
+    /// `prod.reserve.head`, where [`Self::len`] and `Drop` look for it.
+    #[inline(always)]
+    pub(crate) fn publish_sp(&self, pos: usize, n: usize) {
+        let end = pos.wrapping_add(n);
+        if self.is_stamped() {
+            self.publish_run(pos, n);
+            // Release: after the stamp, so that whoever sees this end (an
+            // Acquire load in `prod_end`) also sees the run published.
+            self.prod.reserve.head.store(end, Ordering::Release);
+        } else {
+            Self::publish_single(&self.prod, end);
+        }
+    }
+
+    /// Single producer, for a run written into the slots in place (the
+    /// chunk API): a run of one on a ring that keeps those beside their
+    /// stamp moves there first, then the run is published.
+    ///
+    /// # Safety
+    /// `pos..pos + n` were reserved to the caller and written in the slots.
+    #[inline]
+    pub(crate) unsafe fn publish_sp_slots(&self, pos: usize, n: usize) {
+        if n == 1 && self.inline_runs() {
+            // SAFETY: the caller's: the slot of a reserved, written
+            // position; its item moves to the entry (the slot is left
+            // logically uninitialised).
+            let v = self.slot(pos).with(|p| unsafe { p.cast::<T>().read() });
+            // SAFETY: the entry of a reserved position, and `T` fits there.
+            self.entry(pos)
+                .item
+                .with_mut(|p| unsafe { p.cast::<T>().write(v) });
+        }
+        if n > 0 {
+            self.publish_sp(pos, n);
+        }
     }
 
     /// Single-threaded side: publish everything before `new`.
@@ -748,8 +796,9 @@ impl<T> Shared<T> {
         self.ro.slots.as_ptr().cast_mut().cast::<T>()
     }
 
-    /// The producers' end: `prod.tail`, or for multi-producer rings
-    /// `prod.head` (reserved slots count as taken).
+    /// The producers' end: `prod.tail`, or for stamped rings `prod.head`
+    /// (reserved slots count as taken; a single producer stores its
+    /// position there after each publication).
     fn prod_end(&self, order: Ordering) -> usize {
         if self.is_stamped() {
             self.prod.reserve.head.load(order)

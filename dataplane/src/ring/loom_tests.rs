@@ -70,6 +70,34 @@ fn loom_spsc_bursts() {
 }
 
 #[test]
+fn loom_spsc_stamped_single_items_and_bursts_wrap() {
+    // A single producer that publishes runs: a run of one beside its
+    // stamp, then a burst of two in the slots, across the wrap; the
+    // consumer pops one at a time (starting inside the burst's run).
+    model(|| {
+        let (mut p, mut c) = spsc_stamped::<u32>(2).unwrap();
+        let t = thread::spawn(move || {
+            until(|| p.push(0).is_ok());
+            let mut b = Batch::<u32, 2>::new();
+            b.fill_from(&mut (1..3));
+            until(|| {
+                p.push_burst(&mut b);
+                b.is_empty()
+            });
+        });
+        for i in 0..3 {
+            let mut got = None;
+            until(|| {
+                got = c.pop();
+                got.is_some()
+            });
+            assert_eq!(got, Some(i));
+        }
+        t.join().unwrap();
+    });
+}
+
+#[test]
 fn loom_mpsc_two_producers() {
     // Capacity 2, three pushes: at least one may find the ring full. No
     // thread waits for another; each records what it managed to do, and the

@@ -235,8 +235,15 @@ fn pair<T, P: Mode, C: Mode>(capacity: usize) -> Result<Pair<T, P, C>, CapacityE
 
 /// A ring's two ends, for a capacity that passed [`check_capacity`].
 fn pair_checked<T, P: Mode, C: Mode>(capacity: usize) -> Pair<T, P, C> {
+    pair_with(capacity, <P as sealed::Sealed>::MULTI)
+}
+
+/// A ring's two ends; `stamped`: the producers publish runs (always, for
+/// multiple producers).
+fn pair_with<T, P: Mode, C: Mode>(capacity: usize, stamped: bool) -> Pair<T, P, C> {
     debug_assert!(check_capacity(capacity).is_ok());
-    let shared = Arc::new(Shared::new(capacity, <P as sealed::Sealed>::MULTI));
+    let stamped = stamped || <P as sealed::Sealed>::MULTI;
+    let shared = Arc::new(Shared::new(capacity, stamped));
     let (pl, cl) = (shared.sp_local(), shared.sc_local());
     (
         Producer {
@@ -258,6 +265,24 @@ fn pair_checked<T, P: Mode, C: Mode>(capacity: usize) -> Pair<T, P, C> {
 /// [`CapacityError`] when `capacity` is zero or not a power of two.
 pub fn spsc<T>(capacity: usize) -> Result<Pair<T, Single, Single>, CapacityError> {
     pair(capacity)
+}
+
+/// A single-producer, single-consumer ring whose producer publishes runs
+/// as a multi-producer ring's do, when `T` fits beside a stamp (at most 8
+/// bytes; otherwise this is [`spsc`]): a single push puts its item and
+/// its stamp on one line, and the consumer learns of the item from that
+/// line alone, where [`spsc`]'s consumer reads the producer's tail and
+/// then the slot, two lines that each move between the cores.
+///
+/// The trade (docs/performance.md, target 7): a consumer that keeps up
+/// with its producer, as a blocking channel's receiver does, takes single
+/// items about twice as fast, and bursts move as fast; but a stream of
+/// single items that fills the ring moves 16 bytes an item rather than 8,
+/// about a fifth slower. `Channel::spsc`, whose receivers wait for items one by one, is
+/// built on this; the data-plane rings stay on [`spsc`].
+pub(crate) fn spsc_stamped<T>(capacity: usize) -> Result<Pair<T, Single, Single>, CapacityError> {
+    check_capacity(capacity)?;
+    Ok(pair_with(capacity, Shared::<T>::FITS_ENTRY))
 }
 
 /// A multi-producer, single-consumer ring of `capacity` slots.
@@ -418,7 +443,7 @@ impl<T> Producer<T, Single> {
         // writes.
         unsafe { self.shared.write_one(pos, value) };
         self.local.pos = pos.wrapping_add(1);
-        Shared::<T>::publish_single(&self.shared.prod, self.local.pos);
+        self.shared.publish_sp(pos, 1);
         Ok(())
     }
 
@@ -458,8 +483,9 @@ impl<T> Producer<T, Single> {
         }
         // SAFETY: `sp_reserve` granted `pos..pos + n`; `n <= src.remaining()`.
         unsafe { self.shared.write_slots(self.local.pos, n, src) };
-        self.local.pos = self.local.pos.wrapping_add(n);
-        Shared::<T>::publish_single(&self.shared.prod, self.local.pos);
+        let pos = self.local.pos;
+        self.local.pos = pos.wrapping_add(n);
+        self.shared.publish_sp(pos, n);
     }
 }
 

@@ -67,6 +67,8 @@ fn single_item_ops_in_every_mode() {
     }
     let (mut p, mut c) = spsc::<u32>(4).unwrap();
     check(|p, v| p.push(v).is_ok(), |c| c.pop(), &mut p, &mut c);
+    let (mut p, mut c) = spsc_stamped::<u32>(4).unwrap();
+    check(|p, v| p.push(v).is_ok(), |c| c.pop(), &mut p, &mut c);
     let (mut p, mut c) = mpsc::<u32>(4).unwrap();
     check(|p, v| p.push(v).is_ok(), |c| c.pop(), &mut p, &mut c);
     let (mut p, mut c) = spmc::<u32>(4).unwrap();
@@ -614,6 +616,128 @@ fn stress_mpmc_runs_of_one_and_bursts() {
         |c| c.pop(),
         |c, b| c.pop_burst(b),
     );
+}
+
+/// A single producer that publishes runs (`spsc_stamped`), against a
+/// consumer, each mixing every way in at random: single pushes, bursts,
+/// write chunks (committed in part, a chunk of one moving beside its
+/// stamp) against single pops, bursts and read chunks (committed in part,
+/// so that the next take starts inside a run). Every item once, in order,
+/// and `len` never says more than was pushed or less than is left.
+#[test]
+fn stress_spsc_stamped_every_way_in_and_out() {
+    use rand::{Rng, SeedableRng};
+    let total = PER_PRODUCER;
+    let (mut p, mut c) = spsc_stamped::<u64>(16).unwrap();
+    let producer = std::thread::spawn(move || {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut next = 0u64;
+        while next < total {
+            let left = total - next;
+            let n = match rng.random_range(0..3) {
+                0 => usize::from(p.push(next).is_ok()),
+                1 => {
+                    let want = rng.random_range(1..=8u64).min(left);
+                    let items: Vec<u64> = (next..next + want).collect();
+                    p.push_burst(&items[..])
+                }
+                _ => {
+                    let want = rng.random_range(1..=4usize).min(left as usize);
+                    match p.write_chunk_uninit(want) {
+                        Ok(mut chunk) => {
+                            let (a, b) = chunk.as_mut_slices();
+                            for (v, slot) in (next..).zip(a.iter_mut().chain(b.iter_mut())) {
+                                slot.write(v);
+                            }
+                            let keep = rng.random_range(0..=want);
+                            // SAFETY: every slot of the chunk was written.
+                            unsafe { chunk.commit(keep) };
+                            keep
+                        }
+                        Err(_) => 0,
+                    }
+                }
+            };
+            if n == 0 {
+                std::hint::spin_loop();
+            }
+            next += n as u64;
+        }
+    });
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(8);
+    let mut expect = 0u64;
+    while expect < total {
+        let got: Vec<u64> = match rng.random_range(0..3) {
+            0 => c.pop().into_iter().collect(),
+            1 => {
+                let mut buf = [0u64; 8];
+                let n = c.pop_burst(&mut buf[..rng.random_range(1..=8)]);
+                buf[..n].to_vec()
+            }
+            _ => {
+                let want = rng.random_range(1..=4usize);
+                match c.read_chunk(want) {
+                    Ok(chunk) => {
+                        let (a, b) = chunk.as_slices();
+                        let keep = rng.random_range(0..=want);
+                        let v: Vec<u64> = a.iter().chain(b).take(keep).copied().collect();
+                        chunk.commit(keep);
+                        v
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        if got.is_empty() {
+            std::hint::spin_loop();
+        }
+        assert!(c.len() <= 16);
+        for v in got {
+            assert_eq!(v, expect, "in order, once");
+            expect += 1;
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(c.pop(), None);
+    assert_eq!(c.len(), 0);
+}
+
+#[test]
+fn stamped_single_producer_items_are_dropped_exactly_once() {
+    let drops = StdArc::new(AtomicUsize::new(0));
+    let t = |i| Box::new(Tracked(drops.clone(), i));
+    {
+        let (mut tx, mut rx) = spsc_stamped::<Box<Tracked>>(8).unwrap();
+        tx.push(t(0)).unwrap();
+        let mut b = Batch::<Box<Tracked>, 4>::new();
+        for i in 1..4 {
+            b.push(t(i)).unwrap();
+        }
+        assert_eq!(tx.push_burst(&mut b), 3);
+        // A chunk of one: written in its slot, moved beside its stamp.
+        let n = tx
+            .write_chunk_uninit(1)
+            .unwrap()
+            .fill_from_iter(std::iter::once(t(4)));
+        assert_eq!(n, 1);
+        tx.push(t(5)).unwrap();
+        assert_eq!(tx.len(), 6);
+        assert_eq!(rx.pop().map(|v| v.1), Some(0));
+        assert_eq!(rx.pop().map(|v| v.1), Some(1)); // the burst, partly
+        let mut out = Batch::<Box<Tracked>, 8>::new();
+        assert_eq!(rx.pop_burst(&mut out), 4); // 2, 3 (in the run), 4, 5
+        let got: Vec<u64> = out.drain().map(|v| v.1).collect();
+        assert_eq!(got, [2, 3, 4, 5]);
+        assert_eq!(drops.load(O::Relaxed), 6);
+        tx.push(t(6)).unwrap();
+        let mut b = Batch::<Box<Tracked>, 2>::new();
+        b.push(t(7)).unwrap();
+        b.push(t(8)).unwrap();
+        assert_eq!(tx.push_burst(&mut b), 2);
+        assert_eq!(rx.len(), 3);
+        // 6 (a run of one) and 7, 8 drop with the ring.
+    }
+    assert_eq!(drops.load(O::Relaxed), 9);
 }
 
 #[test]
