@@ -905,7 +905,8 @@ impl State {
             return;
         };
         let name = &lb[..len];
-        let cmd = std::str::from_utf8(name).unwrap_or("?");
+        // For error replies only: not worked out for every command.
+        let cmd = || std::str::from_utf8(name).unwrap_or("?");
         if !cl.authed && !matches!(name, b"auth" | b"hello" | b"quit") {
             self.reply_now(cl, |w| w.error("NOAUTH Authentication required."));
             return;
@@ -913,7 +914,7 @@ impl State {
         if let Some((first, step)) = key_layout(name) {
             let arity = super::store::keyspace_arity(name).map_or(-1, |x| x.0);
             if !arity_ok(a.len(), arity) || (name == b"mset" && a.len().is_multiple_of(2)) {
-                self.reply_now(cl, |w| wrong_args(w, cmd));
+                self.reply_now(cl, |w| wrong_args(w, cmd()));
                 return;
             }
             if step == 0 {
@@ -948,7 +949,7 @@ impl State {
             b"ping" => match a.len() {
                 1 => self.reply_now(cl, |w| w.simple(b"PONG")),
                 2 => self.reply_now(cl, |w| w.bulk(a.get(1))),
-                _ => self.reply_now(cl, |w| wrong_args(w, cmd)),
+                _ => self.reply_now(cl, |w| wrong_args(w, cmd())),
             },
             b"echo" if a.len() == 2 => self.reply_now(cl, |w| w.bulk(a.get(1))),
             b"quit" => {
@@ -982,7 +983,7 @@ impl State {
             }
             b"echo" | b"select" | b"client" | b"config" | b"dbsize" | b"flushall" | b"flushdb"
             | b"auth" => {
-                self.reply_now(cl, |w| wrong_args(w, cmd));
+                self.reply_now(cl, |w| wrong_args(w, cmd()));
             }
             _ => self.reply_now(cl, |w| unknown(w, a)),
         }

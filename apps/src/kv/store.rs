@@ -423,9 +423,10 @@ impl Store {
         let Some((arity, writes)) = keyspace_arity(name) else {
             return false;
         };
-        let cmd = std::str::from_utf8(name).unwrap_or("?");
+        // For error replies only: not worked out for every command.
+        let cmd = || std::str::from_utf8(name).unwrap_or("?");
         if !arity_ok(a.len(), arity) {
-            wrong_args(w, cmd);
+            wrong_args(w, cmd());
             return true;
         }
         if writes && !self.make_room() {
@@ -483,7 +484,7 @@ impl Store {
             }
             b"mset" => {
                 if a.len().is_multiple_of(2) {
-                    wrong_args(w, cmd);
+                    wrong_args(w, cmd());
                     return true;
                 }
                 for j in (1..a.len()).step_by(2) {
@@ -492,7 +493,7 @@ impl Store {
                 w.ok();
             }
             b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => {
-                self.expire(a, cmd, name, w, now);
+                self.expire(a, cmd(), name, w, now);
             }
             b"ttl" | b"pttl" => match self.live(a.get(1), now) {
                 None => w.integer(-2),
@@ -520,7 +521,7 @@ impl Store {
                 Some(Value::List(_)) => b"list",
             }),
             b"hset" | b"hget" | b"hdel" | b"hgetall" | b"hlen" | b"hexists" => {
-                self.hash(name, cmd, a, w, now);
+                self.hash(name, cmd(), a, w, now);
             }
             _ => self.list(name, a, w, now),
         }
