@@ -214,11 +214,9 @@ fn settle(t: &mut Transport, conns: &mut HashMap<ConnId, Conn>, c: ConnId) {
         return;
     };
     if !cl.out.is_empty() {
-        match t.write(c, &cl.out) {
-            Ok(n) if n == cl.out.len() => cl.out.clear(),
-            Ok(n) => {
-                cl.out.drain(..n);
-            }
+        // The output itself, when the send buffer is empty: no copy.
+        match t.write_from(c, &mut cl.out) {
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(conn = %c, error = %e, "dp-http: connection gone");
                 return;

@@ -568,12 +568,8 @@ fn try_settle(
         return Ok(());
     };
     if !cl.out.is_empty() {
-        let n = t.write(c, &cl.out)?;
-        if n == cl.out.len() {
-            cl.out.clear();
-        } else {
-            cl.out.drain(..n);
-        }
+        // The output itself, when the send buffer is empty: no copy.
+        t.write_from(c, &mut cl.out)?;
     }
     if cl.closing && cl.out.is_empty() && cl.slots.is_empty() {
         t.close(c)?;

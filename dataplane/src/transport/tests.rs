@@ -55,6 +55,7 @@ on_every_engine!(
     connects_out_writes_reads_and_sees_the_peers_fin,
     a_refused_connect_ends_with_its_errno,
     a_full_send_buffer_takes_less_and_says_writable_when_drained,
+    write_from_takes_an_output_whole_or_copies_what_fits_behind_bytes_held,
     a_full_receive_buffer_stops_reading_until_consumed,
     idle_and_connect_timeouts_end_connections,
     abort_resets_the_peer,
@@ -295,6 +296,72 @@ fn a_full_send_buffer_takes_less_and_says_writable_when_drained(kind: EngineKind
     let got = client.join().expect("client");
     assert_eq!(got.len(), written);
     assert!(got.chunks(chunk.len()).all(|p| p == &chunk[..p.len()]));
+}
+
+fn write_from_takes_an_output_whole_or_copies_what_fits_behind_bytes_held(kind: EngineKind) {
+    let mut t = Transport::new(Config {
+        tx_buffer: 64 * 1024,
+        ..cfg(kind)
+    })
+    .expect("transport");
+    let l = t.listen(any_port()).expect("listen");
+    let addr = t.listener_addr(l).expect("addr");
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        got
+    });
+    let mut conn = None;
+    drive(&mut t, |_, ev| {
+        if let Event::Accepted { conn: c, .. } = ev {
+            conn = Some(c);
+        }
+        conn.is_some()
+    });
+    let c = conn.expect("accepted");
+    let mut sent = Vec::new();
+    // An empty send buffer takes the whole output; the Vec comes back
+    // empty, to be filled again.
+    let mut out = pattern(30_000, 1);
+    sent.extend_from_slice(&out);
+    assert_eq!(t.write_from(c, &mut out).expect("write_from"), 30_000);
+    assert!(out.is_empty());
+    // Behind bytes held, it copies what fits and leaves the rest, in
+    // order, at the front of the Vec.
+    let second = pattern(50_000, 2);
+    out.extend_from_slice(&second);
+    let n = t.write_from(c, &mut out).expect("write_from");
+    assert_eq!(n, 64 * 1024 - 30_000);
+    assert_eq!(out, second[n..]);
+    sent.extend_from_slice(&second);
+    // Outputs of every size until 2 MiB have gone, each pass's output
+    // written with whatever the last pass left.
+    let mut seed = 3;
+    let mut polls = 0u64;
+    while sent.len() < 2 << 20 || !out.is_empty() {
+        if sent.len() < 2 << 20 {
+            let more = pattern((seed as usize * 7919) % 40_000 + 1, seed);
+            seed += 1;
+            out.extend_from_slice(&more);
+            sent.extend_from_slice(&more);
+        }
+        t.write_from(c, &mut out).expect("write_from");
+        t.poll().expect("poll");
+        while t.next_event().is_some() {}
+        polls += 1;
+        assert!(polls < 10_000_000, "the client stopped reading");
+    }
+    assert_eq!(t.write_from(c, &mut Vec::new()).expect("nothing"), 0);
+    t.shutdown(c).expect("shutdown");
+    let mut late = b"late".to_vec();
+    assert!(t.write_from(c, &mut late).is_err());
+    assert_eq!(late, b"late", "refused, and untouched");
+    t.close(c).expect("close");
+    drive(&mut t, |_, ev| matches!(ev, Event::Closed(..)));
+    let got = client.join().expect("client");
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "every byte, in order");
 }
 
 fn a_full_receive_buffer_stops_reading_until_consumed(kind: EngineKind) {
