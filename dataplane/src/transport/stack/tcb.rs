@@ -1232,14 +1232,17 @@ impl Tcb {
         if !self.sack_ok || blocks.is_empty() {
             return false;
         }
-        let held = |t: &Tcb| t.sacked.iter().map(|&(s, e)| e.since(s)).sum::<usize>();
-        let before = held(self);
+        #[cfg(debug_assertions)]
+        let before = self.sacked_bytes();
+        let mut grew = 0isize;
         for &(l, r) in blocks.as_slice() {
             let (l, r) = (Seq(l), Seq(r));
             if l.lt(r) && self.snd_una.le(l) && r.le(self.snd_max) {
-                self.mark_sacked(l, r);
+                grew += self.mark_sacked(l, r);
             }
         }
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(self.sacked_bytes() as isize - before as isize, grew);
         // The tail loss probe arrived (the peer holds what ends where the
         // probe ended) beyond a hole: everything below it is lost.
         if let (Some(probe_end), Some(&(s, e))) = (self.tlp_out, self.sacked.last())
@@ -1260,11 +1263,20 @@ impl Tcb {
             self.high_rxt = self.snd_una;
             self.rxt_mark = None;
         }
-        held(self) > before
+        grew > 0
     }
 
-    /// Merges `l..r` into the scoreboard.
-    fn mark_sacked(&mut self, mut l: Seq, mut r: Seq) {
+    /// Bytes the scoreboard holds.
+    #[cfg(debug_assertions)]
+    fn sacked_bytes(&self) -> usize {
+        self.sacked.iter().map(|&(s, e)| e.since(s)).sum()
+    }
+
+    /// Merges `l..r` into the scoreboard; returns by how many bytes what
+    /// it holds changed (less than nothing when a full scoreboard dropped
+    /// its highest range for this one).
+    fn mark_sacked(&mut self, mut l: Seq, mut r: Seq) -> isize {
+        let mut delta = 0isize;
         // The first range that ends at or after `l` may touch it.
         let i = self.sacked.partition_point(|&(_, e)| e.lt(l));
         while let Some(&(s, e)) = self.sacked.get(i) {
@@ -1273,15 +1285,19 @@ impl Tcb {
             }
             l = l.min_seq(s);
             r = r.max_seq(e);
+            delta -= e.since(s) as isize;
             self.sacked.remove(i);
         }
         if self.sacked.len() >= MAX_SACKED {
             if i == self.sacked.len() {
-                return;
+                return delta;
             }
-            self.sacked.pop();
+            if let Some((s, e)) = self.sacked.pop() {
+                delta -= e.since(s) as isize;
+            }
         }
         self.sacked.insert(i, (l, r));
+        delta + r.since(l) as isize
     }
 
     /// Drops what SND.UNA passed from the scoreboard.
