@@ -454,13 +454,21 @@ impl Transport {
         if let Some(s) = self.stack() {
             return s.consume(c, n);
         }
-        self.core.conn_mut(c)?;
-        let lent = match &mut self.engine {
-            Engine::Uring(u) => u.consume_lent(&mut self.core, c, n),
-            _ => 0,
-        };
-        self.core.conn_mut(c)?.rx.consume(n - lent);
-        engine!(self.rx_freed(c));
+        // One lookup of the connection for the whole call: this runs for
+        // every request a server handles.
+        let conn = self.core.conn_mut(c)?;
+        match &mut self.engine {
+            Engine::Uring(u) => {
+                let lent = u.consume_lent(conn, n);
+                conn.rx.consume(n - lent);
+                u.rx_freed(conn, c);
+            }
+            Engine::Epoll(e) => {
+                conn.rx.consume(n);
+                e.rx_freed(conn, c);
+            }
+            Engine::Stack(_) => {}
+        }
         Ok(())
     }
 
@@ -621,7 +629,7 @@ impl Transport {
         conn.since_ns = now;
         conn.rx.consume(usize::MAX);
         if let Engine::Uring(u) = &mut self.engine {
-            u.consume_lent(&mut self.core, c, usize::MAX);
+            u.consume_lent(conn, usize::MAX);
         }
         self.core.mark_dirty(c.index, c.generation);
         self.core.arm_timer(c);

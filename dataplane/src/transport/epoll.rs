@@ -135,12 +135,8 @@ impl Epoll {
         Ok(id)
     }
 
-    pub(super) fn rx_freed(&mut self, core: &mut Core, c: ConnId) {
-        if let Some(conn) = core.conns.get_mut(c.index, c.generation)
-            && conn.can_read
-            && !conn.queued_read
-            && conn.rx.room() > 0
-        {
+    pub(super) fn rx_freed(&mut self, conn: &mut super::conn::Conn, c: ConnId) {
+        if conn.can_read && !conn.queued_read && conn.rx.room() > 0 {
             conn.queued_read = true;
             self.to_read.push((c.index, c.generation));
         }

@@ -281,10 +281,7 @@ impl Uring {
 
     /// Consumes up to `n` bytes read in place; returns how many. The
     /// buffer goes back to the ring once all of it is consumed.
-    pub(super) fn consume_lent(&mut self, core: &mut Core, c: ConnId, n: usize) -> usize {
-        let Some(conn) = core.conns.get_mut(c.index, c.generation) else {
-            return 0;
-        };
+    pub(super) fn consume_lent(&mut self, conn: &mut super::conn::Conn, n: usize) -> usize {
         let Some((bid, len, from)) = conn.ring.lent.as_mut() else {
             return 0;
         };
@@ -481,11 +478,8 @@ impl Uring {
         Ok(id)
     }
 
-    pub(super) fn rx_freed(&mut self, core: &mut Core, c: ConnId) {
-        if let Some(conn) = core.conns.get_mut(c.index, c.generation)
-            && (conn.ring.recv_paused || !conn.ring.pending.is_empty())
-            && !conn.queued_read
-        {
+    pub(super) fn rx_freed(&mut self, conn: &mut super::conn::Conn, c: ConnId) {
+        if (conn.ring.recv_paused || !conn.ring.pending.is_empty()) && !conn.queued_read {
             conn.queued_read = true;
             self.to_drain.push((c.index, c.generation));
         }
