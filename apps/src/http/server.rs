@@ -20,6 +20,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The shard's connections by id: a hash map with a fast hasher (the ids
+/// are the transport's slot numbers, not input an attacker picks; SipHash
+/// was 0.85% of dp-http's samples under wrk).
+type Conns = HashMap<ConnId, Conn, foldhash::fast::RandomState>;
+
 /// Output bytes past which a connection is not read.
 const OUT_HIGH: usize = 256 * 1024;
 
@@ -85,7 +90,7 @@ pub struct HttpShard {
     t: Option<Transport>,
     parser: RequestParser,
     router: Router,
-    conns: HashMap<ConnId, Conn>,
+    conns: Conns,
     counters: Arc<HttpCounters>,
     date: (u64, String),
     passes: u64,
@@ -115,7 +120,7 @@ impl HttpShard {
             config,
             t: None,
             router,
-            conns: HashMap::new(),
+            conns: Conns::default(),
             counters,
             date: (0, String::new()),
             passes: 0,
@@ -209,7 +214,7 @@ impl Poller for HttpShard {
     }
 }
 
-fn settle(t: &mut Transport, conns: &mut HashMap<ConnId, Conn>, c: ConnId) {
+fn settle(t: &mut Transport, conns: &mut Conns, c: ConnId) {
     let Some(cl) = conns.get_mut(&c) else {
         return;
     };
@@ -234,7 +239,7 @@ fn serve(
     t: &mut Transport,
     parser: &mut RequestParser,
     router: &mut Router,
-    conns: &mut HashMap<ConnId, Conn>,
+    conns: &mut Conns,
     counters: &HttpCounters,
     date: &str,
     c: ConnId,
