@@ -65,6 +65,42 @@ pub fn tsc_to_duration(ticks: u64) -> Duration {
     )
 }
 
+/// Nanoseconds on the counter since the clock was made: a read is
+/// `rdtsc`, a multiply and a shift, where `Instant::now` is a
+/// `clock_gettime` (about 20 ns through the vDSO on a TSC clocksource, a
+/// system call on a guest whose clocksource is not the TSC). For timeouts
+/// checked every pass, as the transport's are.
+#[derive(Debug, Clone, Copy)]
+pub struct TscClock {
+    start: u64,
+    /// Nanoseconds per tick, 32.32 fixed point.
+    mult: u64,
+}
+
+impl TscClock {
+    /// A clock at zero now (calibrates the counter on the first use in
+    /// the process, [`tsc_hz`]).
+    pub fn new() -> Self {
+        TscClock {
+            start: rdtsc(),
+            mult: ((1_000_000_000u128 << 32) / tsc_hz() as u128).min(u64::MAX as u128) as u64,
+        }
+    }
+
+    /// Nanoseconds since [`Self::new`].
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        let ticks = rdtsc().wrapping_sub(self.start);
+        ((ticks as u128 * self.mult as u128) >> 32).min(u64::MAX as u128) as u64
+    }
+}
+
+impl Default for TscClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A periodic timer on the counter, checked by polling: DPDK l2fwd's
 /// `drain_tsc` pattern. It never fires more than once per check, and a late
 /// check does not make it fire repeatedly to catch up.
@@ -104,6 +140,22 @@ impl TscTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tsc_clock_keeps_time_with_the_monotonic_clock() {
+        let clock = TscClock::new();
+        let t0 = Instant::now();
+        let a = clock.now_ns();
+        std::thread::sleep(Duration::from_millis(50));
+        let b = clock.now_ns();
+        let outer = t0.elapsed().as_nanos() as u64;
+        // At least the 50 ms slept between the reads, at most what the
+        // monotonic clock saw around them, with 5% for the calibration
+        // (a preempted thread only widens the outer span).
+        let d = b - a;
+        assert!(d >= 50_000_000 / 100 * 95, "{d} ns for a 50 ms sleep");
+        assert!(d <= outer / 100 * 105, "{d} ns within {outer} ns");
+    }
 
     #[test]
     fn counter_moves_and_calibrates() {

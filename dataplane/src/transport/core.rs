@@ -16,7 +16,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
 /// The user-space stack over a port queue, as an engine.
 pub(super) type StackEngine = Stack<Box<dyn Port>>;
@@ -225,7 +224,8 @@ impl Transport {
             udp_to_read: Vec::new(),
             udp_dirty: Vec::new(),
             timers: BinaryHeap::new(),
-            start: Instant::now(),
+            clock: crate::time::TscClock::new(),
+            pass_ns: 0,
             incoming_cpu: pinned_cpu(),
             stats: Stats::default(),
             pass: 0,
@@ -743,6 +743,7 @@ impl Transport {
         let before = self.core.events.len();
         self.core.stats.passes += 1;
         self.core.pass += 1;
+        self.core.start_pass_clock();
         engine!(self.pass())?;
         self.core.udp_pass();
         if !self.core.timers.is_empty() {
@@ -778,7 +779,7 @@ impl Transport {
     }
 
     fn expire(&mut self) {
-        let now = self.core.now_ns();
+        let now = self.core.pass_ns;
         while let Some(&Reverse((at, index, generation))) = self.core.timers.peek() {
             if at > now {
                 return;

@@ -254,7 +254,7 @@ impl Epoll {
             core.stats.connected += 1;
             let id = ConnId { index, generation };
             core.events.push_back(Event::Connected(id));
-            let now = core.now_ns();
+            let now = core.pass_ns;
             if let Some(conn) = core.conns.get_mut(index, generation) {
                 conn.since_ns = now;
             }
@@ -283,7 +283,7 @@ impl Epoll {
     }
 
     fn read_conn(&mut self, core: &mut Core, index: u32, generation: u32) {
-        let now = core.now_ns();
+        let now = core.pass_ns;
         let Some(conn) = core.conns.get_mut(index, generation) else {
             return;
         };

@@ -15,7 +15,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
 
 /// Everything but the engine.
 pub(super) struct Core {
@@ -29,7 +28,13 @@ pub(super) struct Core {
     pub(super) udp_to_read: Vec<u32>,
     pub(super) udp_dirty: Vec<u32>,
     pub(super) timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
-    pub(super) start: Instant,
+    /// The transport's clock: nanoseconds on the TSC since it was made.
+    pub(super) clock: crate::time::TscClock,
+    /// The clock read once at the start of this pass (`now_ns` then): what
+    /// the completions and events a pass handles are stamped with, for
+    /// idle and close timeouts, which a pass's length cannot move. One
+    /// clock read a pass rather than one a completion (two a request).
+    pub(super) pass_ns: u64,
     /// `SO_INCOMING_CPU` for listeners: the one CPU this thread may run on.
     pub(super) incoming_cpu: Option<i32>,
     pub(super) stats: Stats,
@@ -102,8 +107,15 @@ pub(super) fn new_socket(addr: &SocketAddr, ty: SockType) -> nix::Result<OwnedFd
 }
 
 impl Core {
+    /// Nanoseconds since the transport was made, read now (calls from the
+    /// application, between passes).
     pub(super) fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.clock.now_ns()
+    }
+
+    /// [`Self::pass_ns`], read at the start of a pass.
+    pub(super) fn start_pass_clock(&mut self) {
+        self.pass_ns = self.now_ns();
     }
 
     /// Connections ended but not yet freed (io_uring, ops in flight).

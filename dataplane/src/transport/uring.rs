@@ -747,7 +747,7 @@ impl Uring {
     fn received(&mut self, core: &mut Core, index: u32, generation: u32, res: i32, flags: u32) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
-        let now = core.now_ns();
+        let now = core.pass_ns;
         let Some(conn) = core.conns.get_mut(index, generation) else {
             if let Some(bid) = bid {
                 self.give_back(bid);
@@ -837,7 +837,7 @@ impl Uring {
     }
 
     fn connected(&mut self, core: &mut Core, index: u32, generation: u32, res: i32) {
-        let now = core.now_ns();
+        let now = core.pass_ns;
         let Some(conn) = core.conns.get_mut(index, generation) else {
             return;
         };
@@ -935,7 +935,7 @@ impl Uring {
     }
 
     fn sent(&mut self, core: &mut Core, index: u32, generation: u32, res: i32, flags: u32) {
-        let now = core.now_ns();
+        let now = core.pass_ns;
         let Some(conn) = core.conns.get_mut(index, generation) else {
             return;
         };
