@@ -23,6 +23,18 @@ fn until(mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Pops `0..n` one at a time from a single consumer, waiting for each.
+fn pops_in_order(c: &mut Consumer<u32, Single>, n: u32) {
+    for i in 0..n {
+        let mut got = None;
+        until(|| {
+            got = c.pop();
+            got.is_some()
+        });
+        assert_eq!(got, Some(i));
+    }
+}
+
 #[test]
 fn loom_spsc_single_items_wrap() {
     model(|| {
@@ -32,14 +44,7 @@ fn loom_spsc_single_items_wrap() {
                 until(|| p.push(i).is_ok());
             }
         });
-        for i in 0..3 {
-            let mut got = None;
-            until(|| {
-                got = c.pop();
-                got.is_some()
-            });
-            assert_eq!(got, Some(i));
-        }
+        pops_in_order(&mut c, 3);
         t.join().unwrap();
     });
 }
@@ -85,14 +90,7 @@ fn loom_spsc_stamped_single_items_and_bursts_wrap() {
                 b.is_empty()
             });
         });
-        for i in 0..3 {
-            let mut got = None;
-            until(|| {
-                got = c.pop();
-                got.is_some()
-            });
-            assert_eq!(got, Some(i));
-        }
+        pops_in_order(&mut c, 3);
         t.join().unwrap();
     });
 }

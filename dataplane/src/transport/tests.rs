@@ -66,6 +66,14 @@ on_every_engine!(
     udp_datagrams_arrive_whole_with_their_sender_and_go_back,
 );
 
+/// A transport with `config` listening on a loopback port, and the port.
+fn listening(config: Config) -> (Transport, SocketAddr) {
+    let mut t = Transport::new(config).expect("transport");
+    let l = t.listen(any_port()).expect("listen");
+    let addr = t.listener_addr(l).expect("addr");
+    (t, addr)
+}
+
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("address")
 }
@@ -248,13 +256,10 @@ fn a_refused_connect_ends_with_its_errno(kind: EngineKind) {
 }
 
 fn a_full_send_buffer_takes_less_and_says_writable_when_drained(kind: EngineKind) {
-    let mut t = Transport::new(Config {
+    let (mut t, addr) = listening(Config {
         tx_buffer: 64 * 1024,
         ..cfg(kind)
-    })
-    .expect("transport");
-    let l = t.listen(any_port()).expect("listen");
-    let addr = t.listener_addr(l).expect("addr");
+    });
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
@@ -299,13 +304,10 @@ fn a_full_send_buffer_takes_less_and_says_writable_when_drained(kind: EngineKind
 }
 
 fn write_from_takes_an_output_whole_or_copies_what_fits_behind_bytes_held(kind: EngineKind) {
-    let mut t = Transport::new(Config {
+    let (mut t, addr) = listening(Config {
         tx_buffer: 64 * 1024,
         ..cfg(kind)
-    })
-    .expect("transport");
-    let l = t.listen(any_port()).expect("listen");
-    let addr = t.listener_addr(l).expect("addr");
+    });
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         let mut got = Vec::new();
