@@ -618,6 +618,32 @@ fn stress_mpmc_runs_of_one_and_bursts() {
     );
 }
 
+/// A closure that pins the calling thread to the first CPU this process
+/// may use (best effort; nothing under Miri), for tests of threads that
+/// outnumber the cores.
+fn first_cpu_pinner() -> impl Fn() + Copy + Send + 'static {
+    #[cfg(not(miri))]
+    {
+        use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+        use nix::unistd::Pid;
+        let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        let cpu = (0..CpuSet::count())
+            .find(|&c| allowed.is_set(c).unwrap_or(false))
+            .unwrap();
+        move || {
+            let mut one = CpuSet::new();
+            one.set(cpu).unwrap();
+            // Best effort: where pinning is refused the threads still
+            // outnumber the cores of a small machine.
+            let _ = sched_setaffinity(Pid::from_raw(0), &one);
+        }
+    }
+    #[cfg(miri)]
+    {
+        || {}
+    }
+}
+
 /// A single producer that publishes runs (`spsc_stamped`), against a
 /// consumer, each mixing every way in at random: single pushes, bursts,
 /// write chunks (committed in part, a chunk of one moving beside its
@@ -626,10 +652,36 @@ fn stress_mpmc_runs_of_one_and_bursts() {
 /// and `len` never says more than was pushed or less than is left.
 #[test]
 fn stress_spsc_stamped_every_way_in_and_out() {
+    stamped_mixes(PER_PRODUCER, false);
+}
+
+/// The same with producer and consumer on one CPU, so that the producer
+/// is preempted between writing an item and stamping it, and the consumer
+/// between taking items and releasing them (each side yields, rather than
+/// spins, when it cannot go on).
+#[test]
+fn stress_spsc_stamped_with_both_sides_on_one_cpu() {
+    stamped_mixes(PER_PRODUCER / 10, true);
+}
+
+fn stamped_mixes(total: u64, one_cpu: bool) {
     use rand::{Rng, SeedableRng};
-    let total = PER_PRODUCER;
+    let pin = first_cpu_pinner();
+    let wait = move || {
+        if one_cpu {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    if one_cpu {
+        pin();
+    }
     let (mut p, mut c) = spsc_stamped::<u64>(16).unwrap();
     let producer = std::thread::spawn(move || {
+        if one_cpu {
+            pin();
+        }
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let mut next = 0u64;
         while next < total {
@@ -659,7 +711,7 @@ fn stress_spsc_stamped_every_way_in_and_out() {
                 }
             };
             if n == 0 {
-                std::hint::spin_loop();
+                wait();
             }
             next += n as u64;
         }
@@ -689,7 +741,7 @@ fn stress_spsc_stamped_every_way_in_and_out() {
             }
         };
         if got.is_empty() {
-            std::hint::spin_loop();
+            wait();
         }
         assert!(c.len() <= 16);
         for v in got {
@@ -818,24 +870,7 @@ fn read_chunk_of_a_multi_producer_ring_sees_runs_of_one() {
 /// where it now takes a fraction of a second; it asserts no timing.)
 #[test]
 fn producers_sharing_one_core_never_wait_for_each_other() {
-    #[cfg(not(miri))]
-    let pin_to_first_cpu = {
-        use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
-        use nix::unistd::Pid;
-        let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        let cpu = (0..CpuSet::count())
-            .find(|&c| allowed.is_set(c).unwrap_or(false))
-            .unwrap();
-        move || {
-            let mut one = CpuSet::new();
-            one.set(cpu).unwrap();
-            // Best effort: where pinning is refused the threads still
-            // outnumber the cores of a small machine.
-            let _ = sched_setaffinity(Pid::from_raw(0), &one);
-        }
-    };
-    #[cfg(miri)]
-    let pin_to_first_cpu = || {};
+    let pin_to_first_cpu = first_cpu_pinner();
     let per_producer: u64 = if cfg!(miri) { 50 } else { 20_000 };
     let (p, mut c) = mpsc::<(u32, u64)>(256).unwrap();
     let producers: Vec<_> = (0..8u32)
