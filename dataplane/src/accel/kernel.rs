@@ -213,6 +213,12 @@ impl Signatures {
         } else {
             aho_corasick::packed::Searcher::new(patterns.iter()).map(Box::new)
         };
+        if any.is_none() {
+            tracing::debug!(
+                signatures = patterns.len(),
+                "pattern match on the CPU: no packed (SIMD) searcher here; one finder per signature for every item"
+            );
+        }
         let each = patterns
             .iter()
             .map(|p| memchr::memmem::Finder::new(p).into_owned())
