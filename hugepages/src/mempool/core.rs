@@ -334,6 +334,7 @@ impl PoolCore {
 
     /// Puts `objs` in the store; its final `prod.tail` store is the last
     /// access to the pool (module docs).
+    #[inline]
     pub(crate) fn store_put(&self, objs: &[*mut u8]) {
         if let Some(packed) = self.packed
             && packed.all_objects(objs)
@@ -341,9 +342,17 @@ impl PoolCore {
             self.store.put_bulk(objs.iter().map(|&p| packed.index(p)));
             return;
         }
-        // The general layout, or a pointer that is not an object of this
-        // pool, which breaks put's contract (debug builds assert on entry):
-        // dropping it here keeps the store consistent in release builds.
+        self.store_put_searched(objs);
+    }
+
+    /// [`PoolCore::store_put`] in the general layout, or with a pointer that
+    /// is not an object of this pool, which breaks put's contract (debug
+    /// builds assert on entry): dropping it here keeps the store consistent
+    /// in release builds. Out of line, so that the packed path above needs
+    /// no stack buffer.
+    #[cold]
+    #[inline(never)]
+    fn store_put_searched(&self, objs: &[*mut u8]) {
         // Indices go to the ring STORE_PUT_CHUNK at a time.
         let mut buf = [0u32; STORE_PUT_CHUNK];
         for part in objs.chunks(STORE_PUT_CHUNK) {
