@@ -470,11 +470,18 @@ fn main() {
             .run(args.rounds, progress);
             let ours_cyc = r.get(&ours).and_then(|c| c.cycles_per_op());
             let ratio = r.cycle_ratio(&ours, &peer);
+            // Without a cache: at most 1.2x rte_mempool's cycles, so a
+            // same-round speed ratio of at least 1 / 1.2.
+            let met = if cache > 0 {
+                ours_cyc.map(|s| s.median <= 2.0)
+            } else {
+                ratio.as_ref().map(|s| s.median >= 1.0 / 1.2)
+            };
             verdicts.push(Verdict {
                 target: if cache > 0 {
                     "5 mempool get/put32 cached <= 2 cyc/object".into()
                 } else {
-                    "5 (info) mempool get/put32 no cache".into()
+                    "5 mempool get/put32 no cache <= 1.2x rte_mempool".into()
                 },
                 ours: format!("ours: {}", cyc(&r, &ours)),
                 peer: format!("rte_mempool: {}", cyc(&r, &peer)),
@@ -482,13 +489,9 @@ fn main() {
                 goal: if cache > 0 {
                     "ours <= 2.00 cyc".into()
                 } else {
-                    "(compare)".into()
+                    "ratio >= 0.83".into()
                 },
-                met: if cache > 0 {
-                    ours_cyc.map(|s| s.median <= 2.0)
-                } else {
-                    None
-                },
+                met,
             });
             show(r, &mut reports);
         }

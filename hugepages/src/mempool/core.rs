@@ -3,26 +3,23 @@
 
 use super::*;
 
-/// Object indices a put in the general layout hands the store per
-/// reservation (a stack buffer of 256 bytes): more than a burst of 32, so
-/// that a burst is one.
+/// Objects a put that holds a pointer not of the pool hands the store per
+/// reservation (a stack buffer of 512 bytes).
 const STORE_PUT_CHUNK: usize = 64;
 
 /// The layout of a pool that is one region of objects packed end to end
 /// with a power-of-two stride (in PA mode too when the stride divides the
-/// page): an object's index is its offset shifted right and back, so the
-/// store's get and put convert a burst with no search, no division and no
-/// table.
+/// page): a pointer is an object when its offset is below the objects' span
+/// and has no bits below the stride, so a put checks a burst with no
+/// search and no division.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Packed {
-    /// The first object (with the region's provenance).
+    /// The first object.
     base: *mut u8,
     /// `count * stride`: offsets below it are inside the objects.
     span: usize,
     /// `stride - 1`: an object's offset has none of these bits.
     mask: usize,
-    /// log2(stride).
-    shift: u32,
 }
 
 impl Packed {
@@ -45,19 +42,6 @@ impl Packed {
         }
         let top = 1 << (usize::BITS - 1);
         below & top != 0 && bits & (top | self.mask) == 0
-    }
-
-    /// The index of an object (one `all_objects` accepted).
-    #[inline]
-    fn index(&self, p: *mut u8) -> u32 {
-        // Below `span >> shift = count <= u32::MAX` for an object.
-        (p.addr().wrapping_sub(self.base.addr()) >> self.shift) as u32
-    }
-
-    /// The object at an index the store handed out.
-    #[inline]
-    fn object(&self, index: u32) -> *mut u8 {
-        self.base.wrapping_add((index as usize) << self.shift)
     }
 }
 
@@ -137,7 +121,7 @@ pub(crate) struct PoolCore {
     pub(crate) count: u32,
     pub(crate) cache_size: u32,
     pub(crate) cache_cap: usize,
-    pub(crate) store: Ring,
+    pub(crate) store: Ring<*mut u8>,
     /// `MAX_LCORE_SLOTS` caches, or none when `cache_size == 0`.
     pub(crate) caches: Box<[CachePadded<LcoreCache>]>,
     /// The object arrays of all caches in one zeroed allocation (so untouched
@@ -185,11 +169,10 @@ impl PoolCore {
                 base: regions[only.region].as_ptr(),
                 span: only.count as usize * stride,
                 mask: stride - 1,
-                shift: stride.trailing_zeros(),
             }),
             _ => None,
         };
-        let Some(store) = Ring::full(count) else {
+        let Some(store) = Ring::filled(objs.len(), |i| objs[i], ptr::null_mut()) else {
             return Err(Error::Config(format!(
                 "mempool {:?}: {count} objects need a ring larger than this target's address \
                  space",
@@ -321,15 +304,7 @@ impl PoolCore {
     /// Fills `out` from the store, all or nothing.
     #[inline]
     fn store_take(&self, out: &mut [*mut u8]) -> bool {
-        let n = out.len();
-        match self.packed {
-            Some(packed) => self.store.get_bulk(n, |i, idx| out[i] = packed.object(idx)),
-            None => {
-                let table = &self.objs;
-                self.store
-                    .get_bulk(n, |i, idx| out[i] = table[idx as usize])
-            }
-        }
+        self.store.get_bulk(out.len(), |i, p| out[i] = p)
     }
 
     /// Puts `objs` in the store; its final `prod.tail` store is the last
@@ -339,29 +314,31 @@ impl PoolCore {
         if let Some(packed) = self.packed
             && packed.all_objects(objs)
         {
-            self.store.put_bulk(objs.iter().map(|&p| packed.index(p)));
+            self.store.put_bulk(objs.iter().copied());
             return;
         }
         self.store_put_searched(objs);
     }
 
-    /// [`PoolCore::store_put`] in the general layout, or with a pointer that
-    /// is not an object of this pool, which breaks put's contract (debug
-    /// builds assert on entry): dropping it here keeps the store consistent
-    /// in release builds. Out of line, so that the packed path above needs
-    /// no stack buffer.
-    #[cold]
+    /// [`PoolCore::store_put`] in the general layout (each pointer looked
+    /// up among the regions), or with a pointer that is not an object of
+    /// this pool, which breaks put's contract (debug builds assert on
+    /// entry): dropping it here keeps the store consistent in release
+    /// builds. Out of line, so that the packed path above needs no stack
+    /// buffer.
     #[inline(never)]
     fn store_put_searched(&self, objs: &[*mut u8]) {
-        // Indices go to the ring STORE_PUT_CHUNK at a time.
-        let mut buf = [0u32; STORE_PUT_CHUNK];
+        if objs.iter().all(|&p| self.index_of(p).is_some()) {
+            self.store.put_bulk(objs.iter().copied());
+            return;
+        }
+        // The objects among them go to the ring STORE_PUT_CHUNK at a time.
+        let mut buf = [ptr::null_mut(); STORE_PUT_CHUNK];
         for part in objs.chunks(STORE_PUT_CHUNK) {
             let mut n = 0;
-            for (slot, i) in buf
-                .iter_mut()
-                .zip(part.iter().filter_map(|&p| self.index_of(p)))
-            {
-                *slot = i;
+            let objects = part.iter().filter(|&&p| self.index_of(p).is_some());
+            for (slot, &p) in buf.iter_mut().zip(objects) {
+                *slot = p;
                 n += 1;
             }
             self.store.put_bulk(buf[..n].iter().copied());

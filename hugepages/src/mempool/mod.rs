@@ -31,7 +31,7 @@
 //! # The store and the caches
 //!
 //! The shared store is a bounded multi-producer multi-consumer ring of
-//! `u32` object indices in the style of `rte_ring` (which is also
+//! object pointers in the style of `rte_ring` (which is also
 //! `rte_mempool`'s default store): producer and consumer each have a head
 //! and a tail on their own cache line; a get or put CASes its side's head
 //! forward by `n` to reserve `n` positions, all or nothing, copies, waits
@@ -44,12 +44,15 @@
 //! `src/mempool/ring.rs`. Objects come out in the order they went in, as
 //! from `rte_mempool`'s ring: the least recently freed first.
 //!
-//! The ring holds indices, not pointers (half the memory, and a put checks
-//! that each pointer is an object of the pool). For the common layout, one
-//! region of objects packed end to end with a power-of-two stride, an
-//! index is the offset shifted, both ways; otherwise a put finds the
-//! region and divides by the stride with a multiply (`src/mempool/divisor.rs`)
-//! and a get reads the object table.
+//! The ring holds the objects' pointers, as `rte_mempool`'s does: a get
+//! copies them out unchanged. A put first checks that each pointer is an
+//! object of the pool. For the common layout, one region of objects packed
+//! end to end with a power-of-two stride, that is one branch-free pass over
+//! the burst (offset below the span, no bits below the stride); otherwise a
+//! put finds each pointer's region and divides by the stride with a
+//! multiply (`src/mempool/divisor.rs`). (The ring held `u32` indices
+//! before: half the memory, but a conversion on every get and put, 1.14x
+//! the cycles of a get and put of 32 without a cache.)
 //!
 //! In front of the store, each pool has [`MAX_LCORE_SLOTS`] caches, one per
 //! [`slot`]: the thread holding slot *k* alone touches cache *k* (its
@@ -84,8 +87,9 @@
 //!    cache there (the cache `len` is lowered *before* the flushed objects
 //!    reach the store, so the count can run short for a moment, never
 //!    long). A put to the store that is split into several reservations
-//!    (the general layout, 64 indices at a time) publishes its last run
-//!    last, and until then its objects are not all counted.
+//!    (one holding a pointer not of the pool, 64 objects at a time)
+//!    publishes its last run last, and until then its objects are not all
+//!    counted.
 //! 2. The drop reads the store's count first (`prod.tail` with Acquire),
 //!    then every cache's `len`, all with Acquire. A flush lowers its cache's
 //!    `len` before it raises `prod.tail`, so reading in the opposite order

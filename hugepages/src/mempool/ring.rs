@@ -1,7 +1,10 @@
 //! The shared store of a mempool: a bounded multi-producer multi-consumer
-//! ring of `u32` object indices, in the style of DPDK's `rte_ring` in its
+//! ring of object pointers, in the style of DPDK's `rte_ring` in its
 //! default MP/MC mode (lib/ring/rte_ring_c11_pvt.h), which is also
-//! `rte_mempool`'s default store (the `ring_mp_mc` handler).
+//! `rte_mempool`'s default store (the `ring_mp_mc` handler). The ring is
+//! generic over its `Copy` entries; the pool stores the objects' pointers,
+//! as `rte_mempool` does, so that a get copies them out unchanged and a put
+//! only checks them (the tests store `u32`s).
 //!
 //! # Layout
 //!
@@ -17,7 +20,7 @@
 //!
 //! `prod` (head and tail) is on one cache line and `cons` on another, as
 //! in `struct rte_ring`: a thread using the store alone keeps both lines in
-//! its cache. The slots are a separate array of `capacity` plain `u32`
+//! its cache. The slots are a separate array of `capacity` plain `T`
 //! cells, the capacity being the smallest power of two that holds every
 //! object of the pool.
 //!
@@ -153,8 +156,9 @@ impl HeadTail {
     }
 }
 
-/// A bounded MP/MC ring of object indices; see the module docs.
-pub(crate) struct Ring {
+/// A bounded MP/MC ring of `T`s (object pointers in a pool); see the
+/// module docs.
+pub(crate) struct Ring<T: Copy = u32> {
     prod: CachePadded<HeadTail>,
     cons: CachePadded<HeadTail>,
     /// `capacity - 1`.
@@ -162,17 +166,18 @@ pub(crate) struct Ring {
     /// `capacity` cells. A cell is written only by the put that reserved
     /// its position and read only by the get that reserved it after that
     /// put published (module docs).
-    slots: Box<[UnsafeCell<u32>]>,
+    slots: Box<[UnsafeCell<T>]>,
 }
 
-// SAFETY: the cells are plain `u32`s; every access to one is ordered by the
-// head reservations and tail publications described in the module docs,
-// and everything else is atomics or immutable.
-unsafe impl Sync for Ring {}
+// SAFETY: the cells are plain `Copy` values (indices, or pointers whose
+// objects the pool hands from thread to thread); every access to one is
+// ordered by the head reservations and tail publications described in the
+// module docs, and everything else is atomics or immutable.
+unsafe impl<T: Copy> Sync for Ring<T> {}
 // SAFETY: as above; the ring owns its cells.
-unsafe impl Send for Ring {}
+unsafe impl<T: Copy> Send for Ring<T> {}
 
-impl std::fmt::Debug for Ring {
+impl<T: Copy> std::fmt::Debug for Ring<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("len", &self.len())
@@ -181,10 +186,9 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-impl Ring {
-    /// A ring holding every index of `0..count` in order (so the lowest
-    /// addresses are handed out first), or `None` when no power of two
-    /// that holds `count` fits in a `usize` half-range.
+#[cfg(test)]
+impl Ring<u32> {
+    /// A ring holding every index of `0..count` in order.
     pub(crate) fn full(count: u32) -> Option<Self> {
         Self::full_at(count, 0)
     }
@@ -192,7 +196,22 @@ impl Ring {
     /// As [`Ring::full`], with the positions starting at `start` rather
     /// than 0 (tests start just before a wrap).
     pub(crate) fn full_at(count: u32, start: usize) -> Option<Self> {
-        let count = usize::try_from(count).ok()?;
+        Self::filled_at(usize::try_from(count).ok()?, start, |i| i as u32, 0)
+    }
+}
+
+impl<T: Copy> Ring<T> {
+    /// A ring holding `entry(i)` for every `i` of `0..count`, in order (so
+    /// the pool's lowest addresses are handed out first), or `None` when no
+    /// power of two that holds `count` fits in a `usize` half-range. The
+    /// slots past them hold `spare` until puts write them.
+    pub(crate) fn filled(count: usize, entry: impl Fn(usize) -> T, spare: T) -> Option<Self> {
+        Self::filled_at(count, 0, entry, spare)
+    }
+
+    /// As [`Ring::filled`], with the positions starting at `start` rather
+    /// than 0.
+    fn filled_at(count: usize, start: usize, entry: impl Fn(usize) -> T, spare: T) -> Option<Self> {
         let capacity = count.max(1).checked_next_power_of_two()?;
         // Wrapping position arithmetic needs the capacity to be at most
         // half the position range.
@@ -202,10 +221,9 @@ impl Ring {
         let mask = capacity - 1;
         let slots = (0..capacity)
             .map(|slot| {
-                // The position `start + i` holds index `i`, for `i < count`.
+                // The position `start + i` holds entry `i`, for `i < count`.
                 let i = slot.wrapping_sub(start) & mask;
-                // `i < count`, which came from a u32.
-                UnsafeCell::new(if i < count { i as u32 } else { 0 })
+                UnsafeCell::new(if i < count { entry(i) } else { spare })
             })
             .collect();
         Some(Ring {
@@ -221,7 +239,7 @@ impl Ring {
         self.slots.len()
     }
 
-    /// The number of indices a get could take now: published by puts and
+    /// The number of entries a get could take now: published by puts and
     /// not reserved by gets. See "Orderings".
     pub(crate) fn len(&self) -> usize {
         let head = self.cons.head.load(Ordering::Acquire);
@@ -231,11 +249,11 @@ impl Ring {
         tail.wrapping_sub(head).min(self.capacity())
     }
 
-    /// Takes `n` indices, all or nothing, calling `emit(i, index)` for `i`
+    /// Takes `n` entries, all or nothing, calling `emit(i, entry)` for `i`
     /// in `0..n`, oldest first. Returns false, having taken nothing and
     /// called nothing, when fewer than `n` are there.
     #[inline]
-    pub(crate) fn get_bulk(&self, n: usize, mut emit: impl FnMut(usize, u32)) -> bool {
+    pub(crate) fn get_bulk(&self, n: usize, mut emit: impl FnMut(usize, T)) -> bool {
         if n == 0 {
             return true;
         }
@@ -274,15 +292,15 @@ impl Ring {
         true
     }
 
-    /// Puts `indices`, which gets return in the same order. Each must be an
-    /// object index of the pool that is not in the ring already: then the
+    /// Puts `entries`, which gets return in the same order. Each must be an
+    /// object of the pool that is not in the ring already: then the
     /// ring never fills (module docs). A put that would overfill it waits
     /// for gets to make room. The iterator runs between the reservation
     /// and the publication, so it must not block (or panic: the positions
     /// would never be published).
     #[inline]
-    pub(crate) fn put_bulk(&self, indices: impl ExactSizeIterator<Item = u32>) {
-        let n = indices.len();
+    pub(crate) fn put_bulk(&self, entries: impl ExactSizeIterator<Item = T>) {
+        let n = entries.len();
         if n == 0 {
             return;
         }
@@ -314,22 +332,22 @@ impl Ring {
             }
         }
         let (a, b) = self.run(head, n);
-        let mut indices = indices;
+        let mut entries = entries;
         let mut written = 0;
-        for (cell, i) in a.iter().zip(&mut indices) {
+        for (cell, i) in a.iter().zip(&mut entries) {
             // SAFETY: this put reserved the position: no put writes it and
             // no get reads it before our `prod.tail` store, and the Acquire
             // of `cons.tail` ordered the last lap's read before this.
             cell.with_mut(|p| unsafe { *p = i });
             written += 1;
         }
-        for (cell, i) in b.iter().zip(&mut indices) {
+        for (cell, i) in b.iter().zip(&mut entries) {
             // SAFETY: as above.
             cell.with_mut(|p| unsafe { *p = i });
             written += 1;
         }
         debug_assert!(
-            written == n && indices.next().is_none(),
+            written == n && entries.next().is_none(),
             "an iterator whose len is not its length"
         );
         self.prod.publish(head, head.wrapping_add(n));
@@ -338,7 +356,7 @@ impl Ring {
     /// The slots of the positions `pos..pos + n` (`n <= capacity`): up to
     /// the end of the array, then from its start.
     #[inline]
-    fn run(&self, pos: usize, n: usize) -> (&[UnsafeCell<u32>], &[UnsafeCell<u32>]) {
+    fn run(&self, pos: usize, n: usize) -> (&[UnsafeCell<T>], &[UnsafeCell<T>]) {
         let start = pos & self.mask;
         let first = n.min(self.slots.len() - start);
         (&self.slots[start..start + first], &self.slots[..n - first])

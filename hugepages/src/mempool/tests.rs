@@ -630,3 +630,34 @@ fn store_stress_timed() {
         assert_all_back(&p);
     }
 }
+
+/// A put that breaks the contract with a pointer not of the pool (which
+/// debug builds assert against in `put_bulk`) drops that pointer and keeps
+/// the others, in both the packed layout and the searched one.
+#[test]
+#[cfg_attr(miri, ignore)] // mmap
+fn store_put_drops_a_pointer_not_of_the_pool() {
+    let packed = pool(8, 64, 0);
+    let searched = Mempool::new(MempoolConfig {
+        max_region_len: Some(4096),
+        page_size: PageSize::Size4K,
+        ..cfg(8, 1000)
+    })
+    .unwrap();
+    assert!(packed.core().packed.is_some() && searched.core().packed.is_none());
+    for p in [&packed, &searched] {
+        let mut objs = vec![ptr::null_mut(); 8];
+        p.get_bulk(&mut objs).unwrap();
+        let mut foreign = [0u8; 64];
+        let inside = objs[1].wrapping_add(8);
+        let put = [objs[0], foreign.as_mut_ptr(), inside, objs[1]];
+        p.core().store_put(&put);
+        assert_eq!(p.available(), 2, "only the two objects went back");
+        let mut back = vec![ptr::null_mut(); 2];
+        p.get_bulk(&mut back).unwrap();
+        assert_eq!(back, [objs[0], objs[1]], "in order, the others dropped");
+        // SAFETY: every object came from this pool and goes back once.
+        unsafe { p.put_bulk(&objs) };
+        assert_all_back(p);
+    }
+}
