@@ -3,7 +3,7 @@
 
 use super::config::{PoolConfig, WorkerConfig};
 use super::pool::WorkerPool;
-use super::routes::{Link, Routes};
+use super::routes::{Link, Route, Routes};
 use super::supervisor::{CONTROL_CAPACITY, Control, RestartPolicy, WorkerPoller, WorkerShared};
 use super::{Envelope, Worker, WorkerId};
 use crate::lcore::{IdlePolicy, LcoreConfig, LcoreGroup, Role};
@@ -53,7 +53,7 @@ pub struct PoolBuilder<W: Worker> {
     numa_aware: Option<bool>,
     idle: Option<IdlePolicy>,
     queue_capacity: Option<usize>,
-    partitioner: Option<Arc<dyn Partitioner>>,
+    partitioner: Option<Route>,
     restart: RestartPolicy,
     tick_interval: Duration,
     worker_config: WorkerConfig,
@@ -146,13 +146,13 @@ impl<W: Worker> PoolBuilder<W> {
 
     /// Routes keyed sends (default: [`HashPartitioner`]).
     pub fn partitioner(mut self, p: impl Partitioner + 'static) -> Self {
-        self.partitioner = Some(Arc::new(p));
+        self.partitioner = Some(Route::of(p));
         self
     }
 
     /// Routes keyed sends through a shared partitioner.
     pub fn partitioner_arc(mut self, p: Arc<dyn Partitioner>) -> Self {
-        self.partitioner = Some(p);
+        self.partitioner = Some(Route::Dyn(p));
         self
     }
 
@@ -342,7 +342,7 @@ impl<W: Worker> PoolBuilder<W> {
         let routes = Routes::new(
             links,
             self.partitioner
-                .unwrap_or_else(|| Arc::new(HashPartitioner::new())),
+                .unwrap_or_else(|| Route::Hash(HashPartitioner::new())),
         );
         let pool = WorkerPool::started(routes, running, plan);
         pool.wait_started(self.start_timeout)?;
@@ -386,7 +386,7 @@ impl<W: Worker> WorkerPool<W> {
         config: PoolConfig,
         factory: impl FnMut(usize) -> W + 'static,
     ) -> Result<Self> {
-        Self::with_partitioner(config, factory, Arc::new(HashPartitioner::new()))
+        Self::with_route(config, factory, Route::Hash(HashPartitioner::new()))
     }
 
     /// The original design's form with a partitioner.
@@ -398,11 +398,19 @@ impl<W: Worker> WorkerPool<W> {
         factory: impl FnMut(usize) -> W + 'static,
         partitioner: Arc<dyn Partitioner>,
     ) -> Result<Self> {
+        Self::with_route(config, factory, Route::Dyn(partitioner))
+    }
+
+    fn with_route(
+        config: PoolConfig,
+        factory: impl FnMut(usize) -> W + 'static,
+        route: Route,
+    ) -> Result<Self> {
         let mut b = Self::builder()
             .factory(factory)
             .cpu_affinity(config.enable_cpu_affinity)
-            .worker_config(config.worker_config)
-            .partitioner_arc(partitioner);
+            .worker_config(config.worker_config);
+        b.partitioner = Some(route);
         if config.num_workers > 0 {
             b = b.workers(config.num_workers);
         }

@@ -9,7 +9,7 @@ use super::stats::WorkerStatus;
 use super::supervisor::{Control, WorkerShared};
 use super::{Envelope, WorkerId};
 use crate::channel::SendError;
-use crate::partition::{PartitionKey, Partitioner};
+use crate::partition::{HashPartitioner, PartitionKey, Partitioner};
 use crate::ring::{self, Batch, LaneError, LanesTx, Multi};
 use std::fmt;
 use std::sync::Arc;
@@ -53,15 +53,42 @@ impl<M> Link<M> {
     }
 }
 
+/// A pool's partitioner. The default one is held by value, so that a keyed
+/// send inlines its mix and range reduction; any other is called through
+/// `dyn` (a call the compiler cannot see into, on every send).
+#[derive(Clone)]
+pub(crate) enum Route {
+    Hash(HashPartitioner),
+    Dyn(Arc<dyn Partitioner>),
+}
+
+impl Route {
+    /// `p`, by value when it is a [`HashPartitioner`].
+    pub(crate) fn of<P: Partitioner + 'static>(p: P) -> Self {
+        match (&p as &dyn std::any::Any).downcast_ref::<HashPartitioner>() {
+            Some(h) => Route::Hash(*h),
+            None => Route::Dyn(Arc::new(p)),
+        }
+    }
+
+    #[inline(always)]
+    fn owner(&self, key: u64, workers: usize) -> usize {
+        match self {
+            Route::Hash(h) => h.owner(key, workers),
+            Route::Dyn(p) => p.owner(key, workers),
+        }
+    }
+}
+
 /// Every worker's link and the partitioner: what a send needs.
 pub(crate) struct Routes<M> {
     pub(crate) links: Box<[Link<M>]>,
-    partitioner: Arc<dyn Partitioner>,
+    partitioner: Route,
     pub(crate) stopped: bool,
 }
 
 impl<M> Routes<M> {
-    pub(crate) fn new(links: Vec<Link<M>>, partitioner: Arc<dyn Partitioner>) -> Self {
+    pub(crate) fn new(links: Vec<Link<M>>, partitioner: Route) -> Self {
         Routes {
             links: links.into_boxed_slice(),
             partitioner,
