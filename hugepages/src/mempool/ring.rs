@@ -2,7 +2,7 @@
 //! ring of object pointers, in the style of DPDK's `rte_ring` in its
 //! default MP/MC mode (lib/ring/rte_ring_c11_pvt.h), which is also
 //! `rte_mempool`'s default store (the `ring_mp_mc` handler). The ring is
-//! generic over its `Copy` entries; the pool stores the objects' pointers,
+//! generic over its entries ([`Entry`]); the pool stores the objects' pointers,
 //! as `rte_mempool` does, so that a get copies them out unchanged and a put
 //! only checks them (the tests store `u32`s).
 //!
@@ -158,7 +158,7 @@ impl HeadTail {
 
 /// A bounded MP/MC ring of `T`s (object pointers in a pool); see the
 /// module docs.
-pub(crate) struct Ring<T: Copy = u32> {
+pub(crate) struct Ring<T: Entry = u32> {
     prod: CachePadded<HeadTail>,
     cons: CachePadded<HeadTail>,
     /// `capacity - 1`.
@@ -169,15 +169,24 @@ pub(crate) struct Ring<T: Copy = u32> {
     slots: Box<[UnsafeCell<T>]>,
 }
 
-// SAFETY: the cells are plain `Copy` values (indices, or pointers whose
-// objects the pool hands from thread to thread); every access to one is
-// ordered by the head reservations and tail publications described in the
-// module docs, and everything else is atomics or immutable.
-unsafe impl<T: Copy> Sync for Ring<T> {}
-// SAFETY: as above; the ring owns its cells.
-unsafe impl<T: Copy> Send for Ring<T> {}
+/// What the ring may hold: plain values that may move from the thread that
+/// puts them to the thread that gets them. Object indices are integers; an
+/// object pointer stands for an object the pool hands to one owner at a
+/// time, and whoever holds it may use the object from any thread (the
+/// mempool's contract), though a raw pointer is not `Send` itself.
+pub(crate) trait Entry: Copy {}
+impl Entry for u32 {}
+impl Entry for *mut u8 {}
 
-impl<T: Copy> std::fmt::Debug for Ring<T> {
+// Every access to a cell is ordered by the head reservations and tail
+// publications described in the module docs; everything else is atomics or
+// immutable.
+// SAFETY: the cells hold `Entry` values, which may move between threads.
+unsafe impl<T: Entry> Sync for Ring<T> {}
+// SAFETY: the ring owns its cells, which hold `Entry` values (as above).
+unsafe impl<T: Entry> Send for Ring<T> {}
+
+impl<T: Entry> std::fmt::Debug for Ring<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("len", &self.len())
@@ -200,7 +209,7 @@ impl Ring<u32> {
     }
 }
 
-impl<T: Copy> Ring<T> {
+impl<T: Entry> Ring<T> {
     /// A ring holding `entry(i)` for every `i` of `0..count`, in order (so
     /// the pool's lowest addresses are handed out first), or `None` when no
     /// power of two that holds `count` fits in a `usize` half-range. The
