@@ -56,7 +56,6 @@ impl<M> Link<M> {
 /// A pool's partitioner. The default one is held by value, so that a keyed
 /// send inlines its mix and range reduction; any other is called through
 /// `dyn` (a call the compiler cannot see into, on every send).
-#[derive(Clone)]
 pub(crate) enum Route {
     Hash(HashPartitioner),
     Dyn(Arc<dyn Partitioner>),

@@ -629,6 +629,22 @@ fn partitioner_ext_on_the_pool_matches_owner() {
     }
 }
 
+/// The default partitioner is held by value (inlined on every keyed send);
+/// any other goes through `dyn`, and both route as the partitioner says.
+#[test]
+fn the_hash_partitioner_is_held_by_value_and_others_through_dyn() {
+    use super::routes::Route;
+    use crate::partition::{HashPartitioner, RangePartitioner};
+    assert!(matches!(
+        Route::of(HashPartitioner::with_seed(1)),
+        Route::Hash(_)
+    ));
+    assert!(matches!(
+        Route::of(RangePartitioner::new(vec![1]).unwrap()),
+        Route::Dyn(_)
+    ));
+}
+
 /// Sending threads that come and go, more of them at once than cores, each
 /// on every send path in turn (one message, a burst, the buffered sender):
 /// every message is handled once, and each sender's messages reach each
