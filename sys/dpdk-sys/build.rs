@@ -198,6 +198,8 @@ fn bindings(csrc: &Path, cflags: &[String], out: &Path) -> Result<(), String> {
         "rte_mempool_free",
         "rte_mempool_avail_count",
         "rte_mempool_in_use_count",
+        "rte_mempool_mem_iter",
+        "rte_mem_virt2memseg_list",
         "rte_pktmbuf_free_bulk",
         // What the inline burst functions call when a queue has callbacks
         // (see `eth_rx_burst` in lib.rs).

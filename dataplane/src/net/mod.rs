@@ -215,11 +215,12 @@ const _: () = {
 pub struct QueueStats {
     /// Packets received.
     pub rx_packets: u64,
-    /// Bytes received.
+    /// Bytes received (on DPDK ports, the driver's count unless
+    /// [`PortConfig::software_byte_counts`]).
     pub rx_bytes: u64,
     /// Packets sent.
     pub tx_packets: u64,
-    /// Bytes sent.
+    /// Bytes sent (as `rx_bytes`).
     pub tx_bytes: u64,
     /// Drops, indexed by [`DropReason::index`].
     pub drops: [u64; DropReason::ALL.len()],
@@ -335,6 +336,16 @@ pub struct PortConfig {
     /// transmit offload moves the queue to a slower full-featured path,
     /// which forwarding would pay for. The TCP stack's servers turn it on.
     pub tx_checksum: bool,
+    /// Count bytes in software on DPDK ports: each queue reads every
+    /// mbuf's `pkt_len` as it receives and sends it. Off by default: the
+    /// bytes are then the driver's (`rte_eth_stats`), as testpmd and DPDK's
+    /// telemetry report them, and a forwarding loop touches no mbuf header
+    /// (on `net_null` the two reads were about a tenth of the l2fwd
+    /// program's time; docs/performance.md). Drivers that count no bytes
+    /// (`net_null` and `net_ring` in DPDK 22.11) then report none; turn
+    /// this on to have them. The other backends count bytes in software
+    /// always, from lengths they read anyway.
+    pub software_byte_counts: bool,
 }
 
 impl PortConfig {
@@ -354,6 +365,7 @@ impl PortConfig {
             shared_pool: None,
             low_latency: false,
             tx_checksum: false,
+            software_byte_counts: false,
         }
     }
 }
@@ -389,6 +401,13 @@ impl PortConfig {
     /// ([`tx_checksum`](Self::tx_checksum)).
     pub fn with_tx_checksum(mut self, on: bool) -> Self {
         self.tx_checksum = on;
+        self
+    }
+
+    /// Bytes counted in software on DPDK ports
+    /// ([`software_byte_counts`](Self::software_byte_counts)).
+    pub fn with_software_byte_counts(mut self, on: bool) -> Self {
+        self.software_byte_counts = on;
         self
     }
 

@@ -50,6 +50,12 @@ impl DpdkPort {
         0
     }
 
+    /// Whether a burst of the queue's own mbufs is told from native ones
+    /// by address alone.
+    pub fn checks_natives_by_address(&self) -> bool {
+        false
+    }
+
     /// Free mbufs in this queue's pool.
     pub fn pool_available(&self) -> u32 {
         0

@@ -2,7 +2,7 @@
 //! fast path, and the orderly close when the last queue is dropped.
 
 use super::eal;
-use super::pool::{self, PoolPtr};
+use super::pool::{self, DpdkWindow, PoolPtr};
 use crate::net::{
     Capabilities, DropReason, Layer, LinkStatus, MAX_BURST, MbufBatch, Port, PortConfig, PortId,
     QueueId, QueueStats,
@@ -298,15 +298,21 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
     let caps = setup(cfg, &mut shared)?;
     let shared = Arc::new(shared);
     Ok((0..cfg.queues)
-        .map(|q| DpdkPort {
-            port,
-            queue: q,
-            burst: cfg.burst as u16,
-            pool: shared.pools[q as usize],
-            counters: Counters::default(),
-            foreign_pool: shared.pools[q as usize].0.as_ptr().cast(),
-            caps: caps.clone(),
-            shared: shared.clone(),
+        .map(|q| {
+            let pool = shared.pools[q as usize];
+            let window = pool::dpdk_window(pool).unwrap_or(DpdkWindow::NONE);
+            DpdkPort {
+                port,
+                queue: q,
+                burst: cfg.burst as u16,
+                pool,
+                counters: Counters::default(),
+                window,
+                foreign_pool: pool.0.as_ptr().cast(),
+                software_bytes: cfg.software_byte_counts,
+                caps: caps.clone(),
+                shared: shared.clone(),
+            }
         })
         .collect())
 }
@@ -516,9 +522,15 @@ pub struct DpdkPort {
     burst: u16,
     pool: PoolPtr,
     counters: Counters,
-    /// The last `rte_mempool` an mbuf sent here came from: mbufs of this
-    /// pool need no native check.
+    /// DPDK's memory around this queue's pool ([`DpdkWindow`]; none where
+    /// it cannot say): a burst whose every address lies there holds no
+    /// native mbuf, and no header is read to know it.
+    window: DpdkWindow,
+    /// The last `rte_mempool` an mbuf sent here from elsewhere came from:
+    /// mbufs of that pool need no more than a look at their `pool` field.
     foreign_pool: *mut std::ffi::c_void,
+    /// [`PortConfig::software_byte_counts`].
+    software_bytes: bool,
     caps: Capabilities,
     shared: Arc<PortShared>,
 }
@@ -560,6 +572,15 @@ impl DpdkPort {
         self.counters.native_copies
     }
 
+    /// Whether a burst of this queue's own mbufs is told from native ones
+    /// by the mbufs' addresses alone (they lie in a window of DPDK's
+    /// memory around the pool), so that sending it reads no header. False
+    /// where the pool's memory allows no such window; every burst's mbufs
+    /// are then checked by their headers.
+    pub fn checks_natives_by_address(&self) -> bool {
+        self.window != DpdkWindow::NONE
+    }
+
     /// Free mbufs in this queue's pool (`rte_mempool_avail_count`).
     pub fn pool_available(&self) -> u32 {
         pool::avail(self.pool)
@@ -575,6 +596,25 @@ impl DpdkPort {
     #[inline(always)]
     fn bytes(pkts: &[Mbuf]) -> u64 {
         pkts.iter().map(|m| u64::from(m.header().pkt_len)).sum()
+    }
+
+    /// Whether `pkts` holds a native mbuf, from each header's `pool` (line
+    /// 0), and `priv_size` (line 1) for a pool not seen before. A DPDK pool
+    /// seen before is foreign for good: a native pool, on the Rust heap
+    /// or our own hugepage mappings, is never at an address inside DPDK's
+    /// memory.
+    #[inline(never)]
+    fn any_native(&mut self, pkts: &[Mbuf]) -> bool {
+        for m in pkts {
+            let pool = m.header().pool;
+            if pool != self.foreign_pool {
+                if m.is_native() {
+                    return true;
+                }
+                self.foreign_pool = pool;
+            }
+        }
+        false
     }
 
     /// Replaces native mbufs in `pkts` by DPDK copies from this queue's
@@ -642,9 +682,11 @@ impl Port for DpdkPort {
         // mbufs it hands over: DPDK mbufs that the foreign ops registered
         // at EAL init free (Mbuf::from_raw's contract, for each).
         unsafe { out.assume_pushed(got) };
-        let len = out.len();
         self.counters.rx_packets += got as u64;
-        self.counters.rx_bytes += Self::bytes(&out[len - got..]);
+        if self.software_bytes {
+            let len = out.len();
+            self.counters.rx_bytes += Self::bytes(&out[len - got..]);
+        }
         got
     }
 
@@ -655,30 +697,23 @@ impl Port for DpdkPort {
             return 0;
         }
         eal::ensure_lcore();
-        let mut bytes = 0u64;
-        let mut native = false;
-        for m in pkts.iter() {
-            let h = m.header();
-            bytes += u64::from(h.pkt_len);
-            // A DPDK pool seen before is foreign for good (a native pool,
-            // on the Rust heap, is never at an address inside DPDK's
-            // memory); otherwise ask the mbuf (priv_size, on the second
-            // cache line, which a vector driver's receive never touched).
-            if h.pool != self.foreign_pool {
-                if m.is_native() {
-                    native = true;
-                } else {
-                    self.foreign_pool = h.pool;
-                }
-            }
-        }
-        if native {
+        // Mbufs in DPDK's memory around this queue's pool (a forwarding
+        // loop's, or every port's with a shared pool) are told by address;
+        // the others by their headers.
+        let addrs = pkts.iter().map(|m| m.as_ptr().as_ptr() as usize);
+        if !self.window.holds_all(addrs) && self.any_native(pkts) {
             n = self.convert_natives(pkts);
-            bytes = Self::bytes(&pkts[..n]);
             if n == 0 {
                 return 0;
             }
         }
+        // Counted before the send: what the driver takes it may free at
+        // once.
+        let mut bytes = if self.software_bytes {
+            Self::bytes(&pkts[..n])
+        } else {
+            0
+        };
         let src = pkts
             .as_mut_slice()
             .as_mut_ptr()
@@ -687,7 +722,7 @@ impl Port for DpdkPort {
         // `n` DPDK mbufs (natives were replaced above) that the driver takes
         // ownership of for the count it returns.
         let sent = unsafe { sys::eth_tx_burst(self.port, self.queue, src, n as u16) } as usize;
-        if sent < n {
+        if self.software_bytes && sent < n {
             bytes -= Self::bytes(&pkts[sent..n]);
         }
         // SAFETY: the first `sent` mbufs now belong to the driver.
@@ -753,10 +788,12 @@ impl Port for DpdkPort {
         }
     }
 
-    /// This queue's packets and bytes, and its own drops; queue 0 also
-    /// carries the port's drops and errors from `rte_eth_stats_get`
-    /// (`imissed` as `RxOverrun`, `rx_nombuf` as `NoMbuf`, `ierrors +
-    /// oerrors` as errors), so that a sum over the queues counts each once.
+    /// This queue's packets and its own drops; its bytes as the driver
+    /// counts them ([`driver_bytes`]), or as this queue did with
+    /// [`PortConfig::software_byte_counts`]. Queue 0 also carries the
+    /// port's drops and errors from `rte_eth_stats_get` (`imissed` as
+    /// `RxOverrun`, `rx_nombuf` as `NoMbuf`, `ierrors + oerrors` as
+    /// errors), so that a sum over the queues counts each once.
     fn stats(&self) -> QueueStats {
         let c = &self.counters;
         let mut s = QueueStats {
@@ -767,15 +804,22 @@ impl Port for DpdkPort {
             drops: c.drops,
             errors: 0,
         };
+        if self.queue != 0 && self.software_bytes {
+            return s;
+        }
+        let mut st = sys::rte_eth_stats::default();
+        // SAFETY: an open port and a place for its counters.
+        let rc = unsafe { sys::rte_eth_stats_get(self.port, &mut st) };
+        if rc != 0 {
+            return s;
+        }
+        if !self.software_bytes {
+            (s.rx_bytes, s.tx_bytes) = driver_bytes(&st, self.queue, self.shared.queues);
+        }
         if self.queue == 0 {
-            let mut st = sys::rte_eth_stats::default();
-            // SAFETY: an open port and a place for its counters.
-            let rc = unsafe { sys::rte_eth_stats_get(self.port, &mut st) };
-            if rc == 0 {
-                s.drops[DropReason::RxOverrun.index()] += st.imissed;
-                s.drops[DropReason::NoMbuf.index()] += st.rx_nombuf;
-                s.errors += st.ierrors + st.oerrors;
-            }
+            s.drops[DropReason::RxOverrun.index()] += st.imissed;
+            s.drops[DropReason::NoMbuf.index()] += st.rx_nombuf;
+            s.errors += st.ierrors + st.oerrors;
         }
         s
     }
@@ -783,6 +827,29 @@ impl Port for DpdkPort {
     fn id(&self) -> (PortId, QueueId) {
         (PortId(self.port), QueueId(self.queue))
     }
+}
+
+/// Queue `queue`'s received and sent bytes (of `queues`) in the driver's
+/// counters: its own (`q_ibytes`, `q_obytes`) where the driver keeps them
+/// per queue, which ethdev has room for on the first
+/// `RTE_ETHDEV_QUEUE_STAT_CNTRS` queues; queue 0 also takes the port's
+/// bytes that no queue counter holds (all of them, on a driver that counts
+/// only per port), so that the queues add up to the port's `ibytes` and
+/// `obytes`.
+fn driver_bytes(st: &sys::rte_eth_stats, queue: u16, queues: u16) -> (u64, u64) {
+    let counted = (queues as usize).min(st.q_ibytes.len());
+    let q = queue as usize;
+    let (mut rx, mut tx) = match (st.q_ibytes.get(q), st.q_obytes.get(q)) {
+        (Some(&rx), Some(&tx)) if q < counted => (rx, tx),
+        _ => (0, 0),
+    };
+    if queue == 0 {
+        let rx_queues: u64 = st.q_ibytes[..counted].iter().sum();
+        let tx_queues: u64 = st.q_obytes[..counted].iter().sum();
+        rx += st.ibytes.saturating_sub(rx_queues);
+        tx += st.obytes.saturating_sub(tx_queues);
+    }
+    (rx, tx)
 }
 
 /// The names of the ethdev ports DPDK knows now.
@@ -803,4 +870,53 @@ pub(super) fn port_names() -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(ibytes: u64, obytes: u64, queues: &[(u64, u64)]) -> sys::rte_eth_stats {
+        let mut st = sys::rte_eth_stats {
+            ibytes,
+            obytes,
+            ..Default::default()
+        };
+        for (i, &(rx, tx)) in queues.iter().enumerate() {
+            st.q_ibytes[i] = rx;
+            st.q_obytes[i] = tx;
+        }
+        st
+    }
+
+    #[test]
+    fn driver_bytes_are_per_queue_where_the_driver_keeps_them() {
+        let st = stats(600, 60, &[(100, 10), (200, 20), (300, 30)]);
+        let got: Vec<_> = (0..3).map(|q| driver_bytes(&st, q, 3)).collect();
+        assert_eq!(got, [(100, 10), (200, 20), (300, 30)]);
+    }
+
+    #[test]
+    fn queue_0_takes_the_bytes_no_queue_counter_holds() {
+        // A driver that counts per port only.
+        let st = stats(600, 60, &[]);
+        assert_eq!(driver_bytes(&st, 0, 2), (600, 60));
+        assert_eq!(driver_bytes(&st, 1, 2), (0, 0));
+        // More queues than ethdev has counters for: the rest lands on 0.
+        let n = st.q_ibytes.len();
+        let mut per_queue = vec![(1, 1); n];
+        per_queue[0] = (5, 5);
+        let st = stats(5 + (n as u64 - 1) + 1000, 5 + (n as u64 - 1), &per_queue);
+        let queues = n as u16 + 4;
+        let sum = (0..queues)
+            .map(|q| driver_bytes(&st, q, queues))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        assert_eq!(sum, (st.ibytes, st.obytes), "the queues add up to the port");
+        assert_eq!(driver_bytes(&st, 0, queues), (1005, 5));
+        assert_eq!(driver_bytes(&st, n as u16, queues), (0, 0));
+        // Queue counters above the port's (a driver that counts them
+        // differently): never negative.
+        let st = stats(10, 0, &[(50, 0)]);
+        assert_eq!(driver_bytes(&st, 0, 1), (50, 0));
+    }
 }
