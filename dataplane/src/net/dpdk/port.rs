@@ -60,14 +60,19 @@ struct PortShared {
     /// a shared pool's reservation at the close.
     pool_need: u32,
     started: bool,
+    /// Held around `rte_eth_stats_get`, which every queue of the port
+    /// calls from its own lcore: ethdev's control path is not thread-safe,
+    /// and PMDs that fold read-to-clear registers into their totals (ixgbe,
+    /// e1000) would lose counts to two callers at once.
+    stats_lock: Mutex<()>,
 }
 
 // SAFETY: the device pointer is only passed to rte_dev_remove, once, from
 // Drop; DPDK's control path is thread-safe for one caller at a time, and
 // Drop runs once.
 unsafe impl Send for PortShared {}
-// SAFETY: shared references to PortShared read plain fields only; the
-// pool pointers are thread-safe (rte_mempool).
+// SAFETY: shared references to PortShared read plain fields or take the
+// stats lock; the pool pointers are thread-safe (rte_mempool).
 unsafe impl Sync for PortShared {}
 
 impl Drop for PortShared {
@@ -294,6 +299,7 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
         // Validated: at most the pool size, a u32.
         pool_need: queue_need(cfg) as u32,
         started: false,
+        stats_lock: Mutex::new(()),
     };
     let caps = setup(cfg, &mut shared)?;
     let shared = Arc::new(shared);
@@ -808,8 +814,17 @@ impl Port for DpdkPort {
             return s;
         }
         let mut st = sys::rte_eth_stats::default();
-        // SAFETY: an open port and a place for its counters.
-        let rc = unsafe { sys::rte_eth_stats_get(self.port, &mut st) };
+        let rc = {
+            // Nothing under the lock can leave it inconsistent.
+            let _one_caller = self
+                .shared
+                .stats_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // SAFETY: an open port and a place for its counters; one caller
+            // at a time for the port.
+            unsafe { sys::rte_eth_stats_get(self.port, &mut st) }
+        };
         if rc != 0 {
             return s;
         }
