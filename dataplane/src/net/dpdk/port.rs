@@ -795,7 +795,7 @@ impl Port for DpdkPort {
     }
 
     /// This queue's packets and its own drops; its bytes as the driver
-    /// counts them ([`driver_bytes`]), or as this queue did with
+    /// counts them (`driver_bytes`), or as this queue did with
     /// [`PortConfig::software_byte_counts`]. Queue 0 also carries the
     /// port's drops and errors from `rte_eth_stats_get` (`imissed` as
     /// `RxOverrun`, `rx_nombuf` as `NoMbuf`, `ierrors + oerrors` as
