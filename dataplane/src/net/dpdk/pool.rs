@@ -213,18 +213,24 @@ impl DpdkWindow {
     /// A window no mbuf is in (`base` 0, `shift` 0: only address 0).
     pub(super) const NONE: DpdkWindow = DpdkWindow { base: 0, shift: 0 };
 
-    /// The smallest window around `[start, end)` inside `[lo, hi)`: it
-    /// starts at `start`, or lower where it would run past `hi`.
+    /// The largest window inside `[lo, hi)` around `[start, end)`, so
+    /// that the other DPDK pools in the same memseg list (another port's,
+    /// when ports do not share one) pass the check too: the largest power
+    /// of two the list holds, starting at `start`, or lower where it would
+    /// run past `hi`.
     pub(super) fn around(start: usize, end: usize, lo: usize, hi: usize) -> Option<DpdkWindow> {
         if start >= end || start < lo || end > hi {
             return None;
         }
-        let size = (end - start).checked_next_power_of_two()?;
-        let base = start.min(hi.checked_sub(size)?);
-        (base >= lo).then_some(DpdkWindow {
-            base,
-            shift: size.trailing_zeros(),
-        })
+        let shift = usize::BITS - 1 - (hi - lo).leading_zeros();
+        let size = 1usize << shift;
+        if size < end - start {
+            return None;
+        }
+        // In [lo, hi - size] (size <= hi - lo), at or below `start`, and
+        // reaching `end` (size >= end - start).
+        let base = start.min(hi - size);
+        Some(DpdkWindow { base, shift })
     }
 
     /// Whether every one of `addrs` is in the window.
@@ -400,28 +406,36 @@ mod tests {
     use super::DpdkWindow;
 
     #[test]
-    fn the_window_is_the_smallest_power_of_two_around_the_pool_inside_the_list() {
+    fn the_window_is_the_largest_power_of_two_of_the_list_around_the_pool() {
         let mb = 1usize << 20;
+        // The first run's shared pool (4.6 MiB) in a 16 GiB list of 2 MiB
+        // pages: the window is the whole list.
         let list = (0x11_8020_0000, 0x11_8020_0000 + 16 * 1024 * mb);
-        // A pool of 4.6 MiB (the first run's shared pool): 8 MiB from its
-        // start.
         let w =
             DpdkWindow::around(0x11_8055_eb40, 0x11_80a0_0000, list.0, list.1).expect("a window");
-        assert_eq!((w.base, w.shift), (0x11_8055_eb40, 23));
-        // Near the list's end the window starts lower, ending with it.
-        let (start, end) = (list.1 - 3 * mb, list.1 - mb / 2);
-        let w = DpdkWindow::around(start, end, list.0, list.1).expect("a window");
-        assert_eq!((w.base, w.shift), (list.1 - 4 * mb, 22));
-        // Refused where it cannot fit: the list is shorter than the
-        // power of two.
-        let short = list.0 + 3 * mb;
+        assert_eq!((w.base, w.shift), (list.0, 34));
+        // A list of 3 MiB: 2 MiB of it, from the pool's start, or ending
+        // with the list where that would run past it.
+        let short = (list.0, list.0 + 3 * mb);
+        let w =
+            DpdkWindow::around(short.0 + mb / 2, short.0 + mb, short.0, short.1).expect("a window");
+        assert_eq!((w.base, w.shift), (short.0 + mb / 2, 21));
+        let w =
+            DpdkWindow::around(short.1 - mb, short.1 - mb / 2, short.0, short.1).expect("a window");
+        assert_eq!((w.base, w.shift), (short.1 - 2 * mb, 21));
+        // Refused where the pool is larger than the largest power of two
+        // the list holds, and where the pool is not in the list.
         assert_eq!(
-            DpdkWindow::around(list.0, short - mb / 2, list.0, short),
+            DpdkWindow::around(short.0, short.1 - mb / 2, short.0, short.1),
             None
         );
         assert_eq!(DpdkWindow::around(list.0, list.0, list.0, list.1), None);
         assert_eq!(
             DpdkWindow::around(list.0 - 1, list.0 + 1, list.0, list.1),
+            None
+        );
+        assert_eq!(
+            DpdkWindow::around(list.1 - 1, list.1 + 1, list.0, list.1),
             None
         );
     }

@@ -528,7 +528,8 @@ pub struct DpdkPort {
     burst: u16,
     pool: PoolPtr,
     counters: Counters,
-    /// DPDK's memory around this queue's pool ([`DpdkWindow`]; none where
+    /// DPDK's memory around this queue's pool, as much of its memseg list
+    /// as a power of two takes ([`DpdkWindow`]; none where
     /// it cannot say): a burst whose every address lies there holds no
     /// native mbuf, and no header is read to know it.
     window: DpdkWindow,
@@ -703,9 +704,10 @@ impl Port for DpdkPort {
             return 0;
         }
         eal::ensure_lcore();
-        // Mbufs in DPDK's memory around this queue's pool (a forwarding
-        // loop's, or every port's with a shared pool) are told by address;
-        // the others by their headers.
+        // Mbufs in DPDK's memory around this queue's pool (its own, and
+        // those of the other pools in the same memseg list: another port's
+        // when forwarding) are told by address; the others by their
+        // headers.
         let addrs = pkts.iter().map(|m| m.as_ptr().as_ptr() as usize);
         if !self.window.holds_all(addrs) && self.any_native(pkts) {
             n = self.convert_natives(pkts);
