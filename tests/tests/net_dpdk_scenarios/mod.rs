@@ -539,6 +539,9 @@ pub fn tap_child(memory: Memory) {
     }
     assert_eq!(got, count, "kernel sent {count}, DPDK received {got}");
     println!("tap: {other} other frames from the kernel (ignored)");
+    let s = q.stats();
+    assert_eq!(s.rx_bytes, rx_bytes, "the driver's received bytes");
+    assert_eq!(s.tx_bytes, 0);
 
     // DPDK -> kernel.
     let receiver = std::net::UdpSocket::bind("10.99.0.1:7777").expect("bind receiver");
@@ -571,6 +574,9 @@ pub fn tap_child(memory: Memory) {
         delivered, sent,
         "DPDK sent {sent}, the kernel delivered {delivered}"
     );
+    // The port reads its driver's counters at most every 10 ms: later
+    // than that, the sends are in them.
+    std::thread::sleep(Duration::from_millis(20));
     let s = q.stats();
     assert_eq!(s.tx_packets, u64::from(sent));
     assert_eq!(s.rx_packets, u64::from(count) + other);

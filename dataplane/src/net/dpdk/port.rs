@@ -14,6 +14,7 @@ use hugepages::mbuf::{Mbuf, MbufHeader};
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The backend's name, as `--backend` spells it.
 pub(super) const NAME: &str = "dpdk";
@@ -60,11 +61,52 @@ struct PortShared {
     /// a shared pool's reservation at the close.
     pool_need: u32,
     started: bool,
-    /// Held around `rte_eth_stats_get`, which every queue of the port
-    /// calls from its own lcore: ethdev's control path is not thread-safe,
-    /// and PMDs that fold read-to-clear registers into their totals (ixgbe,
-    /// e1000) would lose counts to two callers at once.
-    stats_lock: Mutex<()>,
+    /// The port's driver counters as last read ([`PortShared::driver_stats`]).
+    stats: Mutex<DriverStats>,
+}
+
+/// How old the driver's counters a queue reports may be: a PMD's
+/// `rte_eth_stats_get` can take tens of microseconds of register reads,
+/// which the lcores polling the port's queues should not pay on every
+/// call (the programs publish every 10 ms, each queue from its own lcore).
+const DRIVER_STATS_MAX_AGE: Duration = Duration::from_millis(10);
+
+/// A port's `rte_eth_stats` and when they were read.
+#[derive(Debug)]
+struct DriverStats {
+    read_at: Option<Instant>,
+    stats: sys::rte_eth_stats,
+}
+
+impl PortShared {
+    /// The port's `rte_eth_stats`, read again when the last read is
+    /// older than [`DRIVER_STATS_MAX_AGE`]; `None` when the driver fails
+    /// the read. One caller at a time: ethdev's control path is not
+    /// thread-safe, and PMDs that fold read-to-clear registers into their
+    /// totals (ixgbe, e1000) would lose counts to two callers at once.
+    fn driver_stats(&self) -> Option<sys::rte_eth_stats> {
+        // Every write under the lock is a whole field: a poisoned cache is
+        // consistent.
+        let mut cache = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let fresh = cache
+            .read_at
+            .is_some_and(|t| now.duration_since(t) < DRIVER_STATS_MAX_AGE);
+        if !fresh {
+            let mut st = sys::rte_eth_stats::default();
+            // SAFETY: an open port and a place for its counters; one caller
+            // at a time for the port (the lock).
+            if unsafe { sys::rte_eth_stats_get(self.port, &mut st) } != 0 {
+                return None;
+            }
+            cache.stats = st;
+            cache.read_at = Some(now);
+        }
+        Some(cache.stats)
+    }
 }
 
 // SAFETY: the device pointer is only passed to rte_dev_remove, once, from
@@ -72,7 +114,7 @@ struct PortShared {
 // Drop runs once.
 unsafe impl Send for PortShared {}
 // SAFETY: shared references to PortShared read plain fields or take the
-// stats lock; the pool pointers are thread-safe (rte_mempool).
+// stats cache's lock; the pool pointers are thread-safe (rte_mempool).
 unsafe impl Sync for PortShared {}
 
 impl Drop for PortShared {
@@ -299,7 +341,10 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
         // Validated: at most the pool size, a u32.
         pool_need: queue_need(cfg) as u32,
         started: false,
-        stats_lock: Mutex::new(()),
+        stats: Mutex::new(DriverStats {
+            read_at: None,
+            stats: sys::rte_eth_stats::default(),
+        }),
     };
     let caps = setup(cfg, &mut shared)?;
     let shared = Arc::new(shared);
@@ -801,7 +846,9 @@ impl Port for DpdkPort {
     /// [`PortConfig::software_byte_counts`]. Queue 0 also carries the
     /// port's drops and errors from `rte_eth_stats_get` (`imissed` as
     /// `RxOverrun`, `rx_nombuf` as `NoMbuf`, `ierrors + oerrors` as
-    /// errors), so that a sum over the queues counts each once.
+    /// errors), so that a sum over the queues counts each once. The
+    /// driver's figures are read at most every 10 ms for the whole port
+    /// and may be that old; the packet counts are current.
     fn stats(&self) -> QueueStats {
         let c = &self.counters;
         let mut s = QueueStats {
@@ -815,21 +862,9 @@ impl Port for DpdkPort {
         if self.queue != 0 && self.software_bytes {
             return s;
         }
-        let mut st = sys::rte_eth_stats::default();
-        let rc = {
-            // Nothing under the lock can leave it inconsistent.
-            let _one_caller = self
-                .shared
-                .stats_lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // SAFETY: an open port and a place for its counters; one caller
-            // at a time for the port.
-            unsafe { sys::rte_eth_stats_get(self.port, &mut st) }
-        };
-        if rc != 0 {
+        let Some(st) = self.shared.driver_stats() else {
             return s;
-        }
+        };
         if !self.software_bytes {
             (s.rx_bytes, s.tx_bytes) = driver_bytes(&st, self.queue, self.shared.queues);
         }
