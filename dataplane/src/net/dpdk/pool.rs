@@ -245,10 +245,10 @@ impl DpdkWindow {
     }
 }
 
-/// The window of DPDK memory around `ptr`'s objects ([`DpdkWindow`]);
-/// `None` when its chunks are not all in one memseg list of DPDK's own
-/// memory, or no aligned block around them fits in it.
-pub(super) fn dpdk_window(ptr: PoolPtr) -> Option<DpdkWindow> {
+/// The window of DPDK memory around `ptr`'s objects ([`DpdkWindow`]), or
+/// why there is none: its chunks are not all in one memseg list of DPDK's
+/// own memory, or the list has no power of two that holds them.
+pub(super) fn dpdk_window(ptr: PoolPtr) -> std::result::Result<DpdkWindow, String> {
     /// The lowest and highest chunk addresses seen.
     struct Hull {
         start: usize,
@@ -283,7 +283,7 @@ pub(super) fn dpdk_window(ptr: PoolPtr) -> Option<DpdkWindow> {
         )
     };
     if hull.start >= hull.end {
-        return None;
+        return Err("the pool has no memory chunks".into());
     }
     let list = |addr: usize| {
         // SAFETY: any address may be looked up; the list, when found, is
@@ -292,18 +292,21 @@ pub(super) fn dpdk_window(ptr: PoolPtr) -> Option<DpdkWindow> {
         let msl = unsafe { sys::rte_mem_virt2memseg_list(addr as *const std::ffi::c_void) };
         NonNull::new(msl)
     };
-    let msl = list(hull.start)?;
+    let span = format!("{:#x}..{:#x}", hull.start, hull.end);
+    let msl = list(hull.start).ok_or_else(|| format!("{span} is in no memseg list"))?;
     if list(hull.end - 1) != Some(msl) {
-        return None;
+        return Err(format!("{span} spans more than one memseg list"));
     }
     // SAFETY: a live memseg list of the EAL (above).
     let msl = unsafe { msl.as_ref() };
     if msl.external != 0 {
-        return None;
+        return Err(format!("{span} is in external memory"));
     }
     // SAFETY: `base_va` and `addr_64` are the same 64 bits.
     let lo = unsafe { msl.__bindgen_anon_1.addr_64 } as usize;
-    DpdkWindow::around(hull.start, hull.end, lo, lo.checked_add(msl.len)?)
+    let hi = lo.saturating_add(msl.len);
+    DpdkWindow::around(hull.start, hull.end, lo, hi)
+        .ok_or_else(|| format!("{span} does not fit a power of two of its list {lo:#x}..{hi:#x}"))
 }
 
 /// The port of these pools (one entry per queue, each queue promised

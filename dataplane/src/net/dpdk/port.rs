@@ -76,12 +76,16 @@ const DRIVER_STATS_MAX_AGE: Duration = Duration::from_millis(10);
 struct DriverStats {
     read_at: Option<Instant>,
     stats: sys::rte_eth_stats,
+    /// The driver has failed a read (logged once).
+    failed: bool,
 }
 
 impl PortShared {
     /// The port's `rte_eth_stats`, read again when the last read is
-    /// older than [`DRIVER_STATS_MAX_AGE`]; `None` when the driver fails
-    /// the read. One caller at a time: ethdev's control path is not
+    /// older than [`DRIVER_STATS_MAX_AGE`]. A failed read keeps the last
+    /// good one (so that no counter goes backwards), and is logged the
+    /// first time; `None` when no read has succeeded yet. One caller at a
+    /// time: ethdev's control path is not
     /// thread-safe, and PMDs that fold read-to-clear registers into their
     /// totals (ixgbe, e1000) would lose counts to two callers at once.
     fn driver_stats(&self) -> Option<sys::rte_eth_stats> {
@@ -99,13 +103,23 @@ impl PortShared {
             let mut st = sys::rte_eth_stats::default();
             // SAFETY: an open port and a place for its counters; one caller
             // at a time for the port (the lock).
-            if unsafe { sys::rte_eth_stats_get(self.port, &mut st) } != 0 {
-                return None;
+            let rc = unsafe { sys::rte_eth_stats_get(self.port, &mut st) };
+            if rc == 0 {
+                cache.stats = st;
+                cache.read_at = Some(now);
+            } else {
+                if !cache.failed {
+                    cache.failed = true;
+                    tracing::warn!(
+                        port = %self.name,
+                        "rte_eth_stats_get failed ({}): its counters stay at their last reading",
+                        eal::strerror(-rc)
+                    );
+                }
             }
-            cache.stats = st;
-            cache.read_at = Some(now);
         }
-        Some(cache.stats)
+        // Nothing to report until a read has succeeded.
+        cache.read_at.map(|_| cache.stats)
     }
 }
 
@@ -344,6 +358,7 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
         stats: Mutex::new(DriverStats {
             read_at: None,
             stats: sys::rte_eth_stats::default(),
+            failed: false,
         }),
     };
     let caps = setup(cfg, &mut shared)?;
@@ -351,7 +366,13 @@ pub(super) fn open(cfg: &PortConfig) -> Result<Vec<DpdkPort>> {
     Ok((0..cfg.queues)
         .map(|q| {
             let pool = shared.pools[q as usize];
-            let window = pool::dpdk_window(pool).unwrap_or(DpdkWindow::NONE);
+            let window = pool::dpdk_window(pool).unwrap_or_else(|why| {
+                tracing::info!(
+                    port = %name, queue = q,
+                    "mbufs sent here are checked for native ones by their headers, not by address: {why}"
+                );
+                DpdkWindow::NONE
+            });
             DpdkPort {
                 port,
                 queue: q,
